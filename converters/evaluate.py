@@ -1,0 +1,124 @@
+"""The accuracy check: the float source model and the converted bundle on the same photos.
+
+Both models see exactly the same preprocessed pixels: the float model gets
+:func:`tillsight.preprocess.preprocess` output, the converted model goes through the
+device's own :class:`tillsight.Classifier` (which applies that same function).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from tillsight.classifier import Classifier
+from tillsight.datasets import ImageSet, iter_images
+from tillsight.preprocess import InputSpec, preprocess
+
+from .source import SourceModel
+
+__all__ = ["AccuracyReport", "evaluate", "measure_latency"]
+
+_BATCH = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class AccuracyReport:
+    """Top-1 of the float and converted models on the same readable images."""
+
+    images: int
+    skipped: int
+    float_top1: float  # percent
+    converted_top1: float  # percent
+    top1_agreement: float  # percent of images where both models pick the same class
+
+    @property
+    def top1_drop(self) -> float:
+        """Points of top-1 lost by conversion (negative when the converted model is better)."""
+        return round(self.float_top1 - self.converted_top1, 3)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form recorded in the manifest."""
+        return {**dataclasses.asdict(self), "top1_drop": self.top1_drop}
+
+
+def evaluate(
+    source: SourceModel, classifier: Classifier, image_set: ImageSet, float_spec: InputSpec, progress: bool = False
+) -> AccuracyReport:
+    """Run both models on every readable image of a labeled set.
+
+    Args:
+        source: The float model.
+        classifier: The converted model, loaded as on the device.
+        image_set: Labeled evaluation images.
+        float_spec: The float model's input spec (the classifier's, before quantization).
+        progress: Show a progress bar.
+
+    Returns:
+        The accuracy report (images counted only when readable).
+    """
+    skipped: list = []
+    truth: list[int] = []
+    float_inputs: list[np.ndarray] = []
+    float_top1: list[int] = []
+    converted_top1: list[int] = []
+
+    def flush() -> None:
+        if float_inputs:
+            float_top1.extend(np.argmax(source.predict(np.stack(float_inputs)), axis=-1).tolist())
+            float_inputs.clear()
+
+    for item, image in tqdm(
+        iter_images(image_set.images, skipped), total=len(image_set.images), desc="evaluation", disable=not progress
+    ):
+        truth.append(int(item.label_index))
+        float_inputs.append(preprocess(image, float_spec))
+        converted_top1.append(int(np.argmax(classifier.scores(image))))
+        if len(float_inputs) == _BATCH:
+            flush()
+    flush()
+    count = len(truth)
+    if count == 0:
+        return AccuracyReport(0, len(skipped), 0.0, 0.0, 0.0)
+    truth_array, float_array, converted_array = np.array(truth), np.array(float_top1), np.array(converted_top1)
+    return AccuracyReport(
+        images=count,
+        skipped=len(skipped),
+        float_top1=round(100.0 * float(np.mean(float_array == truth_array)), 3),
+        converted_top1=round(100.0 * float(np.mean(converted_array == truth_array)), 3),
+        top1_agreement=round(100.0 * float(np.mean(float_array == converted_array)), 3),
+    )
+
+
+def measure_latency(classifier: Classifier, sample: np.ndarray, runs: int = 30, warmup: int = 3) -> dict[str, Any]:
+    """Median and p95 of backend inference time on this host (not the device).
+
+    Args:
+        classifier: The converted model.
+        sample: One BGR frame.
+        runs: Timed inferences.
+        warmup: Untimed inferences first.
+    """
+    tensor = classifier.prepare(sample)
+    for _ in range(warmup):
+        classifier.backend.infer(tensor)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        classifier.backend.infer(tensor)
+        times.append((time.perf_counter() - start) * 1e3)
+    times.sort()
+    return {
+        "p50_ms": round(statistics.median(times), 3),
+        "p95_ms": round(times[min(len(times) - 1, int(0.95 * len(times)))], 3),
+        "runs": runs,
+        "threads": getattr(classifier.backend, "threads", None),
+        "engine": classifier.engine,
+        "host": f"{platform.machine()} {platform.system()}, {platform.processor() or 'unknown cpu'}",
+        "note": "measured on the converting host, not on the device",
+    }

@@ -1,0 +1,40 @@
+"""What every conversion target takes and returns."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tillsight.preprocess import InputSpec
+from tillsight.profiles import Profile
+from tillsight.runtimes.base import TensorSpec
+
+if TYPE_CHECKING:  # the source module imports TensorFlow; keep this one light
+    from .source import SourceModel
+
+__all__ = ["ConversionJob", "TargetResult"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ConversionJob:
+    """One model to convert for one profile."""
+
+    source: SourceModel
+    profile: Profile
+    input_spec: InputSpec  # float preprocessing of the source model (dtype float32)
+    calibration: np.ndarray  # (N, H, W, 3) float32, made by tillsight.preprocess.preprocess
+    add_softmax: bool  # the source outputs logits: append a softmax
+    staging_dir: Path  # where the target writes its model file(s)
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetResult:
+    """The model file a target wrote and its integer IO tensors."""
+
+    model_file: str
+    input_tensor: TensorSpec
+    output_tensor: TensorSpec
+    quantization: dict[str, Any]

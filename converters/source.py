@@ -1,0 +1,197 @@
+"""Source models: a Keras classifier in any of the forms data teams hand over.
+
+Accepted: a Keras 3 ``.keras`` file, a legacy Keras 2 ``.h5`` file, a TensorFlow
+SavedModel directory, or an in-memory ``keras.Model``. Files are loaded with Keras safe
+mode on, so a file cannot run arbitrary Python code (a ``Lambda`` layer is refused unless
+the caller explicitly allows unsafe loading). Preprocessing and augmentation layers inside
+the model are kept; augmentation is inactive at inference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tillsight.bundle import sha256_of_file
+from tillsight.errors import ModelLoadError
+
+from ._tf import keras, tf
+
+__all__ = ["SourceModel", "load_source_model"]
+
+logger = logging.getLogger(__name__)
+
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceModel:
+    """A loaded float classifier with one NHWC image input and one class-score output."""
+
+    description: str  # the path, or "in-memory model 'name'"
+    format: str  # keras | h5 | saved_model | in-memory
+    sha256: str
+    input_size: tuple[int | None, int | None]  # (height, width); None where the model takes any size
+    num_classes: int
+    call: Callable[[tf.Tensor], tf.Tensor]  # float32 NHWC batch -> scores, inference mode
+    trackable: Any  # what owns the variables (for the TFLite converter)
+    keras_model: keras.Model | None = None
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Float model outputs for a float32 NHWC batch."""
+        return np.asarray(self.call(tf.constant(batch, dtype=tf.float32)))
+
+    def serving_function(self, height: int, width: int, add_softmax: bool) -> Any:
+        """A concrete function with a static ``[1, height, width, 3]`` float32 input.
+
+        Args:
+            height: Input height.
+            width: Input width.
+            add_softmax: Append a softmax (the model outputs logits).
+
+        Returns:
+            The traced ``tf.function`` concrete function.
+        """
+        call = self.call
+
+        @tf.function(input_signature=[tf.TensorSpec([1, height, width, 3], tf.float32, name="image")])
+        def serve(image: tf.Tensor) -> tf.Tensor:
+            scores = call(image)
+            return tf.nn.softmax(scores) if add_softmax else scores
+
+        return serve.get_concrete_function()
+
+
+def load_source_model(model: str | Path | keras.Model, allow_unsafe: bool = False) -> SourceModel:
+    """Load and check a Keras classifier.
+
+    Args:
+        model: ``.keras`` / ``.h5`` path, SavedModel directory, or a ``keras.Model``.
+        allow_unsafe: Disable Keras safe mode (only for files you trust).
+
+    Returns:
+        The source model.
+
+    Raises:
+        ModelLoadError: Missing, corrupt, unsafe or not a single-input image classifier.
+    """
+    if keras.backend.backend() != "tensorflow":
+        raise ModelLoadError(
+            f"KERAS_BACKEND is '{keras.backend.backend()}'; conversion needs the TensorFlow backend: "
+            "set KERAS_BACKEND=tensorflow"
+        )
+    if isinstance(model, keras.Model):
+        return _from_keras(model, f"in-memory model '{model.name}'", "in-memory", _sha256_of_keras_model(model))
+    path = Path(model)
+    if not path.exists():
+        raise ModelLoadError(f"model path {path} does not exist")
+    if path.is_dir():
+        if not (path / "saved_model.pb").is_file():
+            raise ModelLoadError(f"{path} is a directory but not a TensorFlow SavedModel (no saved_model.pb)")
+        return _from_saved_model(path)
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if zipfile.is_zipfile(path):
+        kind = "keras"
+    elif head == _HDF5_MAGIC:
+        kind = "h5"
+    elif path.suffix in (".keras", ".h5", ".hdf5"):
+        raise ModelLoadError(f"{path} is not a valid {path.suffix} model file (corrupt or truncated); export it again")
+    else:
+        raise ModelLoadError(
+            f"{path} is not a Keras model: expected a .keras file, a .h5 file or a SavedModel directory"
+        )
+    try:
+        keras_model = keras.models.load_model(path, compile=False, safe_mode=not allow_unsafe)
+    except Exception as exc:  # Keras raises ValueError, KeyError, OSError, ... for bad files
+        text = str(exc)
+        if "safe_mode" in text or "Lambda" in text or "unsafe" in text.lower():
+            raise ModelLoadError(
+                f"{path} contains a Lambda layer or other Python code and safe mode refuses it; "
+                "if you trust the file, pass --unsafe-load (allow_unsafe_model=True)"
+            ) from exc
+        first_line = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        raise ModelLoadError(f"cannot load {path} as a Keras model ({first_line[:200]}); is the file corrupt?") from exc
+    if not isinstance(keras_model, keras.Model):
+        raise ModelLoadError(f"{path} does not hold a Keras model")
+    return _from_keras(keras_model, str(path), kind, sha256_of_file(path))
+
+
+def _sha256_of_keras_model(model: keras.Model) -> str:
+    digest = hashlib.sha256(model.to_json().encode("utf-8"))
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
+    return digest.hexdigest()
+
+
+def _check_shapes(description: str, input_shape: Any, output_shape: Any) -> tuple[tuple[int | None, int | None], int]:
+    input_shape, output_shape = tuple(input_shape), tuple(output_shape)
+    if len(input_shape) != 4 or input_shape[-1] != 3:
+        raise ModelLoadError(
+            f"{description} takes input of shape {input_shape}; tillsight needs one NHWC image input "
+            "with 3 channels, (batch, height, width, 3)"
+        )
+    if len(output_shape) != 2 or output_shape[-1] is None or output_shape[-1] < 2:
+        raise ModelLoadError(
+            f"{description} gives output of shape {output_shape}; tillsight needs one class-score "
+            "output (batch, classes) with at least 2 classes"
+        )
+    return (input_shape[1], input_shape[2]), int(output_shape[-1])
+
+
+def _from_keras(model: keras.Model, description: str, kind: str, sha256: str) -> SourceModel:
+    try:
+        inputs, outputs = model.inputs, model.outputs
+    except (AttributeError, ValueError) as exc:
+        raise ModelLoadError(f"{description} has no defined input; build it with keras.Input(shape=...)") from exc
+    if not inputs or len(inputs) != 1 or len(outputs) != 1:
+        raise ModelLoadError(
+            f"{description} has {len(inputs or [])} inputs and {len(outputs or [])} outputs; "
+            "tillsight converts single-input, single-output classifiers"
+        )
+    input_size, num_classes = _check_shapes(description, inputs[0].shape, outputs[0].shape)
+
+    def call(images: tf.Tensor) -> tf.Tensor:
+        return model(images, training=False)
+
+    return SourceModel(description, kind, sha256, input_size, num_classes, call, model, model)
+
+
+def _sha256_of_directory(path: Path) -> str:
+    digest = hashlib.sha256()
+    for file_path in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(file_path.relative_to(path)).encode("utf-8"))
+        digest.update(sha256_of_file(file_path).encode("ascii"))
+    return digest.hexdigest()
+
+
+def _from_saved_model(path: Path) -> SourceModel:
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except Exception as exc:  # TensorFlow raises many types for broken SavedModels
+        raise ModelLoadError(f"cannot load SavedModel {path}: {str(exc).strip().splitlines()[0][:200]}") from exc
+    signature = loaded.signatures.get("serving_default")
+    if signature is None:
+        raise ModelLoadError(f"SavedModel {path} has no 'serving_default' signature; export it with one")
+    input_specs = signature.structured_input_signature[1]
+    output_specs = signature.structured_outputs
+    if len(input_specs) != 1 or len(output_specs) != 1:
+        raise ModelLoadError(
+            f"SavedModel {path} has {len(input_specs)} inputs and {len(output_specs)} outputs; "
+            "tillsight converts single-input, single-output classifiers"
+        )
+    (input_name, input_spec), = input_specs.items()
+    (output_name, output_spec), = output_specs.items()
+    input_size, num_classes = _check_shapes(f"SavedModel {path}", input_spec.shape, output_spec.shape)
+
+    def call(images: tf.Tensor) -> tf.Tensor:
+        return signature(**{input_name: tf.cast(images, input_spec.dtype)})[output_name]
+
+    return SourceModel(str(path), "saved_model", _sha256_of_directory(path), input_size, num_classes, call, loaded)

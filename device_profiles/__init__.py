@@ -1,0 +1,1 @@
+"""Device profiles shipped with tillsight: one TOML file per device (see tillsight.profiles)."""

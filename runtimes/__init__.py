@@ -1,0 +1,47 @@
+"""Runtime backends: the device side of tillsight (never imports TensorFlow itself).
+
+One table maps a bundle's backend to the class that runs it. Backend modules and the
+engines they wrap are imported only when a bundle of that kind is opened.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from tillsight.bundle import Bundle
+from tillsight.errors import BackendUnavailableError
+from tillsight.profiles import Backend as BackendKind
+
+from .base import Backend, TensorSpec
+
+__all__ = ["Backend", "TensorSpec", "BACKENDS", "open_backend"]
+
+#: Backend kind -> "module:Class" that runs it.
+BACKENDS: dict[BackendKind, str] = {
+    BackendKind.TFLITE: "tillsight.runtimes.tflite:TFLiteBackend",
+}
+
+
+def open_backend(bundle: Bundle, threads: int | None = None) -> Backend:
+    """Open the backend a verified bundle was built for.
+
+    Args:
+        bundle: A bundle from :func:`tillsight.bundle.read_bundle`.
+        threads: CPU threads; defaults to the profile's thread count in the manifest.
+
+    Returns:
+        The loaded backend.
+
+    Raises:
+        BackendUnavailableError: This version has no backend of that kind, or its package
+            is not installed.
+        BundleError: The engine rejects the model file.
+    """
+    kind = bundle.manifest.runtime.backend
+    if kind not in BACKENDS:
+        raise BackendUnavailableError(
+            f"bundle {bundle.path} needs the '{kind.value}' backend, which this tillsight version cannot run yet"
+        )
+    module_name, class_name = BACKENDS[kind].split(":")
+    backend_class = getattr(importlib.import_module(module_name), class_name)
+    return backend_class(bundle.model_path, threads or bundle.manifest.runtime.threads)

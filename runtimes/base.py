@@ -1,0 +1,68 @@
+"""The runtime backend interface: load, input/output specs, infer, close.
+
+A backend only moves tensors in and out of one inference engine. Task logic (preprocessing,
+dequantization, top-k, voting) lives above it in :class:`tillsight.Classifier` and never
+touches backend objects. Backends are not thread-safe; the classifier serialises calls.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from types import TracebackType
+
+import numpy as np
+
+__all__ = ["TensorSpec", "Backend"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    """Shape, type and quantization of one model tensor (scale 0 means not quantized)."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    scale: float = 0.0
+    zero_point: int = 0
+
+
+class Backend(abc.ABC):
+    """One loaded model in one inference engine."""
+
+    #: Short name of the engine, e.g. ``tflite``.
+    name: str = ""
+    #: What actually runs the model, e.g. ``ai_edge_litert`` or ``CPU`` (for logs and manifests).
+    engine: str = ""
+
+    @property
+    @abc.abstractmethod
+    def input_spec(self) -> TensorSpec:
+        """The model's single input tensor."""
+
+    @property
+    @abc.abstractmethod
+    def output_spec(self) -> TensorSpec:
+        """The model's single output tensor."""
+
+    @abc.abstractmethod
+    def infer(self, tensor: np.ndarray) -> np.ndarray:
+        """Run the model on one input tensor (with batch dimension) and return the raw output.
+
+        Raises:
+            InferenceError: The engine failed on this input.
+        """
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the engine's resources; the backend cannot be used afterwards."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,60 @@
+"""tillsight: Keras product classifiers to full-integer models on in-store devices.
+
+Convert on a workstation, run on the kiosk::
+
+    import tillsight
+    bundle = tillsight.convert("model.keras", "raspberry-pi-4", calibration="train.txt", out="bundles")
+    with tillsight.load(bundle.path) as classifier:
+        print(classifier.classify(frame, top_k=3))
+
+Importing this package never imports TensorFlow: only :func:`convert` pulls in the
+converter side, when it is called.
+"""
+
+from ._version import __version__
+from .bundle import Bundle, Manifest, read_bundle
+from .classifier import Classifier, Prediction, load
+from .conversion import ConversionOptions, convert
+from .errors import (
+    AccuracyError,
+    BackendUnavailableError,
+    BundleError,
+    CalibrationError,
+    ConversionError,
+    DataError,
+    InferenceError,
+    ModelLoadError,
+    ProfileError,
+    TillsightError,
+)
+from .preprocess import ColorOrder, InputRange, InputSpec, preprocess
+from .profiles import Profile, list_profiles, load_profile
+
+__all__ = [
+    "__version__",
+    "AccuracyError",
+    "BackendUnavailableError",
+    "Bundle",
+    "BundleError",
+    "CalibrationError",
+    "Classifier",
+    "ColorOrder",
+    "ConversionError",
+    "ConversionOptions",
+    "DataError",
+    "InferenceError",
+    "InputRange",
+    "InputSpec",
+    "Manifest",
+    "ModelLoadError",
+    "Prediction",
+    "Profile",
+    "ProfileError",
+    "TillsightError",
+    "convert",
+    "list_profiles",
+    "load",
+    "load_profile",
+    "preprocess",
+    "read_bundle",
+]

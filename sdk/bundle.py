@@ -1,0 +1,313 @@
+"""Bundles: the only thing that crosses from the converting machine to the device.
+
+A bundle is a directory holding the model file(s) and ``manifest.json``. The manifest
+carries everything the runtime needs (labels, input and output specs, runtime settings)
+and the record of how the bundle was made (profile, source model sha256, quantization,
+measured metrics), plus the sha256 of every artifact, checked before anything is loaded.
+
+Bundles are written atomically: they are built in a hidden staging directory next to the
+output and renamed into place only when complete, so a failed or interrupted conversion
+never leaves a partial bundle and never replaces a good one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from ._version import __version__
+from .errors import BundleError
+from .preprocess import InputSpec
+from .profiles import Backend
+
+__all__ = [
+    "MANIFEST_NAME",
+    "FORMAT_VERSION",
+    "OutputSpec",
+    "RuntimeSettings",
+    "Manifest",
+    "Bundle",
+    "artifact_path",
+    "read_bundle",
+    "write_manifest",
+    "sha256_of_file",
+    "staged_directory",
+]
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.json"
+FORMAT_NAME = "tillsight-bundle"
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputSpec:
+    """The model's class-score output."""
+
+    num_classes: int
+    dtype: str  # uint8 | int8 | float32
+    scale: float
+    zero_point: int
+    activation: str  # "softmax" (in the model), "softmax-added" (by tillsight), "sigmoid"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form recorded in the manifest."""
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeSettings:
+    """How the device runs the bundle (copied from the profile at conversion time)."""
+
+    backend: Backend
+    model_file: str
+    threads: int
+    fallbacks: tuple[Backend, ...] = ()
+    device: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form recorded in the manifest."""
+        return {
+            "backend": self.backend.value,
+            "model_file": self.model_file,
+            "threads": self.threads,
+            "fallbacks": [b.value for b in self.fallbacks],
+            "device": self.device,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    """The parsed, validated ``manifest.json`` of a bundle."""
+
+    profile_name: str
+    labels: tuple[str, ...]
+    input: InputSpec
+    output: OutputSpec
+    runtime: RuntimeSettings
+    artifacts: dict[str, dict[str, Any]]  # file name -> {"sha256": ..., "bytes": ...}
+    profile: dict[str, Any] = dataclasses.field(default_factory=dict)
+    source_model: dict[str, Any] = dataclasses.field(default_factory=dict)
+    quantization: dict[str, Any] = dataclasses.field(default_factory=dict)
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+    sdk_version: str = __version__
+    created: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form written as ``manifest.json``."""
+        return {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "sdk_version": self.sdk_version,
+            "created": self.created,
+            "profile_name": self.profile_name,
+            "labels": list(self.labels),
+            "input": self.input.to_dict(),
+            "output": self.output.to_dict(),
+            "runtime": self.runtime.to_dict(),
+            "artifacts": self.artifacts,
+            "profile": self.profile,
+            "source_model": self.source_model,
+            "quantization": self.quantization,
+            "metrics": self.metrics,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> Manifest:
+        """Validate manifest data read from ``where``.
+
+        Raises:
+            BundleError: A key is missing or has the wrong type, or the format is unknown.
+        """
+        if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
+            raise BundleError(f"{where} is not a tillsight manifest (no \"format\": \"{FORMAT_NAME}\")")
+        version = data.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise BundleError(
+                f"{where} has bundle format {version!r}, this tillsight {__version__} reads up to "
+                f"{FORMAT_VERSION}; upgrade tillsight on the device"
+            )
+        try:
+            labels = tuple(str(label) for label in _typed(data, "labels", list))
+            output = OutputSpec(**_typed(data, "output", dict))
+            runtime_data = _typed(data, "runtime", dict)
+            runtime = RuntimeSettings(
+                backend=Backend(runtime_data["backend"]),
+                model_file=str(runtime_data["model_file"]),
+                threads=int(runtime_data["threads"]),
+                fallbacks=tuple(Backend(b) for b in runtime_data.get("fallbacks", [])),
+                device=str(runtime_data.get("device", "")),
+            )
+            manifest = cls(
+                profile_name=str(_typed(data, "profile_name", str)),
+                labels=labels,
+                input=InputSpec.from_dict(_typed(data, "input", dict)),
+                output=output,
+                runtime=runtime,
+                artifacts=_typed(data, "artifacts", dict),
+                profile=data.get("profile", {}),
+                source_model=data.get("source_model", {}),
+                quantization=data.get("quantization", {}),
+                metrics=data.get("metrics", {}),
+                sdk_version=str(data.get("sdk_version", "")),
+                created=str(data.get("created", "")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"{where} is malformed ({type(exc).__name__}: {exc}); convert the model again") from exc
+        if len(manifest.labels) != manifest.output.num_classes:
+            raise BundleError(
+                f"{where} lists {len(manifest.labels)} labels for {manifest.output.num_classes} outputs"
+            )
+        if manifest.runtime.model_file not in manifest.artifacts:
+            raise BundleError(f"{where}: model file '{manifest.runtime.model_file}' is not among its artifacts")
+        return manifest
+
+
+def _typed(data: dict[str, Any], key: str, kind: type) -> Any:
+    value = data[key]
+    if not isinstance(value, kind):
+        raise TypeError(f"'{key}' must be a {kind.__name__}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Bundle:
+    """A verified bundle on disk."""
+
+    path: Path
+    manifest: Manifest
+
+    @property
+    def model_path(self) -> Path:
+        """The main model file."""
+        return self.path / self.manifest.runtime.model_file
+
+
+def sha256_of_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def artifact_path(bundle_dir: Path, name: str) -> Path:
+    """Resolve an artifact name inside the bundle, refusing names that escape it.
+
+    Raises:
+        BundleError: The name is absolute, contains ``..``, or resolves outside the bundle.
+    """
+    pure = PurePosixPath(name)
+    if not name or pure.is_absolute() or ".." in pure.parts or "\\" in name:
+        raise BundleError(f"bundle {bundle_dir}: artifact name {name!r} points outside the bundle; refusing it")
+    root = bundle_dir.resolve()
+    resolved = (root / pure).resolve()
+    if resolved != root and root not in resolved.parents:
+        raise BundleError(f"bundle {bundle_dir}: artifact {name!r} resolves outside the bundle; refusing it")
+    return resolved
+
+
+def read_bundle(path: str | Path, verify: bool = True) -> Bundle:
+    """Read and verify a bundle directory.
+
+    Args:
+        path: The bundle directory (``OUT/<profile>``).
+        verify: Check every artifact's size and sha256 against the manifest.
+
+    Returns:
+        The bundle.
+
+    Raises:
+        BundleError: Not a bundle, a malformed manifest, or an artifact that is missing or
+            does not match its recorded sha256.
+    """
+    bundle_dir = Path(path)
+    manifest_path = bundle_dir / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise BundleError(
+            f"{bundle_dir} is not a tillsight bundle (no {MANIFEST_NAME}); make one with 'tillsight convert'"
+        )
+    try:
+        data = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{manifest_path} cannot be read as JSON ({exc}); convert the model again") from exc
+    manifest = Manifest.from_dict(data, str(manifest_path))
+    for name, record in manifest.artifacts.items():
+        file_path = artifact_path(bundle_dir, name)
+        if not file_path.is_file():
+            raise BundleError(f"bundle {bundle_dir} is missing its artifact '{name}'; copy the whole bundle directory")
+        if not verify:
+            continue
+        if not isinstance(record, dict) or "sha256" not in record or "bytes" not in record:
+            raise BundleError(f"{manifest_path}: artifact '{name}' has no sha256/bytes record")
+        size = file_path.stat().st_size
+        if size != record["bytes"] or sha256_of_file(file_path) != record["sha256"]:
+            raise BundleError(
+                f"bundle artifact {file_path} does not match its manifest (size or sha256 differs): "
+                "the file is corrupt or was modified; copy or convert the bundle again"
+            )
+    return Bundle(bundle_dir, manifest)
+
+
+def write_manifest(bundle_dir: Path, manifest: Manifest) -> None:
+    """Write ``manifest.json`` and flush it to disk."""
+    path = bundle_dir / MANIFEST_NAME
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(manifest.to_dict(), handle, indent=2, sort_keys=False)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _existing_ancestor(path: Path) -> Path:
+    for candidate in [path, *path.parents]:
+        if candidate.is_dir():
+            return candidate
+    return Path.cwd()
+
+
+@contextlib.contextmanager
+def staged_directory(final_dir: str | Path) -> Iterator[Path]:
+    """Build a directory in a hidden staging place; rename it to ``final_dir`` on success.
+
+    The staging directory lives beside the output on the same file system (in the nearest
+    existing ancestor, so that a failed run creates no output directory at all). On an
+    exception it is removed and ``final_dir`` is left as it was. An existing ``final_dir``
+    is replaced only after the new one is complete.
+
+    Yields:
+        The staging directory to fill.
+    """
+    final_dir = Path(final_dir).absolute()
+    stage_root = _existing_ancestor(final_dir.parent)
+    staging = Path(tempfile.mkdtemp(prefix=f".tillsight-staging-{final_dir.name}-", dir=stage_root))
+    try:
+        yield staging
+        final_dir.parent.mkdir(parents=True, exist_ok=True)
+        if final_dir.exists():
+            backup = final_dir.with_name(f".{final_dir.name}.replaced-{uuid.uuid4().hex[:8]}")
+            os.rename(final_dir, backup)
+            try:
+                os.rename(staging, final_dir)
+            except OSError:
+                os.rename(backup, final_dir)
+                raise
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.rename(staging, final_dir)
+        logger.info("wrote bundle %s", final_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)

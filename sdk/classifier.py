@@ -1,0 +1,161 @@
+"""Classifier: the task logic above a runtime backend.
+
+``tillsight.load(bundle_dir)`` verifies a bundle, opens its backend and returns a
+:class:`Classifier`. The classifier preprocesses frames with the manifest's input spec,
+quantizes them, runs the backend, dequantizes the scores and sorts the top k. It
+serialises calls into the backend, so one classifier can be shared between threads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+
+from .bundle import Bundle, read_bundle
+from .errors import BundleError, InferenceError
+from .preprocess import InputSpec, preprocess, quantize
+from .runtimes import open_backend
+from .runtimes.base import Backend
+
+__all__ = ["Prediction", "Classifier", "load"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """One class and its score (a probability in 0-1)."""
+
+    label: str
+    index: int
+    score: float
+
+
+def dequantize(raw: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """Integer tensor to float: ``scale * (q - zero_point)``; float tensors pass through."""
+    if scale == 0.0:
+        return raw.astype(np.float32, copy=False)
+    return (scale * (raw.astype(np.int32) - zero_point)).astype(np.float32)
+
+
+class Classifier:
+    """Classifies BGR frames with one loaded model."""
+
+    def __init__(self, backend: Backend, labels: Sequence[str], input_spec: InputSpec, bundle: Bundle | None = None):
+        """Wrap a loaded backend.
+
+        Args:
+            backend: The runtime backend holding the model.
+            labels: Class names in output-index order.
+            input_spec: Preprocessing of the model input (from the manifest).
+            bundle: The bundle the model came from, if any.
+
+        Raises:
+            BundleError: The labels or input spec do not fit the backend's tensors.
+        """
+        in_spec, out_spec = backend.input_spec, backend.output_spec
+        if out_spec.shape[-1] != len(labels):
+            raise BundleError(f"the model has {out_spec.shape[-1]} outputs but {len(labels)} labels")
+        if in_spec.shape[1:3] != (input_spec.height, input_spec.width) or in_spec.dtype != input_spec.dtype:
+            raise BundleError(
+                f"the model takes {in_spec.dtype} {in_spec.shape} but the manifest describes "
+                f"{input_spec.dtype} {input_spec.height}x{input_spec.width}; convert the model again"
+            )
+        self.backend = backend
+        self.labels = tuple(labels)
+        self.input_spec = input_spec
+        self.bundle = bundle
+        self._lock = threading.Lock()
+
+    @property
+    def engine(self) -> str:
+        """What runs the model (e.g. ``ai_edge_litert.interpreter``)."""
+        return self.backend.engine
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """Preprocess and quantize one BGR frame into the model's input tensor (batch of 1).
+
+        Raises:
+            InferenceError: ``image`` is not a usable uint8 image.
+        """
+        try:
+            values = preprocess(image, self.input_spec)
+        except ValueError as exc:
+            raise InferenceError(f"cannot classify this image: {exc}") from exc
+        spec = self.backend.input_spec
+        return quantize(values, spec.dtype, spec.scale, spec.zero_point)[np.newaxis]
+
+    def scores(self, image: np.ndarray) -> np.ndarray:
+        """Scores of every class for one BGR frame, as float32 probabilities.
+
+        Raises:
+            InferenceError: The image is unusable or the backend failed.
+        """
+        tensor = self.prepare(image)
+        with self._lock:
+            raw = self.backend.infer(tensor)
+        out = self.backend.output_spec
+        return dequantize(raw.reshape(-1), out.scale, out.zero_point)
+
+    def classify(self, image: np.ndarray, top_k: int = 5) -> list[Prediction]:
+        """Classify one frame.
+
+        Args:
+            image: OpenCV BGR uint8 ``HxWx3`` array of any size.
+            top_k: How many classes to return.
+
+        Returns:
+            Up to ``top_k`` predictions, highest score first.
+
+        Raises:
+            InferenceError: The image is unusable or the backend failed.
+        """
+        scores = self.scores(image)
+        k = max(1, min(top_k, scores.size))
+        order = np.argsort(-scores, kind="stable")[:k]
+        return [Prediction(self.labels[i], int(i), float(scores[i])) for i in order]
+
+    def close(self) -> None:
+        """Release the backend."""
+        with self._lock:
+            self.backend.close()
+
+    def __enter__(self) -> Classifier:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def load(bundle_dir: str | Path, threads: int | None = None) -> Classifier:
+    """Load a bundle for inference.
+
+    Args:
+        bundle_dir: A bundle directory written by ``tillsight convert``.
+        threads: CPU threads; defaults to the thread count of the bundle's profile.
+
+    Returns:
+        A classifier; close it (or use it as a context manager) when done.
+
+    Raises:
+        BundleError: Not a bundle, or an artifact does not match the manifest.
+        BackendUnavailableError: The bundle's runtime package is not installed.
+    """
+    bundle = read_bundle(bundle_dir)
+    backend = open_backend(bundle, threads)
+    try:
+        return Classifier(backend, bundle.manifest.labels, bundle.manifest.input, bundle)
+    except BundleError:
+        backend.close()
+        raise

@@ -1,0 +1,74 @@
+"""The one error hierarchy of tillsight.
+
+Every error the SDK raises on purpose derives from :class:`TillsightError`, and its
+message is one line that says what is wrong and what to do about it::
+
+    TillsightError
+    ├── ProfileError              unknown profile, invalid TOML, bad key or value
+    ├── ModelLoadError            missing, corrupt, unsafe or unsupported model file
+    ├── DataError                 unreadable data folder or list file, bad labels file
+    │   └── CalibrationError      too few usable calibration images
+    ├── ConversionError           the converter failed or produced a non-integer model
+    ├── AccuracyError             the converted model lost more accuracy than allowed
+    ├── BundleError               missing, malformed or tampered bundle
+    ├── BackendUnavailableError   the runtime package or device for a backend is missing
+    └── InferenceError            the backend failed on an input
+
+Errors from TensorFlow, LiteRT and friends are translated at the boundary with
+``raise ... from exc`` so that callers only ever need to catch ``TillsightError``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "TillsightError",
+    "ProfileError",
+    "ModelLoadError",
+    "DataError",
+    "CalibrationError",
+    "ConversionError",
+    "AccuracyError",
+    "BundleError",
+    "BackendUnavailableError",
+    "InferenceError",
+]
+
+
+class TillsightError(Exception):
+    """Base class of every error tillsight raises on purpose."""
+
+
+class ProfileError(TillsightError):
+    """A device profile is unknown or invalid."""
+
+
+class ModelLoadError(TillsightError):
+    """A source model could not be loaded (missing, corrupt, unsafe, unsupported)."""
+
+
+class DataError(TillsightError):
+    """Image data or a labels file could not be used."""
+
+
+class CalibrationError(DataError):
+    """Too few usable calibration images."""
+
+
+class ConversionError(TillsightError):
+    """A converter failed or produced a model that does not meet the profile."""
+
+
+class AccuracyError(TillsightError):
+    """The converted model lost more top-1 accuracy than the profile allows."""
+
+
+class BundleError(TillsightError):
+    """A bundle is missing, malformed, or does not match its manifest."""
+
+
+class BackendUnavailableError(TillsightError):
+    """The runtime package or the device a backend needs is not available."""
+
+
+class InferenceError(TillsightError):
+    """The runtime backend failed on an input."""

@@ -1,0 +1,194 @@
+"""The one preprocessing function.
+
+Calibration, evaluation and the runtime all turn an OpenCV BGR frame into a model input
+through :func:`preprocess`, driven by the :class:`InputSpec` recorded in the bundle's
+manifest. Two copies of this code would drift apart and silently cost accuracy, so there
+is exactly one.
+
+The float model input is ``(pixel - mean) / std`` per channel, with pixels in 0-255 in the
+model's colour order. A quantized model's input tensor then takes
+``round(x / scale + zero_point)`` (see :func:`quantize`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any
+
+import cv2
+import numpy as np
+
+from .profiles import ResizeMode
+
+__all__ = ["ColorOrder", "InputRange", "InputSpec", "preprocess", "quantize", "to_bgr"]
+
+
+class ColorOrder(str, enum.Enum):
+    """Channel order the model was trained on."""
+
+    RGB = "rgb"
+    BGR = "bgr"
+
+
+class InputRange(str, enum.Enum):
+    """Common value ranges a Keras model may expect; each is a (mean, std) in pixel units."""
+
+    PIXELS = "0-255"  # preprocessing (Rescaling) inside the model
+    UNIT = "0-1"
+    SYMMETRIC = "-1-1"  # MobileNet-style
+
+    def mean_std(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+        """The (mean, std) in 0-255 pixel units that give this range."""
+        mean, std = {
+            InputRange.PIXELS: (0.0, 1.0),
+            InputRange.UNIT: (0.0, 255.0),
+            InputRange.SYMMETRIC: (127.5, 127.5),
+        }[self]
+        return (mean, mean, mean), (std, std, std)
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+    """Everything needed to turn a camera frame into this model's input tensor."""
+
+    height: int
+    width: int
+    color_order: ColorOrder = ColorOrder.RGB
+    resize: ResizeMode = ResizeMode.CENTER_CROP
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    dtype: str = "float32"  # the model's input tensor type: uint8 | int8 | float32
+    scale: float = 0.0  # quantization of the input tensor (0 for float inputs)
+    zero_point: int = 0
+
+    def __post_init__(self) -> None:
+        if self.height < 1 or self.width < 1:
+            raise ValueError(f"input size must be positive, got {self.height}x{self.width}")
+        if any(s == 0 for s in self.std):
+            raise ValueError(f"std must not be zero, got {self.std}")
+        if self.dtype not in ("uint8", "int8", "float32"):
+            raise ValueError(f"input dtype must be uint8, int8 or float32, got {self.dtype}")
+        if self.dtype != "float32" and self.scale <= 0:
+            raise ValueError(f"a {self.dtype} input needs a positive quantization scale")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form recorded in the manifest."""
+        return {
+            "height": self.height,
+            "width": self.width,
+            "color_order": self.color_order.value,
+            "resize": self.resize.value,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "dtype": self.dtype,
+            "scale": self.scale,
+            "zero_point": self.zero_point,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InputSpec:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            ValueError, KeyError, TypeError: The data is malformed (callers translate it).
+        """
+        return cls(
+            height=int(data["height"]),
+            width=int(data["width"]),
+            color_order=ColorOrder(data["color_order"]),
+            resize=ResizeMode(data["resize"]),
+            mean=tuple(float(v) for v in data["mean"]),  # type: ignore[arg-type]
+            std=tuple(float(v) for v in data["std"]),  # type: ignore[arg-type]
+            dtype=str(data["dtype"]),
+            scale=float(data["scale"]),
+            zero_point=int(data["zero_point"]),
+        )
+
+
+def to_bgr(image: np.ndarray) -> np.ndarray:
+    """Bring a grayscale, BGR or BGRA uint8 frame to 3-channel BGR.
+
+    Raises:
+        ValueError: The array is not an image this SDK can use.
+    """
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"expected an OpenCV image (numpy array), got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image, got dtype {image.dtype}; convert it with image.astype(np.uint8)")
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image
+    raise ValueError(f"expected an HxW, HxWx3 or HxWx4 image, got shape {image.shape}")
+
+
+def _resize(image: np.ndarray, height: int, width: int, mode: ResizeMode) -> np.ndarray:
+    src_h, src_w = image.shape[:2]
+    if src_h == 0 or src_w == 0:
+        raise ValueError("the image is empty (0 pixels)")
+    if mode is ResizeMode.CENTER_CROP:
+        # The largest centred window with the target's aspect ratio, then a plain resize.
+        crop_w = min(src_w, round(src_h * width / height))
+        crop_h = min(src_h, round(src_w * height / width))
+        top, left = (src_h - crop_h) // 2, (src_w - crop_w) // 2
+        image = image[top : top + crop_h, left : left + crop_w]
+    elif mode is ResizeMode.LETTERBOX:
+        ratio = min(height / src_h, width / src_w)
+        inner_h, inner_w = max(1, round(src_h * ratio)), max(1, round(src_w * ratio))
+        inner = cv2.resize(image, (inner_w, inner_h), interpolation=_interpolation(src_h, inner_h))
+        canvas = np.zeros((height, width, 3), dtype=np.uint8)
+        top, left = (height - inner_h) // 2, (width - inner_w) // 2
+        canvas[top : top + inner_h, left : left + inner_w] = inner
+        return canvas
+    if image.shape[:2] == (height, width):
+        return image
+    return cv2.resize(image, (width, height), interpolation=_interpolation(image.shape[0], height))
+
+
+def _interpolation(src: int, dst: int) -> int:
+    return cv2.INTER_AREA if dst < src else cv2.INTER_LINEAR
+
+
+def preprocess(image: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """Turn an OpenCV frame into the float model input described by ``spec``.
+
+    Args:
+        image: uint8 BGR ``HxWx3`` array of any size (grayscale and BGRA are converted).
+        spec: The model's input spec (from the manifest, or being built by a converter).
+
+    Returns:
+        float32 array of shape ``(spec.height, spec.width, 3)``: what the float Keras
+        model takes. Use :func:`quantize` for an integer input tensor.
+
+    Raises:
+        ValueError: ``image`` is not a usable uint8 image.
+    """
+    bgr = to_bgr(image)
+    resized = _resize(bgr, spec.height, spec.width, spec.resize)
+    if spec.color_order is ColorOrder.RGB:
+        resized = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
+    mean = np.asarray(spec.mean, dtype=np.float32)
+    std = np.asarray(spec.std, dtype=np.float32)
+    return (resized.astype(np.float32) - mean) / std
+
+
+def quantize(values: np.ndarray, dtype: str, scale: float, zero_point: int) -> np.ndarray:
+    """Quantize float values to a model's integer input type.
+
+    Args:
+        values: Float input as produced by :func:`preprocess`.
+        dtype: ``uint8``, ``int8`` or ``float32`` (returned unchanged).
+        scale: Tensor quantization scale.
+        zero_point: Tensor quantization zero point.
+
+    Returns:
+        ``round(values / scale + zero_point)`` clipped to the integer type's range.
+    """
+    if dtype == "float32":
+        return values.astype(np.float32, copy=False)
+    info = np.iinfo(np.dtype(dtype))
+    quantized = np.round(values / np.float32(scale) + zero_point)
+    return np.clip(quantized, info.min, info.max).astype(dtype)

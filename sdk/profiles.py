@@ -1,0 +1,310 @@
+"""Device profiles: the one place where device knobs live.
+
+A profile is a TOML file (one per device, shipped in ``device_profiles/``) parsed into
+a frozen :class:`Profile`. Converters and runtimes read it; nothing else hard-codes a
+device. Wherever a profile name is accepted, a path to a user's own TOML file is too.
+
+Every key is validated here: an unknown key or a bad value raises
+:class:`~tillsight.errors.ProfileError` naming the file, the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import sys
+import typing
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import ProfileError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on older device images
+    import tomli as tomllib
+
+__all__ = [
+    "Backend",
+    "ResizeMode",
+    "IODtype",
+    "SizePolicy",
+    "PruningMode",
+    "InputPolicy",
+    "QuantizationOptions",
+    "PruningOptions",
+    "Budgets",
+    "Profile",
+    "load_profile",
+    "list_profiles",
+]
+
+PROFILE_PACKAGE = "tillsight.device_profiles"
+
+
+class Backend(str, enum.Enum):
+    """Runtime backend a bundle is built for."""
+
+    TFLITE = "tflite"
+    EDGETPU = "edgetpu"
+    OPENVINO = "openvino"
+
+
+class ResizeMode(str, enum.Enum):
+    """How a frame of any size is brought to the model's input size."""
+
+    CENTER_CROP = "center-crop"
+    STRETCH = "stretch"
+    LETTERBOX = "letterbox"
+
+
+class IODtype(str, enum.Enum):
+    """Integer type of the quantized model's input and output tensors."""
+
+    UINT8 = "uint8"
+    INT8 = "int8"
+
+
+class SizePolicy(str, enum.Enum):
+    """Where the model input size comes from."""
+
+    MODEL = "model"  # the model's own static size; the profile's size if it is dynamic
+    PROFILE = "profile"  # always the profile's size (the model must accept it)
+
+
+class PruningMode(str, enum.Enum):
+    """Kind of pruning applied before quantization."""
+
+    NONE = "none"
+    UNSTRUCTURED = "unstructured"
+    CHANNELS = "channels"
+
+
+@dataclasses.dataclass(frozen=True)
+class InputPolicy:
+    """How camera frames become model inputs on this device."""
+
+    size_policy: SizePolicy = SizePolicy.MODEL
+    size: tuple[int, int] = (224, 224)  # (height, width)
+    resize: ResizeMode = ResizeMode.CENTER_CROP
+    io_dtype: IODtype = IODtype.UINT8
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizationOptions:
+    """Full-integer quantization settings."""
+
+    per_channel: bool = True
+    calibration_samples: int = 300
+    min_calibration_samples: int = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class PruningOptions:
+    """Pruning before quantization (applied by the pruning step when it is enabled)."""
+
+    mode: PruningMode = PruningMode.NONE
+    target: float = 0.0  # sparsity (unstructured) or channel fraction (channels)
+
+
+@dataclasses.dataclass(frozen=True)
+class Budgets:
+    """What the device can afford; 0 means no limit."""
+
+    max_model_bytes: int = 0
+    max_memory_bytes: int = 0
+    max_latency_ms: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """One device: which backend runs the model and every knob of its conversion."""
+
+    name: str
+    description: str
+    backend: Backend
+    fallbacks: tuple[Backend, ...] = ()
+    threads: int = 1
+    device: str = ""  # backend device string, e.g. "GPU" (OpenVINO) or "usb:0" (Edge TPU)
+    max_top1_drop: float = 1.0  # accuracy tolerance in top-1 points against the float model
+    input: InputPolicy = InputPolicy()
+    quantization: QuantizationOptions = QuantizationOptions()
+    pruning: PruningOptions = PruningOptions()
+    budgets: Budgets = Budgets()
+    source: str = ""  # the file it was read from
+
+    def __post_init__(self) -> None:
+        where = self.source or self.name
+        if self.threads < 1:
+            raise ProfileError(f"{where}: 'threads' must be at least 1, got {self.threads}")
+        if not 0.0 <= self.max_top1_drop <= 100.0:
+            raise ProfileError(f"{where}: 'max_top1_drop' must be between 0 and 100 points")
+        height, width = self.input.size
+        if height < 8 or width < 8:
+            raise ProfileError(f"{where}: 'input.size' must be at least [8, 8], got {list(self.input.size)}")
+        quant = self.quantization
+        if quant.min_calibration_samples < 1 or quant.calibration_samples < quant.min_calibration_samples:
+            raise ProfileError(
+                f"{where}: need 1 <= 'quantization.min_calibration_samples' <= "
+                f"'quantization.calibration_samples', got {quant.min_calibration_samples} and "
+                f"{quant.calibration_samples}"
+            )
+        if not 0.0 <= self.pruning.target < 1.0:
+            raise ProfileError(f"{where}: 'pruning.target' must be in [0, 1), got {self.pruning.target}")
+        if self.backend in self.fallbacks:
+            raise ProfileError(f"{where}: 'fallbacks' must not repeat the backend '{self.backend.value}'")
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> Profile:
+        """Read and validate one profile file.
+
+        Args:
+            path: The TOML file; the profile's name is the file name without ``.toml``.
+
+        Returns:
+            The validated profile.
+
+        Raises:
+            ProfileError: The file is missing, not valid TOML, or has a bad key or value.
+        """
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ProfileError(f"cannot read profile file {path}: {exc.strerror or exc}") from exc
+        return cls.from_toml_text(text, name=path.stem, source=str(path))
+
+    @classmethod
+    def from_toml_text(cls, text: str, name: str, source: str = "") -> Profile:
+        """Parse a profile from TOML text (see :meth:`from_toml`)."""
+        where = source or name
+        try:
+            table = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ProfileError(f"{where}: invalid TOML: {exc}") from exc
+        table = dict(table)
+        if "name" in table or "source" in table:
+            raise ProfileError(f"{where}: 'name' and 'source' are taken from the file name; remove the key")
+        table["name"] = name
+        table["source"] = source
+        return _build(cls, table, where, prefix="")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The profile as plain JSON-ready data (recorded in bundle manifests)."""
+        return _to_plain(self)
+
+
+def _to_plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, tuple):
+        return [_to_plain(item) for item in value]
+    return value
+
+
+def _build(cls: type, table: dict[str, Any], where: str, prefix: str) -> Any:
+    """Build dataclass ``cls`` from a TOML table, checking every key and value."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in table:
+        if key not in known:
+            allowed = ", ".join(sorted(k for k in known if k not in ("name", "source")))
+            raise ProfileError(f"{where}: unknown key '{prefix}{key}' (allowed: {allowed})")
+    kwargs = {key: _convert(hints[key], value, where, f"{prefix}{key}") for key, value in table.items()}
+    required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.name not in kwargs]
+    if required:
+        raise ProfileError(f"{where}: missing required key '{prefix}{required[0]}'")
+    return cls(**kwargs)
+
+
+def _convert(hint: Any, value: Any, where: str, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ProfileError(f"{where}: '{key}' must be a table ([{key}])")
+        return _build(hint, value, where, prefix=f"{key}.")
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        allowed = [member.value for member in hint]
+        if value not in allowed:
+            raise ProfileError(f"{where}: '{key}' = {value!r} is not allowed (allowed: {', '.join(allowed)})")
+        return hint(value)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ProfileError(f"{where}: '{key}' must be a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], item, where, key) for item in value)
+        if len(value) != len(args):
+            raise ProfileError(f"{where}: '{key}' must be a list of {len(args)} values, got {value!r}")
+        return tuple(_convert(arg, item, where, key) for arg, item in zip(args, value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ProfileError(f"{where}: '{key}' must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ProfileError(f"{where}: '{key}' must be an integer, got {value!r}")
+        if value < 0:
+            raise ProfileError(f"{where}: '{key}' must not be negative, got {value}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ProfileError(f"{where}: '{key}' must be a number, got {value!r}")
+        if value < 0:
+            raise ProfileError(f"{where}: '{key}' must not be negative, got {value}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ProfileError(f"{where}: '{key}' must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported profile field type {hint!r} for {key}")  # a bug in this module
+
+
+def _shipped_profile_files() -> dict[str, Any]:
+    folder = resources.files(PROFILE_PACKAGE)
+    return {entry.name[: -len(".toml")]: entry for entry in folder.iterdir() if entry.name.endswith(".toml")}
+
+
+def list_profiles() -> list[Profile]:
+    """Every profile shipped with tillsight, sorted by name.
+
+    Returns:
+        The validated shipped profiles.
+    """
+    files = _shipped_profile_files()
+    return [
+        Profile.from_toml_text(files[name].read_text(encoding="utf-8"), name=name, source=f"device_profiles/{name}.toml")
+        for name in sorted(files)
+    ]
+
+
+def load_profile(name_or_path: str | Path | Profile) -> Profile:
+    """Resolve a shipped profile name or a path to a profile file.
+
+    Args:
+        name_or_path: A shipped profile name (``raspberry-pi-4``), a path to a ``.toml``
+            file, or a :class:`Profile` (returned as is).
+
+    Returns:
+        The validated profile.
+
+    Raises:
+        ProfileError: No such profile, or the file is invalid.
+    """
+    if isinstance(name_or_path, Profile):
+        return name_or_path
+    text = str(name_or_path)
+    files = _shipped_profile_files()
+    if text in files:
+        return Profile.from_toml_text(files[text].read_text(encoding="utf-8"), name=text, source=f"device_profiles/{text}.toml")
+    path = Path(text)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise ProfileError(f"profile file {path} does not exist")
+        return Profile.from_toml(path)
+    raise ProfileError(
+        f"unknown profile '{text}' (shipped: {', '.join(sorted(files))}; or pass a path to a .toml file)"
+    )

@@ -1,0 +1,65 @@
+"""Test helpers that ship with tillsight: a fake backend for pipeline and task-logic tests.
+
+Like httpx's ``MockTransport``, :class:`FakeBackend` lets kiosk apps test their own code
+around a :class:`~tillsight.Classifier` without a model file or an inference engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from .classifier import Classifier
+from .preprocess import InputSpec
+from .runtimes.base import Backend, TensorSpec
+
+__all__ = ["FakeBackend", "fake_classifier"]
+
+
+class FakeBackend(Backend):
+    """A backend whose output is computed by a Python function of the input tensor."""
+
+    name = "fake"
+    engine = "fake"
+
+    def __init__(self, respond: Callable[[np.ndarray], np.ndarray], input_spec: TensorSpec, output_spec: TensorSpec):
+        """Args:
+        respond: Maps the input tensor (batch of 1) to the raw output tensor.
+        input_spec: The input tensor the fake model declares.
+        output_spec: The output tensor the fake model declares.
+        """
+        self._respond = respond
+        self._input_spec = input_spec
+        self._output_spec = output_spec
+        self.calls = 0
+        self.closed = False
+
+    @property
+    def input_spec(self) -> TensorSpec:
+        return self._input_spec
+
+    @property
+    def output_spec(self) -> TensorSpec:
+        return self._output_spec
+
+    def infer(self, tensor: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        return np.asarray(self._respond(tensor), dtype=self._output_spec.dtype)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def fake_classifier(
+    labels: Sequence[str], respond: Callable[[np.ndarray], np.ndarray], size: tuple[int, int] = (32, 32)
+) -> Classifier:
+    """A float classifier over ``labels`` whose scores come from ``respond(tensor)``."""
+    height, width = size
+    spec = InputSpec(height=height, width=width)
+    backend = FakeBackend(
+        respond,
+        TensorSpec((1, height, width, 3), "float32"),
+        TensorSpec((1, len(labels)), "float32"),
+    )
+    return Classifier(backend, labels, spec)
