@@ -48,25 +48,35 @@ class SourceModel:
         """Float model outputs for a float32 NHWC batch."""
         return np.asarray(self.call(tf.constant(batch, dtype=tf.float32)))
 
-    def serving_function(self, height: int, width: int, add_softmax: bool) -> Any:
-        """A concrete function with a static ``[1, height, width, 3]`` float32 input.
+    def export_saved_model(self, height: int, width: int, add_softmax: bool, directory: Path) -> Path:
+        """Write a SavedModel with a static ``[1, height, width, 3]`` float32 input.
+
+        Keras's own export tracks the model's variables so that converters can freeze them
+        (a bare ``tf.function`` over a Keras 3 model leaves READ_VARIABLE ops behind), and
+        augmentation layers are traced in inference mode, where they do nothing.
 
         Args:
             height: Input height.
             width: Input width.
             add_softmax: Append a softmax (the model outputs logits).
+            directory: Where to write the SavedModel (must not exist or be empty).
 
         Returns:
-            The traced ``tf.function`` concrete function.
+            ``directory``.
         """
         call = self.call
 
-        @tf.function(input_signature=[tf.TensorSpec([1, height, width, 3], tf.float32, name="image")])
         def serve(image: tf.Tensor) -> tf.Tensor:
             scores = call(image)
             return tf.nn.softmax(scores) if add_softmax else scores
 
-        return serve.get_concrete_function()
+        archive = keras.export.ExportArchive()
+        archive.track(self.trackable)
+        archive.add_endpoint(
+            "serving_default", serve, input_signature=[tf.TensorSpec([1, height, width, 3], tf.float32, name="image")]
+        )
+        archive.write_out(str(directory), verbose=False)
+        return directory
 
 
 def load_source_model(model: str | Path | keras.Model, allow_unsafe: bool = False) -> SourceModel:
@@ -190,6 +200,16 @@ def _from_saved_model(path: Path) -> SourceModel:
     (input_name, input_spec), = input_specs.items()
     (output_name, output_spec), = output_specs.items()
     input_size, num_classes = _check_shapes(f"SavedModel {path}", input_spec.shape, output_spec.shape)
+    graph = signature.graph.as_graph_def()
+    random_ops = sorted(
+        {node.op for function in graph.library.function for node in function.node_def if "Random" in node.op}
+        | {node.op for node in graph.node if "Random" in node.op}
+    )
+    if random_ops:
+        raise ModelLoadError(
+            f"SavedModel {path} runs random ops at inference ({', '.join(random_ops[:2])}): augmentation layers "
+            "were exported in training mode; convert the .keras file instead, or export without augmentation layers"
+        )
 
     def call(images: tf.Tensor) -> tf.Tensor:
         return signature(**{input_name: tf.cast(images, input_spec.dtype)})[output_name]

@@ -8,6 +8,7 @@ integer: a float tensor left in the graph fails the conversion.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +36,13 @@ def convert(job: ConversionJob) -> TargetResult:
         ConversionError: The converter failed, or the model is not fully integer.
     """
     spec = job.input_spec
-    serving = job.source.serving_function(spec.height, spec.width, job.add_softmax)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([serving], job.source.trackable)
+    saved_model = job.source.export_saved_model(
+        spec.height, spec.width, job.add_softmax, Path(job.staging_dir) / ".saved_model"
+    )
+    try:
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    except Exception as exc:  # a SavedModel the converter cannot read
+        raise ConversionError(f"TFLite converter cannot read the exported model: {exc}".splitlines()[0]) from exc
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     io_type = _TF_IO_TYPES[job.profile.input.io_dtype]
@@ -59,6 +65,8 @@ def convert(job: ConversionJob) -> TargetResult:
     except Exception as exc:  # the converter raises ConverterError, ValueError, RuntimeError...
         lines = [line for line in str(exc).splitlines() if "error" in line.lower()] or str(exc).splitlines() or [""]
         raise ConversionError(f"TFLite full-int8 conversion failed: {lines[0].strip()[:300]}") from exc
+    finally:
+        shutil.rmtree(saved_model, ignore_errors=True)
     model_path = Path(job.staging_dir) / MODEL_FILE
     model_path.write_bytes(flatbuffer)
     input_tensor, output_tensor = _check_fully_integer(model_path)

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 logger = logging.getLogger(__name__)
 
+_STDERR_FD = 2  # where native code writes, whatever sys.stderr is at the moment
 _lock = threading.RLock()  # re-entrant: steps nest (conversion wraps evaluation)
 
 
@@ -27,20 +28,15 @@ def native_stderr_to_log(what: str) -> Iterator[None]:
     Args:
         what: Names the step in the log line.
     """
-    try:
-        stderr_fd = sys.stderr.fileno()
-    except (AttributeError, ValueError, OSError):
-        yield  # no real stderr (e.g. captured by a test runner): nothing to redirect
-        return
     with _lock, tempfile.TemporaryFile(mode="w+b") as capture:
         sys.stderr.flush()
-        saved = os.dup(stderr_fd)
-        os.dup2(capture.fileno(), stderr_fd)
+        saved = os.dup(_STDERR_FD)
+        os.dup2(capture.fileno(), _STDERR_FD)
         try:
             yield
         finally:
             sys.stderr.flush()
-            os.dup2(saved, stderr_fd)
+            os.dup2(saved, _STDERR_FD)
             os.close(saved)
             capture.seek(0)
             text = capture.read().decode("utf-8", errors="replace").strip()

@@ -147,22 +147,24 @@ def convert(
 
         target = target_for(resolved.backend)
         label_names = tuple(labels) if isinstance(labels, (list, tuple)) else (read_labels(labels) if labels else None)
-        calibration_set = read_image_set(calibration, label_names)
-        evaluation_set = read_image_set(evaluation, label_names) if evaluation is not None else None
-        if evaluation_set is not None and not evaluation_set.labeled:
-            raise DataError(f"evaluation data {evaluation} has no labels: use a class folder or a list file")
 
     with conversion_step("load model", timings):
         from tillsight.converters.source import load_source_model
 
         source = load_source_model(model, allow_unsafe=options.allow_unsafe_model)
-        if label_names is None:
-            label_names = _default_labels(calibration_set, source.num_classes)
-        if len(label_names) != source.num_classes:
+        if label_names is not None and len(label_names) != source.num_classes:
             raise DataError(
                 f"{len(label_names)} labels for a model with {source.num_classes} outputs "
                 f"({source.description}); the labels file needs one line per output"
             )
+
+    with conversion_step("list data", timings):
+        calibration_set = read_image_set(calibration, label_names)
+        evaluation_set = read_image_set(evaluation, label_names) if evaluation is not None else None
+        if evaluation_set is not None and not evaluation_set.labeled:
+            raise DataError(f"evaluation data {evaluation} has no labels: use a class folder or a list file")
+        if label_names is None:
+            label_names = _default_labels(calibration_set, source.num_classes)
 
     height, width = _input_size(resolved, source.input_size, source.description)
     float_spec = InputSpec(

@@ -1,0 +1,144 @@
+"""Shared fixtures: real grocery photos, a tiny Keras classifier trained on them, a bundle.
+
+The photos come from ``../shared/data/grocery-store`` beside the repository (MIT licensed;
+override with TILLSIGHT_TEST_DATA). Models are built and trained inside the tests; nothing
+is downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("TILLSIGHT_TEST_DATA", REPO.parent / "shared" / "data" / "grocery-store"))
+
+# Output index order on purpose not alphabetical: the labels file must decide indices.
+CLASSES = {"Satsumas": 27, "Banana": 6, "Watermelon": 14, "Regular-Tomato": 78}
+SIZE = 64
+REQUIRED_PROFILES = {
+    "raspberry-pi-4", "raspberry-pi-5", "generic-x86-cpu", "coral-usb", "coral-devboard",
+    "intel-nuc-iris-xe", "intel-celeron-uhd",
+}
+
+
+@dataclass(frozen=True)
+class PhotoSplit:
+    """Real photos of four classes, split into train (also calibration) and held-out eval."""
+
+    labels_file: Path
+    labels: tuple[str, ...]
+    train_list: Path  # list file, class ids in labels-file order
+    eval_list: Path
+    train_folder: Path  # the same train photos as a class folder (symlinks)
+    eval_items: tuple[tuple[Path, int], ...]
+
+
+@pytest.fixture(scope="session")
+def grocery() -> Path:
+    if not (DATA / "train.txt").is_file():
+        pytest.fail(f"grocery-store photos not found at {DATA}; set TILLSIGHT_TEST_DATA", pytrace=False)
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def photos(grocery: Path, tmp_path_factory: pytest.TempPathFactory) -> PhotoSplit:
+    root = tmp_path_factory.mktemp("photos")
+    labels = tuple(CLASSES)
+    index_of_fine_id = {fine_id: index for index, fine_id in enumerate(CLASSES.values())}
+    by_class: dict[int, list[Path]] = {i: [] for i in range(len(labels))}
+    for line in (grocery / "train.txt").read_text().splitlines():
+        path, fine_id = (field.strip() for field in line.split(",")[:2])
+        if int(fine_id) in index_of_fine_id:
+            by_class[index_of_fine_id[int(fine_id)]].append(grocery / path)
+    train, held_out = [], []
+    for index, paths in by_class.items():
+        cut = int(len(paths) * 0.75)
+        train += [(p, index) for p in paths[:cut]]
+        held_out += [(p, index) for p in paths[cut:]]
+    labels_file = root / "labels.txt"
+    labels_file.write_text("\n".join(labels) + "\n")
+    train_list, eval_list = root / "train.txt", root / "eval.txt"
+    train_list.write_text("".join(f"{p}, {i}\n" for p, i in train))
+    eval_list.write_text("".join(f"{p}, {i}\n" for p, i in held_out))
+    folder = root / "train_folder"
+    for path, index in train:
+        target = folder / labels[index] / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(path)
+    return PhotoSplit(labels_file, labels, train_list, eval_list, folder, tuple(held_out))
+
+
+def load_photos(items, size: int = SIZE) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Float model inputs (RGB 0-255, center-crop) through tillsight's own preprocessing."""
+    from tillsight.datasets import read_image
+    from tillsight.preprocess import InputSpec, preprocess
+
+    spec = InputSpec(height=size, width=size)
+    frames = [read_image(Path(p)) for p, _ in items]
+    inputs = np.stack([preprocess(frame, spec) for frame in frames])
+    return inputs, np.array([i for _, i in items]), frames
+
+
+def build_tiny_classifier(num_classes: int = 4, size: int | None = SIZE, logits: bool = False):
+    """A small CNN with its preprocessing and augmentation inside, as Keras tutorials build them."""
+    import keras
+
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.RandomFlip("horizontal")(inputs)
+    x = keras.layers.Rescaling(1.0 / 255)(x)
+    for filters in (16, 32, 48):
+        x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False)(x)
+        x = keras.layers.BatchNormalization(momentum=0.9)(x)  # few training steps: settle the moving stats
+        x = keras.layers.ReLU()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(num_classes, activation=None if logits else "softmax")(x)
+    return keras.Model(inputs, outputs)
+
+
+def train(model, photos: PhotoSplit, epochs: int = 25):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    items = [(Path(line.split(",")[0]), int(line.split(",")[1])) for line in photos.train_list.read_text().splitlines()]
+    inputs, targets, _ = load_photos(items)
+    loss = "sparse_categorical_crossentropy"
+    if model.layers[-1].get_config().get("activation") == "linear":
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=loss, metrics=["accuracy"])
+    model.fit(inputs, targets, batch_size=16, epochs=epochs, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_model(photos: PhotoSplit):
+    """The tiny classifier trained on the real train photos."""
+    return train(build_tiny_classifier(), photos)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_file(tiny_model, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("models") / "tiny.keras"
+    tiny_model.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tiny_model_file: Path, photos: PhotoSplit, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model converted for raspberry-pi-4, with the accuracy check on held-out photos."""
+    import tillsight
+
+    out = tmp_path_factory.mktemp("bundles")
+    bundle = tillsight.convert(
+        tiny_model_file,
+        "raspberry-pi-4",
+        calibration=photos.train_list,
+        evaluation=photos.eval_list,
+        labels=photos.labels_file,
+        out=out,
+    )
+    return bundle.path

@@ -1,0 +1,66 @@
+"""Bundles: atomic writes and manifest validation."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from tillsight import BundleError, read_bundle
+from tillsight.bundle import staged_directory
+
+
+def test_staged_directory_appears_only_when_complete(tmp_path):
+    final = tmp_path / "out" / "raspberry-pi-4"
+    with pytest.raises(RuntimeError):
+        with staged_directory(final) as staging:
+            (staging / "model.tflite").write_bytes(b"half")
+            raise RuntimeError("converter crashed")
+    assert not (tmp_path / "out").exists()
+    assert list(tmp_path.iterdir()) == []
+    with staged_directory(final) as staging:
+        (staging / "model.tflite").write_bytes(b"v1")
+    assert (final / "model.tflite").read_bytes() == b"v1"
+
+
+def test_failed_run_keeps_the_previous_directory_and_success_replaces_it(tmp_path):
+    final = tmp_path / "raspberry-pi-4"
+    with staged_directory(final) as staging:
+        (staging / "model.tflite").write_bytes(b"good")
+    with pytest.raises(ValueError):
+        with staged_directory(final) as staging:
+            (staging / "model.tflite").write_bytes(b"bad")
+            raise ValueError("accuracy check failed")
+    assert (final / "model.tflite").read_bytes() == b"good"
+    with staged_directory(final) as staging:
+        (staging / "model.tflite").write_bytes(b"better")
+    assert (final / "model.tflite").read_bytes() == b"better"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raspberry-pi-4"]
+
+
+def test_not_a_bundle_and_malformed_manifests(bundle_dir, tmp_path):
+    with pytest.raises(BundleError, match="not a tillsight bundle"):
+        read_bundle(tmp_path)
+    broken = shutil.copytree(bundle_dir, tmp_path / "broken")
+    manifest_path = broken / "manifest.json"
+    original = json.loads(manifest_path.read_text())
+    manifest_path.write_text("{not json")
+    with pytest.raises(BundleError, match="cannot be read as JSON"):
+        read_bundle(broken)
+    for change, phrase in [
+        (lambda m: m.update(format_version=99), "upgrade tillsight"),
+        (lambda m: m.pop("labels"), "malformed"),
+        (lambda m: m["labels"].pop(), "3 labels for 4 outputs"),
+        (lambda m: m["runtime"].update(backend="tpu9000"), "malformed"),
+        (lambda m: m.update(format="other"), "not a tillsight manifest"),
+    ]:
+        manifest = json.loads(json.dumps(original))
+        change(manifest)
+        manifest_path.write_text(json.dumps(manifest))
+        with pytest.raises(BundleError, match=phrase):
+            read_bundle(broken)
+    manifest_path.write_text(json.dumps(original))
+    (broken / "model.tflite").unlink()
+    with pytest.raises(BundleError, match="missing its artifact 'model.tflite'"):
+        read_bundle(broken)

@@ -1,0 +1,51 @@
+"""The tillsight command: each subcommand's output and exit code."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tillsight import cli
+
+from .conftest import REQUIRED_PROFILES
+
+
+def test_profiles_lists_every_shipped_profile(capsys):
+    assert cli.main(["profiles"]) == 0
+    names = {line.split()[0] for line in capsys.readouterr().out.splitlines()}
+    assert REQUIRED_PROFILES <= names
+
+
+def test_inspect_verifies_and_summarises(bundle_dir, capsys):
+    assert cli.main(["inspect", str(bundle_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "(verified)" in out and "raspberry-pi-4" in out and "agreement" in out
+    assert cli.main(["inspect", str(bundle_dir), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["profile_name"] == "raspberry-pi-4"
+
+
+@pytest.mark.integration
+def test_classify_prints_labels_and_fails_on_unreadable_images(bundle_dir, photos, tmp_path, capsys):
+    images = [str(p) for p, _ in photos.eval_items[:3]]
+    assert cli.main(["classify", str(bundle_dir), *images, "--json", "--top-k", "2"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["image"] for line in lines] == images
+    assert all(len(line["predictions"]) == 2 and line["predictions"][0]["label"] in photos.labels for line in lines)
+    junk = tmp_path / "junk.jpg"
+    junk.write_text("no")
+    assert cli.main(["classify", str(bundle_dir), images[0], str(junk)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.startswith(images[0]) and "junk.jpg is not a readable image" in captured.err
+
+
+def test_inspect_of_a_non_bundle_is_one_line(tmp_path, capsys):
+    assert cli.main(["inspect", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a tillsight bundle" in err[0]
+
+
+def test_unknown_command_is_a_usage_error():
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["deploy"])
+    assert exit_info.value.code == 2

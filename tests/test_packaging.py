@@ -1,0 +1,45 @@
+"""A plain (non-editable) wheel install works in a fresh virtual environment."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import venv
+import zipfile
+
+import pytest
+
+from .conftest import REPO, REQUIRED_PROFILES
+
+pytestmark = pytest.mark.integration
+
+
+def test_wheel_installs_into_a_fresh_venv_and_ships_the_profiles(tmp_path):
+    # No build isolation and no index: nothing is downloaded at test time.
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(REPO)],
+        check=True, capture_output=True, timeout=300,
+    )
+    (wheel,) = (tmp_path / "dist").glob("tillsight-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {f"tillsight/device_profiles/{name}.toml" for name in REQUIRED_PROFILES} <= set(names)
+    assert "tillsight/converters/tflite.py" in names and "tillsight/runtimes/tflite.py" in names
+    assert not any(name.startswith(("sdk/", "tests/")) for name in names)
+
+    # The venv sees this interpreter's packages (numpy, opencv, LiteRT) but gets its own tillsight.
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True, system_site_packages=True)
+    python = env_dir / "bin" / "python"
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--no-deps", "--no-index", str(wheel)],
+        check=True, capture_output=True, timeout=300,
+    )
+    where = subprocess.run(
+        [str(python), "-c", "import tillsight, sys; print(tillsight.__file__); print('tensorflow' in sys.modules)"],
+        check=True, capture_output=True, text=True, timeout=120,
+    ).stdout.split()
+    assert where[0].startswith(str(env_dir)) and where[1] == "False"
+    listing = subprocess.run(
+        [str(env_dir / "bin" / "tillsight"), "profiles"], check=True, capture_output=True, text=True, timeout=120
+    ).stdout
+    assert REQUIRED_PROFILES <= {line.split()[0] for line in listing.splitlines()}

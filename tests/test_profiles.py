@@ -1,0 +1,70 @@
+"""Device profiles: shipped files, validation messages, user files."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import pytest
+
+from tillsight import ProfileError, list_profiles, load_profile
+from tillsight.profiles import Backend, IODtype, ResizeMode
+
+from .conftest import REQUIRED_PROFILES as REQUIRED
+
+
+
+def shipped_text(name: str) -> str:
+    return resources.files("tillsight.device_profiles").joinpath(f"{name}.toml").read_text()
+
+
+def test_required_profiles_ship_and_validate():
+    profiles = {p.name: p for p in list_profiles()}
+    assert REQUIRED <= set(profiles)
+    pi4 = profiles["raspberry-pi-4"]
+    assert (pi4.backend, pi4.threads, pi4.max_top1_drop) == (Backend.TFLITE, 4, 1.0)
+    assert pi4.input.io_dtype is IODtype.UINT8 and pi4.quantization.per_channel
+    assert pi4.quantization.calibration_samples >= 200
+    assert profiles["coral-usb"].backend is Backend.EDGETPU and profiles["coral-usb"].fallbacks == (Backend.TFLITE,)
+    assert profiles["intel-nuc-iris-xe"].backend is Backend.OPENVINO
+
+
+def test_user_profile_file_by_path(tmp_path):
+    path = tmp_path / "kiosk-7.toml"
+    path.write_text(shipped_text("raspberry-pi-4").replace('resize = "center-crop"', 'resize = "letterbox"'))
+    profile = load_profile(str(path))
+    assert profile.name == "kiosk-7" and profile.input.resize is ResizeMode.LETTERBOX
+    assert profile.to_dict()["input"]["resize"] == "letterbox"
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (("threads = 4", "threads = 4\ncolour = 1"), "unknown key 'colour' (allowed: backend, budgets, description"),
+        (('resize = "center-crop"', 'resize = "fill"'), "'input.resize' = 'fill' is not allowed (allowed: center-crop, stretch, letterbox)"),
+        (('io_dtype = "uint8"', 'io_dtype = "float"'), "(allowed: uint8, int8)"),
+        (('backend = "tflite"', 'backend = "onnx"'), "'backend' = 'onnx' is not allowed (allowed: tflite, edgetpu, openvino)"),
+        (("threads = 4", 'threads = "four"'), "'threads' must be an integer"),
+        (("per_channel = true", "per_channel = 1"), "'quantization.per_channel' must be true or false"),
+        (("max_top1_drop = 1.0", "max_top1_drop = -1.0"), "'max_top1_drop' must not be negative"),
+        (("[pruning]", "[pruning]\nratio = 0.5"), "unknown key 'pruning.ratio'"),
+        (("calibration_samples = 300", "calibration_samples = 10"), "min_calibration_samples"),
+        (("threads = 4", "threads = [4"), "invalid TOML"),
+        (('description = "Raspberry', 'describe = "Raspberry'), "unknown key 'describe'"),
+    ],
+)
+def test_bad_profile_names_file_key_and_allowed_values(tmp_path, edit, expected):
+    path = tmp_path / "bad.toml"
+    text = shipped_text("raspberry-pi-4")
+    assert edit[0] in text
+    path.write_text(text.replace(edit[0], edit[1], 1))
+    with pytest.raises(ProfileError) as error:
+        load_profile(path)
+    message = str(error.value)
+    assert str(path) in message and expected in message and "\n" not in message
+
+
+def test_unknown_name_lists_shipped_profiles():
+    with pytest.raises(ProfileError, match="unknown profile 'pi-4'.*raspberry-pi-4"):
+        load_profile("pi-4")
+    with pytest.raises(ProfileError, match="does not exist"):
+        load_profile("missing/kiosk.toml")

@@ -1,0 +1,26 @@
+"""Pin the public API: a change to it must be deliberate."""
+
+from __future__ import annotations
+
+import tillsight
+import tillsight.runtimes
+import tillsight.testing
+
+
+def test_public_names_are_pinned():
+    assert set(tillsight.__all__) == {
+        "__version__", "AccuracyError", "BackendUnavailableError", "Bundle", "BundleError", "CalibrationError",
+        "Classifier", "ColorOrder", "ConversionError", "ConversionOptions", "DataError", "InferenceError",
+        "InputRange", "InputSpec", "Manifest", "ModelLoadError", "Prediction", "Profile", "ProfileError",
+        "TillsightError", "convert", "list_profiles", "load", "load_profile", "preprocess", "read_bundle",
+    }
+    assert all(hasattr(tillsight, name) for name in tillsight.__all__)
+    assert set(tillsight.runtimes.__all__) == {"Backend", "TensorSpec", "BACKENDS", "open_backend"}
+    assert set(tillsight.testing.__all__) == {"FakeBackend", "fake_classifier"}
+
+
+def test_every_error_is_a_tillsight_error():
+    errors = [getattr(tillsight, name) for name in tillsight.__all__ if name.endswith("Error")]
+    assert len(errors) == 10
+    assert all(issubclass(error, tillsight.TillsightError) for error in errors)
+    assert issubclass(tillsight.CalibrationError, tillsight.DataError)
