@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .bundle import read_bundle
+from .bundle import Manifest, read_bundle
 from .classifier import load
 from .conversion import ConversionOptions, convert
 from .datasets import read_image
@@ -85,10 +85,13 @@ def _convert(args: argparse.Namespace) -> int:
         allow_unsafe_model=args.unsafe_load,
         progress=not args.quiet,
     )
-    if args.mean is not None:
-        options = ConversionOptions(mean=args.mean, std=args.std, **common)
-    else:
-        options = ConversionOptions.from_input_range(args.input_range, **common)
+    try:
+        if args.mean is not None:
+            options = ConversionOptions(mean=args.mean, std=args.std, **common)
+        else:
+            options = ConversionOptions.from_input_range(args.input_range, **common)
+    except ValueError as exc:
+        raise TillsightError(f"bad input options: {exc}") from exc
     bundle = convert(
         args.model,
         args.profile,
@@ -103,7 +106,7 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_summary(manifest) -> None:
+def _print_summary(manifest: Manifest) -> None:
     spec = manifest.input
     metrics = manifest.metrics
     print(f"profile: {manifest.profile_name} ({manifest.runtime.backend.value}, {manifest.runtime.threads} threads)")

@@ -80,14 +80,19 @@ def _input_size(profile: Profile, model_size: tuple[int | None, int | None], des
     return model_hw
 
 
-def _load_calibration(image_set: ImageSet, profile: Profile, spec: InputSpec, progress: bool) -> tuple[np.ndarray, int]:
+def _load_calibration(
+    image_set: ImageSet, profile: Profile, spec: InputSpec, progress: bool
+) -> tuple[np.ndarray, int, np.ndarray]:
+    """Preprocessed calibration images, the count of unreadable files, and the first frame."""
     quant = profile.quantization
     wanted = quant.calibration_samples
     candidates = image_set.spread_over_classes(len(image_set.images))
     skipped: list[Path] = []
     arrays: list[np.ndarray] = []
+    first_frame = None
     with tqdm(total=wanted, desc="calibration", disable=not progress) as bar:
         for _item, image in iter_images(candidates, skipped):
+            first_frame = image if first_frame is None else first_frame
             arrays.append(preprocess(image, spec))
             bar.update(1)
             if len(arrays) == wanted:
@@ -99,7 +104,7 @@ def _load_calibration(image_set: ImageSet, profile: Profile, spec: InputSpec, pr
         )
     if skipped:
         logger.warning("calibration: skipped %d unreadable or non-image files", len(skipped))
-    return np.stack(arrays), len(skipped)
+    return np.stack(arrays), len(skipped), first_frame
 
 
 def _output_activation(source: Any, calibration: np.ndarray) -> str:
@@ -176,7 +181,9 @@ def convert(
         std=options.std,
     )
     with conversion_step("calibration images", timings):
-        calibration_arrays, calibration_skipped = _load_calibration(calibration_set, resolved, float_spec, options.progress)
+        calibration_arrays, calibration_skipped, sample_frame = _load_calibration(
+            calibration_set, resolved, float_spec, options.progress
+        )
         activation = _output_activation(source, calibration_arrays)
 
     final_dir = Path(out) / resolved.name
@@ -195,15 +202,14 @@ def convert(
         )
         write_manifest(staging, manifest)
         metrics = manifest.metrics
-        with conversion_step("accuracy check", timings), load(staging) as classifier:
-            sample = _first_image(calibration_set)
-            metrics["latency_host"] = _measure(classifier, sample)
-            if evaluation_set is not None:
-                from tillsight.converters.evaluate import evaluate
+        with conversion_step("load as on the device and measure", timings), load(staging) as classifier:
+            from tillsight.converters.evaluate import evaluate, measure_latency
 
+            metrics["latency_host"] = measure_latency(classifier, sample_frame)
+            if evaluation_set is not None:
                 report = evaluate(source, classifier, evaluation_set, float_spec, options.progress)
                 metrics["accuracy"] = {**report.to_dict(), "source": str(evaluation)}
-        metrics["budgets"] = _check_budgets(resolved, manifest, metrics)
+        metrics["budgets"] = _check_budgets(resolved, metrics)
         metrics["conversion_seconds"] = timings
         if evaluation_set is not None:
             _check_accuracy(resolved, metrics["accuracy"], options.allow_accuracy_drop)
@@ -219,18 +225,6 @@ def _default_labels(calibration_set: ImageSet, num_classes: int) -> tuple[str, .
             return tuple(names)
     logger.warning("no labels file: naming the %d classes class_0 ... class_%d; pass --labels", num_classes, num_classes - 1)
     return tuple(f"class_{i}" for i in range(num_classes))
-
-
-def _first_image(image_set: ImageSet) -> np.ndarray:
-    for _item, image in iter_images(image_set.images, []):
-        return image
-    raise CalibrationError(f"no readable image in {image_set.source}")  # unreachable after calibration
-
-
-def _measure(classifier: Any, sample: np.ndarray) -> dict[str, Any]:
-    from tillsight.converters.evaluate import measure_latency
-
-    return measure_latency(classifier, sample)
 
 
 def _manifest(
@@ -264,7 +258,7 @@ def _manifest(
     )
 
 
-def _check_budgets(profile: Profile, manifest: Manifest, metrics: dict[str, Any]) -> dict[str, Any]:
+def _check_budgets(profile: Profile, metrics: dict[str, Any]) -> dict[str, Any]:
     budgets = profile.budgets
     checks: dict[str, Any] = {}
     if budgets.max_model_bytes:

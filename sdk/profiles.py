@@ -239,7 +239,7 @@ def _convert(hint: Any, value: Any, where: str, key: str) -> Any:
             return tuple(_convert(args[0], item, where, key) for item in value)
         if len(value) != len(args):
             raise ProfileError(f"{where}: '{key}' must be a list of {len(args)} values, got {value!r}")
-        return tuple(_convert(arg, item, where, key) for arg, item in zip(args, value))
+        return tuple(_convert(arg, item, where, key) for arg, item in zip(args, value, strict=True))
     if hint is bool:
         if not isinstance(value, bool):
             raise ProfileError(f"{where}: '{key}' must be true or false, got {value!r}")
