@@ -167,11 +167,32 @@ def _from_keras(model: keras.Model, description: str, kind: str, sha256: str) ->
             "tillsight converts single-input, single-output classifiers"
         )
     input_size, num_classes = _check_shapes(description, inputs[0].shape, outputs[0].shape)
+    if not str(inputs[0].dtype).startswith("float"):
+        model = _with_float_input(model, description)
 
     def call(images: tf.Tensor) -> tf.Tensor:
         return model(images, training=False)
 
     return SourceModel(description, kind, sha256, input_size, num_classes, call, model, model)
+
+
+def _with_float_input(model: keras.Model, description: str) -> keras.Model:
+    """The same model and weights taking float32 pixels instead of an integer input.
+
+    A model declared with ``keras.Input(dtype="uint8")`` starts with a float-to-uint8 cast
+    that has no int8 kernel; the pixels tillsight feeds are integral 0-255 values anyway.
+    """
+    float_input = keras.Input(shape=model.inputs[0].shape[1:], dtype="float32", batch_size=None)
+    try:
+        clone = keras.models.clone_model(model, input_tensors=float_input)
+        clone.set_weights(model.get_weights())
+    except Exception as exc:  # clone_model refuses some custom layers
+        raise ModelLoadError(
+            f"{description} takes {model.inputs[0].dtype} input and cannot be rebuilt with a float input "
+            f"({exc}); declare keras.Input(dtype='float32') and keep the Rescaling layer"
+        ) from exc
+    logger.info("%s takes %s input: converting a float32-input copy with the same weights", description, model.inputs[0].dtype)
+    return clone
 
 
 def _sha256_of_directory(path: Path) -> str:

@@ -176,6 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             logger.exception("failed")
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 1

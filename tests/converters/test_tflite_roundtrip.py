@@ -164,3 +164,18 @@ def test_mobilenetv2_with_preprocessing_inside_converts(photos, tmp_path):
     agreement = float(np.mean(expected == bundle_top1(bundle.path, frames)))
     assert agreement >= 0.9, f"MobileNetV2 int8 agrees with Keras on only {agreement:.1%}"
     assert bundle.manifest.quantization["scheme"] == "full-integer"
+
+
+def test_uint8_input_model_converts_with_the_same_predictions(tiny_model, photos, tmp_path):
+    """keras.Input(dtype="uint8") puts a cast with no int8 kernel first; tillsight rebuilds the input."""
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 3), dtype="uint8")
+    x = inputs
+    for layer in tiny_model.layers[2:]:  # Rescaling onwards, the trained weights shared
+        x = layer(x)
+    model = keras.Model(inputs, x)
+    bundle = tillsight.convert(model, "generic-x86-cpu", calibration=photos.train_list, labels=photos.labels_file, out=tmp_path)
+    pixels, _, frames = load_photos(photos.eval_items)
+    expected = np.argmax(model.predict(pixels.astype(np.uint8), verbose=0), axis=-1)
+    assert float(np.mean(expected == bundle_top1(bundle.path, frames))) >= 0.95
