@@ -21,6 +21,7 @@ __all__ = ["TARGETS", "ConversionJob", "TargetResult", "target_for"]
 #: Profile backend -> module whose ``convert`` builds models for it.
 TARGETS: dict[Backend, str] = {
     Backend.TFLITE: "tillsight.converters.tflite",
+    Backend.OPENVINO: "tillsight.converters.openvino",
 }
 
 

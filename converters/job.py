@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tillsight.datasets import ImageSet
 from tillsight.preprocess import InputSpec
 from tillsight.profiles import Profile
 from tillsight.runtimes.base import TensorSpec
@@ -28,13 +29,19 @@ class ConversionJob:
     calibration: np.ndarray  # (N, H, W, 3) float32, made by tillsight.preprocess.preprocess
     add_softmax: bool  # the source outputs logits: append a softmax
     staging_dir: Path  # where the target writes its model file(s)
+    evaluation: ImageSet | None = None  # labeled photos, for targets that tune against accuracy
 
 
 @dataclasses.dataclass(frozen=True)
 class TargetResult:
-    """The model file a target wrote and its integer IO tensors."""
+    """The files a target wrote and how the runtime must feed and read the model."""
 
-    model_file: str
-    input_tensor: TensorSpec
+    files: tuple[str, ...]  # the model file first, then any companions (e.g. model.bin)
+    input_spec: InputSpec  # what the runtime feeds the model file, quantization included
     output_tensor: TensorSpec
     quantization: dict[str, Any]
+
+    @property
+    def model_file(self) -> str:
+        """The file the runtime loads."""
+        return self.files[0]

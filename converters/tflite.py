@@ -8,6 +8,7 @@ integer: a float tensor left in the graph fails the conversion.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -71,8 +72,10 @@ def convert(job: ConversionJob) -> TargetResult:
     model_path.write_bytes(flatbuffer)
     input_tensor, output_tensor = _check_fully_integer(model_path)
     return TargetResult(
-        model_file=MODEL_FILE,
-        input_tensor=input_tensor,
+        files=(MODEL_FILE,),
+        input_spec=dataclasses.replace(
+            job.input_spec, dtype=input_tensor.dtype, scale=input_tensor.scale, zero_point=input_tensor.zero_point
+        ),
         output_tensor=output_tensor,
         quantization={
             "scheme": "full-integer",

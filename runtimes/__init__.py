@@ -19,6 +19,7 @@ __all__ = ["Backend", "TensorSpec", "BACKENDS", "open_backend"]
 #: Backend kind -> "module:Class" that runs it.
 BACKENDS: dict[BackendKind, str] = {
     BackendKind.TFLITE: "tillsight.runtimes.tflite:TFLiteBackend",
+    BackendKind.OPENVINO: "tillsight.runtimes.openvino:OpenVINOBackend",
 }
 
 
@@ -44,4 +45,4 @@ def open_backend(bundle: Bundle, threads: int | None = None) -> Backend:
         )
     module_name, class_name = BACKENDS[kind].split(":")
     backend_class = getattr(importlib.import_module(module_name), class_name)
-    return backend_class(bundle.model_path, threads or bundle.manifest.runtime.threads)
+    return backend_class.open(bundle, threads or bundle.manifest.runtime.threads)

@@ -10,8 +10,12 @@ from __future__ import annotations
 import abc
 import dataclasses
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from tillsight.bundle import Bundle
 
 __all__ = ["TensorSpec", "Backend"]
 
@@ -33,6 +37,11 @@ class Backend(abc.ABC):
     name: str = ""
     #: What actually runs the model, e.g. ``ai_edge_litert`` or ``CPU`` (for logs and manifests).
     engine: str = ""
+
+    @classmethod
+    @abc.abstractmethod
+    def open(cls, bundle: Bundle, threads: int) -> Backend:
+        """Load a verified bundle's model with the settings its manifest records."""
 
     @property
     @abc.abstractmethod

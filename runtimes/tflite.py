@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from tillsight._native import native_stderr_to_log
+from tillsight.bundle import Bundle
 from tillsight.errors import BackendUnavailableError, BundleError, InferenceError
 
 from .base import Backend, TensorSpec
@@ -95,6 +96,10 @@ class TFLiteBackend(Backend):
         self._output_spec = _tensor_spec(outputs[0])
         self.threads = threads
         logger.info("loaded %s with %s on %d thread(s)", model_path, self.engine, threads)
+
+    @classmethod
+    def open(cls, bundle: Bundle, threads: int) -> TFLiteBackend:
+        return cls(bundle.model_path, threads)
 
     @property
     def input_spec(self) -> TensorSpec:

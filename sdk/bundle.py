@@ -75,6 +75,7 @@ class RuntimeSettings:
     threads: int
     fallbacks: tuple[Backend, ...] = ()
     device: str = ""
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)  # backend-specific, e.g. OpenVINO's
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form recorded in the manifest."""
@@ -84,6 +85,7 @@ class RuntimeSettings:
             "threads": self.threads,
             "fallbacks": [b.value for b in self.fallbacks],
             "device": self.device,
+            "options": self.options,
         }
 
 
@@ -148,6 +150,7 @@ class Manifest:
                 threads=int(runtime_data["threads"]),
                 fallbacks=tuple(Backend(b) for b in runtime_data.get("fallbacks", [])),
                 device=str(runtime_data.get("device", "")),
+                options=dict(runtime_data.get("options", {})),
             )
             manifest = cls(
                 profile_name=str(_typed(data, "profile_name", str)),

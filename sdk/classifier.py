@@ -62,7 +62,12 @@ class Classifier:
         in_spec, out_spec = backend.input_spec, backend.output_spec
         if out_spec.shape[-1] != len(labels):
             raise BundleError(f"the model has {out_spec.shape[-1]} outputs but {len(labels)} labels")
-        if in_spec.shape[1:3] != (input_spec.height, input_spec.width) or in_spec.dtype != input_spec.dtype:
+        quantization_differs = in_spec.scale and not np.isclose(in_spec.scale, input_spec.scale)
+        if (
+            in_spec.shape[1:3] != (input_spec.height, input_spec.width)
+            or in_spec.dtype != input_spec.dtype
+            or quantization_differs
+        ):
             raise BundleError(
                 f"the model takes {in_spec.dtype} {in_spec.shape} but the manifest describes "
                 f"{input_spec.dtype} {input_spec.height}x{input_spec.width}; convert the model again"
@@ -88,7 +93,7 @@ class Classifier:
             values = preprocess(image, self.input_spec)
         except ValueError as exc:
             raise InferenceError(f"cannot classify this image: {exc}") from exc
-        spec = self.backend.input_spec
+        spec = self.input_spec
         return quantize(values, spec.dtype, spec.scale, spec.zero_point)[np.newaxis]
 
     def scores(self, image: np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ from .classifier import load
 from .datasets import ImageSet, iter_images, read_image_set, read_labels
 from .errors import AccuracyError, CalibrationError, ConversionError, DataError
 from .preprocess import ColorOrder, InputRange, InputSpec, preprocess
-from .profiles import Profile, SizePolicy, load_profile
+from .profiles import Backend, Profile, SizePolicy, load_profile
 from .steps import conversion_step
 
 __all__ = ["ConversionOptions", "convert"]
@@ -190,11 +190,13 @@ def convert(
     with staged_directory(final_dir) as staging:
         from tillsight.converters import ConversionJob
 
-        job = ConversionJob(source, resolved, float_spec, calibration_arrays, activation == "softmax-added", staging)
+        job = ConversionJob(
+            source, resolved, float_spec, calibration_arrays, activation == "softmax-added", staging, evaluation_set
+        )
         with conversion_step(f"convert for {resolved.name} ({resolved.backend.value})", timings) as step:
             result = target(job)
             step.artifact = staging / result.model_file
-        manifest = _manifest(resolved, source, label_names, float_spec, result, activation, staging)
+        manifest = _manifest(resolved, source, label_names, result, activation, staging)
         manifest.quantization.update(
             calibration_images=len(calibration_arrays),
             calibration_skipped=calibration_skipped,
@@ -231,24 +233,26 @@ def _manifest(
     profile: Profile,
     source: Any,
     labels: Sequence[str],
-    float_spec: InputSpec,
     result: Any,
     activation: str,
     staging: Path,
 ) -> Manifest:
-    tensor_in, tensor_out = result.input_tensor, result.output_tensor
-    input_spec = dataclasses.replace(
-        float_spec, dtype=tensor_in.dtype, scale=tensor_in.scale, zero_point=tensor_in.zero_point
-    )
-    model_path = staging / result.model_file
-    size = model_path.stat().st_size
+    tensor_out = result.output_tensor
+    artifacts = {
+        name: {"sha256": sha256_of_file(staging / name), "bytes": (staging / name).stat().st_size}
+        for name in result.files
+    }
+    size = sum(record["bytes"] for record in artifacts.values())
+    backend_options = profile.to_dict()["openvino"] if profile.backend is Backend.OPENVINO else {}
     return Manifest(
         profile_name=profile.name,
         labels=tuple(labels),
-        input=input_spec,
+        input=result.input_spec,
         output=OutputSpec(len(labels), tensor_out.dtype, tensor_out.scale, tensor_out.zero_point, activation),
-        runtime=RuntimeSettings(profile.backend, result.model_file, profile.threads, profile.fallbacks, profile.device),
-        artifacts={result.model_file: {"sha256": sha256_of_file(model_path), "bytes": size}},
+        runtime=RuntimeSettings(
+            profile.backend, result.model_file, profile.threads, profile.fallbacks, profile.device, backend_options
+        ),
+        artifacts=artifacts,
         profile=profile.to_dict(),
         source_model={"path": source.description, "format": source.format, "sha256": source.sha256},
         quantization=dict(result.quantization),

@@ -35,6 +35,9 @@ __all__ = [
     "QuantizationOptions",
     "PruningOptions",
     "Budgets",
+    "Precision",
+    "PerformanceHint",
+    "OpenVINOOptions",
     "Profile",
     "load_profile",
     "list_profiles",
@@ -117,6 +120,30 @@ class Budgets:
     max_latency_ms: float = 0.0
 
 
+class Precision(str, enum.Enum):
+    """Numeric precision of an OpenVINO IR."""
+
+    INT8 = "int8"  # NNCF post-training quantization: fastest where the device has int8 units
+    FP16 = "fp16"  # FP16 weights: accuracy first, for iGPUs without int8 acceleration
+
+
+class PerformanceHint(str, enum.Enum):
+    """OpenVINO PERFORMANCE_HINT: one frame at a time, or many frames in flight."""
+
+    LATENCY = "LATENCY"
+    THROUGHPUT = "THROUGHPUT"
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenVINOOptions:
+    """Knobs of the OpenVINO backend (read only by profiles whose backend is openvino)."""
+
+    precision: Precision = Precision.INT8
+    device_fallbacks: tuple[str, ...] = ()  # e.g. ["CPU"]: used, with a warning, when `device` is absent
+    performance_hint: PerformanceHint = PerformanceHint.LATENCY
+    accuracy_control: bool = False  # INT8 with nncf.quantize_with_accuracy_control (needs --eval)
+
+
 @dataclasses.dataclass(frozen=True)
 class Profile:
     """One device: which backend runs the model and every knob of its conversion."""
@@ -132,6 +159,7 @@ class Profile:
     quantization: QuantizationOptions = QuantizationOptions()
     pruning: PruningOptions = PruningOptions()
     budgets: Budgets = Budgets()
+    openvino: OpenVINOOptions = OpenVINOOptions()
     source: str = ""  # the file it was read from
 
     def __post_init__(self) -> None:

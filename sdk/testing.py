@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from .bundle import Bundle
 from .classifier import Classifier
 from .preprocess import InputSpec
 from .runtimes.base import Backend, TensorSpec
@@ -34,6 +35,10 @@ class FakeBackend(Backend):
         self._output_spec = output_spec
         self.calls = 0
         self.closed = False
+
+    @classmethod
+    def open(cls, bundle: Bundle, threads: int) -> FakeBackend:
+        raise NotImplementedError("a FakeBackend is built directly, never opened from a bundle")
 
     @property
     def input_spec(self) -> TensorSpec:

@@ -1,0 +1,209 @@
+"""OpenVINO backend: an IR on an Intel iGPU (GPU), the CPU, or AUTO.
+
+One ``openvino.Core`` serves the whole process. The device comes from the bundle's
+profile: when it is missing from ``Core.available_devices`` the profile's device
+fallbacks are tried with a warning, else loading fails with a message naming the fix.
+``CACHE_DIR`` is set (``$TILLSIGHT_CACHE_DIR``, else ``$XDG_CACHE_HOME/tillsight/openvino``,
+else ``~/.cache/tillsight/openvino``) so that a second start on an iGPU skips the kernel
+compilation that otherwise takes minutes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tillsight.bundle import Bundle
+from tillsight.errors import BackendUnavailableError, BundleError, InferenceError
+
+from .base import Backend, TensorSpec
+
+__all__ = ["OpenVINOBackend", "default_cache_dir", "select_device", "shared_core"]
+
+logger = logging.getLogger(__name__)
+
+_core: Any = None
+_core_lock = threading.Lock()
+
+
+def shared_core() -> Any:
+    """The process's one ``openvino.Core``.
+
+    Raises:
+        BackendUnavailableError: openvino is not installed.
+    """
+    global _core
+    with _core_lock:
+        if _core is None:
+            try:
+                import openvino
+            except ImportError as exc:
+                raise BackendUnavailableError(
+                    "this bundle runs on OpenVINO, which is not installed; install it with: pip install 'tillsight[openvino]'"
+                ) from exc
+            _core = openvino.Core()
+        return _core
+
+
+def default_cache_dir() -> Path:
+    """Where compiled models are cached between starts."""
+    if os.environ.get("TILLSIGHT_CACHE_DIR"):
+        return Path(os.environ["TILLSIGHT_CACHE_DIR"]) / "openvino"
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "tillsight" / "openvino"
+
+
+def _present(device: str, available: Sequence[str]) -> bool:
+    if device == "AUTO" or device.startswith(("AUTO:", "MULTI:", "HETERO:")):
+        return bool(available)
+    family = device.split(".")[0]
+    return any(name == device or (device == family and name.split(".")[0] == family) for name in available)
+
+
+def select_device(requested: str, fallbacks: Sequence[str], available: Sequence[str]) -> tuple[str, str | None]:
+    """Pick the device to compile for.
+
+    Args:
+        requested: The profile's device (``GPU``, ``GPU.1``, ``CPU``, ``AUTO``...).
+        fallbacks: Devices allowed when ``requested`` is absent, in order.
+        available: ``Core.available_devices``.
+
+    Returns:
+        ``(device, warning)``; the warning is None unless a fallback was taken.
+
+    Raises:
+        BackendUnavailableError: Neither the device nor an allowed fallback is present.
+    """
+    requested = requested or "CPU"
+    if _present(requested, available):
+        return requested, None
+    for fallback in fallbacks:
+        if _present(fallback, available):
+            return fallback, (
+                f"OpenVINO device {requested} is not available (found: {', '.join(available) or 'none'}); "
+                f"running on {fallback} as the profile allows"
+            )
+    hint = " (install the Intel GPU compute runtime, e.g. intel-opencl-icd, for an iGPU)" if requested.startswith("GPU") else ""
+    raise BackendUnavailableError(
+        f"the profile needs OpenVINO device {requested} but this machine has {', '.join(available) or 'none'}{hint}; "
+        "or allow a fallback in the profile: [openvino] device_fallbacks = [\"CPU\"]"
+    )
+
+
+class OpenVINOBackend(Backend):
+    """An OpenVINO IR compiled for one device."""
+
+    name = "openvino"
+
+    def __init__(
+        self,
+        model_path: Path,
+        device: str,
+        fallbacks: Sequence[str] = (),
+        performance_hint: str = "LATENCY",
+        threads: int = 0,
+        cache_dir: Path | None = None,
+        core: Any = None,
+    ):
+        """Compile the IR.
+
+        Args:
+            model_path: ``model.xml`` (``model.bin`` beside it), verified against the manifest.
+            device: Requested device.
+            fallbacks: Devices allowed when it is absent.
+            performance_hint: ``LATENCY`` (one frame at a time) or ``THROUGHPUT`` (many in flight).
+            threads: CPU inference threads (0: OpenVINO's choice); ignored on other devices.
+            cache_dir: Compiled-model cache; defaults to :func:`default_cache_dir`.
+            core: An ``openvino.Core`` (defaults to the shared one).
+
+        Raises:
+            BackendUnavailableError: openvino or the device is missing.
+            BundleError: OpenVINO cannot read or compile the IR.
+        """
+        core = core or shared_core()
+        self.device, warning = select_device(device, fallbacks, list(core.available_devices))
+        if warning:
+            logger.warning(warning)
+        self.fallback_warning = warning
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        config: dict[str, Any] = {"PERFORMANCE_HINT": performance_hint, "CACHE_DIR": str(self.cache_dir)}
+        if threads and self.device.startswith("CPU"):
+            config["INFERENCE_NUM_THREADS"] = threads
+        try:
+            self._compiled = core.compile_model(str(model_path), self.device, config)
+        except RuntimeError as exc:
+            raise BundleError(f"OpenVINO cannot compile {model_path} for {self.device}: {str(exc).splitlines()[0]}") from exc
+        if len(self._compiled.inputs) != 1 or len(self._compiled.outputs) != 1:
+            raise BundleError(f"{model_path} must have one input and one output")
+        self.execution_devices = list(self._compiled.get_property("EXECUTION_DEVICES"))
+        self.engine = f"openvino on {', '.join(self.execution_devices)}"
+        self.threads = threads
+        self.performance_hint = performance_hint
+        self._request = self._compiled.create_infer_request()
+        self._input_spec = _spec(self._compiled.inputs[0])
+        self._output_spec = _spec(self._compiled.outputs[0])
+        logger.info("compiled %s for %s (runs on %s), hint %s", model_path, self.device, self.engine, performance_hint)
+
+    @classmethod
+    def open(cls, bundle: Bundle, threads: int) -> OpenVINOBackend:
+        runtime = bundle.manifest.runtime
+        options = runtime.options
+        return cls(
+            bundle.model_path,
+            runtime.device,
+            fallbacks=tuple(options.get("device_fallbacks", ())),
+            performance_hint=str(options.get("performance_hint", "LATENCY")),
+            threads=threads,
+        )
+
+    @property
+    def input_spec(self) -> TensorSpec:
+        return self._input_spec
+
+    @property
+    def output_spec(self) -> TensorSpec:
+        return self._output_spec
+
+    def infer(self, tensor: np.ndarray) -> np.ndarray:
+        if self._request is None:
+            raise InferenceError("the OpenVINO backend is closed")
+        try:
+            return np.array(self._request.infer({0: tensor})[0], copy=True)
+        except RuntimeError as exc:
+            raise InferenceError(f"OpenVINO failed on an input of shape {tensor.shape}: {exc}") from exc
+
+    def infer_many(self, tensors: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Run many inputs with several requests in flight (the THROUGHPUT path), in order."""
+        import openvino
+
+        if self._request is None:
+            raise InferenceError("the OpenVINO backend is closed")
+        results: list[np.ndarray | None] = [None] * len(tensors)
+        queue = openvino.AsyncInferQueue(self._compiled)
+
+        def done(request: Any, index: int) -> None:
+            results[index] = np.array(request.get_output_tensor(0).data, copy=True)
+
+        queue.set_callback(done)
+        for index, tensor in enumerate(tensors):
+            queue.start_async({0: tensor}, index)
+        queue.wait_all()
+        return results  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self._request = None
+        self._compiled = None
+
+
+def _spec(port: Any) -> TensorSpec:
+    return TensorSpec(
+        shape=tuple(int(d) for d in port.get_partial_shape().to_shape()),
+        dtype=np.dtype(port.get_element_type().to_dtype()).name,
+    )

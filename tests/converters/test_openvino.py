@@ -1,0 +1,107 @@
+"""OpenVINO target: INT8 and FP16 IR with embedded preprocessing, run on the CPU plugin here."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from importlib import resources
+
+import numpy as np
+import pytest
+
+import tillsight
+from tillsight.preprocess import ColorOrder
+
+from ..conftest import load_photos
+
+pytestmark = pytest.mark.integration
+
+ov = pytest.importorskip("openvino", reason="pip install 'tillsight[openvino-convert]'")
+
+
+@pytest.fixture(scope="session")
+def openvino_bundles(tiny_model_file, photos, tmp_path_factory):
+    out = tmp_path_factory.mktemp("openvino")
+    return {
+        name: tillsight.convert(
+            tiny_model_file, name, calibration=photos.train_list, evaluation=photos.eval_list,
+            labels=photos.labels_file, out=out,
+        ).path
+        for name in ("intel-nuc-iris-xe", "intel-celeron-uhd")
+    }
+
+
+def op_types(bundle_path) -> set[str]:
+    return {op.get_type_name() for op in ov.Core().read_model(bundle_path / "model.xml").get_ops()}
+
+
+def test_int8_ir_with_embedded_preprocessing(openvino_bundles):
+    path = openvino_bundles["intel-nuc-iris-xe"]
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert set(manifest["artifacts"]) == {"model.xml", "model.bin"}
+    spec = manifest["input"]
+    assert (spec["dtype"], spec["color_order"], spec["mean"], spec["std"], spec["scale"]) == (
+        "uint8", "bgr", [0.0, 0.0, 0.0], [1.0, 1.0, 1.0], 1.0,
+    )
+    embedded = manifest["quantization"]["embedded_preprocessing"]
+    assert embedded["input"] == "u8 NHWC BGR" and embedded["color_order"] == "rgb"
+    assert manifest["quantization"]["precision"] == "int8"
+    assert manifest["runtime"]["options"]["device_fallbacks"] == ["CPU"]
+    assert "FakeQuantize" in op_types(path)
+    model = ov.Core().read_model(path / "model.xml")
+    assert model.inputs[0].get_element_type() == ov.Type.u8
+    assert list(model.inputs[0].get_partial_shape().to_shape()) == [1, spec["height"], spec["width"], 3]
+    accuracy = manifest["metrics"]["accuracy"]
+    assert accuracy["within_tolerance"] and accuracy["top1_drop"] <= 1.0
+
+
+def test_fp16_ir_keeps_float_activations(openvino_bundles):
+    path = openvino_bundles["intel-celeron-uhd"]
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["quantization"]["precision"] == "fp16"
+    assert "FakeQuantize" not in op_types(path)
+    constants = [op for op in ov.Core().read_model(path / "model.xml").get_ops() if op.get_type_name() == "Constant"]
+    assert any(op.get_output_element_type(0) == ov.Type.f16 for op in constants)
+    assert manifest["metrics"]["accuracy"]["top1_agreement"] >= 98.0
+
+
+def test_both_backends_agree_on_real_photos(openvino_bundles, bundle_dir, photos):
+    """Same source model, TFLite (raspberry-pi-4) and OpenVINO INT8 (CPU plugin here)."""
+    items = [(p, i) for p, i in (tuple(line.split(",")) for line in photos.train_list.read_text().splitlines())]
+    items = [(p.strip(), int(i)) for p, i in items] + list(photos.eval_items)
+    _, _, frames = load_photos(items)
+    with tillsight.load(bundle_dir) as tflite, tillsight.load(openvino_bundles["intel-nuc-iris-xe"]) as openvino:
+        assert openvino.engine == "openvino on CPU" and openvino.input_spec.color_order is ColorOrder.BGR
+        tflite_top1 = np.array([tflite.classify(f, top_k=1)[0].index for f in frames])
+        openvino_top1 = np.array([openvino.classify(f, top_k=1)[0].index for f in frames])
+    agreement = float(np.mean(tflite_top1 == openvino_top1))
+    assert agreement >= 0.98, f"TFLite and OpenVINO agree on only {agreement:.1%} of {len(frames)} photos"
+
+
+def test_openvino_runtime_never_imports_tensorflow(openvino_bundles, photos):
+    script = f"""
+import sys, tillsight
+from pathlib import Path
+from tillsight.datasets import read_image
+with tillsight.load({str(openvino_bundles['intel-celeron-uhd'])!r}) as c:
+    c.classify(read_image(Path({str(photos.eval_items[0][0])!r})))
+print("tensorflow" in sys.modules, "nncf" in sys.modules)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False"]
+
+
+def test_accuracy_control_needs_evaluation_and_then_meets_the_tolerance(tiny_model_file, photos, tmp_path):
+    text = resources.files("tillsight.device_profiles").joinpath("intel-nuc-iris-xe.toml").read_text()
+    profile = tmp_path / "nuc-accuracy.toml"
+    profile.write_text(text.replace("accuracy_control = false", "accuracy_control = true"))
+    with pytest.raises(tillsight.ConversionError, match="pass labeled evaluation data with --eval"):
+        tillsight.convert(tiny_model_file, profile, calibration=photos.train_list, labels=photos.labels_file, out=tmp_path / "a")
+    bundle = tillsight.convert(
+        tiny_model_file, profile, calibration=photos.train_list, evaluation=photos.eval_list,
+        labels=photos.labels_file, out=tmp_path / "b",
+    )
+    assert bundle.manifest.quantization["accuracy_control"] is True
+    assert bundle.manifest.metrics["accuracy"]["top1_drop"] <= 1.0

@@ -1,0 +1,85 @@
+"""OpenVINO backend: device choice on faked device lists, fallback, cache, async queue."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import tillsight
+from tillsight.errors import BackendUnavailableError
+from tillsight.runtimes.openvino import OpenVINOBackend, select_device
+
+from ..conftest import load_photos
+
+
+@pytest.mark.parametrize(
+    ("requested", "fallbacks", "available", "chosen", "warns"),
+    [
+        ("GPU", ["CPU"], ["CPU", "GPU"], "GPU", False),
+        ("GPU", ["CPU"], ["CPU", "GPU.0", "GPU.1"], "GPU", False),
+        ("GPU.1", [], ["CPU", "GPU.0", "GPU.1"], "GPU.1", False),
+        ("GPU", ["CPU"], ["CPU"], "CPU", True),
+        ("GPU.1", ["GPU.0", "CPU"], ["CPU", "GPU.0"], "GPU.0", True),
+        ("AUTO", [], ["CPU"], "AUTO", False),
+        ("", [], ["CPU"], "CPU", False),
+    ],
+)
+def test_device_selection(requested, fallbacks, available, chosen, warns):
+    device, warning = select_device(requested, fallbacks, available)
+    assert device == chosen and (warning is not None) == warns
+    if warns:
+        assert requested in warning and chosen in warning
+
+
+def test_missing_gpu_without_fallback_is_a_clear_error():
+    with pytest.raises(BackendUnavailableError, match=r"needs OpenVINO device GPU but this machine has CPU.*device_fallbacks"):
+        select_device("GPU", [], ["CPU"])
+
+
+pytest.importorskip("openvino", reason="pip install 'tillsight[openvino]'")
+
+
+@pytest.fixture(scope="module")
+def nuc_bundle(tiny_model_file, photos, tmp_path_factory):
+    out = tmp_path_factory.mktemp("nuc")
+    return tillsight.convert(
+        tiny_model_file, "intel-nuc-iris-xe", calibration=photos.train_list, labels=photos.labels_file, out=out
+    ).path
+
+
+@pytest.mark.integration
+def test_profile_without_fallback_refuses_to_load_without_a_gpu(nuc_bundle, tmp_path):
+    strict = shutil.copytree(nuc_bundle, tmp_path / "strict")
+    manifest = json.loads((strict / "manifest.json").read_text())
+    manifest["runtime"]["options"]["device_fallbacks"] = []
+    (strict / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BackendUnavailableError, match="needs OpenVINO device GPU"):
+        tillsight.load(strict)
+
+
+@pytest.mark.integration
+def test_cache_dir_is_created_and_reused(nuc_bundle, tmp_path, monkeypatch):
+    monkeypatch.setenv("TILLSIGHT_CACHE_DIR", str(tmp_path / "cache"))
+    with tillsight.load(nuc_bundle) as classifier:
+        assert classifier.backend.cache_dir == tmp_path / "cache" / "openvino"
+        assert classifier.backend.fallback_warning is not None  # no iGPU here: CPU, as allowed
+    cached = sorted(p.name for p in (tmp_path / "cache" / "openvino").iterdir())
+    assert cached, "compiled model not cached"
+    with tillsight.load(nuc_bundle):
+        pass
+    assert sorted(p.name for p in (tmp_path / "cache" / "openvino").iterdir()) == cached
+
+
+@pytest.mark.integration
+def test_async_queue_matches_single_requests(nuc_bundle, photos):
+    backend = OpenVINOBackend.open(tillsight.read_bundle(nuc_bundle), threads=2)
+    with tillsight.load(nuc_bundle) as classifier:
+        _, _, frames = load_photos(photos.eval_items[:12])
+        tensors = [classifier.prepare(frame) for frame in frames]
+    single = [backend.infer(t) for t in tensors]
+    many = backend.infer_many(tensors)
+    assert all(np.allclose(a, b) for a, b in zip(single, many, strict=True))
+    backend.close()
