@@ -16,7 +16,6 @@ import dataclasses
 import io
 import logging
 import shutil
-from pathlib import Path
 from typing import Any
 
 import numpy as np
