@@ -142,3 +142,11 @@ def bundle_dir(tiny_model_file: Path, photos: PhotoSplit, tmp_path_factory: pyte
         out=out,
     )
     return bundle.path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache_dir(tmp_path_factory: pytest.TempPathFactory):
+    """Compiled-model caches go to a temporary folder, not the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TILLSIGHT_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        yield
