@@ -40,6 +40,7 @@ class TargetResult:
     input_spec: InputSpec  # what the runtime feeds the model file, quantization included
     output_tensor: TensorSpec
     quantization: dict[str, Any]
+    runtime_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # backend-specific, to the manifest
 
     @property
     def model_file(self) -> str:

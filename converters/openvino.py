@@ -100,6 +100,10 @@ def convert(job: ConversionJob) -> TargetResult:
             },
             "converter": f"openvino {ov.__version__}, nncf {nncf.__version__}",
         },
+        runtime_options={
+            "device_fallbacks": list(options.device_fallbacks),
+            "performance_hint": options.performance_hint.value,
+        },
     )
 
 

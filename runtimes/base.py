@@ -37,21 +37,15 @@ class Backend(abc.ABC):
     name: str = ""
     #: What actually runs the model, e.g. ``ai_edge_litert`` or ``CPU`` (for logs and manifests).
     engine: str = ""
+    #: The model's single input tensor (set when the model is loaded).
+    input_spec: TensorSpec
+    #: The model's single output tensor.
+    output_spec: TensorSpec
 
     @classmethod
     @abc.abstractmethod
     def open(cls, bundle: Bundle, threads: int) -> Backend:
         """Load a verified bundle's model with the settings its manifest records."""
-
-    @property
-    @abc.abstractmethod
-    def input_spec(self) -> TensorSpec:
-        """The model's single input tensor."""
-
-    @property
-    @abc.abstractmethod
-    def output_spec(self) -> TensorSpec:
-        """The model's single output tensor."""
 
     @abc.abstractmethod
     def infer(self, tensor: np.ndarray) -> np.ndarray:

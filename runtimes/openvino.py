@@ -147,8 +147,8 @@ class OpenVINOBackend(Backend):
         self.threads = threads
         self.performance_hint = performance_hint
         self._request = self._compiled.create_infer_request()
-        self._input_spec = _spec(self._compiled.inputs[0])
-        self._output_spec = _spec(self._compiled.outputs[0])
+        self.input_spec = _spec(self._compiled.inputs[0])
+        self.output_spec = _spec(self._compiled.outputs[0])
         logger.info("compiled %s for %s (runs on %s), hint %s", model_path, self.device, self.engine, performance_hint)
 
     @classmethod
@@ -162,14 +162,6 @@ class OpenVINOBackend(Backend):
             performance_hint=str(options.get("performance_hint", "LATENCY")),
             threads=threads,
         )
-
-    @property
-    def input_spec(self) -> TensorSpec:
-        return self._input_spec
-
-    @property
-    def output_spec(self) -> TensorSpec:
-        return self._output_spec
 
     def infer(self, tensor: np.ndarray) -> np.ndarray:
         if self._request is None:

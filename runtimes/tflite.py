@@ -92,22 +92,14 @@ class TFLiteBackend(Backend):
             raise BundleError(f"{model_path} has {len(inputs)} inputs and {len(outputs)} outputs; expected 1 and 1")
         self._input_index = inputs[0]["index"]
         self._output_index = outputs[0]["index"]
-        self._input_spec = _tensor_spec(inputs[0])
-        self._output_spec = _tensor_spec(outputs[0])
+        self.input_spec = _tensor_spec(inputs[0])
+        self.output_spec = _tensor_spec(outputs[0])
         self.threads = threads
         logger.info("loaded %s with %s on %d thread(s)", model_path, self.engine, threads)
 
     @classmethod
     def open(cls, bundle: Bundle, threads: int) -> TFLiteBackend:
         return cls(bundle.model_path, threads)
-
-    @property
-    def input_spec(self) -> TensorSpec:
-        return self._input_spec
-
-    @property
-    def output_spec(self) -> TensorSpec:
-        return self._output_spec
 
     def infer(self, tensor: np.ndarray) -> np.ndarray:
         if self._interpreter is None:

@@ -25,7 +25,7 @@ from .classifier import load
 from .datasets import ImageSet, iter_images, read_image_set, read_labels
 from .errors import AccuracyError, CalibrationError, ConversionError, DataError
 from .preprocess import ColorOrder, InputRange, InputSpec, preprocess
-from .profiles import Backend, Profile, SizePolicy, load_profile
+from .profiles import Profile, SizePolicy, load_profile
 from .steps import conversion_step
 
 __all__ = ["ConversionOptions", "convert"]
@@ -243,14 +243,13 @@ def _manifest(
         for name in result.files
     }
     size = sum(record["bytes"] for record in artifacts.values())
-    backend_options = profile.to_dict()["openvino"] if profile.backend is Backend.OPENVINO else {}
     return Manifest(
         profile_name=profile.name,
         labels=tuple(labels),
         input=result.input_spec,
         output=OutputSpec(len(labels), tensor_out.dtype, tensor_out.scale, tensor_out.zero_point, activation),
         runtime=RuntimeSettings(
-            profile.backend, result.model_file, profile.threads, profile.fallbacks, profile.device, backend_options
+            profile.backend, result.model_file, profile.threads, profile.fallbacks, profile.device, result.runtime_options
         ),
         artifacts=artifacts,
         profile=profile.to_dict(),

@@ -31,8 +31,8 @@ class FakeBackend(Backend):
         output_spec: The output tensor the fake model declares.
         """
         self._respond = respond
-        self._input_spec = input_spec
-        self._output_spec = output_spec
+        self.input_spec = input_spec
+        self.output_spec = output_spec
         self.calls = 0
         self.closed = False
 
@@ -40,17 +40,9 @@ class FakeBackend(Backend):
     def open(cls, bundle: Bundle, threads: int) -> FakeBackend:
         raise NotImplementedError("a FakeBackend is built directly, never opened from a bundle")
 
-    @property
-    def input_spec(self) -> TensorSpec:
-        return self._input_spec
-
-    @property
-    def output_spec(self) -> TensorSpec:
-        return self._output_spec
-
     def infer(self, tensor: np.ndarray) -> np.ndarray:
         self.calls += 1
-        return np.asarray(self._respond(tensor), dtype=self._output_spec.dtype)
+        return np.asarray(self._respond(tensor), dtype=self.output_spec.dtype)
 
     def close(self) -> None:
         self.closed = True
