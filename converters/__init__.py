@@ -22,6 +22,7 @@ __all__ = ["TARGETS", "ConversionJob", "TargetResult", "target_for"]
 TARGETS: dict[Backend, str] = {
     Backend.TFLITE: "tillsight.converters.tflite",
     Backend.OPENVINO: "tillsight.converters.openvino",
+    Backend.EDGETPU: "tillsight.converters.edgetpu",
 }
 
 

@@ -41,6 +41,7 @@ class TargetResult:
     output_tensor: TensorSpec
     quantization: dict[str, Any]
     runtime_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # backend-specific, to the manifest
+    report: dict[str, Any] = dataclasses.field(default_factory=dict)  # what the target found (e.g. Edge TPU preflight)
 
     @property
     def model_file(self) -> str:

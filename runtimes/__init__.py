@@ -20,15 +20,17 @@ __all__ = ["Backend", "TensorSpec", "BACKENDS", "open_backend"]
 BACKENDS: dict[BackendKind, str] = {
     BackendKind.TFLITE: "tillsight.runtimes.tflite:TFLiteBackend",
     BackendKind.OPENVINO: "tillsight.runtimes.openvino:OpenVINOBackend",
+    BackendKind.EDGETPU: "tillsight.runtimes.edgetpu:EdgeTPUBackend",
 }
 
 
-def open_backend(bundle: Bundle, threads: int | None = None) -> Backend:
+def open_backend(bundle: Bundle, threads: int | None = None, device: str | None = None) -> Backend:
     """Open the backend a verified bundle was built for.
 
     Args:
         bundle: A bundle from :func:`tillsight.bundle.read_bundle`.
         threads: CPU threads; defaults to the profile's thread count in the manifest.
+        device: Accelerator device, overriding the manifest's (``GPU.1``, ``usb:1``...).
 
     Returns:
         The loaded backend.
@@ -45,4 +47,4 @@ def open_backend(bundle: Bundle, threads: int | None = None) -> Backend:
         )
     module_name, class_name = BACKENDS[kind].split(":")
     backend_class = getattr(importlib.import_module(module_name), class_name)
-    return backend_class.open(bundle, threads or bundle.manifest.runtime.threads)
+    return backend_class.open(bundle, threads or bundle.manifest.runtime.threads, device)

@@ -44,8 +44,14 @@ class Backend(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def open(cls, bundle: Bundle, threads: int) -> Backend:
-        """Load a verified bundle's model with the settings its manifest records."""
+    def open(cls, bundle: Bundle, threads: int, device: str | None = None) -> Backend:
+        """Load a verified bundle's model with the settings its manifest records.
+
+        Args:
+            bundle: The verified bundle.
+            threads: CPU threads.
+            device: Overrides the manifest's device (e.g. ``GPU.1``, ``usb:1``).
+        """
 
     @abc.abstractmethod
     def infer(self, tensor: np.ndarray) -> np.ndarray:

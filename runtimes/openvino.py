@@ -152,12 +152,12 @@ class OpenVINOBackend(Backend):
         logger.info("compiled %s for %s (runs on %s), hint %s", model_path, self.device, self.engine, performance_hint)
 
     @classmethod
-    def open(cls, bundle: Bundle, threads: int) -> OpenVINOBackend:
+    def open(cls, bundle: Bundle, threads: int, device: str | None = None) -> OpenVINOBackend:
         runtime = bundle.manifest.runtime
         options = runtime.options
         return cls(
             bundle.model_path,
-            runtime.device,
+            device or runtime.device,
             fallbacks=tuple(options.get("device_fallbacks", ())),
             performance_hint=str(options.get("performance_hint", "LATENCY")),
             threads=threads,

@@ -67,13 +67,20 @@ class TFLiteBackend(Backend):
 
     name = "tflite"
 
-    def __init__(self, model_path: Path, threads: int, interpreter_modules: tuple[str, ...] = INTERPRETER_MODULES):
+    def __init__(
+        self,
+        model_path: Path,
+        threads: int,
+        interpreter_modules: tuple[str, ...] = INTERPRETER_MODULES,
+        delegates: tuple[Any, ...] = (),
+    ):
         """Load the model and allocate its tensors.
 
         Args:
             model_path: The ``.tflite`` file (already verified against the manifest).
             threads: CPU threads for the interpreter (XNNPACK).
             interpreter_modules: Interpreter packages to try, in order.
+            delegates: Loaded TFLite delegates (e.g. the Edge TPU's).
 
         Raises:
             BackendUnavailableError: No interpreter package is installed.
@@ -82,7 +89,9 @@ class TFLiteBackend(Backend):
         self.engine, interpreter_class = import_interpreter(interpreter_modules)
         try:
             with native_stderr_to_log(f"loading {model_path.name}"):
-                self._interpreter = interpreter_class(model_path=str(model_path), num_threads=threads)
+                self._interpreter = interpreter_class(
+                    model_path=str(model_path), num_threads=threads, experimental_delegates=list(delegates) or None
+                )
                 self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise BundleError(f"{self.engine} cannot load {model_path}: {exc}".splitlines()[0]) from exc
@@ -95,10 +104,11 @@ class TFLiteBackend(Backend):
         self.input_spec = _tensor_spec(inputs[0])
         self.output_spec = _tensor_spec(outputs[0])
         self.threads = threads
+        self.fallback_reason: str | None = None  # set when this runs in place of an accelerator
         logger.info("loaded %s with %s on %d thread(s)", model_path, self.engine, threads)
 
     @classmethod
-    def open(cls, bundle: Bundle, threads: int) -> TFLiteBackend:
+    def open(cls, bundle: Bundle, threads: int, device: str | None = None) -> TFLiteBackend:
         return cls(bundle.model_path, threads)
 
     def infer(self, tensor: np.ndarray) -> np.ndarray:

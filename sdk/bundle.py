@@ -103,6 +103,7 @@ class Manifest:
     source_model: dict[str, Any] = dataclasses.field(default_factory=dict)
     quantization: dict[str, Any] = dataclasses.field(default_factory=dict)
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+    target_report: dict[str, Any] = dataclasses.field(default_factory=dict)
     sdk_version: str = __version__
     created: str = ""
 
@@ -123,6 +124,7 @@ class Manifest:
             "source_model": self.source_model,
             "quantization": self.quantization,
             "metrics": self.metrics,
+            "target_report": self.target_report,
         }
 
     @classmethod
@@ -163,6 +165,7 @@ class Manifest:
                 source_model=data.get("source_model", {}),
                 quantization=data.get("quantization", {}),
                 metrics=data.get("metrics", {}),
+                target_report=data.get("target_report", {}),
                 sdk_version=str(data.get("sdk_version", "")),
                 created=str(data.get("created", "")),
             )

@@ -143,12 +143,14 @@ class Classifier:
         self.close()
 
 
-def load(bundle_dir: str | Path, threads: int | None = None) -> Classifier:
+def load(bundle_dir: str | Path, threads: int | None = None, device: str | None = None) -> Classifier:
     """Load a bundle for inference.
 
     Args:
         bundle_dir: A bundle directory written by ``tillsight convert``.
         threads: CPU threads; defaults to the thread count of the bundle's profile.
+        device: Accelerator device overriding the profile's: OpenVINO ``GPU.1``, Edge TPU
+            ``usb``, ``usb:N``, ``pci``, ``pci:N`` or ``:N``.
 
     Returns:
         A classifier; close it (or use it as a context manager) when done.
@@ -158,7 +160,7 @@ def load(bundle_dir: str | Path, threads: int | None = None) -> Classifier:
         BackendUnavailableError: The bundle's runtime package is not installed.
     """
     bundle = read_bundle(bundle_dir)
-    backend = open_backend(bundle, threads)
+    backend = open_backend(bundle, threads, device)
     try:
         return Classifier(backend, bundle.manifest.labels, bundle.manifest.input, bundle)
     except BundleError:

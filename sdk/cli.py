@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
+from . import __version__, edgetpu
 from .bundle import Manifest, read_bundle
 from .classifier import load
 from .conversion import ConversionOptions, convert
@@ -73,7 +73,35 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--top-k", type=int, default=3)
     classify.add_argument("--threads", type=int, help="CPU threads (default: the profile's)")
     classify.add_argument("--json", action="store_true", help="one JSON object per image")
+    check = commands.add_parser("edgetpu-check", help="which ops of a model can run on the Coral Edge TPU")
+    check.add_argument("model", help="a .tflite file or a bundle directory")
+    check.add_argument("--json", action="store_true", help="the whole report, per op")
+
+    compile_ = commands.add_parser("compile-edgetpu", help="compile an Edge TPU bundle with edgetpu_compiler")
+    compile_.add_argument("bundle")
     return parser
+
+
+def _edgetpu_check(args: argparse.Namespace) -> int:
+    report = edgetpu.check(args.model)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return 0
+    print(report.summary())
+    for verdict in report.ops[report.ops_on_tpu :]:
+        where = "cannot map" if not verdict.maps else "after the split"
+        print(f"  op {verdict.index:>3} {verdict.op:<24} CPU ({where}{': ' + verdict.reason if verdict.reason else ''})")
+    return 0
+
+
+def _compile_edgetpu(args: argparse.Namespace) -> int:
+    bundle = edgetpu.compile_bundle(args.bundle)
+    compiled = bundle.manifest.target_report["edgetpu_compiler"]
+    print(
+        f"bundle: {bundle.path}: model_edgetpu.tflite, {compiled.get('ops_on_tpu')}/{compiled.get('ops_total')} ops "
+        f"on the Edge TPU, {compiled.get('subgraphs')} subgraph(s)"
+    )
+    return 0
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -158,7 +186,14 @@ def _classify(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-_COMMANDS = {"convert": _convert, "profiles": _profiles, "inspect": _inspect, "classify": _classify}
+_COMMANDS = {
+    "convert": _convert,
+    "profiles": _profiles,
+    "inspect": _inspect,
+    "classify": _classify,
+    "edgetpu-check": _edgetpu_check,
+    "compile-edgetpu": _compile_edgetpu,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

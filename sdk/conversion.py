@@ -256,6 +256,7 @@ def _manifest(
         source_model={"path": source.description, "format": source.format, "sha256": source.sha256},
         quantization=dict(result.quantization),
         metrics={"model_bytes": size},
+        target_report=dict(result.report),
         sdk_version=__version__,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )

@@ -38,6 +38,7 @@ __all__ = [
     "Precision",
     "PerformanceHint",
     "OpenVINOOptions",
+    "EdgeTPUOptions",
     "Profile",
     "load_profile",
     "list_profiles",
@@ -145,6 +146,13 @@ class OpenVINOOptions:
 
 
 @dataclasses.dataclass(frozen=True)
+class EdgeTPUOptions:
+    """Knobs of the Edge TPU target (read only by profiles whose backend is edgetpu)."""
+
+    require_full_mapping: bool = False  # fail conversion when an op would run on the CPU
+
+
+@dataclasses.dataclass(frozen=True)
 class Profile:
     """One device: which backend runs the model and every knob of its conversion."""
 
@@ -160,6 +168,7 @@ class Profile:
     pruning: PruningOptions = PruningOptions()
     budgets: Budgets = Budgets()
     openvino: OpenVINOOptions = OpenVINOOptions()
+    edgetpu: EdgeTPUOptions = EdgeTPUOptions()
     source: str = ""  # the file it was read from
 
     def __post_init__(self) -> None:

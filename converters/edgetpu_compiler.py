@@ -1,0 +1,116 @@
+"""The Edge TPU compiler step: run ``edgetpu_compiler`` when it is installed, parse its log.
+
+The compiler exists for x86-64 Linux only and is never installed by tillsight. Where it is
+missing, bundles keep the plain int8 model and say that ``tillsight compile-edgetpu
+BUNDLE`` must run where the compiler is installed.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tillsight.errors import ConversionError
+
+__all__ = ["COMPILED_MODEL_FILE", "COMPILER", "compile_model", "find_compiler", "not_compiled_note", "parse_compiler_log"]
+
+COMPILER = "edgetpu_compiler"
+COMPILED_MODEL_FILE = "model_edgetpu.tflite"
+
+_UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+_SIZE = r"([\d.]+)\s*(B|KiB|MiB|GiB)"
+_FIELDS = {
+    "on_chip_bytes": rf"On-chip memory used for caching model parameters:\s*{_SIZE}",
+    "on_chip_remaining_bytes": rf"On-chip memory remaining for caching model parameters:\s*{_SIZE}",
+    "off_chip_bytes": rf"Off-chip memory used for streaming uncached model parameters:\s*{_SIZE}",
+}
+_COUNTS = {
+    "subgraphs": r"Number of Edge TPU subgraphs:\s*(\d+)",
+    "ops_total": r"Total number of operations:\s*(\d+)",
+    "ops_on_tpu": r"Number of operations that will run on Edge TPU:\s*(\d+)",
+    "ops_on_cpu": r"Number of operations that will run on CPU:\s*(\d+)",
+}
+_OPERATOR_ROW = re.compile(r"^([A-Z][A-Z0-9_]+)\s+(\d+)\s+(\S.*?)\s*$", re.MULTILINE)
+
+
+def find_compiler() -> str | None:
+    """Path of ``edgetpu_compiler`` on PATH, or None."""
+    return shutil.which(COMPILER)
+
+
+def not_compiled_note() -> dict[str, Any]:
+    """What a bundle records when the compiler was not available."""
+    return {
+        "status": "not-compiled",
+        "reason": f"{COMPILER} is not installed on the converting machine (it exists for x86-64 Linux only)",
+        "next_step": f"run 'tillsight compile-edgetpu BUNDLE' on an x86-64 Linux machine with {COMPILER} installed",
+    }
+
+
+def parse_compiler_log(text: str) -> dict[str, Any]:
+    """Parse the compiler's console output (``edgetpu_compiler -s``).
+
+    Returns:
+        Compiler version, success, memory use in bytes, subgraph and op counts, and the
+        per-operator table (``op``, ``count``, ``status``, ``mapped``).
+    """
+    report: dict[str, Any] = {}
+    version = re.search(r"Edge TPU Compiler version\s+(\S+)", text)
+    report["compiler_version"] = version.group(1) if version else None
+    report["compiled"] = "compiled successfully" in text
+    for key, pattern in _FIELDS.items():
+        match = re.search(pattern, text)
+        report[key] = round(float(match.group(1)) * _UNITS[match.group(2)]) if match else None
+    for key, pattern in _COUNTS.items():
+        match = re.search(pattern, text)
+        report[key] = int(match.group(1)) if match else None
+    table = text.split("Operator", 1)[1] if re.search(r"^Operator\s+Count\s+Status", text, re.MULTILINE) else ""
+    report["operators"] = [
+        {"op": op, "count": int(count), "status": status, "mapped": status.startswith("Mapped to Edge TPU")}
+        for op, count, status in _OPERATOR_ROW.findall(table)
+    ]
+    if report["ops_on_tpu"] is None and report["operators"]:
+        report["ops_on_tpu"] = sum(row["count"] for row in report["operators"] if row["mapped"])
+    return report
+
+
+def compile_model(model_path: Path, out_dir: Path, compiler: str | None = None, timeout_s: int = 600) -> dict[str, Any]:
+    """Compile ``model_path`` into ``out_dir/model_edgetpu.tflite``.
+
+    Args:
+        model_path: The full-int8 ``.tflite`` model.
+        out_dir: Where the compiled model goes.
+        compiler: The compiler executable (default: found on PATH).
+        timeout_s: Give up after this long.
+
+    Returns:
+        The parsed compiler log, with ``status`` ``compiled``.
+
+    Raises:
+        ConversionError: No compiler, or it failed.
+    """
+    compiler = compiler or find_compiler()
+    if compiler is None:
+        raise ConversionError(
+            f"{COMPILER} is not installed here (it exists for x86-64 Linux only); "
+            f"install Coral's edgetpu-compiler package on such a machine and run this there"
+        )
+    with tempfile.TemporaryDirectory(prefix="tillsight-edgetpu-") as work:
+        try:
+            completed = subprocess.run(
+                [compiler, "-s", "-o", work, str(model_path)],
+                capture_output=True, text=True, timeout=timeout_s, check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ConversionError(f"{COMPILER} could not run: {exc}") from exc
+        log = completed.stdout + completed.stderr
+        compiled = Path(work) / f"{model_path.stem}_edgetpu.tflite"
+        if completed.returncode != 0 or not compiled.is_file():
+            lines = [line for line in log.splitlines() if "error" in line.lower()] or log.strip().splitlines() or ["no output"]
+            raise ConversionError(f"{COMPILER} failed (exit {completed.returncode}): {lines[0].strip()[:300]}")
+        shutil.move(str(compiled), out_dir / COMPILED_MODEL_FILE)
+    return {"status": "compiled", **parse_compiler_log(log)}
