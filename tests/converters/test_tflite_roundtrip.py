@@ -35,7 +35,7 @@ def test_round_trip_agrees_with_keras_on_held_out_photos(bundle_dir, tiny_model,
     assert agreement >= 0.95, f"top-1 agreement with Keras only {agreement:.1%}"
     keras_accuracy, int8_accuracy = float(np.mean(expected == truth)), float(np.mean(got == truth))
     assert keras_accuracy >= 0.5, "the model should be well above chance (25%)"
-    assert keras_accuracy - int8_accuracy <= 0.01 + 1e-9
+    assert keras_accuracy - int8_accuracy <= 1 / len(truth) + 1e-9  # at most one photo
 
 
 def test_manifest_records_what_the_device_and_the_user_need(bundle_dir, tiny_model_file, photos):
@@ -56,7 +56,7 @@ def test_manifest_records_what_the_device_and_the_user_need(bundle_dir, tiny_mod
     assert artifact["sha256"] == sha256_of_file(bundle_dir / "model.tflite")
     accuracy = manifest["metrics"]["accuracy"]
     assert accuracy["images"] == len(photos.eval_items)
-    assert accuracy["within_tolerance"] is True and accuracy["top1_drop"] <= 1.0
+    assert accuracy["within_tolerance"] is True and accuracy["top1_drop"] <= accuracy["tolerance"]
     assert accuracy["top1_agreement"] >= 95.0
     assert manifest["metrics"]["latency_host"]["p50_ms"] > 0
 
@@ -147,6 +147,7 @@ def test_logits_model_with_dynamic_size_and_int8_io(photos, tmp_path):
 def test_mobilenetv2_with_preprocessing_inside_converts(photos, tmp_path):
     import keras
 
+    keras.utils.set_random_seed(0)
     inputs = keras.Input((SIZE, SIZE, 3))
     x = keras.layers.RandomFlip("horizontal")(inputs)
     x = keras.layers.Rescaling(1 / 127.5, offset=-1)(x)
