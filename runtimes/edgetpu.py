@@ -88,7 +88,6 @@ class EdgeTPUBackend(TFLiteBackend):
             backend.engine += f" + Edge TPU ({device or 'any'})"
             # The first Edge TPU inference copies the parameters onto the chip: do it now.
             backend.infer(np.zeros(backend.input_spec.shape, dtype=backend.input_spec.dtype))
-            backend.fallback_reason = None
             return backend
         except BackendUnavailableError as exc:
             if BackendKind.TFLITE not in runtime.fallbacks:
