@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tillsight.errors import ConversionError
+from tillsight.errors import ConversionError, summarize
 
 __all__ = ["COMPILED_MODEL_FILE", "COMPILER", "compile_model", "find_compiler", "not_compiled_note", "parse_compiler_log"]
 
@@ -110,7 +110,6 @@ def compile_model(model_path: Path, out_dir: Path, compiler: str | None = None, 
         log = completed.stdout + completed.stderr
         compiled = Path(work) / f"{model_path.stem}_edgetpu.tflite"
         if completed.returncode != 0 or not compiled.is_file():
-            lines = [line for line in log.splitlines() if "error" in line.lower()] or log.strip().splitlines() or ["no output"]
-            raise ConversionError(f"{COMPILER} failed (exit {completed.returncode}): {lines[0].strip()[:300]}")
+            raise ConversionError(f"{COMPILER} failed (exit {completed.returncode}): {summarize(log, prefer_errors=True)}")
         shutil.move(str(compiled), out_dir / COMPILED_MODEL_FILE)
     return {"status": "compiled", **parse_compiler_log(log)}

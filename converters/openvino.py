@@ -22,7 +22,7 @@ import numpy as np
 
 from tillsight._native import native_stderr_to_log
 from tillsight.datasets import iter_images
-from tillsight.errors import BackendUnavailableError, ConversionError
+from tillsight.errors import BackendUnavailableError, ConversionError, summarize
 from tillsight.preprocess import ColorOrder, InputSpec, preprocess
 from tillsight.profiles import Precision
 from tillsight.runtimes.base import TensorSpec
@@ -77,7 +77,7 @@ def convert(job: ConversionJob) -> TargetResult:
     except (ConversionError, BackendUnavailableError):
         raise
     except Exception as exc:  # OpenVINO and NNCF raise many types
-        raise ConversionError(f"OpenVINO {options.precision.value} conversion failed: {str(exc).strip().splitlines()[0][:300]}") from exc
+        raise ConversionError(f"OpenVINO {options.precision.value} conversion failed: {summarize(exc)}") from exc
     finally:
         shutil.rmtree(saved_model, ignore_errors=True)
     output = model.outputs[0]

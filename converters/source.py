@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from tillsight.bundle import sha256_of_file
-from tillsight.errors import ModelLoadError
+from tillsight.errors import ModelLoadError, summarize
 
 from ._tf import keras, tf
 
@@ -127,8 +127,7 @@ def load_source_model(model: str | Path | keras.Model, allow_unsafe: bool = Fals
                 f"{path} contains a Lambda layer or other Python code and safe mode refuses it; "
                 "if you trust the file, pass --unsafe-load (allow_unsafe_model=True)"
             ) from exc
-        first_line = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-        raise ModelLoadError(f"cannot load {path} as a Keras model ({first_line[:200]}); is the file corrupt?") from exc
+        raise ModelLoadError(f"cannot load {path} as a Keras model ({summarize(exc, limit=200)}); is the file corrupt?") from exc
     if not isinstance(keras_model, keras.Model):
         raise ModelLoadError(f"{path} does not hold a Keras model")
     return _from_keras(keras_model, str(path), kind, sha256_of_file(path))
@@ -207,7 +206,7 @@ def _from_saved_model(path: Path) -> SourceModel:
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as exc:  # TensorFlow raises many types for broken SavedModels
-        raise ModelLoadError(f"cannot load SavedModel {path}: {str(exc).strip().splitlines()[0][:200]}") from exc
+        raise ModelLoadError(f"cannot load SavedModel {path}: {summarize(exc, limit=200)}") from exc
     signature = loaded.signatures.get("serving_default")
     if signature is None:
         raise ModelLoadError(f"SavedModel {path} has no 'serving_default' signature; export it with one")

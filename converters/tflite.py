@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from tillsight._native import native_stderr_to_log
-from tillsight.errors import ConversionError
+from tillsight.errors import ConversionError, summarize
 from tillsight.profiles import IODtype
 from tillsight.runtimes.base import TensorSpec
 from tillsight.runtimes.tflite import import_interpreter
@@ -43,7 +43,7 @@ def convert(job: ConversionJob) -> TargetResult:
     try:
         converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
     except Exception as exc:  # a SavedModel the converter cannot read
-        raise ConversionError(f"TFLite converter cannot read the exported model: {exc}".splitlines()[0]) from exc
+        raise ConversionError(f"TFLite converter cannot read the exported model: {summarize(exc)}") from exc
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     io_type = _TF_IO_TYPES[job.profile.input.io_dtype]
@@ -64,8 +64,7 @@ def convert(job: ConversionJob) -> TargetResult:
         with native_stderr_to_log("TFLite conversion"):
             flatbuffer = converter.convert()
     except Exception as exc:  # the converter raises ConverterError, ValueError, RuntimeError...
-        lines = [line for line in str(exc).splitlines() if "error" in line.lower()] or str(exc).splitlines() or [""]
-        raise ConversionError(f"TFLite full-int8 conversion failed: {lines[0].strip()[:300]}") from exc
+        raise ConversionError(f"TFLite full-int8 conversion failed: {summarize(exc, prefer_errors=True)}") from exc
     finally:
         shutil.rmtree(saved_model, ignore_errors=True)
     model_path = Path(job.staging_dir) / MODEL_FILE

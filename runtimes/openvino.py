@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from tillsight.bundle import Bundle
-from tillsight.errors import BackendUnavailableError, BundleError, InferenceError
+from tillsight.errors import BackendUnavailableError, BundleError, InferenceError, summarize
 
 from .base import Backend, TensorSpec
 
@@ -139,7 +139,7 @@ class OpenVINOBackend(Backend):
         try:
             self._compiled = core.compile_model(str(model_path), self.device, config)
         except RuntimeError as exc:
-            raise BundleError(f"OpenVINO cannot compile {model_path} for {self.device}: {str(exc).splitlines()[0]}") from exc
+            raise BundleError(f"OpenVINO cannot compile {model_path} for {self.device}: {summarize(exc)}") from exc
         if len(self._compiled.inputs) != 1 or len(self._compiled.outputs) != 1:
             raise BundleError(f"{model_path} must have one input and one output")
         self.execution_devices = list(self._compiled.get_property("EXECUTION_DEVICES"))

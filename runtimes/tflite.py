@@ -17,7 +17,7 @@ import numpy as np
 
 from tillsight._native import native_stderr_to_log
 from tillsight.bundle import Bundle
-from tillsight.errors import BackendUnavailableError, BundleError, InferenceError
+from tillsight.errors import BackendUnavailableError, BundleError, InferenceError, summarize
 
 from .base import Backend, TensorSpec
 
@@ -94,7 +94,7 @@ class TFLiteBackend(Backend):
                 )
                 self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            raise BundleError(f"{self.engine} cannot load {model_path}: {exc}".splitlines()[0]) from exc
+            raise BundleError(f"{self.engine} cannot load {model_path}: {summarize(exc)}") from exc
         inputs = self._interpreter.get_input_details()
         outputs = self._interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:

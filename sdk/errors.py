@@ -31,6 +31,7 @@ __all__ = [
     "BundleError",
     "BackendUnavailableError",
     "InferenceError",
+    "summarize",
 ]
 
 
@@ -72,3 +73,22 @@ class BackendUnavailableError(TillsightError):
 
 class InferenceError(TillsightError):
     """The runtime backend failed on an input."""
+
+
+def summarize(text: object, prefer_errors: bool = False, limit: int = 300) -> str:
+    """One line of a library's (often multi-line) message, for a translated error.
+
+    Args:
+        text: The message or exception.
+        prefer_errors: Take the first line mentioning "error" when there is one (compiler logs).
+        limit: Cut the line to this many characters.
+
+    Returns:
+        The line, or the exception's type name when the message is empty.
+    """
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    if prefer_errors:
+        lines = [line for line in lines if "error" in line.lower()] or lines
+    if not lines:
+        return type(text).__name__ if isinstance(text, BaseException) else "no output"
+    return lines[0][:limit]
