@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +33,21 @@ class ConversionJob:
     add_softmax: bool  # the source outputs logits: append a softmax
     staging_dir: Path  # where the target writes its model file(s)
     evaluation: ImageSet | None = None  # labeled photos, for targets that tune against accuracy
+
+    @contextlib.contextmanager
+    def saved_model(self) -> Iterator[Path]:
+        """The source exported as a static-shape SavedModel in the staging folder, removed afterwards.
+
+        Yields:
+            The SavedModel directory, for a target's converter to read.
+        """
+        directory = self.staging_dir / ".saved_model"
+        try:
+            yield self.source.export_saved_model(
+                self.input_spec.height, self.input_spec.width, self.add_softmax, directory
+            )
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 @dataclasses.dataclass(frozen=True)

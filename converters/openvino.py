@@ -15,7 +15,6 @@ import contextlib
 import dataclasses
 import io
 import logging
-import shutil
 from typing import Any
 
 import numpy as np
@@ -60,10 +59,13 @@ def convert(job: ConversionJob) -> TargetResult:
     ov, nncf = _import_openvino()
     spec = job.input_spec
     options = job.profile.openvino
-    saved_model = job.source.export_saved_model(spec.height, spec.width, job.add_softmax, job.staging_dir / ".saved_model")
     try:
         # NNCF draws progress bars on stdout; the CLI's stdout is for results.
-        with native_stderr_to_log("OpenVINO conversion"), contextlib.redirect_stdout(io.StringIO()):
+        with (
+            job.saved_model() as saved_model,
+            native_stderr_to_log("OpenVINO conversion"),
+            contextlib.redirect_stdout(io.StringIO()),
+        ):
             model = ov.convert_model(str(saved_model))
             calibration = nncf.Dataset(list(job.calibration), lambda image: image[np.newaxis])
             if options.precision is Precision.INT8 and options.accuracy_control:
@@ -78,8 +80,6 @@ def convert(job: ConversionJob) -> TargetResult:
         raise
     except Exception as exc:  # OpenVINO and NNCF raise many types
         raise ConversionError(f"OpenVINO {options.precision.value} conversion failed: {summarize(exc)}") from exc
-    finally:
-        shutil.rmtree(saved_model, ignore_errors=True)
     output = model.outputs[0]
     return TargetResult(
         files=(MODEL_FILE, WEIGHTS_FILE),

@@ -9,7 +9,6 @@ integer: a float tensor left in the graph fails the conversion.
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +35,30 @@ def convert(job: ConversionJob) -> TargetResult:
     Raises:
         ConversionError: The converter failed, or the model is not fully integer.
     """
-    spec = job.input_spec
-    saved_model = job.source.export_saved_model(
-        spec.height, spec.width, job.add_softmax, Path(job.staging_dir) / ".saved_model"
+    with job.saved_model() as saved_model:
+        flatbuffer = _quantize(job, saved_model)
+    model_path = Path(job.staging_dir) / MODEL_FILE
+    model_path.write_bytes(flatbuffer)
+    input_tensor, output_tensor = _check_fully_integer(model_path)
+    return TargetResult(
+        files=(MODEL_FILE,),
+        input_spec=dataclasses.replace(
+            job.input_spec, dtype=input_tensor.dtype, scale=input_tensor.scale, zero_point=input_tensor.zero_point
+        ),
+        output_tensor=output_tensor,
+        quantization={
+            "scheme": "full-integer",
+            "weights": "int8",
+            "activations": "int8",
+            "per_channel": job.profile.quantization.per_channel,
+            "io_dtype": job.profile.input.io_dtype.value,
+            "converter": f"tensorflow {tf.__version__} TFLiteConverter",
+        },
     )
+
+
+def _quantize(job: ConversionJob, saved_model: Path) -> bytes:
+    """Run the TFLite converter's full-int8 recipe on the exported SavedModel."""
     try:
         converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
     except Exception as exc:  # a SavedModel the converter cannot read
@@ -65,26 +84,7 @@ def convert(job: ConversionJob) -> TargetResult:
             flatbuffer = converter.convert()
     except Exception as exc:  # the converter raises ConverterError, ValueError, RuntimeError...
         raise ConversionError(f"TFLite full-int8 conversion failed: {summarize(exc, prefer_errors=True)}") from exc
-    finally:
-        shutil.rmtree(saved_model, ignore_errors=True)
-    model_path = Path(job.staging_dir) / MODEL_FILE
-    model_path.write_bytes(flatbuffer)
-    input_tensor, output_tensor = _check_fully_integer(model_path)
-    return TargetResult(
-        files=(MODEL_FILE,),
-        input_spec=dataclasses.replace(
-            job.input_spec, dtype=input_tensor.dtype, scale=input_tensor.scale, zero_point=input_tensor.zero_point
-        ),
-        output_tensor=output_tensor,
-        quantization={
-            "scheme": "full-integer",
-            "weights": "int8",
-            "activations": "int8",
-            "per_channel": job.profile.quantization.per_channel,
-            "io_dtype": job.profile.input.io_dtype.value,
-            "converter": f"tensorflow {tf.__version__} TFLiteConverter",
-        },
-    )
+    return flatbuffer
 
 
 def _check_fully_integer(model_path: Path) -> tuple[TensorSpec, TensorSpec]:
