@@ -62,7 +62,9 @@ class Classifier:
         in_spec, out_spec = backend.input_spec, backend.output_spec
         if out_spec.shape[-1] != len(labels):
             raise BundleError(f"the model has {out_spec.shape[-1]} outputs but {len(labels)} labels")
-        quantization_differs = in_spec.scale and not np.isclose(in_spec.scale, input_spec.scale)
+        quantization_differs = in_spec.scale and (
+            not np.isclose(in_spec.scale, input_spec.scale) or in_spec.zero_point != input_spec.zero_point
+        )
         if (
             in_spec.shape[1:3] != (input_spec.height, input_spec.width)
             or in_spec.dtype != input_spec.dtype

@@ -118,3 +118,14 @@ def test_threads_come_from_the_profile_unless_overridden(bundle_dir):
         assert classifier.backend.threads == 4  # raspberry-pi-4
     with tillsight.load(bundle_dir, threads=1) as classifier:
         assert classifier.backend.threads == 1
+
+
+def test_manifest_quantization_must_match_the_model(bundle_dir, tmp_path):
+    """prepare() quantizes with the manifest's input spec, so it must agree with the model file."""
+    for key, change in (("scale", lambda v: v * 2), ("zero_point", lambda v: v + 1)):
+        edited = shutil.copytree(bundle_dir, tmp_path / key)
+        manifest = json.loads((edited / "manifest.json").read_text())
+        manifest["input"][key] = change(manifest["input"][key])
+        (edited / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(BundleError, match="convert the model again"):
+            tillsight.load(edited)
