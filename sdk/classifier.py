@@ -104,11 +104,26 @@ class Classifier:
         Raises:
             InferenceError: The image is unusable or the backend failed.
         """
-        tensor = self.prepare(image)
+        return self.infer(self.prepare(image))
+
+    def infer(self, tensor: np.ndarray) -> np.ndarray:
+        """Scores of every class for an input tensor made by :meth:`prepare`.
+
+        Pipelines call :meth:`prepare` and :meth:`infer` apart to time the two stages.
+
+        Raises:
+            InferenceError: The backend failed.
+        """
         with self._lock:
             raw = self.backend.infer(tensor)
         out = self.backend.output_spec
         return dequantize(raw.reshape(-1), out.scale, out.zero_point)
+
+    def top(self, scores: np.ndarray, top_k: int = 5) -> list[Prediction]:
+        """The ``top_k`` highest of ``scores`` as predictions, highest first."""
+        k = max(1, min(top_k, scores.size))
+        order = np.argsort(-scores, kind="stable")[:k]
+        return [Prediction(self.labels[i], int(i), float(scores[i])) for i in order]
 
     def classify(self, image: np.ndarray, top_k: int = 5) -> list[Prediction]:
         """Classify one frame.
@@ -123,10 +138,7 @@ class Classifier:
         Raises:
             InferenceError: The image is unusable or the backend failed.
         """
-        scores = self.scores(image)
-        k = max(1, min(top_k, scores.size))
-        order = np.argsort(-scores, kind="stable")[:k]
-        return [Prediction(self.labels[i], int(i), float(scores[i])) for i in order]
+        return self.top(self.scores(image), top_k)
 
     def close(self) -> None:
         """Release the backend."""

@@ -12,7 +12,8 @@ message is one line that says what is wrong and what to do about it::
     ├── AccuracyError             the converted model lost more accuracy than allowed
     ├── BundleError               missing, malformed or tampered bundle
     ├── BackendUnavailableError   the runtime package or device for a backend is missing
-    └── InferenceError            the backend failed on an input
+    ├── InferenceError            the backend failed on an input
+    └── SourceError               a camera, stream, video file or image folder cannot be read
 
 Errors from TensorFlow, LiteRT and friends are translated at the boundary with
 ``raise ... from exc`` so that callers only ever need to catch ``TillsightError``.
@@ -31,6 +32,7 @@ __all__ = [
     "BundleError",
     "BackendUnavailableError",
     "InferenceError",
+    "SourceError",
     "summarize",
 ]
 
@@ -73,6 +75,10 @@ class BackendUnavailableError(TillsightError):
 
 class InferenceError(TillsightError):
     """The runtime backend failed on an input."""
+
+
+class SourceError(TillsightError):
+    """A frame source (camera, stream, video file, image folder) cannot be opened or read."""
 
 
 def summarize(text: object, prefer_errors: bool = False, limit: int = 300) -> str:
