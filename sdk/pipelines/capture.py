@@ -1,0 +1,322 @@
+"""The capture thread: reads a source and hands frames on, never letting a live camera get ahead.
+
+OpenCV buffers frames inside ``VideoCapture``; a consumer slower than the camera then
+gets frames seconds old. The capture thread reads continuously and keeps only the newest
+frame for the consumer (counting the ones it replaced) on live sources; recorded sources
+go through a small blocking queue, so no frame of a file is lost unless asked. Live
+sources that stop delivering, or deliver the same frame for too long (a frozen stream or
+an unplugged USB camera on some drivers), are closed and reopened with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import enum
+import logging
+import threading
+import time
+
+import numpy as np
+
+from ..errors import SourceError, summarize
+from ..preprocess import to_bgr
+from .frames import Frame
+from .sources import Source
+
+__all__ = ["SourceState", "CaptureOptions", "CaptureStats", "Capture"]
+
+logger = logging.getLogger(__name__)
+
+
+class SourceState(enum.Enum):
+    """Where a capture is in its life."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    RECONNECTING = "reconnecting"
+    ENDED = "ended"  # a recorded source was read to its end, or the capture was stopped
+    FAILED = "failed"  # the source could not be opened, or did not come back
+
+
+@dataclasses.dataclass(frozen=True)
+class CaptureOptions:
+    """How frames are read and handed on.
+
+    Attributes:
+        drop_frames: Keep only the newest frame for the consumer. None: on live sources only.
+        pace: Deliver recorded sources at their own frame rate, as a camera would.
+        queue_size: Frames buffered from recorded sources when not dropping.
+        open_timeout: Seconds a live source may take to open at start before the capture fails.
+        reconnect_delay: First wait in seconds before reopening a lost live source; doubles each try.
+        reconnect_max_delay: Longest wait between two tries.
+        max_reconnects: Tries per outage before giving up; None tries forever (a kiosk should).
+        freeze_timeout: A live source repeating the very same frame this many seconds is
+            reopened; 0 turns the check off.
+    """
+
+    drop_frames: bool | None = None
+    pace: bool = False
+    queue_size: int = 4
+    open_timeout: float = 10.0
+    reconnect_delay: float = 0.5
+    reconnect_max_delay: float = 10.0
+    max_reconnects: int | None = None
+    freeze_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.queue_size < 1:
+            raise ValueError(f"queue_size must be at least 1, got {self.queue_size}")
+        for name in ("open_timeout", "reconnect_delay", "reconnect_max_delay", "freeze_timeout"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.max_reconnects is not None and self.max_reconnects < 0:
+            raise ValueError(f"max_reconnects must be None or at least 0, got {self.max_reconnects}")
+
+
+@dataclasses.dataclass(frozen=True)
+class CaptureStats:
+    """Counters of one capture."""
+
+    state: SourceState
+    frames_read: int
+    frames_dropped: int  # replaced by a newer frame before the consumer took them
+    reconnects: int  # successful reopenings of a lost source
+    read_failures: int
+    freezes: int  # times a frozen stream was detected
+    frames_converted: int  # grayscale or BGRA frames turned into BGR
+
+
+class _Handoff:
+    """Frames between the capture thread and the consumer: bounded, newest-wins or blocking."""
+
+    def __init__(self, capacity: int, drop_oldest: bool):
+        self._frames: collections.deque[Frame] = collections.deque()
+        self._capacity = capacity
+        self._drop_oldest = drop_oldest
+        self._condition = threading.Condition()
+        self._closed = False
+        self.dropped = 0
+
+    def put(self, frame: Frame, stop: threading.Event) -> None:
+        with self._condition:
+            while len(self._frames) >= self._capacity:
+                if self._drop_oldest:
+                    self._frames.popleft()
+                    self.dropped += 1
+                    break
+                if stop.is_set() or self._closed:
+                    return
+                self._condition.wait(0.1)
+            self._frames.append(frame)
+            self._condition.notify_all()
+
+    def get(self, timeout: float | None) -> Frame | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._condition:
+            while not self._frames:
+                if self._closed:
+                    return None
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._condition.wait(remaining)
+            frame = self._frames.popleft()
+            self._condition.notify_all()
+            return frame
+
+    def close(self) -> None:
+        with self._condition:
+            self._closed = True
+            self._condition.notify_all()
+
+    @property
+    def exhausted(self) -> bool:
+        with self._condition:
+            return self._closed and not self._frames
+
+
+class Capture:
+    """Reads one source on its own thread.
+
+    Use ``start()``, then ``get()`` until it returns None with ``finished`` true; ``stop()``
+    ends it early. ``state`` and ``stats()`` can be read from any thread.
+    """
+
+    def __init__(self, source: Source, options: CaptureOptions = CaptureOptions()):
+        self.source = source
+        self.options = options
+        drop = source.live if options.drop_frames is None else options.drop_frames
+        self._handoff = _Handoff(1 if drop else options.queue_size, drop_oldest=drop)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"tillsight-capture[{source.source_id}]", daemon=True)
+        self._lock = threading.Lock()
+        self._state = SourceState.STARTING
+        self.error: SourceError | None = None
+        self._frames_read = 0
+        self._reconnects = 0
+        self._read_failures = 0
+        self._freezes = 0
+        self._converted = 0
+
+    # -- consumer side -------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the capture thread."""
+        self._thread.start()
+
+    def get(self, timeout: float | None = None) -> Frame | None:
+        """The next frame, or None after ``timeout`` seconds or once the capture has finished."""
+        return self._handoff.get(timeout)
+
+    @property
+    def finished(self) -> bool:
+        """True once the source ended or failed and every delivered frame was taken."""
+        return self._handoff.exhausted
+
+    @property
+    def state(self) -> SourceState:
+        with self._lock:
+            return self._state
+
+    def stats(self) -> CaptureStats:
+        """Current counters."""
+        with self._lock:
+            return CaptureStats(
+                self._state, self._frames_read, self._handoff.dropped, self._reconnects,
+                self._read_failures, self._freezes, self._converted,
+            )
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop reading and release the source (waits up to ``timeout`` seconds for the thread)."""
+        self._stop.set()
+        self._handoff.close()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # -- capture thread --------------------------------------------------------------
+
+    def _set_state(self, state: SourceState) -> None:
+        with self._lock:
+            if state is not self._state:
+                logger.info("source %s: %s", self.source.source_id, state.value)
+            self._state = state
+
+    def _run(self) -> None:
+        try:
+            if self._open_at_start():
+                self._read_loop()
+        except Exception as exc:  # a source implementation bug must not leave the consumer waiting
+            self.error = SourceError(f"source {self.source.source_id} failed: {summarize(exc)}")
+            self._set_state(SourceState.FAILED)
+            logger.error("%s", self.error)
+        finally:
+            self.source.close()
+            self._handoff.close()
+
+    def _open_at_start(self) -> bool:
+        deadline = time.monotonic() + (self.options.open_timeout if self.source.live else 0.0)
+        delay = self.options.reconnect_delay
+        while True:
+            try:
+                self.source.open()
+                self._set_state(SourceState.RUNNING)
+                return True
+            except SourceError as exc:
+                if time.monotonic() + delay > deadline or self._stop.is_set():
+                    self.error = exc
+                    self._set_state(SourceState.FAILED)
+                    logger.error("%s", exc)
+                    return False
+                logger.warning("%s; retrying in %.1f s", exc, delay)
+            if self._stop.wait(delay):
+                return False
+            delay = min(delay * 2, self.options.reconnect_max_delay)
+
+    def _read_loop(self) -> None:
+        source, options = self.source, self.options
+        read_since_open = 0
+        opened_at = time.monotonic()
+        last_change = time.monotonic()
+        previous: np.ndarray | None = None
+        while not self._stop.is_set():
+            image = source.read()
+            now = time.monotonic()
+            if image is None:
+                if not source.live:
+                    self._set_state(SourceState.ENDED)
+                    return
+                with self._lock:
+                    self._read_failures += 1
+                if not self._reconnect("no frame"):
+                    return
+                read_since_open, opened_at, last_change, previous = 0, time.monotonic(), time.monotonic(), None
+                continue
+            if source.live and options.freeze_timeout:
+                sample = image[::8, ::8]
+                if previous is not None and previous.shape == sample.shape and np.array_equal(previous, sample):
+                    if now - last_change > options.freeze_timeout:
+                        with self._lock:
+                            self._freezes += 1
+                        if not self._reconnect(f"frozen: the same frame for {options.freeze_timeout:g} s"):
+                            return
+                        read_since_open, opened_at, last_change, previous = 0, time.monotonic(), time.monotonic(), None
+                        continue
+                else:
+                    last_change, previous = now, sample.copy()
+            if image.ndim != 3 or image.shape[2] != 3:
+                try:
+                    image = to_bgr(image)
+                except ValueError as exc:
+                    logger.warning("source %s: skipping a frame: %s", source.source_id, exc)
+                    continue
+                with self._lock:
+                    self._converted += 1
+            media_time = source.media_time(read_since_open)
+            read_since_open += 1
+            if options.pace and media_time is not None:
+                wait = opened_at + media_time - time.monotonic()
+                if wait > 0 and self._stop.wait(wait):
+                    return
+            with self._lock:
+                frame_id = self._frames_read
+                self._frames_read += 1
+            timestamp = media_time if media_time is not None else time.time()
+            self._handoff.put(Frame(image, frame_id, timestamp, source.source_id), self._stop)
+        self._set_state(SourceState.ENDED)
+
+    def _reconnect(self, reason: str) -> bool:
+        """Close and reopen a lost live source with backoff; False when it gave up or was stopped."""
+        options = self.options
+        self._set_state(SourceState.RECONNECTING)
+        logger.warning("source %s lost (%s); reconnecting", self.source.source_id, reason)
+        self.source.close()
+        delay, tries = options.reconnect_delay, 0
+        while not self._stop.is_set():
+            if options.max_reconnects is not None and tries >= options.max_reconnects:
+                self.error = SourceError(
+                    f"source {self.source.source_id} lost ({reason}) and not back after {tries} tries; "
+                    "check the camera or raise max_reconnects"
+                )
+                self._set_state(SourceState.FAILED)
+                logger.error("%s", self.error)
+                return False
+            if self._stop.wait(delay):
+                break
+            tries += 1
+            try:
+                self.source.open()
+            except SourceError as exc:
+                logger.warning("%s (try %d); next in %.1f s", exc, tries, min(delay * 2, options.reconnect_max_delay))
+                delay = min(delay * 2, options.reconnect_max_delay)
+                continue
+            with self._lock:
+                self._reconnects += 1
+            self._set_state(SourceState.RUNNING)
+            return True
+        self._set_state(SourceState.ENDED)
+        return False
