@@ -7,6 +7,8 @@ Convert on a workstation, run on the kiosk::
     with tillsight.load(bundle.path) as classifier:
         print(classifier.classify(frame, top_k=3))
 
+Camera-frame pipelines for unmanned checkout live in :mod:`tillsight.pipelines`.
+
 Importing this package never imports TensorFlow: only :func:`convert` pulls in the
 converter side, when it is called.
 """
@@ -25,6 +27,7 @@ from .errors import (
     InferenceError,
     ModelLoadError,
     ProfileError,
+    SourceError,
     TillsightError,
 )
 from .preprocess import ColorOrder, InputRange, InputSpec, preprocess
@@ -50,6 +53,7 @@ __all__ = [
     "Prediction",
     "Profile",
     "ProfileError",
+    "SourceError",
     "TillsightError",
     "convert",
     "list_profiles",

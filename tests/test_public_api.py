@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tillsight
+import tillsight.pipelines
 import tillsight.runtimes
 import tillsight.testing
 
@@ -12,15 +13,22 @@ def test_public_names_are_pinned():
         "__version__", "AccuracyError", "BackendUnavailableError", "Bundle", "BundleError", "CalibrationError",
         "Classifier", "ColorOrder", "ConversionError", "ConversionOptions", "DataError", "InferenceError",
         "InputRange", "InputSpec", "Manifest", "ModelLoadError", "Prediction", "Profile", "ProfileError",
-        "TillsightError", "convert", "list_profiles", "load", "load_profile", "preprocess", "read_bundle",
+        "SourceError", "TillsightError", "convert", "list_profiles", "load", "load_profile", "preprocess", "read_bundle",
     }
     assert all(hasattr(tillsight, name) for name in tillsight.__all__)
     assert set(tillsight.runtimes.__all__) == {"Backend", "TensorSpec", "BACKENDS", "open_backend"}
     assert set(tillsight.testing.__all__) == {"FakeBackend", "fake_classifier"}
+    assert set(tillsight.pipelines.__all__) == {
+        "Basket", "CameraSource", "Capture", "CaptureOptions", "CaptureStats", "CheckoutLogic", "CheckoutOptions",
+        "CheckoutPipeline", "Event", "Frame", "ImageFolderSource", "JsonLines", "PipelineMetrics", "PipelineOptions",
+        "ProductRecognized", "Sink", "SinkDispatcher", "Source", "SourceState", "StreamSource", "TrayMonitor",
+        "UnknownProduct", "VideoFileSource", "crop_roi", "open_source",
+    }
+    assert all(hasattr(tillsight.pipelines, name) for name in tillsight.pipelines.__all__)
 
 
 def test_every_error_is_a_tillsight_error():
     errors = [getattr(tillsight, name) for name in tillsight.__all__ if name.endswith("Error")]
-    assert len(errors) == 10
+    assert len(errors) == 11
     assert all(issubclass(error, tillsight.TillsightError) for error in errors)
     assert issubclass(tillsight.CalibrationError, tillsight.DataError)

@@ -1,0 +1,147 @@
+"""Pipeline metrics: frame rate, per-stage latency percentiles, drops, frame age."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+__all__ = ["LatencyWindow", "PipelineMetrics", "MetricsRecorder"]
+
+STAGES = ("tray", "preprocess", "inference", "decision")
+
+
+class LatencyWindow:
+    """The last ``size`` durations of one stage, for percentiles (bounded memory)."""
+
+    def __init__(self, size: int = 2000):
+        self._values: collections.deque[float] = collections.deque(maxlen=size)
+
+    def add(self, seconds: float) -> None:
+        self._values.append(seconds)
+
+    def percentiles_ms(self, *qs: float) -> dict[str, float]:
+        """``{"p50": ..., "p95": ...}`` in milliseconds (empty when nothing was recorded)."""
+        if not self._values:
+            return {}
+        values = np.percentile(np.fromiter(self._values, float), qs) * 1000.0
+        return {f"p{q:g}": round(float(v), 3) for q, v in zip(qs, values, strict=True)}
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineMetrics:
+    """A snapshot of a running (or finished) pipeline.
+
+    Attributes:
+        source_state: The capture's state (``running``, ``reconnecting``, ``ended``...).
+        frames_read: Frames the source delivered.
+        frames_processed: Frames that went through the decision logic.
+        frames_classified: Frames the model ran on (an empty tray needs no model).
+        frames_dropped: Frames replaced by newer ones before processing (live sources).
+        inference_errors: Frames skipped because the model failed on them.
+        reconnects: Times the source was lost and reopened.
+        freezes: Times a frozen stream was detected.
+        frames_converted: Grayscale or BGRA frames converted to BGR.
+        events: Events emitted.
+        sink_errors: Sink calls that raised (logged and skipped).
+        events_dropped: Events not delivered because the sinks fell too far behind.
+        fps: Processed frames per second over the recent window.
+        stage_latency_ms: p50/p95 per stage (tray, preprocess, inference, decision).
+        frame_age_ms: p50/p95/p99 of a frame's age (capture to decision).
+        elapsed_s: Seconds since the pipeline started.
+    """
+
+    source_state: str
+    frames_read: int
+    frames_processed: int
+    frames_classified: int
+    frames_dropped: int
+    inference_errors: int
+    reconnects: int
+    freezes: int
+    frames_converted: int
+    events: int
+    sink_errors: int
+    events_dropped: int
+    fps: float
+    stage_latency_ms: dict[str, dict[str, float]]
+    frame_age_ms: dict[str, float]
+    elapsed_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def summary(self) -> str:
+        """One log line."""
+        inference = self.stage_latency_ms.get("inference", {})
+        age = self.frame_age_ms
+        return (
+            f"{self.fps:.1f} fps, {self.frames_processed} frames ({self.frames_classified} classified, "
+            f"{self.frames_dropped} dropped, {self.inference_errors} failed), inference p50 "
+            f"{inference.get('p50', 0):.1f} ms, frame age p50 {age.get('p50', 0):.1f} ms p95 {age.get('p95', 0):.1f} ms, "
+            f"{self.events} events, source {self.source_state}, {self.reconnects} reconnects"
+        )
+
+
+class MetricsRecorder:
+    """Collects the pipeline's measurements; written by the worker thread, read from any."""
+
+    def __init__(self, window: int = 2000):
+        self._lock = threading.Lock()
+        self.started = time.monotonic()
+        self.stages = {stage: LatencyWindow(window) for stage in STAGES}
+        self.frame_age = LatencyWindow(window)
+        self._done_at: collections.deque[float] = collections.deque(maxlen=window)
+        self.frames_processed = 0
+        self.frames_classified = 0
+        self.inference_errors = 0
+        self.events = 0
+
+    def stage(self, name: str, seconds: float) -> None:
+        with self._lock:
+            self.stages[name].add(seconds)
+
+    def frame_done(self, captured_at: float, classified: bool) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self.frames_processed += 1
+            self.frames_classified += classified
+            self.frame_age.add(now - captured_at)
+            self._done_at.append(now)
+
+    def count(self, name: str, amount: int = 1) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + amount)
+
+    def fps(self) -> float:
+        with self._lock:
+            if len(self._done_at) < 2:
+                return 0.0
+            span = self._done_at[-1] - self._done_at[0]
+            return (len(self._done_at) - 1) / span if span > 0 else 0.0
+
+    def snapshot(self, capture_stats, sink_errors: int, events_dropped: int) -> PipelineMetrics:
+        fps = self.fps()
+        with self._lock:
+            return PipelineMetrics(
+                source_state=capture_stats.state.value,
+                frames_read=capture_stats.frames_read,
+                frames_processed=self.frames_processed,
+                frames_classified=self.frames_classified,
+                frames_dropped=capture_stats.frames_dropped,
+                inference_errors=self.inference_errors,
+                reconnects=capture_stats.reconnects,
+                freezes=capture_stats.freezes,
+                frames_converted=capture_stats.frames_converted,
+                events=self.events,
+                sink_errors=sink_errors,
+                events_dropped=events_dropped,
+                fps=round(fps, 2),
+                stage_latency_ms={name: window.percentiles_ms(50, 95) for name, window in self.stages.items()},
+                frame_age_ms=self.frame_age.percentiles_ms(50, 95, 99),
+                elapsed_s=round(time.monotonic() - self.started, 3),
+            )

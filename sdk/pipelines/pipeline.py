@@ -1,0 +1,253 @@
+"""The checkout pipeline: source → capture thread → inference thread → decisions → sinks.
+
+::
+
+    source ──► Capture (own thread; newest frame wins on live sources)
+                 │
+                 ▼
+    worker thread: tray crop ─► TrayMonitor ─► Classifier (only while the tray is occupied)
+                 │                               ─► CheckoutLogic ─► events
+                 ▼
+    SinkDispatcher (own thread; bounded) ─► sinks (plain callables)
+
+Only the worker thread calls the model, so the interpreter is never used from two threads.
+Collaborators are built by the caller and passed in, with one options object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from types import TracebackType
+
+import numpy as np
+
+from ..classifier import Classifier
+from ..errors import InferenceError, SourceError, summarize
+from .capture import Capture, CaptureOptions, SourceState
+from .checkout import CheckoutLogic, CheckoutOptions, TrayMonitor
+from .frames import Frame
+from .metrics import MetricsRecorder, PipelineMetrics
+from .sinks import Sink, SinkDispatcher
+from .sources import Source
+
+__all__ = ["PipelineOptions", "CheckoutPipeline", "crop_roi"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineOptions:
+    """Everything a :class:`CheckoutPipeline` can be told.
+
+    Attributes:
+        checkout: Tray region, voting and empty-tray thresholds.
+        capture: Frame dropping, pacing, reconnection and freeze detection.
+        metrics_interval: Seconds between metrics log lines (0: never).
+        sink_capacity: Events that may wait for slow sinks before new ones are dropped.
+        max_frames: Stop after processing this many frames (None: run until the source ends).
+    """
+
+    checkout: CheckoutOptions = CheckoutOptions()
+    capture: CaptureOptions = CaptureOptions()
+    metrics_interval: float = 30.0
+    sink_capacity: int = 256
+    max_frames: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ValueError(f"max_frames must be None or at least 1, got {self.max_frames}")
+        if self.metrics_interval < 0 or self.sink_capacity < 1:
+            raise ValueError("metrics_interval must not be negative and sink_capacity must be at least 1")
+
+
+def crop_roi(image: np.ndarray, roi: tuple[int, int, int, int] | None) -> np.ndarray:
+    """The region ``(x, y, width, height)`` of ``image``, clipped to it (a view, not a copy).
+
+    Raises:
+        SourceError: The region lies entirely outside the image.
+    """
+    if roi is None:
+        return image
+    x, y, width, height = roi
+    frame_h, frame_w = image.shape[:2]
+    x0, y0, x1, y1 = max(0, x), max(0, y), min(frame_w, x + width), min(frame_h, y + height)
+    if x0 >= x1 or y0 >= y1:
+        raise SourceError(
+            f"tray region {x},{y},{width},{height} lies outside the {frame_w}x{frame_h} frame; "
+            "pass --roi x,y,width,height within the frame"
+        )
+    return image[y0:y1, x0:x1]
+
+
+class CheckoutPipeline:
+    """Runs a classifier on a frame source and turns what it sees into checkout events."""
+
+    def __init__(
+        self,
+        source: Source,
+        classifier: Classifier,
+        sinks: Sequence[Sink] = (),
+        options: PipelineOptions = PipelineOptions(),
+        tray_reference: np.ndarray | None = None,
+    ):
+        """Args:
+        source: Where frames come from (see :func:`tillsight.pipelines.open_source`).
+        classifier: The loaded model; the pipeline uses it from one thread only.
+        sinks: Callables receiving each event.
+        options: Thresholds and policies.
+        tray_reference: A BGR picture of the empty tray region (or whole frame when no
+            ``roi``); learned from the first frames when None.
+
+        Raises:
+            ValueError: ``background_label`` is set but is not one of the model's labels.
+        """
+        label = options.checkout.background_label
+        if label is not None and label not in classifier.labels:
+            raise ValueError(f"background_label {label!r} is not a label of the model ({', '.join(classifier.labels)})")
+        self.classifier = classifier
+        self.options = options
+        self.capture = Capture(source, options.capture)
+        self.monitor = TrayMonitor(options.checkout, tray_reference)
+        self.logic = CheckoutLogic(options.checkout, source.source_id)
+        self._sinks = SinkDispatcher(sinks, options.sink_capacity)
+        self._metrics = MetricsRecorder()
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._run, name="tillsight-inference", daemon=True)
+        self._started = False
+        self.error: Exception | None = None
+        self.last_frame: Frame | None = None
+        self.last_prediction = None
+
+    # -- control -----------------------------------------------------------------------
+
+    def start(self) -> CheckoutPipeline:
+        """Start capture, inference and sink threads; returns self."""
+        if self._started:
+            raise RuntimeError("a pipeline can be started once")
+        self._started = True
+        self._metrics = MetricsRecorder()
+        self._sinks.start()
+        self.capture.start()
+        self._worker.start()
+        return self
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until a recorded source has been processed to its end (or the pipeline stopped).
+
+        Returns:
+            True when the pipeline has finished, False on timeout.
+        """
+        self._worker.join(timeout)
+        if self._worker.is_alive():
+            return False
+        self._shutdown()
+        return True
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop reading frames, finish the frame in hand, deliver queued events, end all threads."""
+        self._stop.set()
+        self.capture.stop(timeout)
+        if self._worker.is_alive():
+            self._worker.join(timeout)
+        self._shutdown(timeout)
+
+    def run(self) -> PipelineMetrics:
+        """Start and block until the source ends (Ctrl-C stops cleanly). Returns the final metrics.
+
+        Raises:
+            SourceError: The source could not be opened, or was lost for good.
+        """
+        self.start()
+        try:
+            while not self.join(timeout=0.5):
+                pass
+        except KeyboardInterrupt:
+            logger.info("interrupted; stopping")
+        finally:
+            self.stop()
+        if self.error is not None:
+            raise self.error
+        if self.capture.state is SourceState.FAILED and self.capture.error is not None:
+            raise self.capture.error
+        return self.metrics()
+
+    def metrics(self) -> PipelineMetrics:
+        """Current measurements (thread-safe)."""
+        return self._metrics.snapshot(self.capture.stats(), self._sinks.errors, self._sinks.dropped)
+
+    def _shutdown(self, timeout: float = 5.0) -> None:
+        self.capture.stop(timeout)
+        self._sinks.close(timeout)
+
+    def __enter__(self) -> CheckoutPipeline:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # -- worker thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        interval, max_frames = self.options.metrics_interval, self.options.max_frames
+        next_log = time.monotonic() + interval
+        processed = 0
+        try:
+            while not self._stop.is_set():
+                if max_frames is not None and processed >= max_frames:
+                    self.capture.stop()
+                    break
+                frame = self.capture.get(timeout=0.1)
+                if frame is None:
+                    if self.capture.finished:
+                        break
+                    continue
+                self._process(frame)
+                processed += 1
+                if interval and time.monotonic() >= next_log:
+                    logger.info("%s", self.metrics().summary())
+                    next_log = time.monotonic() + interval
+        except Exception as exc:  # never leave a kiosk app waiting on a dead thread
+            self.error = exc if isinstance(exc, SourceError) else SourceError(f"pipeline failed: {summarize(exc)}")
+            logger.error("%s", self.error, exc_info=not isinstance(exc, SourceError))
+            self.capture.stop()
+
+    def _process(self, frame: Frame) -> None:
+        checkout, metrics = self.options.checkout, self._metrics
+        started = time.perf_counter()
+        tray = crop_roi(frame.image, checkout.roi)
+        model_decides = checkout.background_label is not None
+        occupied = None if model_decides else self.monitor.update(tray, empty_hint=not self.logic.occupied)
+        after_tray = time.perf_counter()
+        metrics.stage("tray", after_tray - started)
+        prediction = None
+        if model_decides or occupied:
+            try:
+                tensor = self.classifier.prepare(tray)
+                prepared = time.perf_counter()
+                scores = self.classifier.infer(tensor)
+                inferred = time.perf_counter()
+            except InferenceError as exc:
+                metrics.count("inference_errors")
+                logger.warning("frame %d skipped: %s", frame.frame_id, exc)
+                metrics.frame_done(frame.captured_at, classified=False)
+                return
+            metrics.stage("preprocess", prepared - after_tray)
+            metrics.stage("inference", inferred - prepared)
+            prediction = self.classifier.top(scores, 1)[0]
+            if model_decides:
+                occupied = not self.logic.is_empty_prediction(prediction)
+        decision_started = time.perf_counter()
+        if occupied is not None:  # None: still learning the empty tray
+            for event in self.logic.update(frame.timestamp, occupied, prediction):
+                metrics.count("events")
+                logger.info("%s", event)
+                self._sinks.submit(event)
+        metrics.stage("decision", time.perf_counter() - decision_started)
+        self.last_frame, self.last_prediction = frame, prediction
+        metrics.frame_done(frame.captured_at, classified=prediction is not None)
