@@ -13,13 +13,24 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__, edgetpu
+from . import __version__, demo, edgetpu
 from .bundle import Manifest, read_bundle
 from .classifier import load
 from .conversion import ConversionOptions, convert
 from .datasets import read_image
 from .errors import TillsightError
 from .preprocess import ColorOrder, InputRange
+from .pipelines import (
+    Basket,
+    CaptureOptions,
+    CheckoutOptions,
+    CheckoutPipeline,
+    JsonLines,
+    PipelineOptions,
+    ProductRecognized,
+    open_source,
+)
+from .pipelines.events import Event
 from .profiles import list_profiles
 
 __all__ = ["main", "build_parser"]
@@ -35,6 +46,29 @@ def _triple(text: str) -> tuple[float, float, float]:
     if len(values) != 3:
         raise argparse.ArgumentTypeError(f"expected three comma-separated numbers, got {text!r}")
     return values  # type: ignore[return-value]
+
+
+def _roi(text: str) -> tuple[int, int, int, int]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected x,y,width,height in pixels like 120,40,280,280, got {text!r}") from None
+    if len(values) != 4 or values[2] <= 0 or values[3] <= 0 or min(values[:2]) < 0:
+        raise argparse.ArgumentTypeError(f"expected x,y,width,height with a positive size, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def _add_checkout_arguments(command: argparse.ArgumentParser) -> None:
+    defaults = CheckoutOptions()
+    command.add_argument("--roi", type=_roi, help="tray region x,y,width,height in pixels (default: whole frame)")
+    command.add_argument("--jsonl", help="append events as JSON lines to this file")
+    command.add_argument("--threads", type=int, help="CPU threads (default: the profile's)")
+    command.add_argument("--min-score", type=float, default=defaults.min_score, help="score a frame needs to vote")
+    command.add_argument("--window", type=int, default=defaults.window, help="frames the vote looks at (M)")
+    command.add_argument("--min-votes", type=int, default=defaults.min_votes, help="votes a label needs in the window (N)")
+    command.add_argument(
+        "--unknown-after", type=float, default=defaults.unknown_after, help="seconds without a majority before 'unknown'"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,7 +113,114 @@ def build_parser() -> argparse.ArgumentParser:
 
     compile_ = commands.add_parser("compile-edgetpu", help="compile an Edge TPU bundle with edgetpu_compiler")
     compile_.add_argument("bundle")
+
+    run = commands.add_parser("run", help="run the checkout pipeline on a camera, stream, video or image folder")
+    run.add_argument("bundle")
+    run.add_argument("--source", required=True, help="camera index (0), rtsp://... or http://... URL, video file or folder")
+    _add_checkout_arguments(run)
+    run.add_argument("--device", help="accelerator device overriding the profile's (GPU.1, usb, pci:0...)")
+    run.add_argument("--fps", type=float, help="frame rate of an image folder (or of a video that does not say)")
+    run.add_argument("--background-label", help="model class meaning 'empty tray' (instead of the frame difference)")
+    run.add_argument("--tray-reference", help="picture of the empty tray region (default: learned from the first frames)")
+    run.add_argument("--realtime", action="store_true", help="play recorded sources at their frame rate, dropping late frames")
+    run.add_argument("--metrics-interval", type=float, default=30.0, help="seconds between metrics log lines (0: off)")
+    run.add_argument("--max-frames", type=int, help="stop after this many frames")
+
+    demo_ = commands.add_parser("demo", help="run the shipped checkout video through the pipeline and print the basket")
+    demo_.add_argument("--video", help="another video instead of the shipped one")
+    demo_.add_argument("--bundle", help="another bundle instead of the shipped classifier")
+    demo_.add_argument("--roi", type=_roi, help="tray region x,y,width,height (default: the shipped video's)")
+    demo_.add_argument("--jsonl", help="also append the events as JSON lines to this file")
+    demo_.add_argument("--threads", type=int, help="CPU threads")
     return parser
+
+
+def _describe(event: Event) -> str:
+    if isinstance(event, ProductRecognized):
+        return (
+            f"{event.last_seen:7.1f} s  {event.label}  (score {event.score:.2f}, {event.frames} frames, "
+            f"on the tray since {event.first_seen:.1f} s)"
+        )
+    candidates = ", ".join(f"{label} x{votes}" for label, votes in event.candidates) or "none"
+    return f"{event.last_seen:7.1f} s  unknown product, for staff review  (on the tray since {event.first_seen:.1f} s; votes: {candidates})"
+
+
+def _checkout_options(args: argparse.Namespace, **extra) -> CheckoutOptions:
+    try:
+        return CheckoutOptions(
+            roi=args.roi, min_score=args.min_score, window=args.window, min_votes=args.min_votes,
+            unknown_after=args.unknown_after, **extra,
+        )
+    except ValueError as exc:
+        raise TillsightError(f"bad checkout options: {exc}") from exc
+
+
+def _run(args: argparse.Namespace) -> int:
+    checkout = _checkout_options(args, background_label=args.background_label)
+    try:
+        options = PipelineOptions(
+            checkout=checkout,
+            capture=CaptureOptions(pace=args.realtime, drop_frames=True if args.realtime else None),
+            metrics_interval=args.metrics_interval,
+            max_frames=args.max_frames,
+        )
+    except ValueError as exc:
+        raise TillsightError(f"bad pipeline options: {exc}") from exc
+    reference = None
+    if args.tray_reference:
+        reference = read_image(Path(args.tray_reference))
+        if reference is None:
+            raise TillsightError(f"--tray-reference {args.tray_reference} is not a readable image")
+    source = open_source(args.source, fps=args.fps)
+    basket = Basket()
+    sinks: list = [basket]
+    jsonl = JsonLines(args.jsonl) if args.jsonl else None
+    if jsonl is None:
+        sinks.append(JsonLines(sys.stdout))
+    else:
+        sinks += [jsonl, lambda event: print(_describe(event), flush=True)]
+    try:
+        with load(args.bundle, threads=args.threads, device=args.device) as classifier:
+            try:
+                pipeline = CheckoutPipeline(source, classifier, sinks, options, tray_reference=reference)
+            except ValueError as exc:
+                raise TillsightError(str(exc)) from exc
+            metrics = pipeline.run()
+    finally:
+        if jsonl is not None:
+            jsonl.close()
+    print(f"basket: {_basket_text(basket.items(), basket.unknown)}", file=sys.stderr)
+    print(f"pipeline: {metrics.summary()}", file=sys.stderr)
+    return 0
+
+
+def _basket_text(items: dict[str, int], unknown: int) -> str:
+    parts = [f"{count} x {label}" for label, count in items.items()]
+    if unknown:
+        parts.append(f"{unknown} x unknown (staff review)")
+    return ", ".join(parts) or "empty"
+
+
+def _demo(args: argparse.Namespace) -> int:
+    jsonl = JsonLines(args.jsonl) if args.jsonl else None
+    script = demo.demo_script()
+    print(f"tillsight demo: {script['frames']} frames of a checkout camera at {script['fps']} fps, tray {script['roi']}")
+    print(f"products recognized by the int8 demo classifier ({script['credit']}):")
+    sinks = [lambda event: print(_describe(event), flush=True)] + ([jsonl] if jsonl else [])
+    try:
+        result = demo.run_demo(video=args.video, bundle=args.bundle, roi=args.roi, sinks=sinks, threads=args.threads)
+    finally:
+        if jsonl is not None:
+            jsonl.close()
+    print(f"basket: {_basket_text(result.basket, result.unknown_items)}")
+    print(f"pipeline: {result.metrics.summary()}")
+    if result.matches is None:
+        return 0
+    if result.matches:
+        print("the basket matches the video's script")
+        return 0
+    print(f"error: the basket differs from the video's script: {_basket_text(result.expected_basket or {}, 0)}", file=sys.stderr)
+    return 1
 
 
 def _edgetpu_check(args: argparse.Namespace) -> int:
@@ -193,6 +334,8 @@ _COMMANDS = {
     "classify": _classify,
     "edgetpu-check": _edgetpu_check,
     "compile-edgetpu": _compile_edgetpu,
+    "run": _run,
+    "demo": _demo,
 }
 
 

@@ -24,6 +24,9 @@ def test_wheel_installs_into_a_fresh_venv_and_ships_the_profiles(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert {f"tillsight/device_profiles/{name}.toml" for name in REQUIRED_PROFILES} <= set(names)
     assert "tillsight/converters/tflite.py" in names and "tillsight/runtimes/tflite.py" in names
+    assert "tillsight/pipelines/pipeline.py" in names
+    assert {"tillsight/demo_assets/checkout.mp4", "tillsight/demo_assets/checkout.json", "tillsight/demo_assets/DATA-LICENSE.txt",
+            "tillsight/demo_assets/classifier/model.tflite", "tillsight/demo_assets/classifier/manifest.json"} <= set(names)
     assert not any(name.startswith(("sdk/", "tests/")) for name in names)
 
     # The venv sees this interpreter's packages (numpy, opencv, LiteRT) but gets its own tillsight.
@@ -43,3 +46,12 @@ def test_wheel_installs_into_a_fresh_venv_and_ships_the_profiles(tmp_path):
         [str(env_dir / "bin" / "tillsight"), "profiles"], check=True, capture_output=True, text=True, timeout=120
     ).stdout
     assert REQUIRED_PROFILES <= {line.split()[0] for line in listing.splitlines()}
+
+    # The main job works right after install, from anywhere, without TensorFlow.
+    demo = subprocess.run(
+        [str(python), "-c", "import sys; from tillsight.cli import main; code = main(['demo']); "
+         "print('tensorflow' in sys.modules); sys.exit(code)"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert demo.returncode == 0, demo.stderr
+    assert "matches the video's script" in demo.stdout and demo.stdout.split()[-1] == "False"

@@ -1,0 +1,91 @@
+"""``tillsight run`` on a video file and a camera index, and ``tillsight demo``."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import cv2
+import pytest
+
+from tillsight import cli
+from tillsight.demo import ASSETS, run_demo
+
+SCRIPT = json.loads((ASSETS / "checkout.json").read_text())
+ROI = ",".join(str(v) for v in SCRIPT["roi"])
+EXPECTED = [p["label"] for p in SCRIPT["placements"]]
+
+
+def test_run_on_a_video_file_writes_the_events_as_json_lines(tmp_path, capsys):
+    out = tmp_path / "events.jsonl"
+    code = cli.main(["run", str(ASSETS / "classifier"), "--source", str(ASSETS / "checkout.mp4"), "--roi", ROI, "--jsonl", str(out)])
+    assert code == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["event"] for line in lines] == ["product_recognized"] * len(EXPECTED)
+    assert [line["label"] for line in lines] == EXPECTED
+    captured = capsys.readouterr()
+    assert "Banana" in captured.out  # human-readable lines on stdout when events go to a file
+    assert "basket: 2 x Banana" in captured.err and "fps" in captured.err
+
+
+def test_run_prints_json_lines_on_stdout_by_default(capsys):
+    assert cli.main(["run", str(ASSETS / "classifier"), "--source", str(ASSETS / "checkout.mp4"), "--roi", ROI]) == 0
+    labels = [json.loads(line)["label"] for line in capsys.readouterr().out.splitlines()]
+    assert labels == EXPECTED
+
+
+def test_run_on_a_camera_index(monkeypatch, capsys):
+    """The camera path end to end; OpenCV's capture of index 0 is pointed at the demo video (no camera here)."""
+    real_capture = cv2.VideoCapture
+    opened, settings = [], {}
+
+    class FakeCamera:
+        def __init__(self, target, *args):
+            assert target == 0  # the index reached OpenCV as an int, as for a real camera
+            opened.append(target)
+            self._capture = real_capture(str(ASSETS / "checkout.mp4"))
+
+        def read(self):
+            time.sleep(0.004)  # a 250 fps camera: frames arrive over time, not all at once
+            return self._capture.read()
+
+        def set(self, prop, value):
+            settings[prop] = value
+            return True
+
+        def __getattr__(self, name):
+            return getattr(self._capture, name)
+
+    monkeypatch.setattr(cv2, "VideoCapture", FakeCamera)
+    code = cli.main(["run", str(ASSETS / "classifier"), "--source", "0", "--roi", ROI, "--max-frames", "300"])
+    assert code == 0 and opened == [0]
+    assert settings.get(cv2.CAP_PROP_BUFFERSIZE) == 1
+    labels = [json.loads(line)["label"] for line in capsys.readouterr().out.splitlines()]
+    assert len(labels) >= 4 and labels == EXPECTED[: len(labels)]
+
+
+def test_run_with_a_missing_source_or_bad_options_fails_in_one_line(tmp_path, capsys):
+    assert cli.main(["run", str(ASSETS / "classifier"), "--source", str(tmp_path / "nope.mp4")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: source") and len(err.splitlines()) == 1
+    assert cli.main(["run", str(ASSETS / "classifier"), "--source", str(ASSETS / "checkout.mp4"), "--min-votes", "2"]) == 1
+    assert "majority" in capsys.readouterr().err
+    assert cli.main(["run", str(ASSETS / "classifier"), "--source", str(ASSETS / "checkout.mp4"), "--roi", "900,900,10,10"]) == 1
+    assert "outside the 480x360 frame" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["run", str(ASSETS / "classifier"), "--source", "0", "--roi", "1,2,3"])
+    assert exit_info.value.code == 2
+
+
+def test_demo_prints_the_events_and_the_right_basket(capsys):
+    assert cli.main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "basket: 2 x Banana, 1 x Oatly-Oat-Milk, 1 x Kiwi, 1 x Granny-Smith, 1 x Watermelon" in out
+    assert "matches the video's script" in out
+
+
+def test_run_demo_returns_the_basket_and_metrics():
+    result = run_demo()
+    assert result.basket == SCRIPT["expected_basket"] and result.matches
+    assert [e.label for e in result.events] == EXPECTED
+    assert result.metrics.frames_processed == SCRIPT["frames"]

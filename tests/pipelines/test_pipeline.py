@@ -1,0 +1,232 @@
+"""The whole pipeline on videos with a known product sequence: exactly those events come out."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from tillsight import load
+from tillsight.demo import ASSETS
+from tillsight.errors import InferenceError
+from tillsight.pipelines import (
+    Basket,
+    CheckoutOptions,
+    CheckoutPipeline,
+    ImageFolderSource,
+    PipelineOptions,
+    ProductRecognized,
+    UnknownProduct,
+    VideoFileSource,
+)
+from tillsight.testing import fake_classifier
+
+from .helpers import ScriptedSource, write_video
+
+COLOURS = {"red": (40, 40, 220), "green": (40, 200, 40), "blue": (220, 60, 40), "yellow": (30, 210, 210)}
+TRAY = (40, 20, 80, 80)
+
+
+def colour_scores(tensor: np.ndarray) -> np.ndarray:
+    """A fake model: the dominant colour channel wins clearly; no dominant channel, no confidence."""
+    means = tensor[0].reshape(-1, 3).mean(axis=0)  # RGB means of the tray crop
+    order = np.argsort(means)
+    if means[order[-1]] - means[order[-2]] < 40:
+        return np.array([[0.34, 0.33, 0.33]], np.float32)
+    scores = np.full(3, 0.05, np.float32)
+    scores[order[-1]] = 0.9
+    return scores[None]
+
+
+def colour_classifier():
+    return fake_classifier(["red", "green", "blue"], colour_scores)  # RGB channel order
+
+
+def tray_video(tmp_path, sequence, fps=10, empty_s=1.0, item_s=2.0):
+    """A grey counter, a lighter tray, coloured items placed on it and taken off, with sensor noise."""
+    rng = np.random.default_rng(0)
+    counter = np.full((120, 160, 3), 60, np.uint8)
+    x, y, w, h = TRAY
+    counter[y : y + h, x : x + w] = 170
+    frames = [counter] * int(empty_s * fps)
+    for name in sequence:
+        with_item = counter.copy()
+        with_item[y + 10 : y + h - 10, x + 10 : x + w - 10] = COLOURS[name]
+        frames += [with_item] * int(item_s * fps) + [counter] * int(empty_s * fps)
+    noisy = [np.clip(f + rng.normal(0, 2, f.shape), 0, 255).astype(np.uint8) for f in frames]
+    return write_video(tmp_path / "tray.avi", noisy, fps)
+
+
+def run_pipeline(source, classifier, options=PipelineOptions(metrics_interval=0), sinks=()):
+    events = []
+    pipeline = CheckoutPipeline(source, classifier, [events.append, *sinks], options)
+    metrics = pipeline.run()
+    return events, metrics, pipeline
+
+
+def options_for(roi=TRAY, **checkout):
+    return PipelineOptions(checkout=CheckoutOptions(roi=roi, **checkout), metrics_interval=0)
+
+
+def test_a_synthetic_video_gives_exactly_its_product_sequence(tmp_path):
+    sequence = ["red", "blue", "red", "green"]
+    video = tray_video(tmp_path, sequence)
+    events, metrics, _ = run_pipeline(VideoFileSource(video), colour_classifier(), options_for())
+    assert [type(e) for e in events] == [ProductRecognized] * 4
+    assert [e.label for e in events] == sequence
+    for k, event in enumerate(events):  # each decided while its item was on the tray
+        arrive = 1.0 + 3.0 * k
+        assert arrive <= event.first_seen < event.last_seen < arrive + 2.0
+    assert metrics.frames_processed == metrics.frames_read == 130
+    assert 0 < metrics.frames_classified < 130  # the empty tray needs no model
+    assert metrics.events == 4 and metrics.source_state == "ended"
+
+
+def test_an_item_without_a_majority_is_reported_unknown_not_guessed(tmp_path):
+    video = tray_video(tmp_path, ["yellow", "green"], item_s=3.0)
+    events, _, _ = run_pipeline(VideoFileSource(video), colour_classifier(), options_for(unknown_after=2.0))
+    assert [type(e) for e in events] == [UnknownProduct, ProductRecognized]
+    assert events[1].label == "green"
+    assert events[0].last_seen - events[0].first_seen == pytest.approx(2.0, abs=0.11)
+
+
+def test_a_raising_sink_is_logged_and_the_others_still_get_every_event(tmp_path, caplog):
+    video = tray_video(tmp_path, ["red", "green"])
+
+    def broken(event):
+        raise RuntimeError("the POS is down")
+
+    basket = Basket()
+    events, metrics, _ = run_pipeline(VideoFileSource(video), colour_classifier(), options_for(), sinks=[broken, basket])
+    assert [e.label for e in events] == ["red", "green"]
+    assert basket.items() == {"red": 1, "green": 1}
+    assert metrics.sink_errors == 2
+    assert "the POS is down" in caplog.text
+
+
+def test_a_blocking_sink_does_not_hold_up_the_frames(tmp_path):
+    video = tray_video(tmp_path, ["red", "green", "blue"])
+    release = threading.Event()
+    received = []
+
+    def slow(event):
+        release.wait(10)
+        received.append(event.label)
+
+    pipeline = CheckoutPipeline(VideoFileSource(video), colour_classifier(), [slow], options_for())
+    pipeline.start()
+    deadline = time.monotonic() + 20
+    while pipeline.metrics().frames_processed < 100 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pipeline.metrics().frames_processed == 100  # all frames went through while the sink hung
+    release.set()
+    assert pipeline.join(timeout=10)
+    assert received == ["red", "green", "blue"]
+
+
+def test_a_frame_the_model_fails_on_is_skipped_and_counted(tmp_path):
+    video = tray_video(tmp_path, ["red", "blue"])
+    calls = {"n": 0}
+
+    def flaky(tensor):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise InferenceError("the delegate hiccuped")
+        return colour_scores(tensor)
+
+    classifier = fake_classifier(["red", "green", "blue"], flaky)
+    events, metrics, _ = run_pipeline(VideoFileSource(video), classifier, options_for())
+    assert [e.label for e in events] == ["red", "blue"]
+    assert metrics.inference_errors == 1 and metrics.frames_processed == metrics.frames_read
+
+
+def test_metrics_report_rate_stage_latency_and_frame_age(tmp_path):
+    video = tray_video(tmp_path, ["red"])
+    _, metrics, _ = run_pipeline(VideoFileSource(video), colour_classifier(), options_for())
+    assert metrics.fps > 0 and metrics.elapsed_s > 0
+    for stage in ("tray", "preprocess", "inference", "decision"):
+        assert 0 <= metrics.stage_latency_ms[stage]["p50"] <= metrics.stage_latency_ms[stage]["p95"]
+    assert set(metrics.frame_age_ms) == {"p50", "p95", "p99"}
+    assert "fps" in metrics.summary() and json.dumps(metrics.to_dict())
+
+
+def test_stop_on_a_live_source_leaves_no_thread_behind():
+    before = set(threading.enumerate())
+    pipeline = CheckoutPipeline(ScriptedSource(fps=200), colour_classifier(), [], PipelineOptions(metrics_interval=0))
+    with pipeline:
+        time.sleep(0.3)
+    assert pipeline.metrics().frames_processed > 10
+    time.sleep(0.1)
+    assert set(threading.enumerate()) <= before
+
+
+def test_max_frames_stops_a_live_source():
+    options = PipelineOptions(metrics_interval=0, max_frames=25)
+    _, metrics, _ = run_pipeline(ScriptedSource(fps=200), colour_classifier(), options)
+    assert metrics.frames_processed == 25
+
+
+def test_background_label_must_be_a_model_label():
+    with pytest.raises(ValueError, match="not a label of the model"):
+        CheckoutPipeline(ScriptedSource(), colour_classifier(), [], PipelineOptions(checkout=CheckoutOptions(background_label="empty")))
+
+
+def test_an_image_folder_source_through_the_pipeline(tmp_path):
+    video = tray_video(tmp_path, ["blue", "green"])
+    capture = cv2.VideoCapture(str(video))
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    index = 0
+    while True:
+        ok, image = capture.read()
+        if not ok:
+            break
+        cv2.imwrite(str(folder / f"{index:05d}.png"), image)
+        index += 1
+    events, _, _ = run_pipeline(ImageFolderSource(folder, fps=10), colour_classifier(), options_for())
+    assert [e.label for e in events] == ["blue", "green"]
+
+
+# -- real photos, real int8 model: the shipped demo classifier ---------------------------
+
+
+@pytest.fixture(scope="module")
+def demo_script():
+    return json.loads((ASSETS / "checkout.json").read_text())
+
+
+def test_the_demo_video_gives_its_scripted_sequence_at_the_right_times(demo_script):
+    with load(ASSETS / "classifier") as classifier:
+        events, metrics, _ = run_pipeline(
+            VideoFileSource(ASSETS / demo_script["video"]), classifier, options_for(tuple(demo_script["roi"]))
+        )
+    placements = demo_script["placements"]
+    assert [e.label for e in events] == [p["label"] for p in placements]
+    for event, placement in zip(events, placements, strict=True):
+        assert placement["arrive_s"] <= event.first_seen < event.last_seen <= placement["gone_s"]
+    assert metrics.frames_processed == demo_script["frames"]
+
+
+def test_real_photo_items_in_another_order_give_that_order(tmp_path, demo_script):
+    """The demo video's item segments re-cut into a new order: the events follow the new order."""
+    capture = cv2.VideoCapture(str(ASSETS / demo_script["video"]))
+    frames = []
+    while True:
+        ok, image = capture.read()
+        if not ok:
+            break
+        frames.append(image)
+    fps = demo_script["fps"]
+    segments = [
+        frames[round(p["arrive_s"] * fps) : round(p["gone_s"] * fps) + 10] for p in demo_script["placements"]
+    ]
+    order = [4, 2, 5, 0]
+    recut = frames[:20] + [frame for k in order for frame in segments[k]]
+    video = write_video(tmp_path / "recut.avi", recut, fps)
+    with load(ASSETS / "classifier") as classifier:
+        events, _, _ = run_pipeline(VideoFileSource(video), classifier, options_for(tuple(demo_script["roi"])))
+    assert [e.label for e in events] == [demo_script["placements"][k]["label"] for k in order]
