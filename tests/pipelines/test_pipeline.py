@@ -61,7 +61,8 @@ def tray_video(tmp_path, sequence, fps=10, empty_s=1.0, item_s=2.0):
     return write_video(tmp_path / "tray.avi", noisy, fps)
 
 
-def run_pipeline(source, classifier, options=PipelineOptions(metrics_interval=0), sinks=()):
+def run_pipeline(source, classifier, options=None, sinks=()):
+    options = options or PipelineOptions(metrics_interval=0)
     events = []
     pipeline = CheckoutPipeline(source, classifier, [events.append, *sinks], options)
     metrics = pipeline.run()
