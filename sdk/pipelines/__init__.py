@@ -13,7 +13,7 @@ from .checkout import CheckoutLogic, CheckoutOptions, TrayMonitor
 from .events import Event, ProductRecognized, UnknownProduct
 from .frames import Frame
 from .metrics import PipelineMetrics
-from .pipeline import CheckoutPipeline, PipelineOptions, crop_roi
+from .pipeline import CheckoutPipeline, FrameResult, PipelineOptions, crop_roi
 from .sinks import Basket, JsonLines, Sink, SinkDispatcher
 from .sources import CameraSource, ImageFolderSource, Source, StreamSource, VideoFileSource, open_source
 
@@ -28,6 +28,7 @@ __all__ = [
     "CheckoutPipeline",
     "Event",
     "Frame",
+    "FrameResult",
     "ImageFolderSource",
     "JsonLines",
     "PipelineMetrics",

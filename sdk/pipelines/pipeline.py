@@ -20,7 +20,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 
 import numpy as np
@@ -28,13 +28,15 @@ import numpy as np
 from ..classifier import Classifier
 from ..errors import InferenceError, SourceError, summarize
 from .capture import Capture, CaptureOptions, SourceState
+from ..classifier import Prediction
 from .checkout import CheckoutLogic, CheckoutOptions, TrayMonitor
+from .events import Event
 from .frames import Frame
 from .metrics import MetricsRecorder, PipelineMetrics
 from .sinks import Sink, SinkDispatcher
 from .sources import Source
 
-__all__ = ["PipelineOptions", "CheckoutPipeline", "crop_roi"]
+__all__ = ["PipelineOptions", "FrameResult", "CheckoutPipeline", "crop_roi"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +64,23 @@ class PipelineOptions:
             raise ValueError(f"max_frames must be None or at least 1, got {self.max_frames}")
         if self.metrics_interval < 0 or self.sink_capacity < 1:
             raise ValueError("metrics_interval must not be negative and sink_capacity must be at least 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameResult:
+    """What the pipeline made of one frame (for overlays and recording; see ``on_frame``).
+
+    Attributes:
+        frame: The frame.
+        occupied: Whether the tray looked occupied (None while the empty tray is being learned).
+        prediction: The top prediction, or None when the model did not run on this frame.
+        events: Events this frame completed.
+    """
+
+    frame: Frame
+    occupied: bool | None
+    prediction: Prediction | None
+    events: tuple[Event, ...]
 
 
 def crop_roi(image: np.ndarray, roi: tuple[int, int, int, int] | None) -> np.ndarray:
@@ -93,6 +112,7 @@ class CheckoutPipeline:
         sinks: Sequence[Sink] = (),
         options: PipelineOptions = PipelineOptions(),
         tray_reference: np.ndarray | None = None,
+        on_frame: Callable[[FrameResult], None] | None = None,
     ):
         """Args:
         source: Where frames come from (see :func:`tillsight.pipelines.open_source`).
@@ -101,6 +121,8 @@ class CheckoutPipeline:
         options: Thresholds and policies.
         tray_reference: A BGR picture of the empty tray region (or whole frame when no
             ``roi``); learned from the first frames when None.
+        on_frame: Called with a :class:`FrameResult` after every frame, on the inference
+            thread (keep it quick: draw, record, not network calls). Errors are logged.
 
         Raises:
             ValueError: ``background_label`` is set but is not one of the model's labels.
@@ -118,9 +140,8 @@ class CheckoutPipeline:
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._run, name="tillsight-inference", daemon=True)
         self._started = False
+        self._on_frame = on_frame
         self.error: Exception | None = None
-        self.last_frame: Frame | None = None
-        self.last_prediction = None
 
     # -- control -----------------------------------------------------------------------
 
@@ -243,11 +264,15 @@ class CheckoutPipeline:
             if model_decides:
                 occupied = not self.logic.is_empty_prediction(prediction)
         decision_started = time.perf_counter()
-        if occupied is not None:  # None: still learning the empty tray
-            for event in self.logic.update(frame.timestamp, occupied, prediction):
-                metrics.count("events")
-                logger.info("%s", event)
-                self._sinks.submit(event)
+        events = self.logic.update(frame.timestamp, occupied, prediction) if occupied is not None else []
+        for event in events:  # occupied None: still learning the empty tray
+            metrics.count("events")
+            logger.info("%s", event)
+            self._sinks.submit(event)
         metrics.stage("decision", time.perf_counter() - decision_started)
-        self.last_frame, self.last_prediction = frame, prediction
         metrics.frame_done(frame.captured_at, classified=prediction is not None)
+        if self._on_frame is not None:
+            try:
+                self._on_frame(FrameResult(frame, occupied, prediction, tuple(events)))
+            except Exception as exc:
+                logger.warning("on_frame callback failed on frame %d: %s", frame.frame_id, summarize(exc))
