@@ -1,0 +1,56 @@
+"""The sample scripts run as documented (the ones that need no trained model, on the shipped demo assets)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cv2
+import pytest
+
+from .conftest import REPO
+
+SAMPLES = REPO / "samples"
+
+
+def run_sample(name, *args, cwd):
+    return subprocess.run(
+        [sys.executable, str(SAMPLES / name), *args], capture_output=True, text=True, timeout=300, cwd=cwd
+    )
+
+
+def test_kiosk_app_builds_the_basket_from_callbacks(tmp_path):
+    result = run_sample("kiosk_app.py", "--audit", str(tmp_path / "audit.jsonl"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "basket: ['Banana', 'Oatly-Oat-Milk', 'Kiwi', 'Granny-Smith', 'Banana', 'Watermelon'], total 7.00" in result.stdout
+    audit = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert len(audit) == 6
+
+
+def test_checkout_demo_writes_an_annotated_video_without_a_display(tmp_path):
+    out = tmp_path / "annotated.mp4"
+    result = run_sample("checkout_demo.py", "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    capture = cv2.VideoCapture(str(out))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 350  # every frame of the demo video, annotated
+    assert "'Banana': 2" in result.stdout
+
+
+@pytest.mark.parametrize("script", ["convert_for_raspberry_pi.py", "convert_for_coral.py", "convert_for_intel.py", "convert_for_x86.py"])
+def test_conversion_scripts_list_their_profiles(script, tmp_path):
+    result = run_sample(script, "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "--calibration" in result.stdout
+
+
+@pytest.mark.integration
+def test_a_conversion_script_converts_for_its_family(tiny_model_file, photos, tmp_path):
+    # No --eval: the accuracy gate has its own tests; here the script's wiring is under test.
+    result = run_sample(
+        "convert_for_x86.py", str(tiny_model_file), "--calibration", str(photos.train_list),
+        "--labels", str(photos.labels_file), "--out", str(tmp_path / "bundles"), cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "generic-x86-cpu: " in result.stdout and "accuracy not measured" in result.stdout
+    assert (tmp_path / "bundles" / "generic-x86-cpu" / "manifest.json").is_file()
