@@ -58,17 +58,31 @@ def _roi(text: str) -> tuple[int, int, int, int]:
     return values  # type: ignore[return-value]
 
 
+# Every threshold of CheckoutOptions is a flag of `tillsight run` (roi and background_label have their own).
+_CHECKOUT_FLAGS = {
+    "min_score": "score a frame needs to vote",
+    "window": "frames the vote looks at (M)",
+    "min_votes": "votes a label needs in the window (N, a majority of M)",
+    "unknown_after": "seconds on the tray without a majority before an unknown_product event",
+    "background_frames": "frames that learn the empty tray at start",
+    "change_threshold": "pixel difference (0-255) from the empty tray that counts as a change",
+    "occupied_fraction": "share of the tray that must change for it to count as occupied",
+    "enter_frames": "consecutive occupied frames that start an item presence",
+    "leave_frames": "consecutive empty frames that end it",
+    "background_adapt": "how fast the empty-tray reference follows lighting drift (0-1)",
+}
+
+
 def _add_checkout_arguments(command: argparse.ArgumentParser) -> None:
-    defaults = CheckoutOptions()
     command.add_argument("--roi", type=_roi, help="tray region x,y,width,height in pixels (default: whole frame)")
     command.add_argument("--jsonl", help="append events as JSON lines to this file")
     command.add_argument("--threads", type=int, help="CPU threads (default: the profile's)")
-    command.add_argument("--min-score", type=float, default=defaults.min_score, help="score a frame needs to vote")
-    command.add_argument("--window", type=int, default=defaults.window, help="frames the vote looks at (M)")
-    command.add_argument("--min-votes", type=int, default=defaults.min_votes, help="votes a label needs in the window (N)")
-    command.add_argument(
-        "--unknown-after", type=float, default=defaults.unknown_after, help="seconds without a majority before 'unknown'"
-    )
+    defaults = CheckoutOptions()
+    for name, text in _CHECKOUT_FLAGS.items():
+        default = getattr(defaults, name)
+        command.add_argument(
+            "--" + name.replace("_", "-"), type=type(default), default=default, help=f"{text} (default {default})"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,15 +161,14 @@ def _describe(event: Event) -> str:
 
 def _checkout_options(args: argparse.Namespace, **extra) -> CheckoutOptions:
     try:
-        return CheckoutOptions(
-            roi=args.roi, min_score=args.min_score, window=args.window, min_votes=args.min_votes,
-            unknown_after=args.unknown_after, **extra,
-        )
+        return CheckoutOptions(roi=args.roi, **{name: getattr(args, name) for name in _CHECKOUT_FLAGS}, **extra)
     except ValueError as exc:
         raise TillsightError(f"bad checkout options: {exc}") from exc
 
 
 def _run(args: argparse.Namespace) -> int:
+    if not args.debug:  # source state changes and the periodic metrics line go to stderr
+        logging.getLogger("tillsight.pipelines").setLevel(logging.INFO)
     checkout = _checkout_options(args, background_label=args.background_label)
     try:
         options = PipelineOptions(

@@ -267,7 +267,7 @@ class CheckoutPipeline:
         events = self.logic.update(frame.timestamp, occupied, prediction) if occupied is not None else []
         for event in events:  # occupied None: still learning the empty tray
             metrics.count("events")
-            logger.info("%s", event)
+            logger.debug("%s", event)
             self._sinks.submit(event)
         metrics.stage("decision", time.perf_counter() - decision_started)
         metrics.frame_done(frame.captured_at, classified=prediction is not None)

@@ -89,3 +89,17 @@ def test_run_demo_returns_the_basket_and_metrics():
     assert result.basket == SCRIPT["expected_basket"] and result.matches
     assert [e.label for e in result.events] == EXPECTED
     assert result.metrics.frames_processed == SCRIPT["frames"]
+
+
+def test_every_checkout_threshold_is_a_flag_and_reaches_the_pipeline(capsys):
+    import dataclasses
+
+    from tillsight.pipelines import CheckoutOptions
+
+    assert set(cli._CHECKOUT_FLAGS) | {"roi", "background_label"} == {f.name for f in dataclasses.fields(CheckoutOptions)}
+    # No frame of the demo reaches a 0.999 score: no vote can win, every item goes to staff review.
+    args = ["run", str(ASSETS / "classifier"), "--source", str(ASSETS / "checkout.mp4"), "--roi", ROI,
+            "--min-score", "0.999", "--unknown-after", "2"]
+    assert cli.main(args) == 0
+    kinds = [json.loads(line)["event"] for line in capsys.readouterr().out.splitlines()]
+    assert kinds == ["unknown_product"] * len(EXPECTED)
