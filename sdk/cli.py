@@ -139,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--realtime", action="store_true", help="play recorded sources at their frame rate, dropping late frames")
     run.add_argument("--metrics-interval", type=float, default=30.0, help="seconds between metrics log lines (0: off)")
     run.add_argument("--max-frames", type=int, help="stop after this many frames")
+    run.add_argument("--loop", action="store_true", help="play a video file again and again (demos, soak runs)")
 
     demo_ = commands.add_parser("demo", help="run the shipped checkout video through the pipeline and print the basket")
     demo_.add_argument("--video", help="another video instead of the shipped one")
@@ -184,7 +185,7 @@ def _run(args: argparse.Namespace) -> int:
         reference = read_image(Path(args.tray_reference))
         if reference is None:
             raise TillsightError(f"--tray-reference {args.tray_reference} is not a readable image")
-    source = open_source(args.source, fps=args.fps)
+    source = open_source(args.source, fps=args.fps, loop=args.loop)
     basket = Basket()
     sinks: list = [basket]
     jsonl = JsonLines(args.jsonl) if args.jsonl else None

@@ -51,8 +51,8 @@ class CaptureOptions:
         reconnect_delay: First wait in seconds before reopening a lost live source; doubles each try.
         reconnect_max_delay: Longest wait between two tries.
         max_reconnects: Tries per outage before giving up; None tries forever (a kiosk should).
-        freeze_timeout: A live source repeating the very same frame this many seconds is
-            reopened; 0 turns the check off.
+        freeze_timeout: A live source repeating the very same frame, or delivering only
+            empty frames, this many seconds is reopened; 0 turns the check off.
     """
 
     drop_frames: bool | None = None
@@ -85,6 +85,8 @@ class CaptureStats:
     read_failures: int
     freezes: int  # times a frozen stream was detected
     frames_converted: int  # grayscale or BGRA frames turned into BGR
+    frames_empty: int  # frames with no pixels, skipped
+    resolution_changes: int  # times the frame size changed mid-stream
 
 
 class _Handoff:
@@ -158,6 +160,8 @@ class Capture:
         self._read_failures = 0
         self._freezes = 0
         self._converted = 0
+        self._empty = 0
+        self._resolution_changes = 0
 
     # -- consumer side -------------------------------------------------------------
 
@@ -184,7 +188,7 @@ class Capture:
         with self._lock:
             return CaptureStats(
                 self._state, self._frames_read, self._handoff.dropped, self._reconnects,
-                self._read_failures, self._freezes, self._converted,
+                self._read_failures, self._freezes, self._converted, self._empty, self._resolution_changes,
             )
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -243,6 +247,7 @@ class Capture:
         opened_at = time.monotonic()
         last_change = time.monotonic()
         previous: np.ndarray | None = None
+        size: tuple[int, ...] | None = None
         while not self._stop.is_set():
             image = source.read()
             now = time.monotonic()
@@ -256,6 +261,21 @@ class Capture:
                     return
                 read_since_open, opened_at, last_change, previous = 0, time.monotonic(), time.monotonic(), None
                 continue
+            if image.size == 0:  # a driver hiccup: skip it; on a live source, a run of them is a freeze
+                with self._lock:
+                    self._empty += 1
+                if source.live and options.freeze_timeout and now - last_change > options.freeze_timeout:
+                    with self._lock:
+                        self._freezes += 1
+                    if not self._reconnect(f"only empty frames for {options.freeze_timeout:g} s"):
+                        return
+                    read_since_open, opened_at, last_change, previous = 0, time.monotonic(), time.monotonic(), None
+                continue
+            if size is not None and image.shape[:2] != size:
+                with self._lock:
+                    self._resolution_changes += 1
+                logger.warning("source %s changed resolution from %s to %s", source.source_id, size, image.shape[:2])
+            size = image.shape[:2]
             if source.live and options.freeze_timeout:
                 sample = image[::8, ::8]
                 if previous is not None and previous.shape == sample.shape and np.array_equal(previous, sample):

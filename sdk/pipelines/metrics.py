@@ -46,6 +46,9 @@ class PipelineMetrics:
         reconnects: Times the source was lost and reopened.
         freezes: Times a frozen stream was detected.
         frames_converted: Grayscale or BGRA frames converted to BGR.
+        frames_empty: Frames with no pixels, skipped.
+        resolution_changes: Times the source changed its frame size.
+        frame_errors: Frames skipped because processing them failed unexpectedly.
         events: Events emitted.
         sink_errors: Sink calls that raised (logged and skipped).
         events_dropped: Events not delivered because the sinks fell too far behind.
@@ -64,6 +67,9 @@ class PipelineMetrics:
     reconnects: int
     freezes: int
     frames_converted: int
+    frames_empty: int
+    resolution_changes: int
+    frame_errors: int
     events: int
     sink_errors: int
     events_dropped: int
@@ -81,7 +87,7 @@ class PipelineMetrics:
         age = self.frame_age_ms
         return (
             f"{self.fps:.1f} fps, {self.frames_processed} frames ({self.frames_classified} classified, "
-            f"{self.frames_dropped} dropped, {self.inference_errors} failed), inference p50 "
+            f"{self.frames_dropped} dropped, {self.inference_errors + self.frame_errors} failed), inference p50 "
             f"{inference.get('p50', 0):.1f} ms, frame age p50 {age.get('p50', 0):.1f} ms p95 {age.get('p95', 0):.1f} ms, "
             f"{self.events} events, source {self.source_state}, {self.reconnects} reconnects"
         )
@@ -99,6 +105,7 @@ class MetricsRecorder:
         self.frames_processed = 0
         self.frames_classified = 0
         self.inference_errors = 0
+        self.frame_errors = 0
         self.events = 0
 
     def stage(self, name: str, seconds: float) -> None:
@@ -137,6 +144,9 @@ class MetricsRecorder:
                 reconnects=capture_stats.reconnects,
                 freezes=capture_stats.freezes,
                 frames_converted=capture_stats.frames_converted,
+                frames_empty=capture_stats.frames_empty,
+                resolution_changes=capture_stats.resolution_changes,
+                frame_errors=self.frame_errors,
                 events=self.events,
                 sink_errors=sink_errors,
                 events_dropped=events_dropped,

@@ -26,7 +26,7 @@ from types import TracebackType
 import numpy as np
 
 from ..classifier import Classifier
-from ..errors import InferenceError, SourceError, summarize
+from ..errors import SourceError, summarize
 from .capture import Capture, CaptureOptions, SourceState
 from ..classifier import Prediction
 from .checkout import CheckoutLogic, CheckoutOptions, TrayMonitor
@@ -81,6 +81,12 @@ class FrameResult:
     occupied: bool | None
     prediction: Prediction | None
     events: tuple[Event, ...]
+
+
+def _log_sparsely(count: int, message: str, *args: object) -> None:
+    """Warn for the first 10 failures, then every 100th: a persistent fault must not flood the log."""
+    if count <= 10 or count % 100 == 0:
+        logger.warning(message + (" (%d so far)" % count if count > 10 else ""), *args)
 
 
 def crop_roi(image: np.ndarray, roi: tuple[int, int, int, int] | None) -> np.ndarray:
@@ -228,7 +234,16 @@ class CheckoutPipeline:
                     if self.capture.finished:
                         break
                     continue
-                self._process(frame)
+                try:
+                    self._process(frame)
+                except SourceError:
+                    if processed == 0:  # e.g. a tray region outside the frame: a setup error, stop
+                        raise
+                    self._metrics.count("frame_errors")  # later (the camera changed resolution): skip
+                    _log_sparsely(self._metrics.frame_errors, "frame %d skipped: the tray region does not fit it", frame.frame_id)
+                except Exception as exc:  # one bad frame must not stop the checkout
+                    self._metrics.count("frame_errors")
+                    _log_sparsely(self._metrics.frame_errors, "frame %d skipped: %s", frame.frame_id, summarize(exc))
                 processed += 1
                 if interval and time.monotonic() >= next_log:
                     logger.info("%s", self.metrics().summary())
@@ -253,9 +268,9 @@ class CheckoutPipeline:
                 prepared = time.perf_counter()
                 scores = self.classifier.infer(tensor)
                 inferred = time.perf_counter()
-            except InferenceError as exc:
+            except Exception as exc:  # InferenceError, or an untranslated error of a backend
                 metrics.count("inference_errors")
-                logger.warning("frame %d skipped: %s", frame.frame_id, exc)
+                _log_sparsely(metrics.inference_errors, "frame %d skipped: %s", frame.frame_id, summarize(exc))
                 metrics.frame_done(frame.captured_at, classified=False)
                 return
             metrics.stage("preprocess", prepared - after_tray)

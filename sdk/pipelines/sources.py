@@ -156,16 +156,19 @@ class VideoFileSource(_VideoCaptureSource):
     live = False
     _what = "video file"
 
-    def __init__(self, path: str | Path, fps: float | None = None):
+    def __init__(self, path: str | Path, fps: float | None = None, loop: bool = False):
         """Args:
         path: Video file OpenCV can decode (mp4, avi, mkv...).
         fps: Frame rate for timestamps when the file does not say (default 10 then).
+        loop: Start again at the end, for ever (demos, soak tests); timestamps keep growing.
         """
         path = Path(path)
         if not path.is_file():
             raise SourceError(f"video file {path} does not exist; pass an existing file, a folder or a camera index")
         super().__init__(str(path), str(path))
         self._fps_override = fps
+        self._loop = loop
+        self._frames_this_pass = 0  # a file with no frames at all must not loop for ever
 
     def open(self) -> None:
         super().open()
@@ -174,6 +177,16 @@ class VideoFileSource(_VideoCaptureSource):
         elif not self.fps:
             logger.warning("%s does not say its frame rate; timing events at 10 fps", self.source_id)
             self.fps = 10.0
+
+    def read(self) -> np.ndarray | None:
+        image = super().read()
+        if image is None and self._loop and self._frames_this_pass and self._capture is not None:
+            self._capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            self._frames_this_pass = 0
+            image = super().read()
+        if image is not None:
+            self._frames_this_pass += 1
+        return image
 
     def media_time(self, frames_read: int) -> float | None:
         return frames_read / self.fps
@@ -228,13 +241,14 @@ def _redact(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
-def open_source(spec: str | int | Path, fps: float | None = None) -> Source:
+def open_source(spec: str | int | Path, fps: float | None = None, loop: bool = False) -> Source:
     """Build the source a user names: camera index, stream URL, image folder or video file.
 
     Args:
         spec: ``0`` / ``"0"`` (camera index), ``rtsp://…`` / ``http://…``, a folder of images
             or a video file.
         fps: Frame rate for timestamps of folders, and of video files that do not say theirs.
+        loop: Play a video file again and again.
 
     Returns:
         An unopened source.
@@ -251,7 +265,7 @@ def open_source(spec: str | int | Path, fps: float | None = None) -> Source:
     if path.is_dir():
         return ImageFolderSource(path, fps or 10.0)
     if path.is_file():
-        return VideoFileSource(path, fps)
+        return VideoFileSource(path, fps, loop)
     raise SourceError(
         f"source {text!r} is not a camera index, a stream URL, a folder or an existing video file; "
         "use e.g. --source 0, --source rtsp://host/stream, --source frames/ or --source video.mp4"

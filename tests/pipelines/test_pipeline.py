@@ -7,7 +7,6 @@ import threading
 import time
 
 import cv2
-import numpy as np
 import pytest
 
 from tillsight import load
@@ -25,53 +24,7 @@ from tillsight.pipelines import (
 )
 from tillsight.testing import fake_classifier
 
-from .helpers import ScriptedSource, write_video
-
-COLOURS = {"red": (40, 40, 220), "green": (40, 200, 40), "blue": (220, 60, 40), "yellow": (30, 210, 210)}
-TRAY = (40, 20, 80, 80)
-
-
-def colour_scores(tensor: np.ndarray) -> np.ndarray:
-    """A fake model: the dominant colour channel wins clearly; no dominant channel, no confidence."""
-    means = tensor[0].reshape(-1, 3).mean(axis=0)  # RGB means of the tray crop
-    order = np.argsort(means)
-    if means[order[-1]] - means[order[-2]] < 40:
-        return np.array([[0.34, 0.33, 0.33]], np.float32)
-    scores = np.full(3, 0.05, np.float32)
-    scores[order[-1]] = 0.9
-    return scores[None]
-
-
-def colour_classifier():
-    return fake_classifier(["red", "green", "blue"], colour_scores)  # RGB channel order
-
-
-def tray_video(tmp_path, sequence, fps=10, empty_s=1.0, item_s=2.0):
-    """A grey counter, a lighter tray, coloured items placed on it and taken off, with sensor noise."""
-    rng = np.random.default_rng(0)
-    counter = np.full((120, 160, 3), 60, np.uint8)
-    x, y, w, h = TRAY
-    counter[y : y + h, x : x + w] = 170
-    frames = [counter] * int(empty_s * fps)
-    for name in sequence:
-        with_item = counter.copy()
-        with_item[y + 10 : y + h - 10, x + 10 : x + w - 10] = COLOURS[name]
-        frames += [with_item] * int(item_s * fps) + [counter] * int(empty_s * fps)
-    noisy = [np.clip(f + rng.normal(0, 2, f.shape), 0, 255).astype(np.uint8) for f in frames]
-    return write_video(tmp_path / "tray.avi", noisy, fps)
-
-
-def run_pipeline(source, classifier, options=None, sinks=()):
-    options = options or PipelineOptions(metrics_interval=0)
-    events = []
-    pipeline = CheckoutPipeline(source, classifier, [events.append, *sinks], options)
-    metrics = pipeline.run()
-    return events, metrics, pipeline
-
-
-def options_for(roi=TRAY, **checkout):
-    return PipelineOptions(checkout=CheckoutOptions(roi=roi, **checkout), metrics_interval=0)
-
+from .helpers import ScriptedSource, colour_classifier, colour_scores, options_for, run_pipeline, tray_video, write_video
 
 def test_a_synthetic_video_gives_exactly_its_product_sequence(tmp_path):
     sequence = ["red", "blue", "red", "green"]
