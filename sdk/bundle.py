@@ -284,6 +284,39 @@ def _existing_ancestor(path: Path) -> Path:
     return Path.cwd()
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def recover_interrupted(final_dir: str | Path) -> None:
+    """Clean up after a conversion that was killed (power cut, SIGKILL, OOM killer).
+
+    Removes staging directories of processes that no longer run, and, if a run died between
+    moving the old bundle aside and moving the new one in, puts the old bundle back.
+    """
+    final_dir = Path(final_dir).absolute()
+    stage_root = _existing_ancestor(final_dir.parent)
+    for stale in stage_root.glob(f".tillsight-staging-{final_dir.name}-*-*"):
+        pid = stale.name[len(f".tillsight-staging-{final_dir.name}-") :].split("-")[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            logger.info("removing %s, left by an interrupted conversion", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+    if not final_dir.parent.is_dir():
+        return
+    backups = sorted(final_dir.parent.glob(f".{final_dir.name}.replaced-*"), key=lambda p: p.stat().st_mtime)
+    if backups and not final_dir.exists():
+        logger.warning("restoring %s: a conversion was interrupted while replacing it", final_dir)
+        os.rename(backups.pop(), final_dir)
+    for backup in backups:
+        shutil.rmtree(backup, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def staged_directory(final_dir: str | Path) -> Iterator[Path]:
     """Build a directory in a hidden staging place; rename it to ``final_dir`` on success.
@@ -291,14 +324,16 @@ def staged_directory(final_dir: str | Path) -> Iterator[Path]:
     The staging directory lives beside the output on the same file system (in the nearest
     existing ancestor, so that a failed run creates no output directory at all). On an
     exception it is removed and ``final_dir`` is left as it was. An existing ``final_dir``
-    is replaced only after the new one is complete.
+    is replaced only after the new one is complete. Leftovers of a killed earlier run are
+    cleaned up first (see :func:`recover_interrupted`).
 
     Yields:
         The staging directory to fill.
     """
     final_dir = Path(final_dir).absolute()
+    recover_interrupted(final_dir)
     stage_root = _existing_ancestor(final_dir.parent)
-    staging = Path(tempfile.mkdtemp(prefix=f".tillsight-staging-{final_dir.name}-", dir=stage_root))
+    staging = Path(tempfile.mkdtemp(prefix=f".tillsight-staging-{final_dir.name}-{os.getpid()}-", dir=stage_root))
     try:
         yield staging
         final_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -64,3 +65,25 @@ def test_not_a_bundle_and_malformed_manifests(bundle_dir, tmp_path):
     (broken / "model.tflite").unlink()
     with pytest.raises(BundleError, match="missing its artifact 'model.tflite'"):
         read_bundle(broken)
+
+
+def test_leftovers_of_a_killed_run_are_cleaned_and_a_half_swapped_bundle_restored(tmp_path):
+    import subprocess
+    import sys
+
+    from tillsight.bundle import recover_interrupted
+
+    final = tmp_path / "out" / "raspberry-pi-4"
+    with staged_directory(final) as staging:
+        (staging / "model.tflite").write_bytes(b"good")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    stale = tmp_path / "out" / f".tillsight-staging-raspberry-pi-4-{dead}-abc123"
+    stale.mkdir()
+    alive = tmp_path / "out" / f".tillsight-staging-raspberry-pi-4-{os.getpid()}-def456"
+    alive.mkdir()  # a conversion still running in another thread of this process: left alone
+    # Killed between moving the good bundle aside and moving the new one in:
+    final.rename(tmp_path / "out" / ".raspberry-pi-4.replaced-0badf00d")
+    recover_interrupted(final)
+    assert (final / "model.tflite").read_bytes() == b"good"
+    assert not stale.exists() and alive.exists()
+    assert not list((tmp_path / "out").glob(".raspberry-pi-4.replaced-*"))
