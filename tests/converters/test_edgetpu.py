@@ -192,3 +192,31 @@ def test_compile_without_the_compiler_leaves_the_bundle_alone(coral_bundle, monk
     err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "edgetpu_compiler is not installed" in err[0]
     assert (coral_bundle / "manifest.json").read_bytes() == before
+
+
+def test_the_compiler_runs_without_a_shell_and_is_stopped_by_its_timeout(tmp_path, monkeypatch):
+    import time
+
+    from tillsight.converters.edgetpu_compiler import compile_model
+    from tillsight.errors import ConversionError
+
+    monkeypatch.chdir(tmp_path)  # where a shell would run the injected command
+    model = tmp_path / "model.tflite"
+    model.write_bytes(b"not compiled anyway")
+    hanging = tmp_path / "edgetpu_compiler"
+    hanging.write_text("#!/bin/sh\nsleep 30\n")
+    hanging.chmod(0o755)
+    started = time.monotonic()
+    with pytest.raises(ConversionError, match="could not run.*timed out"):
+        compile_model(model, tmp_path, compiler=str(hanging), timeout_s=1)
+    assert time.monotonic() - started < 10
+    # A model path full of shell syntax reaches the compiler as one argument, never a shell.
+    echo = tmp_path / "echo_compiler"
+    echo.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$(dirname "$0")/args"\nexit 3\n')
+    echo.chmod(0o755)
+    nasty = tmp_path / "m; touch injected; $(touch injected) `touch injected`.tflite"
+    nasty.write_bytes(b"x")
+    with pytest.raises(ConversionError, match="failed"):
+        compile_model(nasty, tmp_path, compiler=str(echo))
+    assert not (tmp_path / "injected").exists()
+    assert (tmp_path / "args").read_text().splitlines()[-1] == str(nasty)
