@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__, demo, edgetpu
+from . import __version__, demo, edgetpu, report
 from .bundle import Manifest, read_bundle
 from .classifier import load
 from .conversion import ConversionOptions, convert
@@ -141,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-frames", type=int, help="stop after this many frames")
     run.add_argument("--loop", action="store_true", help="play a video file again and again (demos, soak runs)")
 
+    report_ = commands.add_parser("report", help="compare bundles: markdown table and accuracy-vs-latency plot")
+    report_.add_argument("bundles", nargs="+")
+    report_.add_argument("--out", default="tillsight-report", help="folder for report.md and report.png")
+
     demo_ = commands.add_parser("demo", help="run the shipped checkout video through the pipeline and print the basket")
     demo_.add_argument("--video", help="another video instead of the shipped one")
     demo_.add_argument("--bundle", help="another bundle instead of the shipped classifier")
@@ -235,6 +239,22 @@ def _demo(args: argparse.Namespace) -> int:
         return 0
     print(f"error: the basket differs from the video's script: {_basket_text(result.expected_basket or {}, 0)}", file=sys.stderr)
     return 1
+
+
+def _report(args: argparse.Namespace) -> int:
+    summaries = [report.summarize_bundle(path) for path in args.bundles]
+    table = report.markdown_table(summaries)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text(table, encoding="utf-8")
+    print(table, end="")
+    points = [(s.name, s.latency_p50_ms, s.converted_top1, s.model_bytes) for s in summaries]
+    try:
+        png = report.plot_accuracy_latency(points, out / "report.png")
+        print(f"\nwrote {out / 'report.md'} and {png}")
+    except ValueError as exc:  # no accuracy measured (converted without --eval): the table still stands
+        print(f"\nwrote {out / 'report.md'}; no plot: {exc}")
+    return 0
 
 
 def _edgetpu_check(args: argparse.Namespace) -> int:
@@ -350,6 +370,7 @@ _COMMANDS = {
     "compile-edgetpu": _compile_edgetpu,
     "run": _run,
     "demo": _demo,
+    "report": _report,
 }
 
 

@@ -1,0 +1,53 @@
+"""``tillsight report``: the table and plot come from what the bundles measured."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import cv2
+
+from tillsight import cli
+from tillsight.demo import ASSETS
+from tillsight.report import summarize_bundle
+
+
+def test_report_tables_and_plots_each_bundle(bundle_dir, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert cli.main(["report", str(bundle_dir), str(ASSETS / "classifier"), "--out", str(out)]) == 0
+    table = (out / "report.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| raspberry-pi-4") or line.startswith("| classifier")]
+    assert len(rows) == 2
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    accuracy = manifest["metrics"]["accuracy"]
+    assert f"{accuracy['converted_top1']:.2f}%" in rows[0] and f"{accuracy['top1_agreement']:.2f}%" in rows[0]
+    assert "classifier (generic-x86-cpu)" in rows[1] and "87.96%" in rows[1]
+    image = cv2.imread(str(out / "report.png"))
+    assert image.shape == (600, 900, 3) and (image < 250).any(axis=2).mean() > 0.01  # axes, points, labels drawn
+    assert "report.png" in capsys.readouterr().out
+
+
+def test_gzip_size_is_measured_and_smaller_for_sparse_weights(bundle_dir):
+    summary = summarize_bundle(bundle_dir)
+    model = (bundle_dir / "model.tflite").read_bytes()
+    assert summary.model_bytes == len(model)
+    assert 0 < summary.gzip_bytes < summary.model_bytes
+
+
+def test_a_bundle_without_accuracy_gets_a_table_but_no_plot(tmp_path, capsys):
+    bundle = shutil.copytree(ASSETS / "classifier", tmp_path / "noeval")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    del manifest["metrics"]["accuracy"]
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    assert cli.main(["report", str(bundle), "--out", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "n/a" in out and "no plot" in out and not (tmp_path / "r" / "report.png").exists()
+
+
+def test_a_tampered_bundle_is_refused(tmp_path, capsys):
+    bundle = shutil.copytree(ASSETS / "classifier", tmp_path / "tampered")
+    data = bytearray((bundle / "model.tflite").read_bytes())
+    data[-10] ^= 0xFF
+    (bundle / "model.tflite").write_bytes(bytes(data))
+    assert cli.main(["report", str(bundle), "--out", str(tmp_path / "r")]) == 1
+    assert "does not match its manifest" in capsys.readouterr().err
