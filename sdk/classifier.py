@@ -19,7 +19,7 @@ import numpy as np
 
 from .bundle import Bundle, read_bundle
 from .errors import BundleError, InferenceError
-from .preprocess import InputSpec, preprocess, quantize
+from .preprocess import InputSpec, model_input
 from .runtimes import open_backend
 from .runtimes.base import Backend
 
@@ -92,11 +92,9 @@ class Classifier:
             InferenceError: ``image`` is not a usable uint8 image.
         """
         try:
-            values = preprocess(image, self.input_spec)
+            return model_input(image, self.input_spec)[np.newaxis]
         except ValueError as exc:
             raise InferenceError(f"cannot classify this image: {exc}") from exc
-        spec = self.input_spec
-        return quantize(values, spec.dtype, spec.scale, spec.zero_point)[np.newaxis]
 
     def scores(self, image: np.ndarray) -> np.ndarray:
         """Scores of every class for one BGR frame, as float32 probabilities.

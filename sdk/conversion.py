@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from ._version import __version__
 from .bundle import Bundle, Manifest, OutputSpec, RuntimeSettings, read_bundle, sha256_of_file, staged_directory, write_manifest
@@ -90,6 +89,8 @@ def _load_calibration(
     skipped: list[Path] = []
     arrays: list[np.ndarray] = []
     first_frame = None
+    from tqdm import tqdm  # only converting needs progress bars: keep `import tillsight` light on the device
+
     with tqdm(total=wanted, desc="calibration", disable=not progress) as bar:
         for _item, image in iter_images(candidates, skipped):
             first_frame = image if first_frame is None else first_frame

@@ -192,3 +192,23 @@ def quantize(values: np.ndarray, dtype: str, scale: float, zero_point: int) -> n
     info = np.iinfo(np.dtype(dtype))
     quantized = np.round(values / np.float32(scale) + zero_point)
     return np.clip(quantized, info.min, info.max).astype(dtype)
+
+
+def model_input(image: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """:func:`preprocess` then :func:`quantize`: the model's input tensor for one frame (no batch axis).
+
+    When the quantization is the identity on 0-255 pixels (uint8, scale 1, zero point 0, no
+    normalisation: models with their rescaling inside), the resized uint8 pixels already are
+    the input and the float round trip is skipped. The result is the same either way.
+
+    Raises:
+        ValueError: ``image`` is not a usable uint8 image.
+    """
+    identity = (
+        spec.dtype == "uint8" and spec.scale == 1.0 and spec.zero_point == 0
+        and tuple(spec.mean) == (0.0, 0.0, 0.0) and tuple(spec.std) == (1.0, 1.0, 1.0)
+    )
+    if not identity:
+        return quantize(preprocess(image, spec), spec.dtype, spec.scale, spec.zero_point)
+    resized = _resize(to_bgr(image), spec.height, spec.width, spec.resize)
+    return cv2.cvtColor(resized, cv2.COLOR_BGR2RGB) if spec.color_order is ColorOrder.RGB else np.ascontiguousarray(resized)

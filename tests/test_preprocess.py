@@ -70,3 +70,18 @@ def test_real_photo_and_bad_inputs(grocery):
 def test_input_spec_round_trips_through_the_manifest_form():
     spec = InputSpec(96, 128, ColorOrder.BGR, ResizeMode.LETTERBOX, (1, 2, 3), (4, 5, 6), "int8", 0.5, -3)
     assert InputSpec.from_dict(spec.to_dict()) == spec
+
+
+@pytest.mark.parametrize("color_order", ["rgb", "bgr"])
+def test_model_input_fast_path_equals_preprocess_then_quantize(photos, color_order):
+    from tillsight.datasets import read_image
+    from tillsight.preprocess import ColorOrder, model_input, preprocess, quantize
+
+    identity = InputSpec(height=64, width=48, color_order=ColorOrder(color_order), dtype="uint8", scale=1.0, zero_point=0)
+    scaled = InputSpec(height=64, width=48, color_order=ColorOrder(color_order), dtype="uint8", scale=0.02, zero_point=3)
+    for path, _ in photos.eval_items[:8]:
+        image = read_image(path)
+        for spec in (identity, scaled):
+            expected = quantize(preprocess(image, spec), spec.dtype, spec.scale, spec.zero_point)
+            got = model_input(image, spec)
+            assert got.dtype == expected.dtype and np.array_equal(got, expected)

@@ -30,7 +30,7 @@ __all__ = ["CheckoutOptions", "TrayMonitor", "CheckoutLogic"]
 
 logger = logging.getLogger(__name__)
 
-_MONITOR_WIDTH = 96  # the tray is compared at this width: enough for an item, cheap on a Pi
+_MONITOR_WIDTH = 64  # the tray is compared at this width: enough for an item, cheap on a Pi
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,9 +118,10 @@ class TrayMonitor:
         if small.shape != self._reference.shape:  # the camera changed resolution or aspect
             small = cv2.resize(small, self._reference.shape[1::-1], interpolation=cv2.INTER_AREA)
         difference = small - self._reference
-        # A global exposure change moves every pixel alike: take the typical shift out.
-        difference -= np.median(difference.reshape(-1, 3), axis=0)
-        return float(np.mean(np.abs(difference).max(axis=2) > self.options.change_threshold))
+        # A global exposure change moves every pixel alike: take the typical shift out
+        # (the median of a quarter of the pixels estimates it as well as all of them).
+        difference -= np.median(difference.reshape(-1, 3)[::4], axis=0)
+        return float(np.count_nonzero(np.abs(difference).max(axis=2) > self.options.change_threshold)) / difference[..., 0].size
 
     def update(self, tray: np.ndarray, empty_hint: bool | None = None) -> bool | None:
         """Look at one tray image.
