@@ -115,7 +115,8 @@ def plot_accuracy_latency(
     usable = [p for p in points if p[1] is not None and p[2] is not None]
     if not usable:
         raise ValueError("nothing to plot: no bundle has both an accuracy and a latency measurement")
-    width, height, margin = 900, 600, 80
+    width, height, margin = 1080, 600, 80
+    legend_x = 660  # the plot takes the left part, a legend names the points on the right
     image = np.full((height, width, 3), 255, np.uint8)
     xs, ys = [p[1] for p in usable], [p[2] for p in usable]
     log_x = min(xs) > 0 and max(xs) / min(xs) > 10  # baselines far slower than the int8 models
@@ -126,7 +127,7 @@ def plot_accuracy_latency(
         y_lo, y_hi = y_lo - 1, y_hi + 1
 
     def to_pixel(x: float, y: float) -> tuple[int, int]:  # x already on the axis scale
-        px = margin + (x - x_lo) / (x_hi - x_lo) * (width - 2 * margin)
+        px = margin + (x - x_lo) / (x_hi - x_lo) * (legend_x - 40 - margin)
         py = height - margin - (y - y_lo) / (y_hi - y_lo) * (height - 2 * margin)
         return int(round(px)), int(round(py))
 
@@ -141,7 +142,7 @@ def plot_accuracy_latency(
         cv2.putText(image, f"{y:.1f}", (12, to_pixel(x_lo, y)[1] + 5), font, 0.45, black, 1, cv2.LINE_AA)
     cv2.rectangle(image, to_pixel(x_lo, y_hi), to_pixel(x_hi, y_lo), black, 1)
     axis = "latency p50 (ms, log scale)" if log_x else "latency p50 (ms)"
-    cv2.putText(image, axis, (width // 2 - 90, height - 20), font, 0.55, black, 1, cv2.LINE_AA)
+    cv2.putText(image, axis, ((margin + legend_x) // 2 - 90, height - 20), font, 0.55, black, 1, cv2.LINE_AA)
     cv2.putText(image, "top-1 (%)", (10, margin - 30), font, 0.55, black, 1, cv2.LINE_AA)
     cv2.putText(image, f"{title} (marker area ~ model size)", (margin, 30), font, 0.6, black, 1, cv2.LINE_AA)
     largest = max(p[3] for p in usable) or 1
@@ -150,9 +151,15 @@ def plot_accuracy_latency(
         radius = max(4, int(round(28 * math.sqrt(size / largest))))
         center = to_pixel(scale(x), y)
         colour = palette[k % len(palette)]
-        cv2.circle(image, center, radius, colour, -1, cv2.LINE_AA)
+        overlay = image.copy()
+        cv2.circle(overlay, center, radius, colour, -1, cv2.LINE_AA)
+        image[:] = cv2.addWeighted(overlay, 0.6, image, 0.4, 0)  # see-through: close points stay visible
         cv2.circle(image, center, radius, black, 1, cv2.LINE_AA)
-        cv2.putText(image, label, (center[0] + radius + 4, center[1] - 4 - 14 * (k % 2)), font, 0.45, black, 1, cv2.LINE_AA)
+        cv2.putText(image, str(k + 1), (center[0] - 5, center[1] + 5), font, 0.45, black, 1, cv2.LINE_AA)
+        row_y = margin + 22 * k
+        cv2.circle(image, (legend_x + 8, row_y - 5), 7, colour, -1, cv2.LINE_AA)
+        text = f"{k + 1} {label}: {y:.1f}%, {x:.2f} ms, {size / 1e6:.2f} MB"
+        cv2.putText(image, text, (legend_x + 22, row_y), font, 0.42, black, 1, cv2.LINE_AA)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), image):

@@ -23,7 +23,7 @@ def test_report_tables_and_plots_each_bundle(bundle_dir, tmp_path, capsys):
     assert f"{accuracy['converted_top1']:.2f}%" in rows[0] and f"{accuracy['top1_agreement']:.2f}%" in rows[0]
     assert "classifier (generic-x86-cpu)" in rows[1] and "87.96%" in rows[1]
     image = cv2.imread(str(out / "report.png"))
-    assert image.shape == (600, 900, 3) and (image < 250).any(axis=2).mean() > 0.01  # axes, points, labels drawn
+    assert image.shape == (600, 1080, 3) and (image < 250).any(axis=2).mean() > 0.01  # axes, points, labels drawn
     assert "report.png" in capsys.readouterr().out
 
 
