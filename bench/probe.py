@@ -1,0 +1,100 @@
+"""A process that only runs one model: cold start, peak RSS and latency, printed as one JSON line.
+
+Run by ``run_benchmarks.py`` as a fresh process for each measurement:
+
+    python bench/probe.py tillsight BUNDLE IMAGE --runs 200
+    python bench/probe.py bare MODEL.tflite IMAGE --threads 2 --size 96 --runs 200
+
+``tillsight`` loads a bundle with ``tillsight.load`` and classifies the image; ``bare`` is
+what a user would write by hand with ai-edge-litert alone (OpenCV resize, uint8 input,
+``Interpreter.invoke``). ``first_result_unix`` lets the parent compute process start to
+first result; ``peak_rss_bytes`` is the process's high-water mark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+
+
+def peak_rss_bytes() -> int:
+    """This process's RSS high-water mark. VmHWM, not getrusage: ru_maxrss survives exec on
+    Linux, so a child of a big parent would report the parent's peak."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _percentiles(times: list[float]) -> dict[str, float]:
+    times = sorted(times)
+    return {"p50_ms": statistics.median(times) * 1e3, "p95_ms": times[min(len(times) - 1, int(0.95 * len(times)))] * 1e3}
+
+
+def run_tillsight(bundle: str, image_path: str, runs: int) -> dict:
+    import cv2
+
+    import tillsight
+
+    classifier = tillsight.load(bundle)
+    image = cv2.imread(image_path)
+    top = classifier.classify(image, top_k=1)[0]
+    first = time.time()
+    tensor = classifier.prepare(image)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        classifier.infer(tensor)
+        times.append(time.perf_counter() - start)
+    return {"first_result_unix": first, "label": top.label, "engine": classifier.engine, **_percentiles(times)}
+
+
+def run_bare(model: str, image_path: str, runs: int, threads: int, size: int) -> dict:
+    import cv2
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=model, num_threads=threads)
+    interpreter.allocate_tensors()
+    input_index = interpreter.get_input_details()[0]["index"]
+    output_index = interpreter.get_output_details()[0]["index"]
+    image = cv2.cvtColor(cv2.resize(cv2.imread(image_path), (size, size)), cv2.COLOR_BGR2RGB)
+    interpreter.set_tensor(input_index, image[np.newaxis].astype(np.uint8))
+    interpreter.invoke()
+    top = int(np.argmax(interpreter.get_tensor(output_index)))
+    first = time.time()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        interpreter.invoke()
+        times.append(time.perf_counter() - start)
+    return {"first_result_unix": first, "label": top, "engine": "ai_edge_litert (bare)", **_percentiles(times)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=["tillsight", "bare"])
+    parser.add_argument("model", help="bundle directory (tillsight) or .tflite file (bare)")
+    parser.add_argument("image")
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--size", type=int, default=224)
+    args = parser.parse_args()
+    if args.mode == "tillsight":
+        result = run_tillsight(args.model, args.image, args.runs)
+    else:
+        result = run_bare(args.model, args.image, args.runs, args.threads, args.size)
+    result["peak_rss_bytes"] = peak_rss_bytes()
+    json.dump(result, sys.stdout)
+    print()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+"""Every benchmark of tillsight on this host, side by side with the baselines, in one run.
+
+    python bench/run_benchmarks.py --data ../shared/data/grocery-store
+
+Trains the MobileNetV2 sample classifier on the grocery train photos first if
+``--model`` is not given and none is cached in ``OUT/model`` (about 19 minutes, once).
+Then, on the held-out val photos: converts for every device profile (conversion wall
+time), measures each bundle (size, gzip size, float/int8 top-1, drop, agreement, latency
+p50/p95 at the profile's threads, cold start and peak RSS of a process that only runs the
+bundle), the baselines (Keras ``predict``, float TFLite, the plain TFLiteConverter int8
+recipe, OpenVINO FP32), a bare ai-edge-litert process, and the checkout pipeline on a
+video against the bare-inference bound. Writes ``OUT/results.json``, ``OUT/results.md``
+and PNG plots, and refreshes ``bench/RESULTS.md``. Absolute times are this host's; the
+tables report ratios against baselines measured in the same run. Medians throughout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "samples"))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+import tillsight  # noqa: E402
+from tillsight.datasets import iter_images, read_image_set, read_labels  # noqa: E402
+from tillsight.preprocess import InputSpec, preprocess  # noqa: E402
+from tillsight.report import plot_accuracy_latency, summarize_bundle  # noqa: E402
+
+PROFILES = ("raspberry-pi-4", "raspberry-pi-5", "generic-x86-cpu", "coral-usb", "coral-devboard", "intel-nuc-iris-xe", "intel-celeron-uhd")
+PLAIN_RECIPE_IMAGES = 200
+
+
+def host_description() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, Python {platform.python_version()}"
+
+
+def ensure_model(args) -> tuple[Path, Path]:
+    if args.model:
+        return Path(args.model), Path(args.labels)
+    model, labels = args.out / "model" / "grocery_mobilenetv2.keras", args.out / "model" / "labels.txt"
+    if not model.is_file():
+        print("training the MobileNetV2 sample classifier (once; cached in", model.parent, ")", flush=True)
+        subprocess.run(
+            [sys.executable, str(HERE.parent / "samples" / "train_grocery_classifier.py"), "--data", str(args.data),
+             "--out", str(model.parent)], check=True,
+        )
+    return model, labels
+
+
+def load_eval(data: Path, labels: tuple[str, ...], size: int, list_name: str, count: int | None = None, seed: int = 0):
+    image_set = read_image_set(data / list_name, labels)
+    items = list(image_set.images)
+    if count is not None:
+        items = image_set.spread_over_classes(count, seed)
+    spec = InputSpec(height=size, width=size)
+    inputs, truth, frames = [], [], []
+    for item, image in iter_images(items, []):
+        inputs.append(preprocess(image, spec))
+        truth.append(item.label_index)
+        frames.append(image)
+    return np.stack(inputs), np.array(truth), frames
+
+
+def probe(mode: str, target: Path, image: Path, runs: int, threads: int = 2, size: int = 224, repeats: int = 3) -> dict:
+    """Median over ``repeats`` fresh processes: cold start (process start to first result), peak RSS, latency."""
+    rows = []
+    for _ in range(repeats):
+        started = time.time()
+        result = subprocess.run(
+            [sys.executable, str(HERE / "probe.py"), mode, str(target), str(image), "--runs", str(runs),
+             "--threads", str(threads), "--size", str(size)],
+            capture_output=True, text=True, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        )
+        row = json.loads(result.stdout.strip().splitlines()[-1])
+        row["cold_start_s"] = row["first_result_unix"] - started
+        rows.append(row)
+    return {
+        "cold_start_s": round(statistics.median(r["cold_start_s"] for r in rows), 3),
+        "peak_rss_mb": round(statistics.median(r["peak_rss_bytes"] for r in rows) / 2**20, 1),
+        "p50_ms": round(statistics.median(r["p50_ms"] for r in rows), 3),
+        "p95_ms": round(statistics.median(r["p95_ms"] for r in rows), 3),
+        "engine": rows[0]["engine"],
+    }
+
+
+def pipeline_benchmark(bundle_dir: Path, frames: list[np.ndarray], work: Path, runs: int) -> dict:
+    """Frames per second through the checkout pipeline on a video vs the bare-inference bound."""
+    from tillsight.pipelines import CheckoutOptions, CheckoutPipeline, PipelineOptions, VideoFileSource
+
+    video = work / "bench.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240))
+    for frame in frames:  # every frame shows a product: the model runs on each one
+        tile = cv2.resize(frame, (240, 240))
+        canvas = np.zeros((240, 320, 3), np.uint8)
+        canvas[:, 40:280] = tile
+        for _ in range(3):
+            writer.write(canvas)
+    writer.release()
+    black = np.zeros((240, 240, 3), np.uint8)  # empty-tray reference: anything on it is an item
+    options = PipelineOptions(checkout=CheckoutOptions(roi=(40, 0, 240, 240)), metrics_interval=0)
+    with tillsight.load(bundle_dir) as classifier:
+        tensor = classifier.prepare(frames[0])
+        bare = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            classifier.infer(tensor)
+            bare.append(time.perf_counter() - start)
+        bare_ms = statistics.median(bare) * 1e3
+        results = []
+        for _ in range(3):
+            pipeline = CheckoutPipeline(VideoFileSource(video), classifier, [], options, tray_reference=black)
+            results.append(pipeline.run())
+    best = sorted(results, key=lambda m: m.fps)[1]  # the median run
+    bound = 1000.0 / bare_ms
+    return {
+        "frames": best.frames_processed, "classified": best.frames_classified, "fps": best.fps,
+        "bare_inference_ms": round(bare_ms, 3), "bare_bound_fps": round(bound, 1), "ratio": round(best.fps / bound, 3),
+        "stage_latency_ms": best.stage_latency_ms, "frame_age_ms": best.frame_age_ms, "threads": classifier.backend.threads,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data" / "grocery-store")
+    parser.add_argument("--model", help="a trained Keras classifier (default: train the sample one)")
+    parser.add_argument("--labels", help="its labels file (with --model)")
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--profiles", nargs="+", default=list(PROFILES))
+    parser.add_argument("--runs", type=int, default=200, help="timed inferences per latency measurement")
+    parser.add_argument("--results-md", type=Path, default=HERE / "RESULTS.md")
+    args = parser.parse_args()
+    if args.model and not args.labels:
+        parser.error("--model needs --labels")
+    began = time.monotonic()
+    args.out.mkdir(parents=True, exist_ok=True)
+    model_path, labels_path = ensure_model(args)
+
+    import keras
+
+    model = keras.saving.load_model(model_path)
+    labels = read_labels(labels_path)
+    size = int(model.input_shape[1])
+    inputs, truth, frames = load_eval(args.data, labels, size, "val.txt")
+    calibration, _, _ = load_eval(args.data, labels, size, "train.txt", PLAIN_RECIPE_IMAGES)
+    print(f"{len(inputs)} held-out photos, {len(calibration)} calibration photos for the plain recipe", flush=True)
+
+    import baselines
+
+    results: dict = {"host": host_description(), "date": datetime.date.today().isoformat(), "model": str(model_path),
+                     "input_size": size, "eval_images": int(len(inputs)), "versions": versions()}
+    keras_row, float_top1 = baselines.keras_float(model, inputs, truth, max(20, args.runs // 10))
+    rows = [keras_row,
+            baselines.tflite_float(model, inputs, truth, float_top1, 2, args.runs)]
+    plain = baselines.tflite_plain_int8(model, inputs, truth, float_top1, calibration, 2, args.runs)
+    results["plain_int8_gzip_bytes"] = len(__import__("gzip").compress(plain.pop("model_bytes"), compresslevel=9))
+    rows += [plain, baselines.openvino_fp32(model, inputs, truth, float_top1, 2, args.runs)]
+    results["baselines"] = rows
+    print("baselines done", flush=True)
+
+    sample_image = args.out / "sample.jpg"
+    cv2.imwrite(str(sample_image), frames[0])
+    bundles = []
+    for profile in args.profiles:
+        started = time.monotonic()
+        bundle = tillsight.convert(
+            model_path, profile, calibration=args.data / "train.txt", evaluation=args.data / "val.txt",
+            labels=labels_path, out=args.out / "bundles", options=tillsight.ConversionOptions(allow_accuracy_drop=True),
+        )
+        seconds = time.monotonic() - started
+        summary = summarize_bundle(bundle.path)
+        process = probe("tillsight", bundle.path, sample_image, args.runs)
+        bundles.append({**summary.__dict__, "conversion_s": round(seconds, 1), "process": process})
+        print(f"{profile}: converted in {seconds:.0f} s, top-1 {summary.converted_top1}%, p50 {process['p50_ms']} ms", flush=True)
+    results["bundles"] = bundles
+
+    reference = next((b for b in bundles if b["name"] == "generic-x86-cpu"), bundles[0])
+    with tempfile.TemporaryDirectory() as work:
+        results["bare_process"] = probe("bare", Path(reference["path"]) / "model.tflite", sample_image, args.runs, 2, size)
+        results["pipeline"] = pipeline_benchmark(Path(reference["path"]), frames, Path(work), args.runs)
+    results["pipeline"]["bundle"] = reference["name"]
+    results["wall_time_s"] = round(time.monotonic() - began, 1)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    points = [(b["name"], b["process"]["p50_ms"], b["converted_top1"], b["model_bytes"]) for b in bundles]
+    points += [(r["name"], r["p50_ms"], r["top1"], r["bytes"]) for r in rows]
+    plot = plot_accuracy_latency(points, args.out / "accuracy_latency.png", "grocery MobileNetV2, held-out val photos")
+    committed_plot = args.results_md.parent / "plots" / "accuracy_latency.png"
+    committed_plot.parent.mkdir(parents=True, exist_ok=True)
+    committed_plot.write_bytes(plot.read_bytes())
+    markdown = render(results)
+    (args.out / "results.md").write_text(markdown)
+    args.results_md.write_text(markdown)
+    print(markdown)
+    print(f"wrote {args.out / 'results.json'}, {committed_plot} and {args.results_md} "
+          f"in {results['wall_time_s'] / 60:.1f} minutes")
+
+
+def versions() -> dict[str, str]:
+    import ai_edge_litert
+    import openvino
+
+    found = {"tillsight": tillsight.__version__, "numpy": np.__version__, "opencv": cv2.__version__, "openvino": openvino.__version__}
+    found["ai-edge-litert"] = getattr(ai_edge_litert, "__version__", "?")
+    try:
+        import tensorflow as tf
+
+        found["tensorflow"] = tf.__version__
+    except ImportError:
+        pass
+    return found
+
+
+def _met(ok: bool, text: str) -> str:
+    return f"met ({text})" if ok else f"MISSED ({text})"
+
+
+def render(results: dict) -> str:
+    from render_results import render_markdown
+
+    return render_markdown(results, _met)
+
+
+if __name__ == "__main__":
+    main()
