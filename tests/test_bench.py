@@ -1,0 +1,51 @@
+"""The benchmark's measuring pieces work (the benchmark itself is run by hand, not timed in tests)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tillsight.demo import ASSETS
+
+from .conftest import REPO
+
+
+def probe(*args):
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "probe.py"), *args], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_probe_measures_a_bundle_process_and_a_bare_interpreter_process(photos):
+    image = str(photos.eval_items[0][0])
+    ours = probe("tillsight", str(ASSETS / "classifier"), image, "--runs", "20")
+    bare = probe("bare", str(ASSETS / "classifier" / "model.tflite"), image, "--runs", "20", "--size", "128")
+    for row in (ours, bare):
+        assert 0 < row["p50_ms"] <= row["p95_ms"]
+        assert 20 * 2**20 < row["peak_rss_bytes"] < 2**30  # this process's own peak, not its parent's
+    assert ours["engine"].startswith("ai_edge_litert") and ours["label"] in (ASSETS / "classifier" / "manifest.json").read_text()
+
+
+def test_results_render_says_which_targets_were_missed_and_by_how_much():
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        from render_results import render_markdown
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    row = {"bytes": 1e6, "top1": 30.0, "agreement": 96.0, "p50_ms": 1.0, "p95_ms": 2.0}
+    bundle = {"name": "raspberry-pi-4", "backend": "tflite", "model_bytes": 1e6, "gzip_bytes": 8e5, "float_top1": 30.0,
+              "converted_top1": 30.0, "top1_drop": 0.0, "top1_agreement": 99.5,
+              "process": {"engine": "litert", "p50_ms": 0.5, "p95_ms": 0.6, "cold_start_s": 0.3, "peak_rss_mb": 70}, "conversion_s": 20}
+    results = {
+        "host": "test host", "date": "2026-01-01", "wall_time_s": 60, "input_size": 96, "eval_images": 10, "versions": {},
+        "baselines": [{"name": n, **row} for n in ("Keras float (predict)", "TFLite float", "plain TFLiteConverter int8 (200 images)", "OpenVINO FP32 (CPU)")],
+        "plain_int8_gzip_bytes": 8e5, "bundles": [bundle],
+        "bare_process": {"cold_start_s": 0.25, "peak_rss_mb": 60, "p50_ms": 0.5},
+        "pipeline": {"bundle": "raspberry-pi-4", "threads": 4, "fps": 100, "bare_bound_fps": 1000, "bare_inference_ms": 1.0, "ratio": 0.1,
+                     "stage_latency_ms": {"inference": {"p50": 1.0, "p95": 2.0}}, "frame_age_ms": {"p50": 5, "p95": 6, "p99": 7}},
+    }
+    text = render_markdown(results, lambda ok, why: f"met ({why})" if ok else f"MISSED ({why})")
+    assert "agreement >= 99%: met (99.50%, plain recipe 96.00%)" in text
+    assert "pipeline >= 0.9x the bare-inference bound: MISSED (0.10x)" in text
+    assert "peak RSS <= 1.5x bare: met (1.17x)" in text
