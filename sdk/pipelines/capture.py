@@ -138,6 +138,12 @@ class _Handoff:
             return self._closed and not self._frames
 
 
+def _fresh_start() -> tuple[int, float, float, np.ndarray | None]:
+    """Per-connection read state: frames read, when opened, last picture change, last sample."""
+    now = time.monotonic()
+    return 0, now, now, None
+
+
 class Capture:
     """Reads one source on its own thread.
 
@@ -243,10 +249,7 @@ class Capture:
 
     def _read_loop(self) -> None:
         source, options = self.source, self.options
-        read_since_open = 0
-        opened_at = time.monotonic()
-        last_change = time.monotonic()
-        previous: np.ndarray | None = None
+        read_since_open, opened_at, last_change, previous = _fresh_start()
         size: tuple[int, ...] | None = None
         while not self._stop.is_set():
             image = source.read()
@@ -259,17 +262,15 @@ class Capture:
                     self._read_failures += 1
                 if not self._reconnect("no frame"):
                     return
-                read_since_open, opened_at, last_change, previous = 0, time.monotonic(), time.monotonic(), None
+                read_since_open, opened_at, last_change, previous = _fresh_start()
                 continue
             if image.size == 0:  # a driver hiccup: skip it; on a live source, a run of them is a freeze
                 with self._lock:
                     self._empty += 1
                 if source.live and options.freeze_timeout and now - last_change > options.freeze_timeout:
-                    with self._lock:
-                        self._freezes += 1
-                    if not self._reconnect(f"only empty frames for {options.freeze_timeout:g} s"):
+                    if not self._reconnect_frozen(f"only empty frames for {options.freeze_timeout:g} s"):
                         return
-                    read_since_open, opened_at, last_change, previous = 0, time.monotonic(), time.monotonic(), None
+                    read_since_open, opened_at, last_change, previous = _fresh_start()
                 continue
             if size is not None and image.shape[:2] != size:
                 with self._lock:
@@ -280,11 +281,9 @@ class Capture:
                 sample = image[::8, ::8]
                 if previous is not None and previous.shape == sample.shape and np.array_equal(previous, sample):
                     if now - last_change > options.freeze_timeout:
-                        with self._lock:
-                            self._freezes += 1
-                        if not self._reconnect(f"frozen: the same frame for {options.freeze_timeout:g} s"):
+                        if not self._reconnect_frozen(f"frozen: the same frame for {options.freeze_timeout:g} s"):
                             return
-                        read_since_open, opened_at, last_change, previous = 0, time.monotonic(), time.monotonic(), None
+                        read_since_open, opened_at, last_change, previous = _fresh_start()
                         continue
                 else:
                     last_change, previous = now, sample.copy()
@@ -308,6 +307,11 @@ class Capture:
             timestamp = media_time if media_time is not None else time.time()
             self._handoff.put(Frame(image, frame_id, timestamp, source.source_id), self._stop)
         self._set_state(SourceState.ENDED)
+
+    def _reconnect_frozen(self, reason: str) -> bool:
+        with self._lock:
+            self._freezes += 1
+        return self._reconnect(reason)
 
     def _reconnect(self, reason: str) -> bool:
         """Close and reopen a lost live source with backoff; False when it gave up or was stopped."""
