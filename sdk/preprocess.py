@@ -166,13 +166,15 @@ def preprocess(image: np.ndarray, spec: InputSpec) -> np.ndarray:
     Raises:
         ValueError: ``image`` is not a usable uint8 image.
     """
-    bgr = to_bgr(image)
-    resized = _resize(bgr, spec.height, spec.width, spec.resize)
-    if spec.color_order is ColorOrder.RGB:
-        resized = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
     mean = np.asarray(spec.mean, dtype=np.float32)
     std = np.asarray(spec.std, dtype=np.float32)
-    return (resized.astype(np.float32) - mean) / std
+    return (_model_pixels(image, spec).astype(np.float32) - mean) / std
+
+
+def _model_pixels(image: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """The frame as uint8 pixels at the model's size and in its colour order."""
+    resized = _resize(to_bgr(image), spec.height, spec.width, spec.resize)
+    return cv2.cvtColor(resized, cv2.COLOR_BGR2RGB) if spec.color_order is ColorOrder.RGB else resized
 
 
 def quantize(values: np.ndarray, dtype: str, scale: float, zero_point: int) -> np.ndarray:
@@ -210,5 +212,4 @@ def model_input(image: np.ndarray, spec: InputSpec) -> np.ndarray:
     )
     if not identity:
         return quantize(preprocess(image, spec), spec.dtype, spec.scale, spec.zero_point)
-    resized = _resize(to_bgr(image), spec.height, spec.width, spec.resize)
-    return cv2.cvtColor(resized, cv2.COLOR_BGR2RGB) if spec.color_order is ColorOrder.RGB else np.ascontiguousarray(resized)
+    return np.ascontiguousarray(_model_pixels(image, spec))
