@@ -88,6 +88,11 @@ class CheckoutOptions:
             raise ValueError(f"background_adapt must be within 0-1, got {self.background_adapt}")
 
 
+def _share_changed(difference: np.ndarray, threshold: float) -> float:
+    """Share of pixels whose largest channel difference exceeds ``threshold``."""
+    return float(np.count_nonzero(np.abs(difference).max(axis=2) > threshold)) / difference[..., 0].size
+
+
 class TrayMonitor:
     """Tells an occupied tray from an empty one by difference to an empty-tray reference."""
 
@@ -121,7 +126,7 @@ class TrayMonitor:
         # A global exposure change moves every pixel alike: take the typical shift out
         # (the median of a quarter of the pixels estimates it as well as all of them).
         difference -= np.median(difference.reshape(-1, 3)[::4], axis=0)
-        return float(np.count_nonzero(np.abs(difference).max(axis=2) > self.options.change_threshold)) / difference[..., 0].size
+        return _share_changed(difference, self.options.change_threshold)
 
     def update(self, tray: np.ndarray, empty_hint: bool | None = None) -> bool | None:
         """Look at one tray image.
@@ -137,7 +142,8 @@ class TrayMonitor:
         small = self._small(tray)
         if self._reference is None:
             # Learn from a run of steady frames; an item or a hand passing restarts the run.
-            if self._learning and float(np.mean(np.abs(small - self._learning[-1]).max(axis=2) > self.options.change_threshold)) > self.options.occupied_fraction:
+            options = self.options
+            if self._learning and _share_changed(small - self._learning[-1], options.change_threshold) > options.occupied_fraction:
                 self._learning.clear()
             self._learning.append(small)
             if len(self._learning) >= self.options.background_frames:

@@ -25,10 +25,9 @@ from types import TracebackType
 
 import numpy as np
 
-from ..classifier import Classifier
+from ..classifier import Classifier, Prediction
 from ..errors import SourceError, summarize
 from .capture import Capture, CaptureOptions, SourceState
-from ..classifier import Prediction
 from .checkout import CheckoutLogic, CheckoutOptions, TrayMonitor
 from .events import Event
 from .frames import Frame
@@ -236,12 +235,9 @@ class CheckoutPipeline:
                     continue
                 try:
                     self._process(frame)
-                except SourceError:
-                    if processed == 0:  # e.g. a tray region outside the frame: a setup error, stop
-                        raise
-                    self._metrics.count("frame_errors")  # later (the camera changed resolution): skip
-                    _log_sparsely(self._metrics.frame_errors, "frame %d skipped: the tray region does not fit it", frame.frame_id)
-                except Exception as exc:  # one bad frame must not stop the checkout
+                except Exception as exc:  # one bad frame must not stop the checkout...
+                    if processed == 0 and isinstance(exc, SourceError):
+                        raise  # ...but a tray region outside the very first frame is a setup error
                     self._metrics.count("frame_errors")
                     _log_sparsely(self._metrics.frame_errors, "frame %d skipped: %s", frame.frame_id, summarize(exc))
                 processed += 1
