@@ -284,6 +284,11 @@ def _existing_ancestor(path: Path) -> Path:
     return Path.cwd()
 
 
+def _staging_prefix(final_dir: Path) -> str:
+    """Name start of the staging folders for ``final_dir``; the writing process's pid follows it."""
+    return f".tillsight-staging-{final_dir.name}-"
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -302,8 +307,9 @@ def recover_interrupted(final_dir: str | Path) -> None:
     """
     final_dir = Path(final_dir).absolute()
     stage_root = _existing_ancestor(final_dir.parent)
-    for stale in stage_root.glob(f".tillsight-staging-{final_dir.name}-*-*"):
-        pid = stale.name[len(f".tillsight-staging-{final_dir.name}-") :].split("-")[0]
+    prefix = _staging_prefix(final_dir)
+    for stale in stage_root.glob(f"{prefix}*-*"):
+        pid = stale.name[len(prefix) :].split("-")[0]
         if pid.isdigit() and not _pid_alive(int(pid)):
             logger.info("removing %s, left by an interrupted conversion", stale)
             shutil.rmtree(stale, ignore_errors=True)
@@ -333,7 +339,7 @@ def staged_directory(final_dir: str | Path) -> Iterator[Path]:
     final_dir = Path(final_dir).absolute()
     recover_interrupted(final_dir)
     stage_root = _existing_ancestor(final_dir.parent)
-    staging = Path(tempfile.mkdtemp(prefix=f".tillsight-staging-{final_dir.name}-{os.getpid()}-", dir=stage_root))
+    staging = Path(tempfile.mkdtemp(prefix=f"{_staging_prefix(final_dir)}{os.getpid()}-", dir=stage_root))
     try:
         yield staging
         final_dir.parent.mkdir(parents=True, exist_ok=True)
