@@ -12,13 +12,12 @@ written to an annotated video.
 from __future__ import annotations
 
 import argparse
-import json
 import queue
 
 import cv2
 
 from tillsight import load
-from tillsight.demo import ASSETS
+from tillsight.demo import ASSETS, demo_script
 from tillsight.pipelines import Basket, CheckoutOptions, CheckoutPipeline, FrameResult, PipelineOptions, open_source
 
 GREEN, AMBER, WHITE = (60, 200, 60), (0, 170, 255), (255, 255, 255)
@@ -70,7 +69,7 @@ def main() -> None:
     if args.roi:
         roi = tuple(int(v) for v in args.roi.split(","))
     elif args.source == str(ASSETS / "checkout.mp4"):
-        roi = tuple(json.loads((ASSETS / "checkout.json").read_text())["roi"])
+        roi = tuple(demo_script()["roi"])
     else:
         roi = None
     show = args.out is None and has_display()

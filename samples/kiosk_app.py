@@ -11,14 +11,13 @@ thread): hand work to the app's own queue, as here.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import queue
 import signal
 import threading
 
 import tillsight
-from tillsight.demo import ASSETS
+from tillsight.demo import ASSETS, demo_script
 from tillsight.pipelines import (
     CaptureOptions,
     CheckoutOptions,
@@ -63,19 +62,17 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    roi = tuple(int(v) for v in args.roi.split(",")) if args.roi else tuple(json.loads((ASSETS / "checkout.json").read_text())["roi"])
+    roi = tuple(int(v) for v in args.roi.split(",")) if args.roi else tuple(demo_script()["roi"])
     kiosk = Kiosk({"Banana": 0.35, "Granny-Smith": 0.60, "Kiwi": 0.25, "Oatly-Oat-Milk": 1.95, "Watermelon": 3.50})
     options = PipelineOptions(
         checkout=CheckoutOptions(roi=roi, unknown_after=5.0),
         capture=CaptureOptions(max_reconnects=None),  # a kiosk never gives up on its camera
         metrics_interval=60.0,  # a metrics line in the log every minute
     )
-    audit = JsonLines(args.audit)
-    with tillsight.load(args.bundle) as classifier:
+    with JsonLines(args.audit) as audit, tillsight.load(args.bundle) as classifier:
         pipeline = CheckoutPipeline(open_source(args.source), classifier, [kiosk.on_event, audit], options)
         signal.signal(signal.SIGTERM, lambda *_: pipeline.stop())  # systemd stops the service cleanly
         pipeline.run()
-    audit.close()
     print(f"basket: {kiosk.basket}, total {kiosk.total():.2f}, {kiosk.pos_queue.qsize()} POS messages queued")
 
 

@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 failure (one-line message; traceback with ``--debug``),
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -191,22 +192,15 @@ def _run(args: argparse.Namespace) -> int:
             raise TillsightError(f"--tray-reference {args.tray_reference} is not a readable image")
     source = open_source(args.source, fps=args.fps, loop=args.loop)
     basket = Basket()
-    sinks: list = [basket]
-    jsonl = JsonLines(args.jsonl) if args.jsonl else None
-    if jsonl is None:
-        sinks.append(JsonLines(sys.stdout))
-    else:
-        sinks += [jsonl, lambda event: print(_describe(event), flush=True)]
-    try:
+    # Events as JSON lines: to the --jsonl file (with readable lines on stdout), else to stdout.
+    with JsonLines(args.jsonl if args.jsonl else sys.stdout) as jsonl:
+        sinks = [basket, jsonl, _print_event] if args.jsonl else [basket, jsonl]
         with load(args.bundle, threads=args.threads, device=args.device) as classifier:
             try:
                 pipeline = CheckoutPipeline(source, classifier, sinks, options, tray_reference=reference)
             except ValueError as exc:
                 raise TillsightError(str(exc)) from exc
             metrics = pipeline.run()
-    finally:
-        if jsonl is not None:
-            jsonl.close()
     print(f"basket: {_basket_text(basket.items(), basket.unknown)}", file=sys.stderr)
     print(f"pipeline: {metrics.summary()}", file=sys.stderr)
     return 0
@@ -219,17 +213,17 @@ def _basket_text(items: dict[str, int], unknown: int) -> str:
     return ", ".join(parts) or "empty"
 
 
+def _print_event(event: Event) -> None:
+    print(_describe(event), flush=True)
+
+
 def _demo(args: argparse.Namespace) -> int:
-    jsonl = JsonLines(args.jsonl) if args.jsonl else None
     script = demo.demo_script()
     print(f"tillsight demo: {script['frames']} frames of a checkout camera at {script['fps']} fps, tray {script['roi']}")
     print(f"products recognized by the int8 demo classifier ({script['credit']}):")
-    sinks = [lambda event: print(_describe(event), flush=True)] + ([jsonl] if jsonl else [])
-    try:
+    with JsonLines(args.jsonl) if args.jsonl else contextlib.nullcontext() as jsonl:
+        sinks = [_print_event] + ([jsonl] if jsonl else [])
         result = demo.run_demo(video=args.video, bundle=args.bundle, roi=args.roi, sinks=sinks, threads=args.threads)
-    finally:
-        if jsonl is not None:
-            jsonl.close()
     print(f"basket: {_basket_text(result.basket, result.unknown_items)}")
     print(f"pipeline: {result.metrics.summary()}")
     if result.matches is None:

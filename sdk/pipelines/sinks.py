@@ -47,8 +47,15 @@ class JsonLines:
         self._stream.flush()
 
     def close(self) -> None:
+        """Close the file this sink opened (a stream it was given stays open)."""
         if self._owned:
             self._stream.close()
+
+    def __enter__(self) -> JsonLines:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 class Basket:
