@@ -16,9 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import statistics
 import sys
 import time
+
+from baselines import timed  # the same timing as the in-process baselines (numpy only)
 
 
 def peak_rss_bytes() -> int:
@@ -33,11 +34,6 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _percentiles(times: list[float]) -> dict[str, float]:
-    times = sorted(times)
-    return {"p50_ms": statistics.median(times) * 1e3, "p95_ms": times[min(len(times) - 1, int(0.95 * len(times)))] * 1e3}
-
-
 def run_tillsight(bundle: str, image_path: str, runs: int) -> dict:
     import cv2
 
@@ -48,12 +44,8 @@ def run_tillsight(bundle: str, image_path: str, runs: int) -> dict:
     top = classifier.classify(image, top_k=1)[0]
     first = time.time()
     tensor = classifier.prepare(image)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        classifier.infer(tensor)
-        times.append(time.perf_counter() - start)
-    return {"first_result_unix": first, "label": top.label, "engine": classifier.engine, **_percentiles(times)}
+    latency = timed(lambda: classifier.infer(tensor), runs, warmup=0)
+    return {"first_result_unix": first, "label": top.label, "engine": classifier.engine, **latency}
 
 
 def run_bare(model: str, image_path: str, runs: int, threads: int, size: int) -> dict:
@@ -70,12 +62,8 @@ def run_bare(model: str, image_path: str, runs: int, threads: int, size: int) ->
     interpreter.invoke()
     top = int(np.argmax(interpreter.get_tensor(output_index)))
     first = time.time()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        interpreter.invoke()
-        times.append(time.perf_counter() - start)
-    return {"first_result_unix": first, "label": top, "engine": "ai_edge_litert (bare)", **_percentiles(times)}
+    latency = timed(interpreter.invoke, runs, warmup=0)
+    return {"first_result_unix": first, "label": top, "engine": "ai_edge_litert (bare)", **latency}
 
 
 def main() -> None:

@@ -11,7 +11,12 @@ def _ratio(value: float, base: float) -> str:
     return f"{value / base:.3g}x" if base else "n/a"
 
 
-def render_markdown(results: dict, met) -> str:
+def met(ok: bool, text: str) -> str:
+    """A target's verdict with the measured figure, so a miss says by how much."""
+    return f"met ({text})" if ok else f"MISSED ({text})"
+
+
+def render_markdown(results: dict) -> str:
     baselines = {row["name"].split(" (")[0]: row for row in results["baselines"]}
     keras, tfl_float = baselines["Keras float"], baselines["TFLite float"]
     plain = next(row for row in results["baselines"] if row["name"].startswith("plain"))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gzip
 import json
 import os
 import platform
@@ -40,6 +41,8 @@ import tillsight  # noqa: E402
 from tillsight.datasets import iter_images, read_image_set, read_labels  # noqa: E402
 from tillsight.preprocess import InputSpec, preprocess  # noqa: E402
 from tillsight.report import plot_accuracy_latency, summarize_bundle  # noqa: E402
+import baselines  # noqa: E402
+from render_results import render_markdown  # noqa: E402
 
 PROFILES = ("raspberry-pi-4", "raspberry-pi-5", "generic-x86-cpu", "coral-usb", "coral-devboard", "intel-nuc-iris-xe", "intel-celeron-uhd")
 PLAIN_RECIPE_IMAGES = 200
@@ -123,12 +126,7 @@ def pipeline_benchmark(bundle_dir: Path, frames: list[np.ndarray], work: Path, r
     options = PipelineOptions(checkout=CheckoutOptions(roi=(40, 0, 240, 240)), metrics_interval=0)
     with tillsight.load(bundle_dir) as classifier:
         tensor = classifier.prepare(frames[0])
-        bare = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            classifier.infer(tensor)
-            bare.append(time.perf_counter() - start)
-        bare_ms = statistics.median(bare) * 1e3
+        bare_ms = baselines.timed(lambda: classifier.infer(tensor), runs, warmup=0)["p50_ms"]
         results = []
         for _ in range(3):
             pipeline = CheckoutPipeline(VideoFileSource(video), classifier, [], options, tray_reference=black)
@@ -167,15 +165,13 @@ def main() -> None:
     calibration, _, _ = load_eval(args.data, labels, size, "train.txt", PLAIN_RECIPE_IMAGES)
     print(f"{len(inputs)} held-out photos, {len(calibration)} calibration photos for the plain recipe", flush=True)
 
-    import baselines
-
     results: dict = {"host": host_description(), "date": datetime.date.today().isoformat(), "model": str(model_path),
                      "input_size": size, "eval_images": int(len(inputs)), "versions": versions()}
     keras_row, float_top1 = baselines.keras_float(model, inputs, truth, max(20, args.runs // 10))
     rows = [keras_row,
             baselines.tflite_float(model, inputs, truth, float_top1, 2, args.runs)]
     plain = baselines.tflite_plain_int8(model, inputs, truth, float_top1, calibration, 2, args.runs)
-    results["plain_int8_gzip_bytes"] = len(__import__("gzip").compress(plain.pop("model_bytes"), compresslevel=9))
+    results["plain_int8_gzip_bytes"] = len(gzip.compress(plain.pop("model_bytes"), compresslevel=9))
     rows += [plain, baselines.openvino_fp32(model, inputs, truth, float_top1, 2, args.runs)]
     results["baselines"] = rows
     print("baselines done", flush=True)
@@ -209,7 +205,7 @@ def main() -> None:
     committed_plot = args.results_md.parent / "plots" / "accuracy_latency.png"
     committed_plot.parent.mkdir(parents=True, exist_ok=True)
     committed_plot.write_bytes(plot.read_bytes())
-    markdown = render(results)
+    markdown = render_markdown(results)
     (args.out / "results.md").write_text(markdown)
     args.results_md.write_text(markdown)
     print(markdown)
@@ -230,16 +226,6 @@ def versions() -> dict[str, str]:
     except ImportError:
         pass
     return found
-
-
-def _met(ok: bool, text: str) -> str:
-    return f"met ({text})" if ok else f"MISSED ({text})"
-
-
-def render(results: dict) -> str:
-    from render_results import render_markdown
-
-    return render_markdown(results, _met)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ def test_results_render_says_which_targets_were_missed_and_by_how_much():
         "pipeline": {"bundle": "raspberry-pi-4", "threads": 4, "fps": 100, "bare_bound_fps": 1000, "bare_inference_ms": 1.0, "ratio": 0.1,
                      "stage_latency_ms": {"inference": {"p50": 1.0, "p95": 2.0}}, "frame_age_ms": {"p50": 5, "p95": 6, "p99": 7}},
     }
-    text = render_markdown(results, lambda ok, why: f"met ({why})" if ok else f"MISSED ({why})")
+    text = render_markdown(results)
     assert "agreement >= 99%: met (99.50%, plain recipe 96.00%)" in text
     assert "pipeline >= 0.9x the bare-inference bound: MISSED (0.10x)" in text
     assert "peak RSS <= 1.5x bare: met (1.17x)" in text
