@@ -15,13 +15,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import gzip
 import json
 import logging
 import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -38,6 +39,7 @@ __all__ = [
     "Manifest",
     "Bundle",
     "artifact_path",
+    "gzip_bytes",
     "read_bundle",
     "write_manifest",
     "sha256_of_file",
@@ -198,6 +200,11 @@ class Bundle:
     def model_path(self) -> Path:
         """The main model file."""
         return self.path / self.manifest.runtime.model_file
+
+
+def gzip_bytes(paths: Iterable[Path]) -> int:
+    """Total size of the files after gzip at level 9: what a download or an over-the-air update moves."""
+    return sum(len(gzip.compress(Path(path).read_bytes(), compresslevel=9)) for path in paths)
 
 
 def sha256_of_file(path: Path) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 
 from .profiles import ResizeMode
 
-__all__ = ["ColorOrder", "InputRange", "InputSpec", "preprocess", "quantize", "to_bgr"]
+__all__ = ["ColorOrder", "InputRange", "InputSpec", "model_input", "model_pixels", "preprocess", "quantize", "to_bgr"]
 
 
 class ColorOrder(str, enum.Enum):
@@ -168,11 +168,15 @@ def preprocess(image: np.ndarray, spec: InputSpec) -> np.ndarray:
     """
     mean = np.asarray(spec.mean, dtype=np.float32)
     std = np.asarray(spec.std, dtype=np.float32)
-    return (_model_pixels(image, spec).astype(np.float32) - mean) / std
+    return (model_pixels(image, spec).astype(np.float32) - mean) / std
 
 
-def _model_pixels(image: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """The frame as uint8 pixels at the model's size and in its colour order."""
+def model_pixels(image: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """The frame as uint8 pixels at the model's size and in its colour order: :func:`preprocess` before normalising.
+
+    Training code keeps photos in this compact form and normalises batches itself with the
+    spec's ``mean`` and ``std``, which gives exactly :func:`preprocess`'s values.
+    """
     resized = _resize(to_bgr(image), spec.height, spec.width, spec.resize)
     return cv2.cvtColor(resized, cv2.COLOR_BGR2RGB) if spec.color_order is ColorOrder.RGB else resized
 
@@ -212,4 +216,4 @@ def model_input(image: np.ndarray, spec: InputSpec) -> np.ndarray:
     )
     if not identity:
         return quantize(preprocess(image, spec), spec.dtype, spec.scale, spec.zero_point)
-    return np.ascontiguousarray(_model_pixels(image, spec))
+    return np.ascontiguousarray(model_pixels(image, spec))

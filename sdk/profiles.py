@@ -31,6 +31,8 @@ __all__ = [
     "IODtype",
     "SizePolicy",
     "PruningMode",
+    "PruningScope",
+    "ChannelCriterion",
     "InputPolicy",
     "QuantizationOptions",
     "PruningOptions",
@@ -85,6 +87,20 @@ class PruningMode(str, enum.Enum):
     CHANNELS = "channels"
 
 
+class PruningScope(str, enum.Enum):
+    """How channel pruning shares out the fraction to remove."""
+
+    LAYER = "layer"  # every prunable channel group loses the same fraction
+    GLOBAL = "global"  # the weakest channels of the whole model go, wherever they are
+
+
+class ChannelCriterion(str, enum.Enum):
+    """How channel pruning ranks channels (the lowest go)."""
+
+    L1 = "l1"  # L1 norm of each filter, normalised per layer
+    BN_GAMMA = "bn-gamma"  # |gamma| of the BatchNorm on the channel (L1 where there is none)
+
+
 @dataclasses.dataclass(frozen=True)
 class InputPolicy:
     """How camera frames become model inputs on this device."""
@@ -106,10 +122,40 @@ class QuantizationOptions:
 
 @dataclasses.dataclass(frozen=True)
 class PruningOptions:
-    """Pruning before quantization (applied by the pruning step when it is enabled)."""
+    """Pruning before quantization, with fine-tuning on labeled photos to recover accuracy.
+
+    Pruning runs when ``mode`` is not ``none`` and ``target`` is above 0.
+    """
 
     mode: PruningMode = PruningMode.NONE
     target: float = 0.0  # sparsity (unstructured) or channel fraction (channels)
+    scope: PruningScope = PruningScope.LAYER  # channels only
+    criterion: ChannelCriterion = ChannelCriterion.L1  # channels only
+    finetune_epochs: int = 3  # 0: prune in one shot, no fine-tuning data needed
+    learning_rate: float = 0.0005  # Adam, cosine-decayed over the fine-tuning
+
+    @property
+    def enabled(self) -> bool:
+        """Whether this conversion prunes at all."""
+        return self.mode is not PruningMode.NONE and self.target > 0.0
+
+    @classmethod
+    def from_spec(cls, spec: str, base: PruningOptions | None = None) -> PruningOptions:
+        """Parse ``none``, ``unstructured:0.5`` or ``channels:0.3`` over the other settings of ``base``.
+
+        Raises:
+            ValueError: Not one of those forms, or a fraction outside [0, 1).
+        """
+        base = base or cls()
+        mode_text, _, fraction_text = spec.strip().partition(":")
+        try:
+            mode = PruningMode(mode_text.strip().lower())
+            fraction = float(fraction_text) if fraction_text else 0.0
+        except ValueError:
+            raise ValueError(f"'{spec}' is not a pruning setting: use none, unstructured:0.5 or channels:0.3") from None
+        if mode is not PruningMode.NONE and not 0.0 < fraction < 1.0:
+            raise ValueError(f"pruning fraction in '{spec}' must be between 0 and 1 (exclusive), e.g. channels:0.3")
+        return dataclasses.replace(base, mode=mode, target=fraction if mode is not PruningMode.NONE else 0.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,6 +235,8 @@ class Profile:
             )
         if not 0.0 <= self.pruning.target < 1.0:
             raise ProfileError(f"{where}: 'pruning.target' must be in [0, 1), got {self.pruning.target}")
+        if self.pruning.learning_rate <= 0.0:
+            raise ProfileError(f"{where}: 'pruning.learning_rate' must be positive, got {self.pruning.learning_rate}")
         if self.backend in self.fallbacks:
             raise ProfileError(f"{where}: 'fallbacks' must not repeat the backend '{self.backend.value}'")
 

@@ -9,7 +9,6 @@ It is drawn with OpenCV, so reports work on the device side too (no plotting lib
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .bundle import read_bundle
+from .bundle import gzip_bytes, read_bundle
 
 __all__ = ["BundleSummary", "summarize_bundle", "markdown_table", "plot_accuracy_latency"]
 
@@ -52,7 +51,6 @@ def summarize_bundle(path: str | Path) -> BundleSummary:
     manifest = bundle.manifest
     model_files = [bundle.path / name for name in manifest.artifacts if name != "manifest.json"]
     model_bytes = sum(p.stat().st_size for p in model_files)
-    gzip_bytes = sum(len(gzip.compress(p.read_bytes(), compresslevel=9)) for p in model_files)
     accuracy = manifest.metrics.get("accuracy") or {}
     latency = manifest.metrics.get("latency_host") or {}
     return BundleSummary(
@@ -60,7 +58,7 @@ def summarize_bundle(path: str | Path) -> BundleSummary:
         path=str(bundle.path),
         backend=manifest.runtime.backend.value,
         model_bytes=model_bytes,
-        gzip_bytes=gzip_bytes,
+        gzip_bytes=gzip_bytes(model_files),
         float_top1=accuracy.get("float_top1"),
         converted_top1=accuracy.get("converted_top1"),
         top1_drop=accuracy.get("top1_drop"),
