@@ -1,0 +1,427 @@
+"""Structured (channel) pruning: fewer filters, so every backend does fewer multiply-adds.
+
+The model's graph is walked once to find which channel dimensions are tied together. Each
+tensor's channel axis is a *channel space*; layers that act channel by channel (BatchNorm,
+activations, depthwise convolutions, pooling) pass their input's space through; ``Add`` and
+``Multiply`` tie the spaces of their inputs into one group (residual blocks, squeeze-and-
+excitation gates); a convolution or ``Dense`` starts a new space. A group can lose channels
+only when every layer touching it is understood: the model's input and output, and any
+layer not known to act channel by channel (``Concatenate``, ``Flatten``, custom layers)
+freeze the groups they touch. Nested functional and Sequential models are walked into.
+
+Pruning a group removes the same channels from every producer of the group (their output
+filters), every channel-wise layer on it (BatchNorm statistics, depthwise kernels) and every
+consumer (the input rows of the next convolution or ``Dense``). The smaller model is rebuilt
+from the layers' configs with ``keras.models.clone_model`` and given the sliced weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from tillsight.errors import ConversionError
+from tillsight.profiles import ChannelCriterion, PruningScope
+
+from .._tf import keras
+
+__all__ = ["ChannelGroup", "ChannelPlan", "apply_plan", "choose_channels", "count_macs", "plan_channels"]
+
+layers = keras.layers
+
+_PRODUCERS = (layers.Conv1D, layers.Conv2D, layers.Conv3D, layers.Dense, layers.SeparableConv1D, layers.SeparableConv2D)
+_DEPTHWISE = (layers.DepthwiseConv1D, layers.DepthwiseConv2D)
+_WEIGHTED_CHANNELWISE = (layers.BatchNormalization, layers.PReLU)
+_PASSTHROUGH = (
+    layers.ReLU, layers.LeakyReLU, layers.ELU, layers.Dropout, layers.SpatialDropout1D, layers.SpatialDropout2D,
+    layers.SpatialDropout3D, layers.GaussianNoise, layers.GaussianDropout, layers.AlphaDropout,
+    layers.ActivityRegularization, layers.MaxPooling1D, layers.MaxPooling2D, layers.MaxPooling3D,
+    layers.AveragePooling1D, layers.AveragePooling2D, layers.AveragePooling3D, layers.GlobalAveragePooling1D,
+    layers.GlobalAveragePooling2D, layers.GlobalAveragePooling3D, layers.GlobalMaxPooling1D, layers.GlobalMaxPooling2D,
+    layers.GlobalMaxPooling3D, layers.ZeroPadding1D, layers.ZeroPadding2D, layers.ZeroPadding3D, layers.Cropping1D,
+    layers.Cropping2D, layers.Cropping3D, layers.UpSampling1D, layers.UpSampling2D, layers.UpSampling3D,
+    layers.Identity, layers.Resizing, layers.CenterCrop,
+)
+_ELEMENTWISE_MERGE = (layers.Add, layers.Subtract, layers.Multiply, layers.Average, layers.Maximum, layers.Minimum)
+_CROSS_CHANNEL_ACTIVATIONS = ("softmax", "log_softmax")
+# keras.ops called on one tensor in a functional graph (MobileNetV3's hard-sigmoid is x + 3, relu6, x / 6)
+_ELEMENTWISE_OPS = {
+    "Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Maximum", "Minimum", "Relu", "Relu6", "Sigmoid",
+    "HardSigmoid", "HardSilu", "Silu", "Gelu", "Tanh", "Abs", "Square", "Sqrt", "Exp", "Negative", "Clip",
+}
+
+
+@dataclasses.dataclass
+class ChannelGroup:
+    """Channel dimensions that must lose the same channels."""
+
+    size: int
+    producers: list[Any] = dataclasses.field(default_factory=list)  # layers whose output filters make the group
+    channelwise: list[Any] = dataclasses.field(default_factory=list)  # BatchNorm, depthwise, PReLU on the group
+    consumers: list[Any] = dataclasses.field(default_factory=list)  # layers reading the group as input channels
+    frozen_by: str = ""  # why the group cannot be pruned ("" when it can)
+    keep: np.ndarray | None = None  # kept channel indices, ascending (None: all)
+
+    @property
+    def name(self) -> str:
+        """The group's producer layer names."""
+        return "+".join(sorted(layer.name for layer in self.producers)) or "(input)"
+
+    @property
+    def kept(self) -> int:
+        """Channels left after pruning."""
+        return self.size if self.keep is None else len(self.keep)
+
+
+@dataclasses.dataclass
+class ChannelPlan:
+    """The model's channel groups and, once chosen, which channels each keeps."""
+
+    model: Any
+    groups: list[ChannelGroup]
+    input_group: dict[int, ChannelGroup]  # id(layer) -> the group of its (first) input channels
+    output_group: dict[int, ChannelGroup]  # id(layer) -> the group of its output channels
+
+    @property
+    def prunable(self) -> list[ChannelGroup]:
+        """Groups whose channels may be removed."""
+        return [group for group in self.groups if not group.frozen_by]
+
+    def report(self) -> dict[str, Any]:
+        """Channels before and after per pruned group, JSON-ready."""
+        prunable = self.prunable
+        before = sum(group.size for group in prunable)
+        after = sum(group.kept for group in prunable)
+        return {
+            "groups": len(self.groups),
+            "prunable_groups": len(prunable),
+            "prunable_channels": before,
+            "kept_channels": after,
+            "removed_fraction": round(1.0 - after / before, 4) if before else 0.0,
+            "per_group": {group.name: [group.size, group.kept] for group in prunable},
+        }
+
+
+class _Spaces:
+    """Union-find over channel spaces; a frozen member freezes its whole group."""
+
+    def __init__(self) -> None:
+        self.parent: list[int] = []
+        self.size: list[int] = []
+        self.frozen_by: list[str] = []
+
+    def new(self, size: int | None, frozen_by: str = "") -> int:
+        self.parent.append(len(self.parent))
+        self.size.append(int(size or 0))
+        self.frozen_by.append(frozen_by if size else frozen_by or "unknown channel count")
+        return len(self.parent) - 1
+
+    def find(self, space: int) -> int:
+        while self.parent[space] != space:
+            self.parent[space] = self.parent[self.parent[space]]
+            space = self.parent[space]
+        return space
+
+    def freeze(self, space: int, reason: str) -> None:
+        root = self.find(space)
+        self.frozen_by[root] = self.frozen_by[root] or reason
+
+    def union(self, first: int, second: int) -> int:
+        a, b = self.find(first), self.find(second)
+        if a == b:
+            return a
+        if self.size[a] != self.size[b]:
+            self.freeze(a, "tied to a different channel count")
+            self.freeze(b, "tied to a different channel count")
+        self.parent[b] = a
+        self.frozen_by[a] = self.frozen_by[a] or self.frozen_by[b]
+        return a
+
+
+class _Walker:
+    """Assigns a channel space to every tensor of a functional graph, recording each layer's role."""
+
+    def __init__(self) -> None:
+        self.spaces = _Spaces()
+        self.roles: dict[int, tuple[str, Any, list[int], list[int]]] = {}  # id(layer) -> role, layer, ins, outs
+        self.macs = 0
+
+    def walk(self, model: Any, input_spaces: Sequence[int]) -> list[int]:
+        functional = _functional(model)
+        space_of = {id(tensor): space for tensor, space in zip(functional.inputs, input_spaces, strict=True)}
+        for depth in sorted(functional._nodes_by_depth, reverse=True):  # noqa: SLF001 - Keras has no public graph walk
+            for node in functional._nodes_by_depth[depth]:  # noqa: SLF001
+                if node.is_input or node.operation is None:
+                    continue
+                inputs = [space_of[id(tensor)] for tensor in node.input_tensors]
+                outputs = self._visit(node.operation, node, inputs)
+                space_of.update({id(tensor): space for tensor, space in zip(node.outputs, outputs, strict=True)})
+        return [space_of[id(tensor)] for tensor in functional.outputs]
+
+    def _record(self, role: str, layer: Any, inputs: list[int], outputs: list[int]) -> None:
+        previous = self.roles.get(id(layer))
+        if previous is not None:  # a shared layer: its weights tie every call's channels together
+            for old, new in zip(previous[2] + previous[3], inputs + outputs, strict=True):
+                self.spaces.union(old, new)
+            return
+        self.roles[id(layer)] = (role, layer, inputs, outputs)
+
+    def _frozen(self, layer: Any, node: Any, inputs: list[int], reason: str) -> list[int]:
+        for space in inputs:
+            self.spaces.freeze(space, reason)
+        outputs = [self.spaces.new(_channels(tensor), reason) for tensor in node.outputs]
+        self._record("other", layer, inputs, outputs)
+        return outputs
+
+    def _visit(self, layer: Any, node: Any, inputs: list[int]) -> list[int]:
+        kind = f"layer '{layer.name}' ({type(layer).__name__})"
+        if isinstance(layer, keras.Model):
+            if _functional(layer) is None:
+                return self._frozen(layer, node, inputs, f"{kind} is a subclassed model")
+            return self.walk(layer, inputs)
+        channels_last = getattr(layer, "data_format", "channels_last") == "channels_last"
+        if not channels_last or len(inputs) != 1 and not _is_merge(layer):
+            return self._frozen(layer, node, inputs, f"{kind} is channels-first or has several inputs")
+        self.macs += _macs(layer, node)
+        if isinstance(layer, _PRODUCERS) and getattr(layer, "groups", 1) == 1 and getattr(layer, "depth_multiplier", 1) == 1:
+            output = self.spaces.new(_channels(node.outputs[0]))
+            self._record("producer", layer, inputs, [output])
+            return [output]
+        if isinstance(layer, _DEPTHWISE) and layer.depth_multiplier == 1 or isinstance(layer, _WEIGHTED_CHANNELWISE):
+            if isinstance(layer, layers.BatchNormalization) and layer.axis not in (-1, len(node.outputs[0].shape) - 1):
+                return self._frozen(layer, node, inputs, f"{kind} normalises another axis")
+            self._record("channelwise", layer, inputs, inputs)
+            return inputs
+        if _passes_channels(layer, node):
+            self._record("passthrough", layer, inputs, inputs)
+            return inputs
+        if _is_merge(layer):
+            widths = {_channels(tensor) for tensor in node.input_tensors} | {_channels(node.outputs[0])}
+            if len(widths) != 1 or len(inputs) < 2 or not _scalar_constants(node):
+                return self._frozen(layer, node, inputs, f"{kind} broadcasts or mixes constants over channels")
+            merged = inputs[0]
+            for space in inputs[1:]:
+                merged = self.spaces.union(merged, space)
+            self._record("merge", layer, inputs, [merged])
+            return [merged]
+        return self._frozen(layer, node, inputs, f"{kind} is not known to act channel by channel")
+
+
+def _functional(model: Any) -> Any:
+    """The functional graph of a Functional or Sequential model (None for subclassed models)."""
+    if isinstance(model, keras.Sequential):
+        return getattr(model, "_functional", None)
+    return model if hasattr(model, "_nodes_by_depth") else None
+
+
+def _channels(tensor: Any) -> int | None:
+    shape = tuple(tensor.shape)
+    return int(shape[-1]) if shape and shape[-1] is not None else None
+
+
+def _is_merge(layer: Any) -> bool:
+    """An elementwise layer or op over several tensors of the same channels."""
+    return isinstance(layer, _ELEMENTWISE_MERGE) or (
+        not isinstance(layer, layers.Layer) and type(layer).__name__ in _ELEMENTWISE_OPS
+    )
+
+
+def _passes_channels(layer: Any, node: Any) -> bool:
+    """A weightless layer that keeps each channel independent of the others."""
+    if isinstance(layer, _PASSTHROUGH):
+        return True
+    if isinstance(layer, layers.Activation):
+        return not any(name in str(layer.get_config().get("activation")) for name in _CROSS_CHANNEL_ACTIVATIONS)
+    if isinstance(layer, layers.Rescaling):
+        return np.ndim(layer.scale) == 0 and np.ndim(layer.offset) == 0
+    if isinstance(layer, layers.Reshape):  # e.g. (C,) -> (1, 1, C) in squeeze-and-excitation blocks
+        return _channels(node.input_tensors[0]) == _channels(node.outputs[0])
+    if not isinstance(layer, layers.Layer) and type(layer).__name__ in _ELEMENTWISE_OPS:  # keras.ops in the graph
+        return _scalar_constants(node)  # x + 3.0, x * (1 / 6)
+    return False
+
+
+def _scalar_constants(node: Any) -> bool:
+    """Every non-tensor argument of the call is a scalar (a vector constant would mix per-channel values)."""
+    constants = [value for value in keras.tree.flatten(node.arguments.args) if not isinstance(value, keras.KerasTensor)]
+    return all(np.ndim(value) == 0 for value in constants)
+
+
+def _macs(layer: Any, node: Any) -> int:
+    """Multiply-accumulates of one call of a convolution or Dense layer: output positions x kernel size."""
+    if not isinstance(layer, (*_PRODUCERS, *_DEPTHWISE)):
+        return 0
+    positions = math.prod(int(d) for d in tuple(node.outputs[0].shape)[1:-1] if d is not None)
+    kernels = [w for w in layer.weights if w.name in ("kernel", "depthwise_kernel", "pointwise_kernel")]
+    return sum(positions * math.prod(tuple(kernel.shape)) for kernel in kernels)
+
+
+def count_macs(model: Any) -> int:
+    """Multiply-accumulates of one forward pass (convolutions and Dense layers) of a functional model.
+
+    Raises:
+        ConversionError: The model is subclassed.
+    """
+    if _functional(model) is None:
+        raise ConversionError(f"model '{model.name}' is subclassed; its operations cannot be counted")
+    walker = _Walker()
+    walker.walk(model, [walker.spaces.new(_channels(t), "model input") for t in _functional(model).inputs])
+    return walker.macs
+
+
+def plan_channels(model: Any) -> ChannelPlan:
+    """Find the channel groups of a functional or Sequential Keras model.
+
+    Raises:
+        ConversionError: The model is subclassed (its graph cannot be read).
+    """
+    functional = _functional(model)
+    if functional is None:
+        raise ConversionError(
+            f"model '{model.name}' is a subclassed Keras model: channel pruning needs a functional or Sequential "
+            "model (build it with keras.Input), or use unstructured pruning"
+        )
+    walker = _Walker()
+    outputs = walker.walk(model, [walker.spaces.new(_channels(t), "model input") for t in functional.inputs])
+    for space in outputs:
+        walker.spaces.freeze(space, "model output")
+    spaces = walker.spaces
+    groups: dict[int, ChannelGroup] = {}
+
+    def group_of(space: int) -> ChannelGroup:
+        root = spaces.find(space)
+        if root not in groups:
+            groups[root] = ChannelGroup(size=spaces.size[root], frozen_by=spaces.frozen_by[root])
+        return groups[root]
+
+    input_group: dict[int, ChannelGroup] = {}
+    output_group: dict[int, ChannelGroup] = {}
+    for role, layer, inputs, outputs_ in walker.roles.values():
+        if inputs:
+            input_group[id(layer)] = group_of(inputs[0])
+        if outputs_:
+            output_group[id(layer)] = group_of(outputs_[0])
+        if role == "producer":
+            group_of(inputs[0]).consumers.append(layer)
+            group_of(outputs_[0]).producers.append(layer)
+        elif role == "channelwise":
+            group_of(inputs[0]).channelwise.append(layer)
+    for group in groups.values():
+        if not group.frozen_by and group.size < 2:
+            group.frozen_by = "a single channel"
+    return ChannelPlan(model, list(groups.values()), input_group, output_group)
+
+
+def _filter_l1(layer: Any) -> np.ndarray:
+    """L1 norm of each output filter of a producer."""
+    name = "pointwise_kernel" if isinstance(layer, (layers.SeparableConv1D, layers.SeparableConv2D)) else "kernel"
+    kernel = next(w for w in layer.weights if w.name == name)
+    values = np.abs(np.asarray(kernel.numpy(), dtype=np.float64))
+    return values.reshape(-1, values.shape[-1]).sum(axis=0)
+
+
+def _scores(group: ChannelGroup, criterion: ChannelCriterion) -> np.ndarray:
+    """Per-channel importance, each contributing layer normalised to mean 1."""
+    parts: list[np.ndarray] = []
+    if criterion is ChannelCriterion.BN_GAMMA:
+        parts = [
+            np.abs(layer.gamma.numpy().astype(np.float64))
+            for layer in group.channelwise
+            if isinstance(layer, layers.BatchNormalization) and layer.scale
+        ]
+    if not parts:
+        parts = [_filter_l1(layer) for layer in group.producers]
+    return sum(part / (part.mean() + 1e-12) for part in parts)
+
+
+def choose_channels(plan: ChannelPlan, fraction: float, scope: PruningScope, criterion: ChannelCriterion) -> None:
+    """Set ``keep`` on every prunable group: the highest-scoring channels stay.
+
+    Args:
+        plan: From :func:`plan_channels`.
+        fraction: Share of the prunable channels to remove, in [0, 1).
+        scope: Per group, or across the whole model.
+        criterion: How channels are ranked.
+    """
+    prunable = plan.prunable
+    scores = {id(group): _scores(group, criterion) for group in prunable}
+    if scope is PruningScope.GLOBAL and prunable:
+        pooled = np.sort(np.concatenate([scores[id(group)] for group in prunable]))
+        threshold = pooled[min(len(pooled) - 1, int(fraction * len(pooled)))] if fraction > 0 else -np.inf
+    for group in prunable:
+        group_scores = scores[id(group)]
+        if scope is PruningScope.GLOBAL:
+            keep_count = int(np.sum(group_scores >= threshold))
+            keep_count = max(keep_count, math.ceil(0.1 * group.size), 1)  # never empty a layer
+        else:
+            keep_count = max(1, group.size - int(round(fraction * group.size)))
+        order = np.argsort(-group_scores, kind="stable")
+        group.keep = np.sort(order[:keep_count])
+
+
+def _slice(values: np.ndarray, axis: int, keep: np.ndarray | None) -> np.ndarray:
+    return values if keep is None else np.take(values, keep, axis=axis)
+
+
+def _sliced_weights(layer: Any, keep_in: np.ndarray | None, keep_out: np.ndarray | None) -> list[np.ndarray]:
+    """The layer's weights with removed input and output channels taken out."""
+    sliced = []
+    separable = isinstance(layer, (layers.SeparableConv1D, layers.SeparableConv2D))
+    channelwise = isinstance(layer, (*_DEPTHWISE, *_WEIGHTED_CHANNELWISE))
+    for weight in layer.weights:
+        values = np.asarray(weight.numpy())
+        if channelwise:
+            axis = -2 if weight.name == "kernel" else -1  # depthwise kernels are (..., channels, 1)
+            values = _slice(values, axis, keep_in)
+        elif weight.name == "kernel" or (separable and weight.name == "pointwise_kernel"):
+            values = _slice(_slice(values, -2, keep_in), -1, keep_out)
+        elif separable and weight.name == "depthwise_kernel":
+            values = _slice(values, -2, keep_in)
+        elif weight.name == "bias":
+            values = _slice(values, -1, keep_out)
+        sliced.append(values)
+    return sliced
+
+
+def apply_plan(plan: ChannelPlan) -> Any:
+    """Rebuild the model without the removed channels, weights sliced to match.
+
+    Returns:
+        A new Keras model; the planned model is not changed.
+
+    Raises:
+        ConversionError: A layer cannot be rebuilt from its config.
+    """
+    pairs: list[tuple[Any, Any]] = []
+
+    def rebuild(layer: Any) -> Any:
+        config = layer.get_config()
+        group = plan.output_group.get(id(layer))
+        if group is not None and group.keep is not None:
+            if any(layer is producer for producer in group.producers):
+                config["units" if isinstance(layer, layers.Dense) else "filters"] = int(len(group.keep))
+            elif isinstance(layer, layers.Reshape):  # the channel count is part of the target shape
+                config["target_shape"] = (*tuple(config["target_shape"])[:-1], int(len(group.keep)))
+        try:
+            clone = type(layer).from_config(config)
+        except Exception as exc:  # custom layers without a faithful get_config
+            raise ConversionError(
+                f"layer '{layer.name}' ({type(layer).__name__}) cannot be rebuilt from its config ({exc}); "
+                "give it a get_config() or use unstructured pruning"
+            ) from exc
+        pairs.append((layer, clone))
+        return clone
+
+    pruned = keras.models.clone_model(plan.model, clone_function=rebuild, recursive=True)
+    for original, clone in pairs:
+        if not getattr(original, "weights", None):
+            continue
+        in_group, out_group = plan.input_group.get(id(original)), plan.output_group.get(id(original))
+        keep_in = in_group.keep if in_group is not None else None
+        keep_out = out_group.keep if out_group is not None else None
+        clone.set_weights(_sliced_weights(original, keep_in, keep_out))
+    return pruned
