@@ -36,6 +36,7 @@ class AccuracyReport:
     float_top1: float  # percent
     converted_top1: float  # percent
     top1_agreement: float  # percent of images where both models pick the same class
+    pruned_top1: float | None = None  # percent, the pruned float model (when the conversion pruned)
 
     @property
     def top1_drop(self) -> float:
@@ -43,21 +44,35 @@ class AccuracyReport:
         return round(self.float_top1 - self.converted_top1, 3)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form recorded in the manifest."""
-        return {**dataclasses.asdict(self), "top1_drop": self.top1_drop}
+        """JSON-ready form recorded in the manifest; with pruning, the drop of each step too."""
+        data = {**dataclasses.asdict(self), "top1_drop": self.top1_drop}
+        if self.pruned_top1 is None:
+            del data["pruned_top1"]
+        else:
+            data["steps"] = {
+                "float_to_pruned_drop": round(self.float_top1 - self.pruned_top1, 3),
+                "pruned_to_converted_drop": round(self.pruned_top1 - self.converted_top1, 3),
+            }
+        return data
 
 
 def evaluate(
-    source: SourceModel, classifier: Classifier, image_set: ImageSet, float_spec: InputSpec, progress: bool = False
+    source: SourceModel,
+    classifier: Classifier,
+    image_set: ImageSet,
+    float_spec: InputSpec,
+    progress: bool = False,
+    pruned: SourceModel | None = None,
 ) -> AccuracyReport:
-    """Run both models on every readable image of a labeled set.
+    """Run both models (and the pruned float model, if any) on every readable image of a labeled set.
 
     Args:
-        source: The float model.
+        source: The original float model: drop and agreement are measured against it.
         classifier: The converted model, loaded as on the device.
         image_set: Labeled evaluation images.
         float_spec: The float model's input spec (the classifier's, before quantization).
         progress: Show a progress bar.
+        pruned: The pruned float model the conversion started from, to report each step's drop.
 
     Returns:
         The accuracy report (images counted only when readable).
@@ -66,11 +81,15 @@ def evaluate(
     truth: list[int] = []
     float_inputs: list[np.ndarray] = []
     float_top1: list[int] = []
+    pruned_top1: list[int] = []
     converted_top1: list[int] = []
 
     def flush() -> None:
         if float_inputs:
-            float_top1.extend(np.argmax(source.predict(np.stack(float_inputs)), axis=-1).tolist())
+            batch = np.stack(float_inputs)
+            float_top1.extend(np.argmax(source.predict(batch), axis=-1).tolist())
+            if pruned is not None:
+                pruned_top1.extend(np.argmax(pruned.predict(batch), axis=-1).tolist())
             float_inputs.clear()
 
     for item, image in tqdm(
@@ -86,12 +105,14 @@ def evaluate(
     if count == 0:
         return AccuracyReport(0, len(skipped), 0.0, 0.0, 0.0)
     truth_array, float_array, converted_array = np.array(truth), np.array(float_top1), np.array(converted_top1)
+    pruned_accuracy = round(100.0 * float(np.mean(np.array(pruned_top1) == truth_array)), 3) if pruned else None
     return AccuracyReport(
         images=count,
         skipped=len(skipped),
         float_top1=round(100.0 * float(np.mean(float_array == truth_array)), 3),
         converted_top1=round(100.0 * float(np.mean(converted_array == truth_array)), 3),
         top1_agreement=round(100.0 * float(np.mean(float_array == converted_array)), 3),
+        pruned_top1=pruned_accuracy,
     )
 
 

@@ -48,6 +48,10 @@ class SourceModel:
         """Float model outputs for a float32 NHWC batch."""
         return np.asarray(self.call(tf.constant(batch, dtype=tf.float32)))
 
+    def with_model(self, model: keras.Model, note: str) -> SourceModel:
+        """The same source (file, format, hash) carried by a changed Keras model, e.g. after pruning."""
+        return _from_keras(model, f"{self.description} ({note})", self.format, self.sha256)
+
     def export_saved_model(self, height: int, width: int, add_softmax: bool, directory: Path) -> Path:
         """Write a SavedModel with a static ``[1, height, width, 3]`` float32 input.
 

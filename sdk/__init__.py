@@ -31,7 +31,7 @@ from .errors import (
     TillsightError,
 )
 from .preprocess import ColorOrder, InputRange, InputSpec, preprocess
-from .profiles import Profile, list_profiles, load_profile
+from .profiles import Profile, PruningOptions, list_profiles, load_profile
 
 __all__ = [
     "__version__",
@@ -53,6 +53,7 @@ __all__ = [
     "Prediction",
     "Profile",
     "ProfileError",
+    "PruningOptions",
     "SourceError",
     "TillsightError",
     "convert",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import sys
@@ -32,7 +33,7 @@ from .pipelines import (
     open_source,
 )
 from .pipelines.events import Event
-from .profiles import list_profiles
+from .profiles import PruningOptions, list_profiles, load_profile
 
 __all__ = ["main", "build_parser"]
 
@@ -108,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--std", type=_triple, help="per-channel std in 0-255 units (with --mean)")
     conv.add_argument("--allow-accuracy-drop", action="store_true", help="write the bundle even beyond the tolerance")
     conv.add_argument("--unsafe-load", action="store_true", help="load a trusted model file with Keras safe mode off")
+    conv.add_argument(
+        "--prune", metavar="MODE:FRACTION",
+        help="prune before quantizing: unstructured:0.5 (sparsity), channels:0.3 (filters removed) or none; "
+        "default: the profile's [pruning]",
+    )
+    conv.add_argument("--finetune", metavar="DATA", help="labeled class folder or list file to fine-tune on after pruning")
+    conv.add_argument("--finetune-epochs", type=int, metavar="N", help="fine-tuning epochs after pruning (0: one shot)")
     conv.add_argument("--quiet", action="store_true", help="no progress bars")
 
     commands.add_parser("profiles", help="list the shipped device profiles")
@@ -281,6 +289,7 @@ def _convert(args: argparse.Namespace) -> int:
         allow_accuracy_drop=args.allow_accuracy_drop,
         allow_unsafe_model=args.unsafe_load,
         progress=not args.quiet,
+        pruning=_pruning_options(args),
     )
     try:
         if args.mean is not None:
@@ -297,10 +306,28 @@ def _convert(args: argparse.Namespace) -> int:
         evaluation=args.evaluation,
         labels=args.labels,
         options=options,
+        finetune=args.finetune,
     )
     print(f"bundle: {bundle.path}")
     _print_summary(bundle.manifest)
     return 0
+
+
+def _pruning_options(args: argparse.Namespace) -> PruningOptions | None:
+    """The profile's [pruning] table with --prune and --finetune-epochs applied; None when neither is given."""
+    if args.prune is None and args.finetune_epochs is None:
+        return None
+    if args.finetune_epochs is not None and args.finetune_epochs < 0:
+        raise TillsightError(f"--finetune-epochs must be 0 or more, got {args.finetune_epochs}")
+    pruning = load_profile(args.profile).pruning
+    try:
+        if args.prune is not None:
+            pruning = PruningOptions.from_spec(args.prune, base=pruning)
+    except ValueError as exc:
+        raise TillsightError(f"--prune: {exc}") from exc
+    if args.finetune_epochs is not None:
+        pruning = dataclasses.replace(pruning, finetune_epochs=args.finetune_epochs)
+    return pruning
 
 
 def _print_summary(manifest: Manifest) -> None:
@@ -316,9 +343,29 @@ def _print_summary(manifest: Manifest) -> None:
             f"converted {accuracy['converted_top1']:.2f}%, drop {accuracy['top1_drop']:.2f} points "
             f"(tolerance {accuracy.get('tolerance', '?')}), agreement {accuracy['top1_agreement']:.2f}%"
         )
+    pruning = metrics.get("pruning")
+    if pruning:
+        print(_pruning_line(pruning, accuracy))
     latency = metrics.get("latency_host")
     if latency:
         print(f"latency on this host: p50 {latency['p50_ms']:.2f} ms, p95 {latency['p95_ms']:.2f} ms ({latency['engine']})")
+
+
+def _pruning_line(pruning: dict, accuracy: dict | None) -> str:
+    """One line on what pruning did: sparsity and gzip size, or channels and MACs; the pruned float top-1."""
+    if pruning["mode"] == "unstructured":
+        line = f"pruning: {pruning['sparsity']:.1%} of {pruning['pruned_weights']} kernel weights are zero"
+        if pruning.get("gzip_bytes_unpruned"):
+            ratio = pruning["gzip_bytes"] / pruning["gzip_bytes_unpruned"]
+            line += f", gzip {pruning['gzip_bytes'] / 1e6:.2f} MB ({ratio:.2f}x the unpruned model)"
+    else:
+        line = (
+            f"pruning: {pruning['kept_channels']}/{pruning['prunable_channels']} channels kept, "
+            f"MACs {pruning['macs_before'] / 1e6:.1f}M -> {pruning['macs_after'] / 1e6:.1f}M"
+        )
+    if accuracy and accuracy.get("pruned_top1") is not None:
+        line += f"; pruned float top-1 {accuracy['pruned_top1']:.2f}%"
+    return line
 
 
 def _profiles(_args: argparse.Namespace) -> int:

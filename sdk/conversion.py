@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,22 @@ from typing import Any
 import numpy as np
 
 from ._version import __version__
-from .bundle import Bundle, Manifest, OutputSpec, RuntimeSettings, read_bundle, sha256_of_file, staged_directory, write_manifest
+from .bundle import (
+    Bundle,
+    Manifest,
+    OutputSpec,
+    RuntimeSettings,
+    gzip_bytes,
+    read_bundle,
+    sha256_of_file,
+    staged_directory,
+    write_manifest,
+)
 from .classifier import load
 from .datasets import ImageSet, iter_images, read_image_set, read_labels
 from .errors import AccuracyError, CalibrationError, ConversionError, DataError
 from .preprocess import ColorOrder, InputRange, InputSpec, preprocess
-from .profiles import Profile, SizePolicy, load_profile
+from .profiles import Profile, PruningMode, PruningOptions, SizePolicy, load_profile
 from .steps import conversion_step
 
 __all__ = ["ConversionOptions", "convert"]
@@ -44,6 +55,7 @@ class ConversionOptions:
     allow_accuracy_drop: bool = False  # write the bundle even if the drop exceeds the tolerance
     allow_unsafe_model: bool = False  # load model files with Keras safe mode off
     progress: bool = False  # progress bars on stderr
+    pruning: PruningOptions | None = None  # replaces the profile's [pruning] table (e.g. from --prune)
 
     def __post_init__(self) -> None:
         if len(self.mean) != 3 or len(self.std) != 3:
@@ -127,6 +139,7 @@ def convert(
     evaluation: str | Path | None = None,
     labels: str | Path | Sequence[str] | None = None,
     options: ConversionOptions = ConversionOptions(),
+    finetune: str | Path | None = None,
 ) -> Bundle:
     """Convert a Keras classifier into a bundle for one device profile.
 
@@ -138,6 +151,8 @@ def convert(
         evaluation: Labeled class folder or list file for the accuracy check.
         labels: Labels file or sequence of labels, in output-index order.
         options: Input expectations of the model and conversion switches.
+        finetune: Labeled class folder or list file to fine-tune on after pruning (when the
+            profile or ``options.pruning`` prunes with fine-tuning epochs).
 
     Returns:
         The written, verified bundle.
@@ -149,6 +164,8 @@ def convert(
     timings: dict[str, float] = {}
     with conversion_step("check inputs", timings):
         resolved = load_profile(profile)
+        if options.pruning is not None:
+            resolved = dataclasses.replace(resolved, pruning=options.pruning)
         from tillsight.converters import target_for  # the converter side: imports TensorFlow
 
         target = target_for(resolved.backend)
@@ -171,6 +188,7 @@ def convert(
             raise DataError(f"evaluation data {evaluation} has no labels: use a class folder or a list file")
         if label_names is None:
             label_names = _default_labels(calibration_set, source.num_classes)
+        finetune_set = _finetune_set(resolved, source, finetune, label_names)
 
     height, width = _input_size(resolved, source.input_size, source.description)
     float_spec = InputSpec(
@@ -186,6 +204,10 @@ def convert(
             calibration_set, resolved, float_spec, options.progress
         )
         activation = _output_activation(source, calibration_arrays)
+    original = source
+    pruning_report: dict[str, Any] | None = None
+    if resolved.pruning.enabled:
+        source, pruning_report = _prune(resolved.pruning, source, finetune_set, float_spec, activation, options, timings)
 
     final_dir = Path(out) / resolved.name
     with staged_directory(final_dir) as staging:
@@ -205,12 +227,21 @@ def convert(
         )
         write_manifest(staging, manifest)
         metrics = manifest.metrics
+        if pruning_report is not None:
+            metrics["pruning"] = pruning_report
+            pruning_report["gzip_bytes"] = gzip_bytes(staging / name for name in result.files)
+            if resolved.pruning.mode is PruningMode.UNSTRUCTURED:
+                with conversion_step("convert the unpruned model for comparison", timings):
+                    pruning_report["gzip_bytes_unpruned"] = _unpruned_gzip_bytes(target, job, original)
         with conversion_step("load as on the device and measure", timings), load(staging) as classifier:
             from tillsight.converters.evaluate import evaluate, measure_latency
 
             metrics["latency_host"] = measure_latency(classifier, sample_frame)
             if evaluation_set is not None:
-                report = evaluate(source, classifier, evaluation_set, float_spec, options.progress)
+                report = evaluate(
+                    original, classifier, evaluation_set, float_spec, options.progress,
+                    pruned=source if pruning_report is not None else None,
+                )
                 metrics["accuracy"] = {**report.to_dict(), "source": str(evaluation)}
         metrics["budgets"] = _check_budgets(resolved, metrics)
         metrics["conversion_seconds"] = timings
@@ -218,6 +249,65 @@ def convert(
             _check_accuracy(resolved, metrics["accuracy"], options.allow_accuracy_drop)
         write_manifest(staging, manifest)
     return read_bundle(final_dir)
+
+
+def _finetune_set(profile: Profile, source: Any, finetune: str | Path | None, labels: Sequence[str] | None) -> ImageSet | None:
+    """The labeled fine-tuning photos, checked before any work when the conversion prunes."""
+    pruning = profile.pruning
+    if not pruning.enabled:
+        if finetune is not None:
+            logger.warning("fine-tuning data %s is not used: profile '%s' does not prune (use --prune)", finetune, profile.name)
+        return None
+    if source.keras_model is None:
+        raise ConversionError(
+            f"{source.description} is a SavedModel, which cannot be pruned or fine-tuned; convert the .keras or .h5 "
+            "file instead, or use --prune none"
+        )
+    if finetune is None:
+        if pruning.finetune_epochs == 0:
+            return None
+        raise DataError(
+            f"{pruning.mode.value} pruning fine-tunes for {pruning.finetune_epochs} epochs on labeled photos: "
+            "pass --finetune DATA (a class folder or list file), or --finetune-epochs 0 to prune in one shot"
+        )
+    finetune_set = read_image_set(finetune, labels)
+    if not finetune_set.labeled:
+        raise DataError(f"fine-tuning data {finetune} has no labels: use a class folder or a list file")
+    return finetune_set
+
+
+def _prune(
+    pruning: PruningOptions,
+    source: Any,
+    finetune_set: ImageSet | None,
+    float_spec: InputSpec,
+    activation: str,
+    options: ConversionOptions,
+    timings: dict[str, float],
+) -> tuple[Any, dict[str, Any]]:
+    """The pruned, fine-tuned source model and the pruning report."""
+    from tillsight.converters.pruning import load_training_photos, prune
+
+    photos = None
+    if finetune_set is not None:
+        with conversion_step("fine-tuning photos", timings):
+            photos = load_training_photos(finetune_set, float_spec, source.num_classes, options.progress)
+    setting = f"{pruning.mode.value}:{pruning.target:g}"
+    with conversion_step(f"prune ({setting}) and fine-tune", timings):
+        result = prune(source.keras_model, pruning, photos, activation, options.progress)
+    result.report["finetune_source"] = str(finetune_set.source) if finetune_set is not None else None
+    return source.with_model(result.model, f"pruned {setting}"), result.report
+
+
+def _unpruned_gzip_bytes(target: Any, job: Any, original: Any) -> int:
+    """The gzip size of the same target's model built from the unpruned model, for the manifest."""
+    scratch = job.staging_dir / ".unpruned"
+    scratch.mkdir()
+    try:
+        result = target(dataclasses.replace(job, source=original, staging_dir=scratch))
+        return gzip_bytes(scratch / name for name in result.files)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _default_labels(calibration_set: ImageSet, num_classes: int) -> tuple[str, ...]:

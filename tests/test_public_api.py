@@ -13,7 +13,7 @@ def test_public_names_are_pinned():
         "__version__", "AccuracyError", "BackendUnavailableError", "Bundle", "BundleError", "CalibrationError",
         "Classifier", "ColorOrder", "ConversionError", "ConversionOptions", "DataError", "InferenceError",
         "InputRange", "InputSpec", "Manifest", "ModelLoadError", "Prediction", "Profile", "ProfileError",
-        "SourceError", "TillsightError", "convert", "list_profiles", "load", "load_profile", "preprocess", "read_bundle",
+        "PruningOptions", "SourceError", "TillsightError", "convert", "list_profiles", "load", "load_profile", "preprocess", "read_bundle",
     }
     assert all(hasattr(tillsight, name) for name in tillsight.__all__)
     assert set(tillsight.runtimes.__all__) == {"Backend", "TensorSpec", "BACKENDS", "open_backend"}

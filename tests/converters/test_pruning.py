@@ -1,0 +1,396 @@
+"""Pruning on Keras 3: magnitude masks and their schedule, channel groups and the rebuilt model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import SIZE, PhotoSplit, build_tiny_classifier, load_photos
+
+
+def _eval_inputs(photos: PhotoSplit, count: int = 12) -> np.ndarray:
+    inputs, _, _ = load_photos(photos.eval_items[:count])
+    return inputs
+
+
+def _randomize_batchnorm(model) -> None:
+    """Give BatchNorm layers non-trivial statistics, as a trained model has."""
+    import keras
+
+    rng = np.random.default_rng(1)
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, variance = (np.asarray(w) for w in layer.get_weights())
+            layer.set_weights([
+                rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.2, beta.shape),
+                rng.normal(0, 0.2, mean.shape), rng.uniform(0.5, 2.0, variance.shape),
+            ])
+
+
+def build_blocks_model(num_classes: int = 4):
+    """Inverted residual blocks (expand, depthwise, project, add) and a squeeze-and-excitation gate."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = layers.Rescaling(1.0 / 127.5, offset=-1.0)(inputs)
+    x = layers.Conv2D(16, 3, strides=2, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU(6.0)(x)
+    for _ in range(2):  # two residual blocks: their outputs are tied to the stem by the adds
+        shortcut = x
+        y = layers.Conv2D(32, 1, use_bias=False)(x)
+        y = layers.BatchNormalization()(y)
+        y = layers.ReLU(6.0)(y)
+        y = layers.DepthwiseConv2D(3, padding="same", use_bias=False)(y)
+        y = layers.BatchNormalization()(y)
+        y = layers.Activation("swish")(y)
+        gate = layers.GlobalAveragePooling2D()(y)
+        gate = layers.Reshape((1, 1, 32))(gate)
+        gate = layers.Conv2D(8, 1, activation="relu")(gate)
+        gate = layers.Conv2D(32, 1, activation="sigmoid")(gate)
+        y = layers.Multiply()([y, gate])
+        y = layers.Conv2D(16, 1, use_bias=False)(y)
+        y = layers.BatchNormalization()(y)
+        x = layers.Add()([shortcut, y])
+    x = layers.SeparableConv2D(24, 3, strides=2, padding="same")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(0.1)(x)
+    outputs = layers.Dense(num_classes, activation="softmax")(x)
+    model = keras.Model(inputs, outputs)
+    _randomize_batchnorm(model)
+    return model
+
+
+def reference_with_removed_inputs_zeroed(plan):
+    """The original model, but every consumer ignores the removed channels: what the pruned model must compute."""
+    import keras
+
+    reference = keras.models.clone_model(plan.model, recursive=True)
+    reference.set_weights(plan.model.get_weights())
+    by_name = {layer.name: layer for layer in reference._flatten_layers(include_self=False, recursive=True)}
+    for group in plan.prunable:
+        removed = np.setdiff1d(np.arange(group.size), group.keep)
+        for consumer in group.consumers:
+            layer = by_name[consumer.name]
+            weights = layer.get_weights()
+            for variable, values in zip(layer.weights, weights, strict=True):
+                if variable.name in ("kernel", "depthwise_kernel"):  # input channels are the second-last axis
+                    values[..., removed, :] = 0.0
+            layer.set_weights(weights)
+    return reference
+
+
+# ---- unstructured: schedule and masks -------------------------------------------------------------
+
+
+def test_schedule_rises_polynomially_to_the_target_and_holds_it():
+    from tillsight.converters.pruning.magnitude import SparsitySchedule
+
+    schedule = SparsitySchedule.for_training(0.5, total_steps=90)
+    values = [schedule.sparsity_at(step) for step in range(91)]
+    assert values[0] == 0.0
+    assert all(b >= a for a, b in zip(values, values[1:]))
+    assert values[schedule.end_step] == 0.5 and values[-1] == 0.5
+    assert schedule.end_step == 60  # two thirds of the steps, then the masks stay fixed
+    assert values[30] > 0.5 * 0.8  # polynomial decay: most of the sparsity comes early
+    updates = [step for step in range(91) if schedule.updates_at(step)]
+    assert updates[0] == 0 and updates[-1] == schedule.end_step
+
+
+def test_masks_hold_through_training_and_strip_leaves_a_plain_model(photos: PhotoSplit):
+    import keras
+
+    from tillsight.converters.pruning.finetune import fine_tune, load_training_photos
+    from tillsight.converters.pruning.magnitude import MagnitudePruner, SparsitySchedule, _Mask, sparsity_report
+    from tillsight.datasets import read_image_set
+    from tillsight.preprocess import InputSpec
+
+    model = build_tiny_classifier()
+    training = load_training_photos(read_image_set(photos.train_list, photos.labels), InputSpec(SIZE, SIZE), 4)
+    steps = 3 * training.steps_per_epoch()
+    schedule = SparsitySchedule.for_training(0.6, steps)
+    pruner = MagnitudePruner(model, schedule)
+    snapshots: dict[str, np.ndarray] = {}
+
+    class Snapshot(keras.callbacks.Callback):
+        step = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.step += 1
+            if self.step == schedule.end_step + 1:  # masks final from here on
+                snapshots.update({name: np.asarray(kernel.numpy()).copy() for name, kernel in pruner.kernels})
+
+    fine_tune(model, training, "softmax", 3, 1e-3, callbacks=[pruner.callback(), Snapshot()])
+    assert snapshots, "the schedule's end step was never reached"
+    moved = 0
+    for name, kernel in pruner.kernels:
+        final = np.asarray(kernel.numpy())
+        masked = snapshots[name] == 0
+        assert np.mean(masked) == pytest.approx(0.6, abs=0.01), name
+        assert np.all(final[masked] == 0.0), f"{name}: pruned weights came back during training"
+        moved += int(np.count_nonzero(final[~masked] != snapshots[name][~masked]))
+    assert moved > 0, "training did not change the kept weights: the check above proves nothing"
+    pruner.strip()
+    assert not any(isinstance(kernel.constraint, _Mask) for _, kernel in pruner.kernels)
+    report = sparsity_report(model)
+    assert report["sparsity"] == pytest.approx(0.6, abs=0.01)
+    assert set(report["per_kernel"]) == {name for name, _ in pruner.kernels}
+    assert len(report["per_kernel"]) == 4  # three convolutions and the classifier
+
+
+def test_one_shot_magnitude_pruning_zeroes_the_smallest_weights():
+    from tillsight.converters.pruning.magnitude import MagnitudePruner, SparsitySchedule
+
+    model = build_tiny_classifier()
+    before = {name: np.asarray(kernel.numpy()).copy() for name, kernel in MagnitudePruner(model, SparsitySchedule(0.3, 0)).kernels}
+    pruner = MagnitudePruner(model, SparsitySchedule(0.3, 0))
+    pruner.set_sparsity(0.3)
+    pruner.strip()
+    for name, kernel in pruner.kernels:
+        after, original = np.asarray(kernel.numpy()), before[name]
+        zeroed = after == 0
+        assert np.mean(zeroed) == pytest.approx(0.3, abs=0.01)
+        assert np.abs(original[zeroed]).max() <= np.abs(original[~zeroed]).min()  # by magnitude
+        np.testing.assert_array_equal(after[~zeroed], original[~zeroed])
+
+
+# ---- channels: groups, rebuild, reference ---------------------------------------------------------
+
+
+def test_channel_pruning_of_residual_depthwise_se_model_matches_the_reference(photos: PhotoSplit):
+    from tillsight.converters.pruning.channels import apply_plan, choose_channels, count_macs, plan_channels
+    from tillsight.profiles import ChannelCriterion, PruningScope
+
+    model = build_blocks_model()
+    plan = plan_channels(model)
+    by_producer = {group.name: group for group in plan.prunable}
+    # the stem and both block projections are tied by the adds: one group of 16 channels
+    residual = next(group for group in plan.prunable if len(group.producers) == 3)
+    assert residual.size == 16 and len(plan.prunable) == 6  # residual, 2 expansions, 2 SE reductions, separable
+    assert any(name.startswith("separable") for name in by_producer)
+    choose_channels(plan, 0.5, PruningScope.LAYER, ChannelCriterion.L1)
+    pruned = apply_plan(plan)
+    assert all(group.kept == group.size - round(0.5 * group.size) for group in plan.prunable)
+    assert pruned.count_params() < 0.5 * model.count_params()
+    assert count_macs(pruned) < 0.4 * count_macs(model)
+
+    inputs = _eval_inputs(photos)
+    expected = reference_with_removed_inputs_zeroed(plan).predict(inputs, verbose=0)
+    np.testing.assert_allclose(pruned.predict(inputs, verbose=0), expected, atol=1e-5)
+    original = model.predict(inputs, verbose=0)
+    assert np.abs(original - expected).max() > 1e-3, "removing channels changed nothing: the comparison proves nothing"
+
+
+def test_channel_ranking_by_l1_keeps_the_strongest_filters():
+    import keras
+
+    from tillsight.converters.pruning.channels import choose_channels, plan_channels
+    from tillsight.profiles import ChannelCriterion, PruningScope
+
+    model = build_tiny_classifier()
+    first_conv = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
+    kernel = np.asarray(first_conv.kernel.numpy())
+    kernel[..., [3, 7]] *= 0.01  # two nearly dead filters
+    first_conv.kernel.assign(kernel)
+    plan = plan_channels(model)
+    choose_channels(plan, 2 / 16, PruningScope.LAYER, ChannelCriterion.L1)
+    group = next(g for g in plan.prunable if first_conv in g.producers)
+    assert 3 not in group.keep and 7 not in group.keep and len(group.keep) == 14
+
+
+def test_global_scope_removes_the_fraction_overall_and_never_empties_a_layer():
+    from tillsight.converters.pruning.channels import choose_channels, plan_channels
+    from tillsight.profiles import ChannelCriterion, PruningScope
+
+    model = build_blocks_model()
+    plan = plan_channels(model)
+    choose_channels(plan, 0.4, PruningScope.GLOBAL, ChannelCriterion.BN_GAMMA)
+    report = plan.report()
+    assert report["removed_fraction"] == pytest.approx(0.4, abs=0.05)
+    assert all(group.kept >= 1 for group in plan.prunable)
+    assert len({round(group.kept / group.size, 2) for group in plan.prunable}) > 1  # not the same share everywhere
+
+
+def test_nested_base_model_is_pruned_inside():
+    """Transfer learning's usual shape: a functional base model inside the classifier."""
+    import keras
+
+    from tillsight.converters.pruning.channels import apply_plan, choose_channels, plan_channels
+    from tillsight.profiles import ChannelCriterion, PruningScope
+
+    keras.utils.set_random_seed(0)
+    base_input = keras.Input((SIZE, SIZE, 3))
+    y = keras.layers.Conv2D(12, 3, strides=2, name="base_conv1")(base_input)
+    y = keras.layers.BatchNormalization()(y)
+    y = keras.layers.Conv2D(20, 3, strides=2, name="base_conv2")(y)
+    base = keras.Model(base_input, y, name="base")
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = base(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3)(x))
+    plan = plan_channels(model)
+    assert sorted(group.name for group in plan.prunable) == ["base_conv1", "base_conv2"]
+    choose_channels(plan, 0.5, PruningScope.LAYER, ChannelCriterion.L1)
+    pruned = apply_plan(plan)
+    assert pruned.get_layer("base").get_layer("base_conv2").filters == 10
+    assert pruned.get_layer("base").get_layer("base_conv1").filters == 6
+    batch = np.random.default_rng(0).uniform(0, 255, (2, SIZE, SIZE, 3)).astype("float32")
+    np.testing.assert_allclose(
+        pruned.predict(batch, verbose=0), reference_with_removed_inputs_zeroed(plan).predict(batch, verbose=0), atol=1e-4
+    )
+
+
+def test_layers_that_mix_channels_freeze_their_groups():
+    import keras
+
+    from tillsight.converters.pruning.channels import plan_channels
+
+    inputs = keras.Input((16, 16, 3))
+    a = keras.layers.Conv2D(4, 3, name="a")(inputs)
+    b = keras.layers.Conv2D(4, 3, name="b")(inputs)
+    x = keras.layers.Concatenate()([a, b])
+    c = keras.layers.Conv2D(6, 3, name="c")(x)
+    x = keras.layers.Flatten()(c)
+    model = keras.Model(inputs, keras.layers.Dense(2)(x))
+    plan = plan_channels(model)
+    assert plan.prunable == []
+    reasons = {group.name: group.frozen_by for group in plan.groups}
+    assert "Concatenate" in reasons["a"] and "Concatenate" in reasons["b"] and "Flatten" in reasons["c"]
+
+
+def test_channel_pruning_refuses_what_it_cannot_read():
+    import keras
+
+    from tillsight.converters.pruning import prune
+    from tillsight.errors import ConversionError
+    from tillsight.profiles import PruningOptions
+
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.conv = keras.layers.Conv2D(4, 3)
+            self.head = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.head(keras.ops.mean(self.conv(x), axis=(1, 2)))
+
+    model = Subclassed()
+    model(np.zeros((1, 16, 16, 3), "float32"))
+    options = PruningOptions.from_spec("channels:0.5")
+    with pytest.raises(ConversionError, match="subclassed Keras model.*unstructured pruning"):
+        prune(model, options, None, "softmax")
+
+    inputs = keras.Input((16, 16, 3))
+    flat = keras.layers.Flatten()(keras.layers.Conv2D(4, 3)(inputs))
+    with pytest.raises(ConversionError, match="no channel .* can be removed .*Flatten"):
+        prune(keras.Model(inputs, keras.layers.Dense(2)(flat)), options, None, "softmax")
+
+
+def test_pruning_spec_parsing():
+    from tillsight.profiles import PruningMode, PruningOptions
+
+    assert PruningOptions.from_spec("channels:0.3").mode is PruningMode.CHANNELS
+    assert PruningOptions.from_spec("Unstructured:0.5").target == 0.5
+    assert not PruningOptions.from_spec("none").enabled
+    base = PruningOptions(finetune_epochs=7)
+    assert PruningOptions.from_spec("channels:0.2", base=base).finetune_epochs == 7
+    for bad in ("channels", "channels:1.5", "magic:0.3", "channels:x"):
+        with pytest.raises(ValueError, match="channels:0.3"):
+            PruningOptions.from_spec(bad)
+
+
+def test_model_is_left_unchanged(photos: PhotoSplit):
+    from tillsight.converters.pruning import prune
+    from tillsight.profiles import PruningOptions
+
+    model = build_blocks_model()
+    weights = [w.copy() for w in model.get_weights()]
+    for spec in ("channels:0.5", "unstructured:0.5"):
+        result = prune(model, PruningOptions.from_spec(spec, base=PruningOptions(finetune_epochs=0)), None, "softmax")
+        assert result.model is not model
+    for before, after in zip(weights, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(before, after)
+
+
+def _write_profile(folder: Path, photos: PhotoSplit, pruning: str) -> Path:
+    """generic-x86-cpu with a [pruning] table of its own and a one-photo accuracy tolerance."""
+    from tests.conftest import one_photo_tolerance
+
+    path = one_photo_tolerance("generic-x86-cpu", folder, photos)
+    text = path.read_text()
+    start = text.index("[pruning]")
+    end = text.index("[", start + 1)
+    path.write_text(text[:start] + "[pruning]\n" + pruning + "\n\n" + text[end:])
+    return path
+
+
+# ---- round trips through tillsight.convert and the CLI ---------------------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("spec", ["channels:0.5", "unstructured:0.5"])
+def test_prune_convert_load_classify_round_trip(spec, tiny_model_file, photos: PhotoSplit, tmp_path: Path):
+    import tillsight
+    from tillsight.datasets import read_image
+
+    profile = _write_profile(tmp_path, photos, 'mode = "none"')
+    pruning = tillsight.PruningOptions.from_spec(spec, base=tillsight.PruningOptions(finetune_epochs=4, learning_rate=1e-3))
+    bundle = tillsight.convert(
+        tiny_model_file, profile, calibration=photos.train_list, evaluation=photos.eval_list, labels=photos.labels_file,
+        out=tmp_path / "out", finetune=photos.train_list,
+        options=tillsight.ConversionOptions(pruning=pruning, allow_accuracy_drop=True),
+    )
+    metrics = bundle.manifest.metrics
+    report, accuracy = metrics["pruning"], metrics["accuracy"]
+    assert bundle.manifest.profile["pruning"]["mode"] == spec.split(":")[0]
+    assert report["finetune"]["epochs"] == 4 and len(report["finetune"]["loss"]) == 4
+    steps = accuracy["steps"]
+    assert steps["float_to_pruned_drop"] == pytest.approx(accuracy["float_top1"] - accuracy["pruned_top1"], abs=1e-3)
+    assert steps["pruned_to_converted_drop"] == pytest.approx(accuracy["pruned_top1"] - accuracy["converted_top1"], abs=1e-3)
+    if spec.startswith("channels"):
+        assert report["kept_channels"] < report["prunable_channels"]
+        assert report["macs_after"] < 0.5 * report["macs_before"]
+    else:
+        assert report["sparsity"] == pytest.approx(0.5, abs=0.01)
+        assert report["gzip_bytes"] < report["gzip_bytes_unpruned"]
+
+    correct = 0
+    with tillsight.load(bundle.path) as classifier:
+        for path, label in photos.eval_items:
+            correct += classifier.classify(read_image(path), top_k=1)[0].index == label
+    top1 = 100.0 * correct / len(photos.eval_items)
+    assert top1 == pytest.approx(accuracy["converted_top1"], abs=0.01)  # the device path is what was measured
+    assert top1 >= 70.0, f"{spec}: the pruned, fine-tuned bundle classifies only {top1:.1f}% of held-out photos"
+
+
+@pytest.mark.integration
+def test_cli_prunes_from_the_profile_and_from_flags(tiny_model_file, photos: PhotoSplit, tmp_path: Path, capsys):
+    from tillsight.bundle import read_bundle
+    from tillsight.cli import main
+
+    profile = _write_profile(tmp_path, photos, 'mode = "unstructured"\ntarget = 0.5\nfinetune_epochs = 1')
+    common = [str(tiny_model_file), "--calibration", str(photos.train_list), "--labels", str(photos.labels_file), "--quiet"]
+    assert main(["convert", *common, "--profile", str(profile), "--out", str(tmp_path / "a"),
+                 "--finetune", str(photos.train_list)]) == 0
+    out = capsys.readouterr().out
+    assert "pruning: 50.0% of" in out and "x the unpruned model" in out
+    assert read_bundle(tmp_path / "a" / "generic-x86-cpu").manifest.metrics["pruning"]["finetune"]["epochs"] == 1
+
+    # the flags override the profile: one-shot channel pruning needs no fine-tuning data
+    assert main(["convert", *common, "--profile", str(profile), "--out", str(tmp_path / "b"),
+                 "--prune", "channels:0.25", "--finetune-epochs", "0"]) == 0
+    manifest = read_bundle(tmp_path / "b" / "generic-x86-cpu").manifest
+    assert manifest.metrics["pruning"]["mode"] == "channels" and "finetune" not in manifest.metrics["pruning"]
+    assert manifest.profile["pruning"]["target"] == 0.25
+
+    # fine-tuning epochs without data: a one-line error before any work, nothing written
+    assert main(["convert", *common, "--profile", str(profile), "--out", str(tmp_path / "c")]) == 1
+    err = capsys.readouterr().err
+    assert "pass --finetune DATA" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "c").exists()
+    assert main(["convert", *common, "--profile", str(profile), "--out", str(tmp_path / "d"), "--prune", "half"]) == 1
+    assert "--prune: 'half' is not a pruning setting" in capsys.readouterr().err
