@@ -93,6 +93,7 @@ def render_markdown(results: dict) -> str:
         "## Targets",
         "",
     ]
+    lines[-2:-2] = _pruning_section(results.get("pruning", []), reference)
     tflite = [b for b in results["bundles"] if b["backend"] == "tflite"]
     for b in tflite:
         drop, agreement = b["top1_drop"], b["top1_agreement"]
@@ -103,6 +104,48 @@ def render_markdown(results: dict) -> str:
     lines.append(f"- pipeline >= 0.9x the bare-inference bound: {met(ratio >= 0.9, f'{ratio:.2f}x')}")
     rss, cold = ours["peak_rss_mb"] / bare["peak_rss_mb"], ours["cold_start_s"] / bare["cold_start_s"]
     lines.append(f"- peak RSS <= 1.5x bare: {met(rss <= 1.5, f'{rss:.2f}x')}; cold start <= 1.5x bare: {met(cold <= 1.5, f'{cold:.2f}x')}")
+    lines += _pruning_targets(results.get("pruning", []))
     lines.append("")
     lines.append("![accuracy vs latency, marker area by model size](plots/accuracy_latency.png)")
     return "\n".join(lines) + "\n"
+
+
+def _pruning_section(rows: list[dict], reference: dict) -> list[str]:
+    """The pruned bundles against the unpruned bundle of the same profile."""
+    if not rows:
+        return []
+    lines = [
+        f"## Pruning ({rows[0]['profile']}, fine-tuned {rows[0]['epochs']} epochs on the train photos)",
+        "",
+        "Against the unpruned int8 bundle of the same profile above (latency measured the same way, same run).",
+        "",
+        _row(["setting", "float top-1 (unpruned)", "pruned float top-1", "int8 top-1", "drop vs unpruned float",
+              "gzip MB (vs unpruned int8)", "p50 ms (vs unpruned int8)", "MACs vs unpruned", "fine-tune s"]),
+        _row(["---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:"]),
+        _row(["unpruned (reference)", f"{reference['float_top1']:.2f}%", "", f"{reference['converted_top1']:.2f}%",
+              f"{reference['top1_drop']:.2f}", f"{reference['gzip_bytes'] / 1e6:.3f}", f"{reference['process']['p50_ms']:.3f}",
+              "1x", ""]),
+    ]
+    for row in rows:
+        lines.append(_row([
+            row["setting"], f"{row['float_top1']:.2f}%", f"{row['pruned_top1']:.2f}%", f"{row['converted_top1']:.2f}%",
+            f"{row['drop_vs_unpruned_float']:.2f}", f"{row['gzip_bytes'] / 1e6:.3f} ({row['gzip_ratio']:.2f}x)",
+            f"{row['process']['p50_ms']:.3f} ({row['latency_ratio']:.2f}x)",
+            f"{row['macs_ratio']:.2f}x" if row.get("macs_ratio") else "1x", f"{row['finetune_s']:.0f}",
+        ]))
+    return lines + [""]
+
+
+def _pruning_targets(rows: list[dict]) -> list[str]:
+    lines = []
+    for row in rows:
+        drop = row["drop_vs_unpruned_float"]
+        if row["setting"].startswith("channels"):
+            latency = met(row["latency_ratio"] <= 0.6, f"{row['latency_ratio']:.2f}x")
+            lines.append(f"- structured ({row['setting']}) + int8: latency <= 0.6x unpruned int8: {latency}; "
+                         f"drop <= 2.0 points: {met(drop <= 2.0, f'{drop:.2f} points')}")
+        else:
+            gzip_text = met(row["gzip_ratio"] <= 0.6, f"{row['gzip_ratio']:.2f}x")
+            lines.append(f"- unstructured ({row['setting']}) + int8: gzip <= 0.6x unpruned int8: {gzip_text}; "
+                         f"drop <= 1.0 point: {met(drop <= 1.0, f'{drop:.2f} points')}")
+    return lines

@@ -9,7 +9,8 @@ time), measures each bundle (size, gzip size, float/int8 top-1, drop, agreement,
 p50/p95 at the profile's threads, cold start and peak RSS of a process that only runs the
 bundle), the baselines (Keras ``predict``, float TFLite, the plain TFLiteConverter int8
 recipe, OpenVINO FP32), a bare ai-edge-litert process, and the checkout pipeline on a
-video against the bare-inference bound. Writes ``OUT/results.json``, ``OUT/results.md``
+video against the bare-inference bound; then the generic-x86-cpu profile again with
+structured and with unstructured pruning, fine-tuned on the train photos. Writes ``OUT/results.json``, ``OUT/results.md``
 and PNG plots, and refreshes ``bench/RESULTS.md``. Absolute times are this host's; the
 tables report ratios against baselines measured in the same run. Medians throughout.
 """
@@ -42,6 +43,7 @@ from tillsight.datasets import iter_images, read_image_set, read_labels  # noqa:
 from tillsight.preprocess import InputSpec, preprocess  # noqa: E402
 from tillsight.report import plot_accuracy_latency, summarize_bundle  # noqa: E402
 import baselines  # noqa: E402
+from compression import pruning_benchmark  # noqa: E402
 from render_results import render_markdown  # noqa: E402
 
 PROFILES = ("raspberry-pi-4", "raspberry-pi-5", "generic-x86-cpu", "coral-usb", "coral-devboard", "intel-nuc-iris-xe", "intel-celeron-uhd")
@@ -149,6 +151,9 @@ def main() -> None:
     parser.add_argument("--profiles", nargs="+", default=list(PROFILES))
     parser.add_argument("--runs", type=int, default=200, help="timed inferences per latency measurement")
     parser.add_argument("--results-md", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument("--prune-structured", default="channels:0.5", help="--prune setting of the structured row")
+    parser.add_argument("--prune-unstructured", default="unstructured:0.5", help="--prune setting of the unstructured row")
+    parser.add_argument("--finetune-epochs", type=int, default=3, help="fine-tuning epochs of the pruned rows (0: skip them)")
     args = parser.parse_args()
     if args.model and not args.labels:
         parser.error("--model needs --labels")
@@ -197,10 +202,18 @@ def main() -> None:
         results["bare_process"] = probe("bare", Path(reference["path"]) / "model.tflite", sample_image, args.runs, 2, size)
         results["pipeline"] = pipeline_benchmark(Path(reference["path"]), frames, Path(work), args.runs)
     results["pipeline"]["bundle"] = reference["name"]
+    if args.finetune_epochs > 0:
+        settings = {"structured": args.prune_structured, "unstructured": args.prune_unstructured}
+        results["pruning"] = pruning_benchmark(
+            model_path, labels_path, args.data, args.out / "pruned", reference,
+            lambda path: probe("tillsight", path, sample_image, args.runs), settings, args.finetune_epochs,
+        )
     results["wall_time_s"] = round(time.monotonic() - began, 1)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     points = [(b["name"], b["process"]["p50_ms"], b["converted_top1"], b["model_bytes"]) for b in bundles]
     points += [(r["name"], r["p50_ms"], r["top1"], r["bytes"]) for r in rows]
+    points += [(f"{r['profile']} {r['setting']}", r["process"]["p50_ms"], r["converted_top1"], r["model_bytes"])
+               for r in results.get("pruning", [])]
     plot = plot_accuracy_latency(points, args.out / "accuracy_latency.png", "grocery MobileNetV2, held-out val photos")
     committed_plot = args.results_md.parent / "plots" / "accuracy_latency.png"
     committed_plot.parent.mkdir(parents=True, exist_ok=True)

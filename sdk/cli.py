@@ -111,8 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--unsafe-load", action="store_true", help="load a trusted model file with Keras safe mode off")
     conv.add_argument(
         "--prune", metavar="MODE:FRACTION",
-        help="prune before quantizing: unstructured:0.5 (sparsity), channels:0.3 (filters removed) or none; "
-        "default: the profile's [pruning]",
+        help="prune before quantizing: channels:0.3 (filters removed), unstructured:0.5 (sparsity), a bare "
+        "fraction (the profile's mode) or none; default: the profile's [pruning]",
     )
     conv.add_argument("--finetune", metavar="DATA", help="labeled class folder or list file to fine-tune on after pruning")
     conv.add_argument("--finetune-epochs", type=int, metavar="N", help="fine-tuning epochs after pruning (0: one shot)")

@@ -131,6 +131,7 @@ class PruningOptions:
     target: float = 0.0  # sparsity (unstructured) or channel fraction (channels)
     scope: PruningScope = PruningScope.LAYER  # channels only
     criterion: ChannelCriterion = ChannelCriterion.L1  # channels only
+    channel_multiple: int = 8  # channels only: kept counts rounded to this (SIMD width, accelerator tiles)
     finetune_epochs: int = 3  # 0: prune in one shot, no fine-tuning data needed
     learning_rate: float = 0.0005  # Adam, cosine-decayed over the fine-tuning
 
@@ -141,18 +142,23 @@ class PruningOptions:
 
     @classmethod
     def from_spec(cls, spec: str, base: PruningOptions | None = None) -> PruningOptions:
-        """Parse ``none``, ``unstructured:0.5`` or ``channels:0.3`` over the other settings of ``base``.
+        """Parse ``none``, ``unstructured:0.5``, ``channels:0.3`` or a bare fraction (``base``'s mode) over ``base``.
 
         Raises:
-            ValueError: Not one of those forms, or a fraction outside [0, 1).
+            ValueError: Not one of those forms, or a fraction outside (0, 1).
         """
         base = base or cls()
-        mode_text, _, fraction_text = spec.strip().partition(":")
+        mode_text, _, fraction_text = spec.strip().rpartition(":") if ":" in spec else ("", "", spec.strip())
         try:
-            mode = PruningMode(mode_text.strip().lower())
-            fraction = float(fraction_text) if fraction_text else 0.0
+            if not mode_text and fraction_text.lower() == "none":
+                mode, fraction = PruningMode.NONE, 0.0
+            else:
+                mode = PruningMode(mode_text.strip().lower()) if mode_text else base.mode
+                fraction = float(fraction_text)
         except ValueError:
             raise ValueError(f"'{spec}' is not a pruning setting: use none, unstructured:0.5 or channels:0.3") from None
+        if mode is PruningMode.NONE and fraction > 0:
+            raise ValueError(f"'{spec}' gives no pruning mode and the profile has none: use channels:{fraction:g} or unstructured:{fraction:g}")
         if mode is not PruningMode.NONE and not 0.0 < fraction < 1.0:
             raise ValueError(f"pruning fraction in '{spec}' must be between 0 and 1 (exclusive), e.g. channels:0.3")
         return dataclasses.replace(base, mode=mode, target=fraction if mode is not PruningMode.NONE else 0.0)
@@ -235,6 +241,8 @@ class Profile:
             )
         if not 0.0 <= self.pruning.target < 1.0:
             raise ProfileError(f"{where}: 'pruning.target' must be in [0, 1), got {self.pruning.target}")
+        if self.pruning.channel_multiple < 1:
+            raise ProfileError(f"{where}: 'pruning.channel_multiple' must be at least 1, got {self.pruning.channel_multiple}")
         if self.pruning.learning_rate <= 0.0:
             raise ProfileError(f"{where}: 'pruning.learning_rate' must be positive, got {self.pruning.learning_rate}")
         if self.backend in self.fallbacks:

@@ -45,7 +45,19 @@ def test_results_render_says_which_targets_were_missed_and_by_how_much():
         "pipeline": {"bundle": "raspberry-pi-4", "threads": 4, "fps": 100, "bare_bound_fps": 1000, "bare_inference_ms": 1.0, "ratio": 0.1,
                      "stage_latency_ms": {"inference": {"p50": 1.0, "p95": 2.0}}, "frame_age_ms": {"p50": 5, "p95": 6, "p99": 7}},
     }
+    pruned = {"epochs": 3, "profile": "raspberry-pi-4", "float_top1": 30.0, "model_bytes": 5e5, "process": {"p50_ms": 0.4},
+              "top1_agreement": 90.0, "finetune_s": 100, "conversion_s": 120}
+    results["pruning"] = [
+        {**pruned, "name": "structured", "setting": "channels:0.5", "pruned_top1": 29.0, "converted_top1": 28.5,
+         "drop_vs_unpruned_float": 1.5, "gzip_bytes": 4e5, "gzip_ratio": 0.5, "latency_ratio": 0.8, "macs_ratio": 0.3},
+        {**pruned, "name": "unstructured", "setting": "unstructured:0.5", "pruned_top1": 29.0, "converted_top1": 28.0,
+         "drop_vs_unpruned_float": 2.0, "gzip_bytes": 5.6e5, "gzip_ratio": 0.7, "latency_ratio": 1.0, "macs_ratio": None},
+    ]
     text = render_markdown(results)
+    assert "structured (channels:0.5) + int8: latency <= 0.6x unpruned int8: MISSED (0.80x); drop <= 2.0 points: met (1.50 points)" in text
+    assert "unstructured (unstructured:0.5) + int8: gzip <= 0.6x unpruned int8: MISSED (0.70x); drop <= 1.0 point: MISSED (2.00 points)" in text
+    assert "| channels:0.5 | 30.00% | 29.00% | 28.50% | 1.50 | 0.400 (0.50x) | 0.400 (0.80x) | 0.30x | 100 |" in text
+    assert text.index("## Pruning") < text.index("## Targets")
     assert "agreement >= 99%: met (99.50%, plain recipe 96.00%)" in text
     assert "pipeline >= 0.9x the bare-inference bound: MISSED (0.10x)" in text
     assert "peak RSS <= 1.5x bare: met (1.17x)" in text

@@ -79,9 +79,12 @@ def prune(
                 f"no channel of model '{model.name}' can be removed ({'; '.join(reasons[:3])}); "
                 "use unstructured pruning for this architecture"
             )
-        choose_channels(plan, options.target, options.scope, options.criterion)
+        choose_channels(plan, options.target, options.scope, options.criterion, options.channel_multiple)
         pruned = apply_plan(plan)
-        report.update(scope=options.scope.value, criterion=options.criterion.value, **plan.report())
+        report.update(
+            scope=options.scope.value, criterion=options.criterion.value, channel_multiple=options.channel_multiple,
+            **plan.report(),
+        )
         report["macs_before"], report["macs_after"] = count_macs(model), count_macs(pruned)
         if epochs:
             report["finetune"] = fine_tune(pruned, photos, activation, epochs, options.learning_rate, progress=progress)

@@ -338,7 +338,16 @@ def _scores(group: ChannelGroup, criterion: ChannelCriterion) -> np.ndarray:
     return sum(part / (part.mean() + 1e-12) for part in parts)
 
 
-def choose_channels(plan: ChannelPlan, fraction: float, scope: PruningScope, criterion: ChannelCriterion) -> None:
+def _aligned(count: int, size: int, multiple: int) -> int:
+    """``count`` rounded to the nearest multiple of ``multiple`` (SIMD lanes, Edge TPU tiles), within 1..size."""
+    if multiple <= 1 or size <= multiple:
+        return min(size, max(1, count))
+    return min(size, max(multiple, int(round(count / multiple)) * multiple))
+
+
+def choose_channels(
+    plan: ChannelPlan, fraction: float, scope: PruningScope, criterion: ChannelCriterion, multiple: int = 1
+) -> None:
     """Set ``keep`` on every prunable group: the highest-scoring channels stay.
 
     Args:
@@ -346,6 +355,7 @@ def choose_channels(plan: ChannelPlan, fraction: float, scope: PruningScope, cri
         fraction: Share of the prunable channels to remove, in [0, 1).
         scope: Per group, or across the whole model.
         criterion: How channels are ranked.
+        multiple: Kept channel counts are rounded to a multiple of this (1: exact).
     """
     prunable = plan.prunable
     scores = {id(group): _scores(group, criterion) for group in prunable}
@@ -360,7 +370,7 @@ def choose_channels(plan: ChannelPlan, fraction: float, scope: PruningScope, cri
         else:
             keep_count = max(1, group.size - int(round(fraction * group.size)))
         order = np.argsort(-group_scores, kind="stable")
-        group.keep = np.sort(order[:keep_count])
+        group.keep = np.sort(order[: _aligned(keep_count, group.size, multiple)])
 
 
 def _slice(values: np.ndarray, axis: int, keep: np.ndarray | None) -> np.ndarray:

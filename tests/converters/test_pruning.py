@@ -93,7 +93,7 @@ def test_schedule_rises_polynomially_to_the_target_and_holds_it():
     schedule = SparsitySchedule.for_training(0.5, total_steps=90)
     values = [schedule.sparsity_at(step) for step in range(91)]
     assert values[0] == 0.0
-    assert all(b >= a for a, b in zip(values, values[1:]))
+    assert all(b >= a for a, b in zip(values[:-1], values[1:], strict=True))
     assert values[schedule.end_step] == 0.5 and values[-1] == 0.5
     assert schedule.end_step == 60  # two thirds of the steps, then the masks stay fixed
     assert values[30] > 0.5 * 0.8  # polynomial decay: most of the sparsity comes early
