@@ -23,6 +23,8 @@ def parse_args(description: str, profiles: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--out", default="out/bundles", help="bundles go to OUT/<profile>/")
     parser.add_argument("--profile", action="append", choices=list(profiles), help="only these (default: all of the family)")
     parser.add_argument("--input-range", default="0-255", choices=["0-255", "0-1", "-1-1"], help="what the model expects")
+    parser.add_argument("--prune", help="e.g. channels:0.3 or unstructured:0.5 (default: the profile's [pruning])")
+    parser.add_argument("--finetune", help="labeled photos to fine-tune on after pruning")
     args = parser.parse_args()
     args.profiles = args.profile or list(profiles)
     return args
@@ -31,13 +33,19 @@ def parse_args(description: str, profiles: Sequence[str]) -> argparse.Namespace:
 def convert_family(args: argparse.Namespace, check: Callable[[tillsight.Bundle], None] | None = None) -> int:
     """Convert for each profile; a failure of one profile does not stop the others. Returns the exit code."""
     failures = 0
-    options = tillsight.ConversionOptions.from_input_range(args.input_range, progress=True)
     for profile in args.profiles:
         try:
+            pruning = None
+            if args.prune:  # over the profile's own [pruning] settings, as `tillsight convert --prune` does
+                pruning = tillsight.PruningOptions.from_spec(args.prune, base=tillsight.load_profile(profile).pruning)
+            options = tillsight.ConversionOptions.from_input_range(args.input_range, progress=True, pruning=pruning)
             bundle = tillsight.convert(
                 Path(args.model), profile, calibration=args.calibration, out=args.out,
-                evaluation=args.evaluation, labels=args.labels, options=options,
+                evaluation=args.evaluation, labels=args.labels, options=options, finetune=args.finetune,
             )
+        except ValueError as exc:  # a bad --prune setting
+            print(f"{profile}: FAILED: {exc}")
+            return 2
         except tillsight.TillsightError as exc:
             print(f"{profile}: FAILED: {exc}")
             failures += 1
@@ -48,6 +56,9 @@ def convert_family(args: argparse.Namespace, check: Callable[[tillsight.Bundle],
             f"top-1 {accuracy['converted_top1']:.2f}% (drop {accuracy['top1_drop']:.2f}), agreement {accuracy['top1_agreement']:.2f}%"
             if accuracy else "no --eval: accuracy not measured"
         )
+        pruning = metrics.get("pruning")
+        if pruning:
+            measured += f"; pruned {pruning['mode']} {pruning['target']:g}"
         print(f"{profile}: {bundle.path} ({metrics.get('model_bytes', 0) / 1e6:.2f} MB), {measured}")
         if check is not None:
             check(bundle)

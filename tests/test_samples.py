@@ -54,3 +54,17 @@ def test_a_conversion_script_converts_for_its_family(tiny_model_file, photos, tm
     assert result.returncode == 0, result.stdout + result.stderr
     assert "generic-x86-cpu: " in result.stdout and "accuracy not measured" in result.stdout
     assert (tmp_path / "bundles" / "generic-x86-cpu" / "manifest.json").is_file()
+
+
+@pytest.mark.integration
+def test_a_conversion_script_prunes_with_the_profiles_mode(tiny_model_file, photos, tmp_path):
+    result = run_sample(
+        "convert_for_x86.py", str(tiny_model_file), "--calibration", str(photos.train_list),
+        "--labels", str(photos.labels_file), "--out", str(tmp_path / "bundles"), "--prune", "0.25",
+        "--finetune", str(photos.train_list), cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "pruned channels 0.25" in result.stdout  # the profile's mode
+    bad = run_sample("convert_for_x86.py", str(tiny_model_file), "--calibration", str(photos.train_list), "--prune", "lots",
+                     cwd=tmp_path)
+    assert bad.returncode == 2 and "'lots' is not a pruning setting" in bad.stdout

@@ -394,3 +394,20 @@ def test_cli_prunes_from_the_profile_and_from_flags(tiny_model_file, photos: Pho
     assert not (tmp_path / "c").exists()
     assert main(["convert", *common, "--profile", str(profile), "--out", str(tmp_path / "d"), "--prune", "half"]) == 1
     assert "--prune: 'half' is not a pruning setting" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_one_shot_channel_pruning_converts_for_openvino(tiny_model_file, photos: PhotoSplit, tmp_path: Path):
+    """The OpenVINO target takes the pruned model as it takes any Keras model; no fine-tuning data needed."""
+    import tillsight
+
+    pruning = tillsight.PruningOptions.from_spec("channels:0.25", base=tillsight.PruningOptions(finetune_epochs=0))
+    bundle = tillsight.convert(
+        tiny_model_file, "intel-celeron-uhd", calibration=photos.train_list, evaluation=photos.eval_list,
+        labels=photos.labels_file, out=tmp_path, options=tillsight.ConversionOptions(pruning=pruning, allow_accuracy_drop=True),
+    )
+    accuracy = bundle.manifest.metrics["accuracy"]
+    assert bundle.manifest.metrics["pruning"]["macs_after"] < 0.75 * bundle.manifest.metrics["pruning"]["macs_before"]
+    assert abs(accuracy["steps"]["pruned_to_converted_drop"]) <= 100.0 / accuracy["images"] + 1e-6  # FP16: at most one photo
+    with tillsight.load(bundle.path) as classifier:
+        assert classifier.engine.startswith("openvino")
