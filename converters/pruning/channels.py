@@ -183,9 +183,10 @@ class _Walker:
             if _functional(layer) is None:
                 return self._frozen(layer, node, inputs, f"{kind} is a subclassed model")
             return self.walk(layer, inputs)
-        channels_last = getattr(layer, "data_format", "channels_last") == "channels_last"
-        if not channels_last or len(inputs) != 1 and not _is_merge(layer):
-            return self._frozen(layer, node, inputs, f"{kind} is channels-first or has several inputs")
+        if getattr(layer, "data_format", "channels_last") != "channels_last":
+            return self._frozen(layer, node, inputs, f"{kind} is channels-first")
+        if len(inputs) != 1 and not _is_merge(layer):
+            return self._frozen(layer, node, inputs, f"{kind} combines several inputs other than elementwise")
         self.macs += _macs(layer, node)
         if isinstance(layer, _PRODUCERS) and getattr(layer, "groups", 1) == 1 and getattr(layer, "depth_multiplier", 1) == 1:
             output = self.spaces.new(_channels(node.outputs[0]))
