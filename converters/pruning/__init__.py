@@ -85,7 +85,7 @@ def prune(
             scope=options.scope.value, criterion=options.criterion.value, channel_multiple=options.channel_multiple,
             **plan.report(),
         )
-        report["macs_before"], report["macs_after"] = count_macs(model), count_macs(pruned)
+        report["macs_before"], report["macs_after"] = plan.macs, count_macs(pruned)  # the plan walked the original
         if epochs:
             report["finetune"] = fine_tune(pruned, photos, activation, epochs, options.learning_rate, progress=progress)
     elif options.mode is PruningMode.UNSTRUCTURED:

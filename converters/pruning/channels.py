@@ -85,6 +85,7 @@ class ChannelPlan:
     groups: list[ChannelGroup]
     input_group: dict[int, ChannelGroup]  # id(layer) -> the group of its (first) input channels
     output_group: dict[int, ChannelGroup]  # id(layer) -> the group of its output channels
+    macs: int  # multiply-accumulates of one forward pass of the planned model
 
     @property
     def prunable(self) -> list[ChannelGroup]:
@@ -267,11 +268,7 @@ def count_macs(model: Any) -> int:
     Raises:
         ConversionError: The model is subclassed.
     """
-    if _functional(model) is None:
-        raise ConversionError(f"model '{model.name}' is subclassed; its operations cannot be counted")
-    walker = _Walker()
-    walker.walk(model, [walker.spaces.new(_channels(t), "model input") for t in _functional(model).inputs])
-    return walker.macs
+    return plan_channels(model).macs
 
 
 def plan_channels(model: Any) -> ChannelPlan:
@@ -314,7 +311,7 @@ def plan_channels(model: Any) -> ChannelPlan:
     for group in groups.values():
         if not group.frozen_by and group.size < 2:
             group.frozen_by = "a single channel"
-    return ChannelPlan(model, list(groups.values()), input_group, output_group)
+    return ChannelPlan(model, list(groups.values()), input_group, output_group, walker.macs)
 
 
 def _filter_l1(layer: Any) -> np.ndarray:
