@@ -17,6 +17,7 @@ from ._version import __version__
 from .bundle import Bundle, Manifest, read_bundle
 from .classifier import Classifier, Prediction, load
 from .conversion import ConversionOptions, convert
+from .distillation import DistillResult, distill
 from .errors import (
     AccuracyError,
     BackendUnavailableError,
@@ -31,7 +32,7 @@ from .errors import (
     TillsightError,
 )
 from .preprocess import ColorOrder, InputRange, InputSpec, preprocess
-from .profiles import Profile, PruningOptions, list_profiles, load_profile
+from .profiles import DistillationOptions, Profile, PruningOptions, QatOptions, list_profiles, load_profile
 
 __all__ = [
     "__version__",
@@ -45,6 +46,8 @@ __all__ = [
     "ConversionError",
     "ConversionOptions",
     "DataError",
+    "DistillResult",
+    "DistillationOptions",
     "InferenceError",
     "InputRange",
     "InputSpec",
@@ -54,9 +57,11 @@ __all__ = [
     "Profile",
     "ProfileError",
     "PruningOptions",
+    "QatOptions",
     "SourceError",
     "TillsightError",
     "convert",
+    "distill",
     "list_profiles",
     "load",
     "load_profile",

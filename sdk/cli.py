@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import sys
+from typing import Any
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -101,12 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--eval", dest="evaluation", help="labeled class folder or list file for the accuracy check")
     conv.add_argument("--labels", help="labels file: one label a line, in output-index order")
     conv.add_argument("--out", required=True, help="output folder; the bundle goes to OUT/<profile>/")
-    conv.add_argument("--color-order", choices=[c.value for c in ColorOrder], default="rgb", help="model's channel order")
-    conv.add_argument(
-        "--input-range", choices=[r.value for r in InputRange], default="0-255", help="value range the model expects"
-    )
-    conv.add_argument("--mean", type=_triple, help="per-channel mean in 0-255 units (overrides --input-range)")
-    conv.add_argument("--std", type=_triple, help="per-channel std in 0-255 units (with --mean)")
+    _add_input_options(conv)
     conv.add_argument("--allow-accuracy-drop", action="store_true", help="write the bundle even beyond the tolerance")
     conv.add_argument("--unsafe-load", action="store_true", help="load a trusted model file with Keras safe mode off")
     conv.add_argument(
@@ -114,9 +110,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="prune before quantizing: channels:0.3 (filters removed), unstructured:0.5 (sparsity), a bare "
         "fraction (the profile's mode) or none; default: the profile's [pruning]",
     )
-    conv.add_argument("--finetune", metavar="DATA", help="labeled class folder or list file to fine-tune on after pruning")
+    conv.add_argument(
+        "--finetune", metavar="DATA",
+        help="photos to fine-tune on after pruning and for --qat: class folder or list file (or unlabeled frames with --distill)",
+    )
     conv.add_argument("--finetune-epochs", type=int, metavar="N", help="fine-tuning epochs after pruning (0: one shot)")
+    conv.add_argument(
+        "--distill", action="store_true", help="fine-tuning after pruning also learns from the original float model"
+    )
+    conv.add_argument(
+        "--qat", action="store_true",
+        help="quantization-aware fine-tuning before the int8 conversion (TFLite and Edge TPU profiles; needs --finetune)",
+    )
+    conv.add_argument("--qat-epochs", type=int, metavar="N", help="quantization-aware fine-tuning epochs (with --qat)")
     conv.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    dist = commands.add_parser("distill", help="train a smaller student from a Keras classifier (the teacher)")
+    dist.add_argument("teacher", help="the teacher: .keras / .h5 file")
+    dist.add_argument(
+        "--student", required=True, help="mobilenetv2-0.35, mobilenetv3-small, or a .keras file with the teacher's input and outputs"
+    )
+    dist.add_argument("--data", help="labeled class folder or list file")
+    dist.add_argument("--unlabeled", metavar="FOLDER", help="folder of unlabeled photos (store frames): the teacher labels them")
+    dist.add_argument("--epochs", type=int, default=10, help="passes over the photos (default 10)")
+    dist.add_argument("--learning-rate", type=float, default=0.001, help="Adam's starting rate (default 0.001)")
+    dist.add_argument("--alpha", type=float, help="weight of the label loss (default: generic profile's [distillation])")
+    dist.add_argument("--temperature", type=float, help="softening of the outputs (default: [distillation])")
+    dist.add_argument("--eval", dest="evaluation", help="labeled photos to compare teacher and student on")
+    dist.add_argument("--labels", help="labels file: one label a line, in output-index order")
+    dist.add_argument("--out", required=True, help="the student .keras file to write")
+    _add_input_options(dist)
+    dist.add_argument("--unsafe-load", action="store_true", help="load trusted model files with Keras safe mode off")
+    dist.add_argument("--quiet", action="store_true", help="no progress bars")
 
     commands.add_parser("profiles", help="list the shipped device profiles")
 
@@ -281,23 +306,32 @@ def _compile_edgetpu(args: argparse.Namespace) -> int:
     return 0
 
 
-def _convert(args: argparse.Namespace) -> int:
+def _add_input_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--color-order", choices=[c.value for c in ColorOrder], default="rgb", help="model's channel order")
+    parser.add_argument(
+        "--input-range", choices=[r.value for r in InputRange], default="0-255", help="value range the model expects"
+    )
+    parser.add_argument("--mean", type=_triple, help="per-channel mean in 0-255 units (overrides --input-range)")
+    parser.add_argument("--std", type=_triple, help="per-channel std in 0-255 units (with --mean)")
+
+
+def _conversion_options(args: argparse.Namespace, **fields: Any) -> ConversionOptions:
+    """Input range, colour order, safe loading and progress from the flags, plus ``fields``."""
     if (args.mean is None) != (args.std is None):
         raise TillsightError("--mean and --std go together: give both")
-    common = dict(
-        color_order=ColorOrder(args.color_order),
-        allow_accuracy_drop=args.allow_accuracy_drop,
-        allow_unsafe_model=args.unsafe_load,
-        progress=not args.quiet,
-        pruning=_pruning_options(args),
-    )
+    common = dict(color_order=ColorOrder(args.color_order), allow_unsafe_model=args.unsafe_load, progress=not args.quiet, **fields)
     try:
         if args.mean is not None:
-            options = ConversionOptions(mean=args.mean, std=args.std, **common)
-        else:
-            options = ConversionOptions.from_input_range(args.input_range, **common)
+            return ConversionOptions(mean=args.mean, std=args.std, **common)
+        return ConversionOptions.from_input_range(args.input_range, **common)
     except ValueError as exc:
         raise TillsightError(f"bad input options: {exc}") from exc
+
+
+def _convert(args: argparse.Namespace) -> int:
+    options = _conversion_options(
+        args, allow_accuracy_drop=args.allow_accuracy_drop, pruning=_pruning_options(args), **_training_options(args)
+    )
     bundle = convert(
         args.model,
         args.profile,
@@ -330,6 +364,53 @@ def _pruning_options(args: argparse.Namespace) -> PruningOptions | None:
     return pruning
 
 
+def _distill(args: argparse.Namespace) -> int:
+    from .distillation import distill
+
+    base = load_profile("generic-x86-cpu").distillation
+    distillation = dataclasses.replace(
+        base,
+        alpha=base.alpha if args.alpha is None else args.alpha,
+        temperature=base.temperature if args.temperature is None else args.temperature,
+    )
+    if not 0.0 <= distillation.alpha <= 1.0 or distillation.temperature <= 0.0:
+        raise TillsightError(f"--alpha must be in [0, 1] and --temperature positive, got {distillation.alpha} and {distillation.temperature}")
+    result = distill(
+        args.teacher, args.student, args.out, data=args.data, unlabeled=args.unlabeled, epochs=args.epochs,
+        learning_rate=args.learning_rate, distillation=distillation, evaluation=args.evaluation, labels=args.labels,
+        options=_conversion_options(args),
+    )
+    report = result.report
+    print(f"student: {result.path} ({report['student_parameters']:,} parameters; teacher {report['teacher_parameters']:,})")
+    print(
+        f"distilled {report['epochs']} epochs on {report['photos']} photos ({report['labeled_photos']} labeled) in "
+        f"{report['seconds'].get(f'distill ({args.epochs} epochs)', 0):.0f} s; teacher run on {report['teacher_images_run']} images once"
+    )
+    accuracy = report.get("accuracy")
+    if accuracy:
+        print(
+            f"on {accuracy['images']} images: teacher top-1 {accuracy['teacher_top1']:.2f}%, student {accuracy['student_top1']:.2f}%, "
+            f"agreement {accuracy['top1_agreement']:.2f}%"
+        )
+    return 0
+
+
+def _training_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The profile's [distillation] and [qat] tables with --distill, --qat and --qat-epochs applied."""
+    if args.qat_epochs is not None and args.qat_epochs < 1:
+        raise TillsightError(f"--qat-epochs must be at least 1, got {args.qat_epochs}")
+    if args.qat_epochs is not None and not args.qat:
+        raise TillsightError("--qat-epochs goes with --qat")
+    options: dict[str, Any] = {}
+    if args.distill or args.qat:
+        profile = load_profile(args.profile)
+        if args.distill:
+            options["distillation"] = dataclasses.replace(profile.distillation, enabled=True)
+        if args.qat:
+            options["qat"] = dataclasses.replace(profile.qat, enabled=True, epochs=args.qat_epochs or profile.qat.epochs)
+    return options
+
+
 def _print_summary(manifest: Manifest) -> None:
     spec = manifest.input
     metrics = manifest.metrics
@@ -346,6 +427,12 @@ def _print_summary(manifest: Manifest) -> None:
     pruning = metrics.get("pruning")
     if pruning:
         print(_pruning_line(pruning, accuracy))
+    qat = metrics.get("qat")
+    if qat:
+        print(
+            f"quantization-aware fine-tuning: {qat['epochs']} epochs on {qat['photos']} photos in {qat['seconds']:.0f} s, "
+            f"{qat['activation_quantizers']} activation ranges learned"
+        )
     latency = metrics.get("latency_host")
     if latency:
         print(f"latency on this host: p50 {latency['p50_ms']:.2f} ms, p95 {latency['p95_ms']:.2f} ms ({latency['engine']})")
@@ -404,6 +491,7 @@ def _classify(args: argparse.Namespace) -> int:
 
 _COMMANDS = {
     "convert": _convert,
+    "distill": _distill,
     "profiles": _profiles,
     "inspect": _inspect,
     "classify": _classify,

@@ -35,7 +35,8 @@ from .classifier import load
 from .datasets import ImageSet, iter_images, read_image_set, read_labels
 from .errors import AccuracyError, CalibrationError, ConversionError, DataError
 from .preprocess import ColorOrder, InputRange, InputSpec, preprocess
-from .profiles import Profile, PruningMode, PruningOptions, SizePolicy, load_profile
+from .profiles import DistillationOptions, Profile, PruningMode, PruningOptions, QatOptions, SizePolicy, load_profile
+from .compression import compress, training_set
 from .steps import conversion_step
 
 __all__ = ["ConversionOptions", "convert"]
@@ -56,6 +57,8 @@ class ConversionOptions:
     allow_unsafe_model: bool = False  # load model files with Keras safe mode off
     progress: bool = False  # progress bars on stderr
     pruning: PruningOptions | None = None  # replaces the profile's [pruning] table (e.g. from --prune)
+    distillation: DistillationOptions | None = None  # replaces the profile's [distillation] table (e.g. --distill)
+    qat: QatOptions | None = None  # replaces the profile's [qat] table (e.g. --qat)
 
     def __post_init__(self) -> None:
         if len(self.mean) != 3 or len(self.std) != 3:
@@ -151,8 +154,8 @@ def convert(
         evaluation: Labeled class folder or list file for the accuracy check.
         labels: Labels file or sequence of labels, in output-index order.
         options: Input expectations of the model and conversion switches.
-        finetune: Labeled class folder or list file to fine-tune on after pruning (when the
-            profile or ``options.pruning`` prunes with fine-tuning epochs).
+        finetune: Photos to fine-tune on after pruning and for QAT: a class folder or list
+            file, or (with distillation) a folder of unlabeled frames.
 
     Returns:
         The written, verified bundle.
@@ -164,8 +167,8 @@ def convert(
     timings: dict[str, float] = {}
     with conversion_step("check inputs", timings):
         resolved = load_profile(profile)
-        if options.pruning is not None:
-            resolved = dataclasses.replace(resolved, pruning=options.pruning)
+        overrides = {"pruning": options.pruning, "distillation": options.distillation, "qat": options.qat}
+        resolved = dataclasses.replace(resolved, **{key: value for key, value in overrides.items() if value is not None})
         from tillsight.converters import target_for  # the converter side: imports TensorFlow
 
         target = target_for(resolved.backend)
@@ -188,7 +191,7 @@ def convert(
             raise DataError(f"evaluation data {evaluation} has no labels: use a class folder or a list file")
         if label_names is None:
             label_names = _default_labels(calibration_set, source.num_classes)
-        finetune_set = _finetune_set(resolved, source, finetune, label_names)
+        finetune_set = training_set(resolved, source, finetune, label_names)
 
     height, width = _input_size(resolved, source.input_size, source.description)
     float_spec = InputSpec(
@@ -205,9 +208,8 @@ def convert(
         )
         activation = _output_activation(source, calibration_arrays)
     original = source
-    pruning_report: dict[str, Any] | None = None
-    if resolved.pruning.enabled:
-        source, pruning_report = _prune(resolved.pruning, source, finetune_set, float_spec, activation, options, timings)
+    compressed = compress(resolved, source, finetune_set, float_spec, activation, calibration_arrays, options.progress, timings)
+    source, pruning_report = compressed.source, compressed.metrics.get("pruning")
 
     final_dir = Path(out) / resolved.name
     with staged_directory(final_dir) as staging:
@@ -227,8 +229,8 @@ def convert(
         )
         write_manifest(staging, manifest)
         metrics = manifest.metrics
+        metrics.update(compressed.metrics)
         if pruning_report is not None:
-            metrics["pruning"] = pruning_report
             pruning_report["gzip_bytes"] = gzip_bytes(staging / name for name in result.files)
             if resolved.pruning.mode is PruningMode.UNSTRUCTURED:
                 with conversion_step("convert the unpruned model for comparison", timings):
@@ -240,7 +242,7 @@ def convert(
             if evaluation_set is not None:
                 report = evaluate(
                     original, classifier, evaluation_set, float_spec, options.progress,
-                    pruned=source if pruning_report is not None else None,
+                    pruned=compressed.pruned,
                 )
                 metrics["accuracy"] = {**report.to_dict(), "source": str(evaluation)}
         metrics["budgets"] = _check_budgets(resolved, metrics)
@@ -249,54 +251,6 @@ def convert(
             _check_accuracy(resolved, metrics["accuracy"], options.allow_accuracy_drop)
         write_manifest(staging, manifest)
     return read_bundle(final_dir)
-
-
-def _finetune_set(profile: Profile, source: Any, finetune: str | Path | None, labels: Sequence[str] | None) -> ImageSet | None:
-    """The labeled fine-tuning photos, checked before any work when the conversion prunes."""
-    pruning = profile.pruning
-    if not pruning.enabled:
-        if finetune is not None:
-            logger.warning("fine-tuning data %s is not used: profile '%s' does not prune (use --prune)", finetune, profile.name)
-        return None
-    if source.keras_model is None:
-        raise ConversionError(
-            f"{source.description} is a SavedModel, which cannot be pruned or fine-tuned; convert the .keras or .h5 "
-            "file instead, or use --prune none"
-        )
-    if finetune is None:
-        if pruning.finetune_epochs == 0:
-            return None
-        raise DataError(
-            f"{pruning.mode.value} pruning fine-tunes for {pruning.finetune_epochs} epochs on labeled photos: "
-            "pass --finetune DATA (a class folder or list file), or --finetune-epochs 0 to prune in one shot"
-        )
-    finetune_set = read_image_set(finetune, labels)
-    if not finetune_set.labeled:
-        raise DataError(f"fine-tuning data {finetune} has no labels: use a class folder or a list file")
-    return finetune_set
-
-
-def _prune(
-    pruning: PruningOptions,
-    source: Any,
-    finetune_set: ImageSet | None,
-    float_spec: InputSpec,
-    activation: str,
-    options: ConversionOptions,
-    timings: dict[str, float],
-) -> tuple[Any, dict[str, Any]]:
-    """The pruned, fine-tuned source model and the pruning report."""
-    from tillsight.converters.pruning import load_training_photos, prune
-
-    photos = None
-    if finetune_set is not None:
-        with conversion_step("fine-tuning photos", timings):
-            photos = load_training_photos(finetune_set, float_spec, source.num_classes, options.progress)
-    setting = f"{pruning.mode.value}:{pruning.target:g}"
-    with conversion_step(f"prune ({setting}) and fine-tune", timings):
-        result = prune(source.keras_model, pruning, photos, activation, options.progress)
-    result.report["finetune_source"] = str(finetune_set.source) if finetune_set is not None else None
-    return source.with_model(result.model, f"pruned {setting}"), result.report
 
 
 def _unpruned_gzip_bytes(target: Any, job: Any, original: Any) -> int:

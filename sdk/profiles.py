@@ -165,6 +165,34 @@ class PruningOptions:
 
 
 @dataclasses.dataclass(frozen=True)
+class DistillationOptions:
+    """Knowledge distillation from the original float model whenever the conversion fine-tunes.
+
+    The loss is ``alpha * CE(labels) + (1 - alpha) * T^2 * KL(teacher_T || student_T)``; photos
+    without labels get the second term alone, so unlabeled store frames are enough.
+    """
+
+    enabled: bool = False  # pruning's fine-tuning learns from the original model too (QAT always does)
+    alpha: float = 0.5  # weight of the label loss on labeled photos
+    temperature: float = 4.0  # softening of teacher and student outputs
+
+
+@dataclasses.dataclass(frozen=True)
+class QatOptions:
+    """Quantization-aware fine-tuning before the int8 conversion (TFLite and Edge TPU profiles).
+
+    The model fine-tunes as it will compute in int8 (fake-quantized weights and
+    activations), learning to reproduce the original float model's outputs (labels are
+    not used, so unlabeled photos are enough); the converter then takes the learned
+    activation ranges. Use it when post-training int8 misses ``max_top1_drop``.
+    """
+
+    enabled: bool = False
+    epochs: int = 2
+    learning_rate: float = 0.00005  # Adam, cosine-decayed; small: the model only has to absorb the rounding
+
+
+@dataclasses.dataclass(frozen=True)
 class Budgets:
     """What the device can afford; 0 means no limit."""
 
@@ -218,6 +246,8 @@ class Profile:
     input: InputPolicy = InputPolicy()
     quantization: QuantizationOptions = QuantizationOptions()
     pruning: PruningOptions = PruningOptions()
+    distillation: DistillationOptions = DistillationOptions()
+    qat: QatOptions = QatOptions()
     budgets: Budgets = Budgets()
     openvino: OpenVINOOptions = OpenVINOOptions()
     edgetpu: EdgeTPUOptions = EdgeTPUOptions()
@@ -245,6 +275,15 @@ class Profile:
             raise ProfileError(f"{where}: 'pruning.channel_multiple' must be at least 1, got {self.pruning.channel_multiple}")
         if self.pruning.learning_rate <= 0.0:
             raise ProfileError(f"{where}: 'pruning.learning_rate' must be positive, got {self.pruning.learning_rate}")
+        if not 0.0 <= self.distillation.alpha <= 1.0:
+            raise ProfileError(f"{where}: 'distillation.alpha' must be in [0, 1], got {self.distillation.alpha}")
+        if self.distillation.temperature <= 0.0:
+            raise ProfileError(f"{where}: 'distillation.temperature' must be positive, got {self.distillation.temperature}")
+        if self.qat.epochs < 1 or self.qat.learning_rate <= 0.0:
+            raise ProfileError(
+                f"{where}: 'qat.epochs' must be at least 1 and 'qat.learning_rate' positive, got {self.qat.epochs} and "
+                f"{self.qat.learning_rate}"
+            )
         if self.backend in self.fallbacks:
             raise ProfileError(f"{where}: 'fallbacks' must not repeat the backend '{self.backend.value}'")
 

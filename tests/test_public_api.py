@@ -11,9 +11,9 @@ import tillsight.testing
 def test_public_names_are_pinned():
     assert set(tillsight.__all__) == {
         "__version__", "AccuracyError", "BackendUnavailableError", "Bundle", "BundleError", "CalibrationError",
-        "Classifier", "ColorOrder", "ConversionError", "ConversionOptions", "DataError", "InferenceError",
+        "Classifier", "ColorOrder", "ConversionError", "ConversionOptions", "DataError", "DistillResult", "DistillationOptions", "InferenceError",
         "InputRange", "InputSpec", "Manifest", "ModelLoadError", "Prediction", "Profile", "ProfileError",
-        "PruningOptions", "SourceError", "TillsightError", "convert", "list_profiles", "load", "load_profile", "preprocess", "read_bundle",
+        "PruningOptions", "QatOptions", "SourceError", "TillsightError", "convert", "distill", "list_profiles", "load", "load_profile", "preprocess", "read_bundle",
     }
     assert all(hasattr(tillsight, name) for name in tillsight.__all__)
     assert set(tillsight.runtimes.__all__) == {"Backend", "TensorSpec", "BACKENDS", "open_backend"}

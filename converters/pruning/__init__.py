@@ -6,7 +6,7 @@ Two modes, chosen by the profile or ``--prune``:
   reaching the target sparsity on a schedule while the model fine-tunes. The int8 file
   compresses better; dense kernels run at the same speed.
 * ``channels``: whole filters go (:mod:`.channels`), the model is rebuilt smaller, then
-  fine-tuned (:mod:`.finetune`) to win back accuracy. Fewer multiply-adds: faster on every
+  fine-tuned (:mod:`tillsight.converters.training`) to win back accuracy. Fewer multiply-adds: faster on every
   backend, the Edge TPU included.
 
 :func:`prune` never changes the model it is given.
@@ -18,14 +18,16 @@ import dataclasses
 from typing import Any
 
 from tillsight.errors import ConversionError
-from tillsight.profiles import PruningMode, PruningOptions
+from tillsight.profiles import DistillationOptions, PruningMode, PruningOptions
 
 from .._tf import keras
+from ..training import TeacherCache, TrainingPhotos, distill, fine_tune
 from .channels import apply_plan, choose_channels, count_macs, plan_channels
-from .finetune import TrainingPhotos, fine_tune, load_training_photos
 from .magnitude import MagnitudePruner, SparsitySchedule, sparsity_report
 
-__all__ = ["PruneResult", "TrainingPhotos", "load_training_photos", "prune"]
+__all__ = ["PruneResult", "prune"]
+
+_NO_DISTILLATION = DistillationOptions()  # alpha and temperature, used only with a teacher
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,15 +51,19 @@ def prune(
     photos: TrainingPhotos | None,
     activation: str,
     progress: bool = False,
+    teacher: TeacherCache | None = None,
+    distillation: DistillationOptions = _NO_DISTILLATION,
 ) -> PruneResult:
     """Prune a float Keras classifier and fine-tune it.
 
     Args:
         model: The float Keras model (left unchanged).
         options: Mode, target fraction and fine-tuning settings.
-        photos: Labeled fine-tuning photos (``None`` only when ``options.finetune_epochs`` is 0).
+        photos: Fine-tuning photos (``None`` only when ``options.finetune_epochs`` is 0); labeled unless distilling.
         activation: What the model outputs (``softmax``, ``softmax-added``, ``sigmoid``): picks the loss.
         progress: Progress bars per fine-tuning epoch.
+        teacher: The original model's cached outputs on ``photos``: fine-tuning distills from them.
+        distillation: Alpha and temperature of the distillation loss.
 
     Returns:
         The pruned model and a JSON-ready report (achieved sparsity or channels, parameters, MACs, fine-tuning).
@@ -87,14 +93,14 @@ def prune(
         )
         report["macs_before"], report["macs_after"] = plan.macs, count_macs(pruned)  # the plan walked the original
         if epochs:
-            report["finetune"] = fine_tune(pruned, photos, activation, epochs, options.learning_rate, progress=progress)
+            report["finetune"] = _train(pruned, photos, activation, epochs, options, (), progress, teacher, distillation)
     elif options.mode is PruningMode.UNSTRUCTURED:
         pruned = _copy(model)
         steps = epochs * photos.steps_per_epoch() if photos is not None else 0
         pruner = MagnitudePruner(pruned, SparsitySchedule.for_training(options.target, steps))
         if epochs:
-            report["finetune"] = fine_tune(
-                pruned, photos, activation, epochs, options.learning_rate, callbacks=[pruner.callback()], progress=progress
+            report["finetune"] = _train(
+                pruned, photos, activation, epochs, options, [pruner.callback()], progress, teacher, distillation
             )
         pruner.set_sparsity(options.target)  # exact target, also in one shot
         pruner.strip()
@@ -103,3 +109,23 @@ def prune(
         raise ConversionError(f"pruning mode '{options.mode.value}' does not prune")
     report["parameters_after"] = int(pruned.count_params())
     return PruneResult(pruned, report)
+
+
+def _train(
+    model: Any,
+    photos: TrainingPhotos,
+    activation: str,
+    epochs: int,
+    options: PruningOptions,
+    callbacks: Any,
+    progress: bool,
+    teacher: TeacherCache | None,
+    distillation: DistillationOptions,
+) -> dict[str, Any]:
+    """Fine-tune on the labels, or distill from the teacher's cached outputs when there is one."""
+    if teacher is None:
+        return fine_tune(model, photos, activation, epochs, options.learning_rate, callbacks, progress)
+    return distill(
+        model, teacher, photos, activation, distillation.alpha, distillation.temperature, epochs, options.learning_rate,
+        callbacks, progress, desc="fine-tune (distilled)",
+    )

@@ -104,7 +104,7 @@ def test_schedule_rises_polynomially_to_the_target_and_holds_it():
 def test_masks_hold_through_training_and_strip_leaves_a_plain_model(photos: PhotoSplit):
     import keras
 
-    from tillsight.converters.pruning.finetune import fine_tune, load_training_photos
+    from tillsight.converters.training import fine_tune, load_training_photos
     from tillsight.converters.pruning.magnitude import MagnitudePruner, SparsitySchedule, _Mask, sparsity_report
     from tillsight.datasets import read_image_set
     from tillsight.preprocess import InputSpec

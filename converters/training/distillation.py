@@ -1,0 +1,192 @@
+"""Knowledge distillation: a student learns from a teacher's softened outputs.
+
+The loss per photo is ``alpha * CE(label, student) + (1 - alpha) * T^2 * KL(teacher_T || student_T)``
+where ``_T`` means softmax of logits divided by the temperature ``T``; photos without a
+label (camera frames from a store) get the distillation term alone, ``T^2 * KL``.
+Sigmoid (multi-label) classifiers use the same form with per-class Bernoulli KL.
+
+The teacher runs once per photo and view before training (:class:`TeacherCache`): the
+student's augmentation is drawn from the same cached views (the photo and its mirror), so
+teacher and student always see the same pixels and a 2-core machine never runs the
+teacher inside the training step.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .._tf import keras, tf
+from .finetune import fit
+from .photos import BATCH, UNLABELED, TrainingPhotos
+
+__all__ = ["DistillationLoss", "TeacherCache", "distill", "kd_loss", "logits_of"]
+
+logger = logging.getLogger(__name__)
+
+VIEWS = ("photo", "mirror")  # the augmentations whose teacher outputs are cached
+_EPS = 1e-7
+
+
+def logits_of(outputs: Any, activation: str) -> Any:
+    """Logits from a model's outputs (probabilities give logits up to a per-row constant, which softmax ignores)."""
+    ops = keras.ops
+    if activation == "softmax-added":
+        return outputs
+    clipped = ops.clip(outputs, _EPS, 1.0 - _EPS)
+    if activation == "sigmoid":
+        return ops.log(clipped) - ops.log(1.0 - clipped)
+    return ops.log(clipped)
+
+
+def kd_loss(
+    student_logits: Any,
+    teacher_logits: Any,
+    labels_one_hot: Any,
+    labeled: Any,
+    alpha: float,
+    temperature: float,
+    multi_label: bool = False,
+) -> Any:
+    """Per-photo distillation loss.
+
+    Args:
+        student_logits: ``(B, C)`` student logits.
+        teacher_logits: ``(B, C)`` teacher logits.
+        labels_one_hot: ``(B, C)`` one-hot labels (any values where unlabeled).
+        labeled: ``(B,)`` 1.0 where the photo has a label, else 0.0.
+        alpha: Weight of the label term on labeled photos.
+        temperature: Softening of both distributions.
+        multi_label: Independent sigmoid outputs instead of one softmax.
+
+    Returns:
+        ``(B,)`` losses.
+    """
+    ops = keras.ops
+    t = float(temperature)
+    if multi_label:
+        p_teacher = ops.sigmoid(teacher_logits / t)
+        log_s, log_not_s = ops.log_sigmoid(student_logits / t), ops.log_sigmoid(-student_logits / t)
+        log_t, log_not_t = ops.log_sigmoid(teacher_logits / t), ops.log_sigmoid(-teacher_logits / t)
+        kl = ops.mean(p_teacher * (log_t - log_s) + (1.0 - p_teacher) * (log_not_t - log_not_s), axis=-1)
+        ce = -ops.mean(
+            labels_one_hot * ops.log_sigmoid(student_logits) + (1.0 - labels_one_hot) * ops.log_sigmoid(-student_logits),
+            axis=-1,
+        )
+    else:
+        log_t = ops.log_softmax(teacher_logits / t, axis=-1)
+        kl = ops.sum(ops.exp(log_t) * (log_t - ops.log_softmax(student_logits / t, axis=-1)), axis=-1)
+        ce = -ops.sum(labels_one_hot * ops.log_softmax(student_logits, axis=-1), axis=-1)
+    soft = t * t * kl
+    return labeled * (alpha * ce + (1.0 - alpha) * soft) + (1.0 - labeled) * soft
+
+
+class DistillationLoss(keras.losses.Loss):
+    """:func:`kd_loss` on targets packed as ``[one-hot labels | labeled flag | teacher logits]``."""
+
+    def __init__(self, num_classes: int, student_activation: str, alpha: float, temperature: float) -> None:
+        super().__init__(name="distillation")
+        self.num_classes, self.student_activation = num_classes, student_activation
+        self.alpha, self.temperature = alpha, temperature
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        c = self.num_classes
+        return kd_loss(
+            logits_of(y_pred, self.student_activation), y_true[:, c + 1 :], y_true[:, :c], y_true[:, c],
+            self.alpha, self.temperature, multi_label=self.student_activation == "sigmoid",
+        )
+
+
+class TeacherCache:
+    """The teacher's logits for every photo in every cached view, computed once.
+
+    Attributes:
+        logits: ``(N, len(VIEWS), C)`` float32.
+        images_run: How many images the teacher has been run on (``N * len(VIEWS)`` after construction).
+    """
+
+    def __init__(self, teacher: Any, photos: TrainingPhotos, activation: str, progress: bool = False) -> None:
+        from tqdm import tqdm
+
+        count = len(photos.labels)
+        self.activation = activation
+        self.logits = np.empty((count, len(VIEWS), photos.num_classes), np.float32)
+        self.images_run = 0
+        predict = tf.function(lambda images: logits_of(teacher(images, training=False), activation))
+        with tqdm(total=count * len(VIEWS), desc="teacher outputs", disable=not progress) as bar:
+            for start in range(0, count, 2 * BATCH):
+                images = photos.normalise(photos.pixels[start : start + 2 * BATCH])
+                for view in range(len(VIEWS)):
+                    batch = images[:, :, ::-1] if VIEWS[view] == "mirror" else images
+                    self.logits[start : start + len(batch), view] = np.asarray(predict(batch))
+                    self.images_run += len(batch)
+                    bar.update(len(batch))
+
+    def dataset(self, photos: TrainingPhotos, batch_size: int = BATCH, seed: int = 0) -> tf.data.Dataset:
+        """Shuffled batches of ``(student input, packed targets)``, one random cached view per photo."""
+        num_classes = photos.num_classes
+
+        def prepare(pixels: tf.Tensor, label: tf.Tensor, logits: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            view = tf.random.uniform([], 0, len(VIEWS), tf.int32, seed=seed)
+            image = tf.cast(pixels, tf.float32)
+            image = tf.where(tf.equal(view, VIEWS.index("mirror")), tf.reverse(image, [1]), image)
+            labeled = tf.not_equal(label, UNLABELED)
+            one_hot = tf.one_hot(tf.maximum(label, 0), num_classes) * tf.cast(labeled, tf.float32)
+            target = tf.concat([one_hot, tf.cast(labeled, tf.float32)[tf.newaxis], tf.gather(logits, view)], axis=0)
+            return photos.normalise(image), target
+
+        return (
+            tf.data.Dataset.from_tensor_slices((photos.pixels, photos.labels, self.logits))
+            .shuffle(len(photos.labels), seed=seed, reshuffle_each_iteration=True)
+            .map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+            .batch(batch_size)
+            .prefetch(tf.data.AUTOTUNE)
+        )
+
+
+def distill(
+    student: Any,
+    cache: TeacherCache,
+    photos: TrainingPhotos,
+    student_activation: str,
+    alpha: float,
+    temperature: float,
+    epochs: int,
+    learning_rate: float,
+    callbacks: Sequence[Any] = (),
+    progress: bool = False,
+    desc: str = "distill",
+) -> dict[str, Any]:
+    """Train ``student`` in place on the teacher's cached outputs (and the labels where there are some).
+
+    Args:
+        student: The Keras model to train (changed in place).
+        cache: The teacher's logits for ``photos``.
+        photos: Labeled, unlabeled or mixed photos (the ones the cache was built on).
+        student_activation: What the student outputs: ``softmax``, ``softmax-added`` or ``sigmoid``.
+        alpha: Weight of the label term on labeled photos.
+        temperature: Softening of teacher and student outputs.
+        epochs: Passes over the photos.
+        learning_rate: Adam's starting rate.
+        callbacks: Extra Keras callbacks.
+        progress: A progress bar per epoch.
+        desc: Label of the progress bars.
+
+    Returns:
+        The :func:`~.finetune.fit` report plus photos, labeled photos, alpha, temperature and teacher images run.
+    """
+    if cache.logits.shape[0] != len(photos.labels):
+        raise ValueError(f"teacher cache holds {cache.logits.shape[0]} photos, the set has {len(photos.labels)}")
+    loss = DistillationLoss(photos.num_classes, student_activation, alpha, temperature)
+    report = fit(student, cache.dataset(photos), loss, photos.steps_per_epoch(), epochs, learning_rate, callbacks, progress, desc)
+    return {
+        **report,
+        "photos": int(len(photos.labels)),
+        "labeled_photos": photos.labeled_count,
+        "alpha": alpha,
+        "temperature": temperature,
+        "teacher_images_run": cache.images_run,
+    }

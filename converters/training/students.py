@@ -1,0 +1,78 @@
+"""Small architectures to distill a classifier into, for profiles whose budget the teacher misses.
+
+A student takes exactly the input the teacher takes (same size, colour order, mean and
+std), so the same conversion flags work for both: a Rescaling layer at its front maps the
+teacher's input range to the ``[-1, 1]`` the Keras MobileNets expect. Weights start from
+scratch (no download is possible on a kiosk build machine); the teacher supplies the
+knowledge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tillsight.errors import ModelLoadError
+from tillsight.preprocess import InputSpec
+
+from .._tf import keras
+
+__all__ = ["STUDENTS", "build_student"]
+
+
+def _mobilenet_v2(shape: tuple[int, int, int]) -> Any:
+    return keras.applications.MobileNetV2(input_shape=shape, alpha=0.35, include_top=False, weights=None, pooling="avg")
+
+
+def _mobilenet_v3_small(shape: tuple[int, int, int]) -> Any:
+    return keras.applications.MobileNetV3Small(
+        input_shape=shape, include_top=False, weights=None, pooling="avg", include_preprocessing=False
+    )
+
+
+#: Student name -> backbone builder (input shape -> pooled-feature model expecting [-1, 1]).
+STUDENTS: dict[str, Callable[[tuple[int, int, int]], Any]] = {
+    "mobilenetv2-0.35": _mobilenet_v2,
+    "mobilenetv3-small": _mobilenet_v3_small,
+}
+
+
+def build_student(name_or_path: str | Path, spec: InputSpec, num_classes: int, allow_unsafe: bool = False) -> Any:
+    """A student model for a teacher with input ``spec`` and ``num_classes`` softmax outputs.
+
+    Args:
+        name_or_path: A name from :data:`STUDENTS`, or a ``.keras`` file with the same input and outputs.
+        spec: The teacher's input size and normalisation.
+        num_classes: The teacher's outputs.
+        allow_unsafe: Load a student file with Keras safe mode off.
+
+    Raises:
+        ModelLoadError: Unknown name, unreadable file, or a student whose outputs differ from the teacher's.
+    """
+    shape = (spec.height, spec.width, 3)
+    if str(name_or_path) in STUDENTS:
+        inputs = keras.Input(shape, name="image")
+        scale = [s / 127.5 for s in spec.std]
+        offset = [m / 127.5 - 1.0 for m in spec.mean]
+        x = keras.layers.Rescaling(scale, offset, name="to_unit_range")(inputs)
+        backbone = STUDENTS[str(name_or_path)](shape)
+        for layer in backbone.layers:  # few thousand photos: moving statistics must settle within a short training
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = 0.9
+        x = keras.layers.Dropout(0.2)(backbone(x))
+        outputs = keras.layers.Dense(num_classes, activation="softmax", name="scores")(x)
+        return keras.Model(inputs, outputs, name=f"student_{name_or_path}".replace(".", "_").replace("-", "_"))
+    path = Path(name_or_path)
+    if path.suffix not in (".keras", ".h5"):
+        raise ModelLoadError(f"student '{name_or_path}' is neither {' nor '.join(STUDENTS)} nor a .keras file")
+    from tillsight.converters.source import load_source_model
+
+    student = load_source_model(path, allow_unsafe=allow_unsafe)
+    if student.keras_model is None:
+        raise ModelLoadError(f"student {path} must be a .keras or .h5 file to be trained")
+    if student.num_classes != num_classes:
+        raise ModelLoadError(f"student {path} has {student.num_classes} outputs; the teacher has {num_classes}")
+    if None not in student.input_size and tuple(student.input_size) != shape[:2]:
+        raise ModelLoadError(f"student {path} takes {list(student.input_size)} images; the teacher takes {list(shape[:2])}")
+    return student.keras_model

@@ -1,0 +1,162 @@
+"""The conversion's training steps, before quantization: prune, fine-tune, distill, QAT.
+
+Which steps run is the profile's (or the options') choice: ``[pruning]`` with a target,
+``[distillation] enabled`` (pruning's fine-tuning also learns from the original float
+model) and ``[qat] enabled`` (quantization-aware fine-tuning, TFLite and Edge TPU only).
+The teacher is always the original float model: its outputs on the fine-tuning photos
+are computed once and shared by every step. The checks run before any work, so a bad
+combination fails in a second, not after an hour of training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .datasets import ImageSet, read_image_set
+from .errors import ConversionError, DataError
+from .preprocess import InputSpec
+from .profiles import Backend, Profile
+from .steps import conversion_step
+
+__all__ = ["Compressed", "compress", "training_set"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Compressed:
+    """What the training steps made of the source model."""
+
+    source: Any  # the SourceModel to convert
+    pruned: Any | None  # the pruned float SourceModel (before QAT), for the accuracy steps
+    metrics: dict[str, Any]  # manifest metrics: "pruning", "qat"
+
+
+def _trains(profile: Profile) -> tuple[bool, bool]:
+    """(pruning fine-tunes, QAT runs)."""
+    pruning = profile.pruning
+    return pruning.enabled and pruning.finetune_epochs > 0, profile.qat.enabled
+
+
+def training_set(profile: Profile, source: Any, finetune: str | Path | None, labels: Sequence[str] | None) -> ImageSet | None:
+    """The fine-tuning photos, checked before any work when the conversion trains.
+
+    Raises:
+        ConversionError: A SavedModel source, or QAT on a backend that does not take it.
+        DataError: Photos are needed and missing, or labels are needed and missing.
+    """
+    finetunes, qat = _trains(profile)
+    if qat and profile.backend not in (Backend.TFLITE, Backend.EDGETPU):
+        raise ConversionError(
+            f"profile '{profile.name}' converts with {profile.backend.value}, which quantizes with its own tools; "
+            "--qat is for TFLite and Edge TPU profiles"
+        )
+    if (profile.pruning.enabled or qat) and source.keras_model is None:
+        raise ConversionError(
+            f"{source.description} is a SavedModel, which cannot be pruned or fine-tuned; convert the .keras or .h5 "
+            "file instead, or drop --prune / --qat"
+        )
+    if not (finetunes or qat):
+        if finetune is not None:
+            logger.warning("fine-tuning data %s is not used: profile '%s' neither prunes nor runs QAT", finetune, profile.name)
+        return None
+    if finetune is None:
+        step = "quantization-aware fine-tuning" if not finetunes else f"{profile.pruning.mode.value} pruning's fine-tuning"
+        raise DataError(
+            f"{step} needs photos: pass --finetune DATA (a class folder or list file; a folder of unlabeled frames is "
+            "enough for --qat and --distill)" + (", or --finetune-epochs 0 to prune in one shot" if finetunes and not qat else "")
+        )
+    photos = read_image_set(finetune, labels)
+    if finetunes and not photos.labeled and not profile.distillation.enabled:
+        raise DataError(
+            f"fine-tuning data {finetune} has no labels: use a class folder or a list file, or add --distill to learn "
+            "from the original model on unlabeled photos"
+        )
+    return photos
+
+
+def compress(
+    profile: Profile,
+    source: Any,
+    photos_set: ImageSet | None,
+    float_spec: InputSpec,
+    activation: str,
+    calibration: np.ndarray,
+    progress: bool,
+    timings: dict[str, float],
+) -> Compressed:
+    """Run the profile's training steps on the source model.
+
+    Args:
+        profile: Its ``pruning``, ``distillation`` and ``qat`` tables decide.
+        source: The original SourceModel (left unchanged; it is the teacher).
+        photos_set: From :func:`training_set`.
+        float_spec: The model's float input spec.
+        activation: What the model outputs.
+        calibration: Preprocessed calibration images (QAT's starting activation ranges).
+        progress: Progress bars.
+        timings: Step timings, updated.
+
+    Returns:
+        The model to convert, the pruned float model when pruning ran, and their reports.
+    """
+    from tillsight.converters.training import TeacherCache, load_training_photos
+
+    finetunes, qat = _trains(profile)
+    photos = teacher = None
+    if photos_set is not None:
+        with conversion_step("fine-tuning photos", timings):
+            photos = load_training_photos(
+                photos_set, float_spec, source.num_classes, progress, need_labels=False, desc="fine-tuning photos"
+            )
+        if qat or profile.distillation.enabled:
+            with conversion_step("teacher outputs", timings):
+                teacher = TeacherCache(source.keras_model, photos, activation, progress)
+    metrics: dict[str, Any] = {}
+    current, pruned = source, None
+    if profile.pruning.enabled:
+        pruned = _prune(profile, source, photos, teacher if profile.distillation.enabled else None, activation, progress, timings)
+        metrics["pruning"] = pruned.report
+        current = pruned.model
+    if qat:
+        from tillsight.converters.training.qat import quantization_aware_finetune
+
+        settings = profile.qat
+        with conversion_step(f"quantization-aware fine-tuning ({settings.epochs} epochs)", timings):
+            model, report = quantization_aware_finetune(
+                current.keras_model, photos, calibration, teacher, activation, 0.0,  # imitate the float model only
+                profile.distillation.temperature, settings.epochs, settings.learning_rate,
+                profile.quantization.per_channel, progress,
+            )
+        metrics["qat"] = {**report, "finetune_source": str(photos_set.source)}
+        current = current.with_model(model, "quantization-aware")
+    return Compressed(current, pruned.model if pruned is not None else None, metrics)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pruned:
+    model: Any  # SourceModel
+    report: dict[str, Any]
+
+
+def _prune(
+    profile: Profile, source: Any, photos: Any, teacher: Any, activation: str, progress: bool, timings: dict[str, float]
+) -> _Pruned:
+    """The pruned, fine-tuned (or distilled) source model and the pruning report."""
+    from tillsight.converters.pruning import prune
+
+    pruning, distillation = profile.pruning, profile.distillation
+    if photos is not None and teacher is None and photos.labeled_count < len(photos.labels):
+        raise DataError(f"{len(photos.labels) - photos.labeled_count} fine-tuning photos have no label: add --distill")
+    setting = f"{pruning.mode.value}:{pruning.target:g}"
+    how = " and distill" if teacher is not None and pruning.finetune_epochs else (" and fine-tune" if photos is not None else "")
+    with conversion_step(f"prune ({setting}){how}", timings):
+        result = prune(source.keras_model, pruning, photos, activation, progress, teacher=teacher, distillation=distillation)
+    result.report["finetune_source"] = photos.source if photos is not None else None
+    return _Pruned(source.with_model(result.model, f"pruned {setting}"), result.report)

@@ -1,0 +1,200 @@
+"""``tillsight.distill``: train a smaller student from a Keras classifier (the teacher).
+
+For profiles whose latency budget the teacher cannot meet: the student (a built-in small
+architecture or the user's own ``.keras`` file) learns from the teacher's softened outputs
+on labeled photos, unlabeled store frames, or both, then converts like any classifier.
+The teacher runs once per photo and view before training; the student file is written
+atomically, so a failed run never replaces a good student.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .conversion import ConversionOptions, _output_activation
+from .datasets import read_image_set, read_labels
+from .errors import DataError, ModelLoadError
+from .preprocess import InputSpec
+from .profiles import DistillationOptions
+from .steps import conversion_step
+
+__all__ = ["DistillResult", "distill"]
+
+logger = logging.getLogger(__name__)
+
+_PROBE = 16  # photos used to tell the teacher's probabilities from logits
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillResult:
+    """The written student and what the training measured."""
+
+    path: Path
+    report: dict[str, Any]
+
+
+def distill(
+    teacher: str | Path | Any,
+    student: str | Path,
+    out: str | Path,
+    data: str | Path | None = None,
+    unlabeled: str | Path | None = None,
+    epochs: int = 10,
+    learning_rate: float = 0.001,
+    distillation: DistillationOptions | None = None,
+    evaluation: str | Path | None = None,
+    labels: str | Path | None = None,
+    options: ConversionOptions | None = None,
+) -> DistillResult:
+    """Distill a teacher classifier into a student and save it as a ``.keras`` file.
+
+    Args:
+        teacher: ``.keras`` / ``.h5`` file or an in-memory ``keras.Model``.
+        student: ``mobilenetv2-0.35``, ``mobilenetv3-small``, or a ``.keras`` file with the teacher's input and outputs.
+        out: The student file to write (``.keras``).
+        data: Labeled photos (class folder or list file).
+        unlabeled: A folder of unlabeled photos (store camera frames): the teacher labels them softly.
+        epochs: Passes over the photos.
+        learning_rate: Adam's starting rate, cosine-decayed.
+        distillation: Alpha (label weight) and temperature (default: 0.5 and 4).
+        evaluation: Labeled photos on which teacher and student top-1 and agreement are measured.
+        labels: Labels file, to read class folders in output-index order.
+        options: The teacher's input colour order, mean and std; progress bars; unsafe loading.
+
+    Returns:
+        The student's path and a report (sizes, MACs, losses, teacher runs, accuracy when measured).
+
+    Raises:
+        ModelLoadError, DataError: Nothing is written when any of these is raised.
+    """
+    distillation = distillation or DistillationOptions()
+    options = options or ConversionOptions()
+    out = Path(out)
+    if out.suffix != ".keras":
+        raise DataError(f"student output {out} must end in .keras")
+    if data is None and unlabeled is None:
+        raise DataError("distillation needs photos: pass --data (labeled) and/or --unlabeled (a folder of frames)")
+    if epochs < 1:
+        raise DataError(f"epochs must be at least 1, got {epochs}")
+    timings: dict[str, float] = {}
+    from tillsight.converters.source import load_source_model
+    from tillsight.converters.training import TeacherCache, load_training_photos
+    from tillsight.converters.training import distill as train_student
+    from tillsight.converters.training.students import build_student
+
+    with conversion_step("load teacher", timings):
+        source = load_source_model(teacher, allow_unsafe=options.allow_unsafe_model)
+        if source.keras_model is None:
+            raise ModelLoadError(f"teacher {source.description} is a SavedModel: pass the .keras or .h5 file")
+        if None in source.input_size:
+            raise ModelLoadError(f"teacher {source.description} has no fixed input size; export it with one")
+        label_names = read_labels(labels) if labels else None
+        height, width = source.input_size
+        spec = InputSpec(height=height, width=width, color_order=options.color_order, mean=options.mean, std=options.std)
+    with conversion_step("training photos", timings):
+        photos = _photos(data, unlabeled, label_names, spec, source.num_classes, options.progress)
+        eval_photos = None
+        if evaluation is not None:
+            eval_set = read_image_set(evaluation, label_names)
+            if not eval_set.labeled:
+                raise DataError(f"evaluation data {evaluation} has no labels: use a class folder or a list file")
+            eval_photos = load_training_photos(eval_set, spec, source.num_classes, options.progress, desc="evaluation photos")
+        activation = _output_activation(source, np.asarray(photos.normalise(photos.pixels[:_PROBE])))
+    with conversion_step("build student", timings):
+        model = build_student(student, spec, source.num_classes, options.allow_unsafe_model)
+        student_activation = "softmax" if str(student) in _built_in() else _output_activation(
+            _Probe(model), np.asarray(photos.normalise(photos.pixels[:_PROBE]))
+        )
+    with conversion_step("teacher outputs", timings):
+        cache = TeacherCache(source.keras_model, photos, activation, options.progress)
+    with conversion_step(f"distill ({epochs} epochs)", timings):
+        report = train_student(
+            model, cache, photos, student_activation, distillation.alpha, distillation.temperature, epochs, learning_rate,
+            progress=options.progress,
+        )
+    report.update(
+        teacher=source.description, student=str(student), teacher_parameters=int(source.keras_model.count_params()),
+        student_parameters=int(model.count_params()), seconds=timings,
+    )
+    if eval_photos is not None:
+        report["accuracy"] = _compare(source.keras_model, model, eval_photos)
+        logger.info("distill: %s", report["accuracy"])
+    _save_atomically(model, out)
+    return DistillResult(out, report)
+
+
+def _built_in() -> tuple[str, ...]:
+    from tillsight.converters.training.students import STUDENTS
+
+    return tuple(STUDENTS)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Probe:
+    """The ``predict`` that :func:`_output_activation` needs, over a bare Keras model."""
+
+    model: Any
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model(images, training=False))
+
+
+def _photos(data: Any, unlabeled: Any, labels: Any, spec: InputSpec, num_classes: int, progress: bool) -> Any:
+    """Labeled photos, then unlabeled ones (labels ignored), as one set."""
+    from tillsight.converters.training import load_training_photos
+
+    sets = []
+    if data is not None:
+        labeled = read_image_set(data, labels)
+        if not labeled.labeled:
+            raise DataError(f"--data {data} has no labels: use a class folder or a list file, or pass it as --unlabeled")
+        sets.append(load_training_photos(labeled, spec, num_classes, progress, desc="labeled photos"))
+    if unlabeled is not None:
+        frames = read_image_set(unlabeled)
+        sets.append(load_training_photos(frames, spec, num_classes, progress, need_labels=False, desc="unlabeled photos"))
+        if frames.labeled:  # a class folder given as unlabeled: its labels are not used
+            sets[-1] = dataclasses.replace(sets[-1], labels=np.full_like(sets[-1].labels, -1))
+    photos = sets[0]
+    for extra in sets[1:]:
+        photos = photos.with_unlabeled(extra)
+    return photos
+
+
+def _compare(teacher: Any, student: Any, photos: Any) -> dict[str, Any]:
+    """Float top-1 of teacher and student, and how often they agree, on labeled photos."""
+    teacher_top1, student_top1 = [], []
+    for start in range(0, len(photos.labels), 64):
+        batch = photos.normalise(photos.pixels[start : start + 64])
+        teacher_top1.append(np.argmax(np.asarray(teacher(batch, training=False)), axis=-1))
+        student_top1.append(np.argmax(np.asarray(student(batch, training=False)), axis=-1))
+    t, s = np.concatenate(teacher_top1), np.concatenate(student_top1)
+    return {
+        "images": int(len(t)),
+        "teacher_top1": round(100.0 * float(np.mean(t == photos.labels)), 2),
+        "student_top1": round(100.0 * float(np.mean(s == photos.labels)), 2),
+        "top1_agreement": round(100.0 * float(np.mean(t == s)), 2),
+    }
+
+
+def _save_atomically(model: Any, out: Path) -> None:
+    """Write the student next to ``out`` and move it into place only once complete."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".keras", dir=out.parent)
+    os.close(handle)
+    import keras
+
+    plain = keras.Model.from_config(model.get_config())  # without the training loss and optimizer: loads anywhere
+    plain.set_weights(model.get_weights())
+    try:
+        plain.save(temporary)
+        os.replace(temporary, out)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

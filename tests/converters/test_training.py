@@ -1,0 +1,275 @@
+"""Distillation, cached teacher outputs, students and quantization-aware fine-tuning on Keras 3."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import SIZE, PhotoSplit, build_tiny_classifier, load_photos
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def test_kd_loss_matches_a_hand_computation():
+    from tillsight.converters.training import kd_loss
+
+    student = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]], np.float32)
+    teacher = np.array([[1.0, 2.0, 0.0], [3.0, -1.0, 0.5]], np.float32)
+    one_hot = np.array([[1, 0, 0], [0, 0, 0]], np.float32)
+    labeled = np.array([1.0, 0.0], np.float32)
+    alpha, t = 0.3, 2.5
+    got = np.asarray(kd_loss(student, teacher, one_hot, labeled, alpha, t))
+
+    p_t, p_s = _softmax(teacher / t), _softmax(student / t)
+    kl = np.sum(p_t * np.log(p_t / p_s), axis=-1)
+    ce = -np.log(_softmax(student)[0, 0])
+    expected = [alpha * ce + (1 - alpha) * t * t * kl[0], t * t * kl[1]]  # the unlabeled row: distillation only
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    # a student equal to the teacher owes nothing on an unlabeled photo
+    assert float(np.asarray(kd_loss(teacher, teacher, one_hot, labeled, alpha, t))[1]) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_kd_loss_for_sigmoid_outputs_matches_bernoulli_kl():
+    from tillsight.converters.training import kd_loss
+
+    student, teacher = np.array([[1.0, -2.0]], np.float32), np.array([[0.0, 1.5]], np.float32)
+    got = float(np.asarray(kd_loss(student, teacher, np.zeros((1, 2), np.float32), np.zeros(1, np.float32), 0.5, 2.0, True))[0])
+    sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    p, q = sig(teacher / 2.0), sig(student / 2.0)
+    expected = 4.0 * np.mean(p * np.log(p / q) + (1 - p) * np.log((1 - p) / (1 - q)))
+    assert got == pytest.approx(expected, rel=1e-5)
+
+
+def _training_photos(photos: PhotoSplit, labeled: bool = True):
+    from tillsight.converters.training import load_training_photos
+    from tillsight.datasets import read_image_set
+    from tillsight.preprocess import InputSpec
+
+    image_set = read_image_set(photos.train_list, photos.labels)
+    loaded = load_training_photos(image_set, InputSpec(height=SIZE, width=SIZE), len(photos.labels))
+    if not labeled:
+        import dataclasses
+
+        loaded = dataclasses.replace(loaded, labels=np.full_like(loaded.labels, -1))
+    return loaded
+
+
+def _counting_teacher(model):
+    """The model behind a layer that counts every image it is run on, inside compiled functions too."""
+    import keras
+
+    class Count(keras.layers.Layer):
+        def build(self, shape):
+            self.seen = self.add_weight(shape=(), initializer="zeros", trainable=False, dtype="int64")
+
+        def call(self, x):
+            self.seen.assign_add(keras.ops.cast(keras.ops.shape(x)[0], "int64"))
+            return x
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    counter = Count()
+    return keras.Model(inputs, model(counter(inputs))), counter
+
+
+def test_teacher_outputs_are_computed_once_and_reused(tiny_model, photos: PhotoSplit):
+    from tillsight.converters.training import TeacherCache, distill
+
+    teacher, counter = _counting_teacher(tiny_model)
+    training = _training_photos(photos)
+    cache = TeacherCache(teacher, training, "softmax")
+    n = len(training.labels)
+    assert int(counter.seen.numpy()) == 2 * n == cache.images_run  # the photo and its mirror
+    expected = np.log(np.clip(tiny_model.predict(np.asarray(training.normalise(training.pixels[:8])), verbose=0), 1e-7, 1))
+    np.testing.assert_allclose(cache.logits[:8, 0], expected, atol=1e-4)
+
+    student = build_tiny_classifier()
+    distill(student, cache, training, "softmax", 0.5, 4.0, epochs=2, learning_rate=1e-3)
+    assert int(counter.seen.numpy()) == 2 * n  # two epochs of training never ran the teacher again
+
+
+def _agreement(a, b, inputs) -> float:
+    return float(np.mean(np.argmax(a(inputs, training=False), -1) == np.argmax(b(inputs, training=False), -1)))
+
+
+def test_student_learns_the_teacher_from_unlabeled_photos(tiny_model, photos: PhotoSplit):
+    import keras
+
+    from tillsight.converters.training import TeacherCache, distill
+
+    unlabeled = _training_photos(photos, labeled=False)
+    assert unlabeled.labeled_count == 0
+    cache = TeacherCache(tiny_model, unlabeled, "softmax")
+    held_out, _, _ = load_photos(photos.eval_items)
+    keras.utils.set_random_seed(3)
+    student = build_tiny_classifier()
+    agreement = [_agreement(tiny_model, student, held_out)]
+    for _ in range(3):
+        distill(student, cache, unlabeled, "softmax", 0.5, 4.0, epochs=4, learning_rate=3e-3)
+        agreement.append(_agreement(tiny_model, student, held_out))
+    assert agreement[-1] >= agreement[0] + 0.3, agreement  # held-out photos: it learned the teacher, not the photos
+    assert agreement[-1] >= 0.7, agreement
+
+
+def test_built_in_students_take_the_teachers_input(photos: PhotoSplit):
+    from tillsight.converters.training.students import STUDENTS, build_student
+    from tillsight.errors import ModelLoadError
+    from tillsight.preprocess import InputRange, InputSpec
+
+    mean, std = InputRange("0-1").mean_std()
+    spec = InputSpec(height=SIZE, width=SIZE, mean=mean, std=std)
+    for name in STUDENTS:
+        student = build_student(name, spec, 4)
+        assert student.input_shape == (None, SIZE, SIZE, 3) and student.output_shape == (None, 4)
+        unit = student.get_layer("to_unit_range")(np.array([[[[0.0, 0.5, 1.0]]]], np.float32))  # 0-1 input -> [-1, 1]
+        np.testing.assert_allclose(np.asarray(unit)[0, 0, 0], [-1.0, 0.0, 1.0], atol=1e-6)
+    with pytest.raises(ModelLoadError, match="neither"):
+        build_student("resnet9000", spec, 4)
+
+
+@pytest.mark.integration
+def test_qat_round_trip_converts_with_the_learned_ranges_and_classifies(tiny_model_file, photos: PhotoSplit, tmp_path: Path, capsys):
+    import tillsight
+    from tillsight.cli import main
+    from tillsight.runtimes.tflite import import_interpreter
+
+    common = [str(tiny_model_file), "--calibration", str(photos.train_list), "--labels", str(photos.labels_file), "--quiet",
+              "--eval", str(photos.eval_list), "--allow-accuracy-drop"]
+    assert main(["convert", *common, "--profile", "generic-x86-cpu", "--out", str(tmp_path / "qat"), "--qat",
+                 "--qat-epochs", "1", "--finetune", str(photos.train_list)]) == 0
+    assert "quantization-aware fine-tuning: 1 epochs on" in capsys.readouterr().out
+    bundle = tillsight.read_bundle(tmp_path / "qat" / "generic-x86-cpu")
+    qat = bundle.manifest.metrics["qat"]
+    assert qat["weight_layers"] == 4 and qat["activation_quantizers"] >= 3 and qat["teacher_images_run"] == 2 * qat["photos"]
+
+    # the converter took the learned ranges: each activation quantizer's scale is a tensor scale of the model
+    _, interpreter_class = import_interpreter()
+    interpreter = interpreter_class(model_path=str(bundle.path / bundle.manifest.runtime.model_file))
+    scales = [d["quantization"][0] for d in interpreter.get_tensor_details() if d["quantization"][0] > 0]
+    for low, high in qat["activation_ranges"].values():
+        assert any(abs(s - (high - low) / 255) <= 1e-3 * s for s in scales), (low, high)
+
+    # the bundle classifies real photos as the manifest measured
+    with tillsight.load(bundle.path) as classifier:
+        inputs, truth, frames = load_photos(photos.eval_items)
+        top1 = np.array([classifier.classify(frame)[0].index for frame in frames])
+    assert 100.0 * np.mean(top1 == truth) == pytest.approx(bundle.manifest.metrics["accuracy"]["converted_top1"], abs=1e-3)
+    assert bundle.manifest.metrics["accuracy"]["converted_top1"] >= 70.0
+
+
+def test_qat_simulates_the_int8_model_closer_than_the_float_model(tiny_model, photos: PhotoSplit, tmp_path: Path):
+    """Without any training, the rebuilt model predicts what the converted model predicts, better than the float model."""
+    import tillsight
+    from tillsight.converters.training import quantization_aware
+
+    calibration, _, _ = load_photos([(p, 0) for p in (line.split(",")[0] for line in photos.train_list.read_text().splitlines())][:64])
+    aware = quantization_aware(tiny_model)
+    aware.observe_ranges(calibration)
+    aware.set_weight_simulation(False)
+    bundle = tillsight.convert(
+        aware.model, "generic-x86-cpu", calibration=photos.train_list, labels=photos.labels_file, out=tmp_path,
+    )
+    aware.set_weight_simulation(True)
+    inputs, _, frames = load_photos(photos.eval_items)
+    with tillsight.load(bundle.path) as classifier:
+        int8 = np.stack([classifier.scores(frame) for frame in frames])
+    simulated = np.asarray(aware.model(inputs, training=False))
+    original = np.asarray(tiny_model(inputs, training=False))
+    simulation_error, float_error = np.abs(simulated - int8).mean(), np.abs(original - int8).mean()
+    assert simulation_error < 0.8 * float_error, (simulation_error, float_error)
+    np.testing.assert_array_equal(np.asarray(tiny_model.get_weights()[0]), np.asarray(aware.model.get_weights()[0]))
+
+
+def test_qat_is_refused_where_it_cannot_run(tiny_model_file, photos: PhotoSplit, tmp_path: Path, capsys):
+    from tillsight.cli import main
+
+    common = [str(tiny_model_file), "--calibration", str(photos.train_list), "--labels", str(photos.labels_file), "--quiet"]
+    assert main(["convert", *common, "--profile", "intel-celeron-uhd", "--out", str(tmp_path / "a"), "--qat",
+                 "--finetune", str(photos.train_list)]) == 1
+    err = capsys.readouterr().err
+    assert "--qat is for TFLite and Edge TPU profiles" in err and len(err.strip().splitlines()) == 1
+    assert main(["convert", *common, "--profile", "generic-x86-cpu", "--out", str(tmp_path / "b"), "--qat"]) == 1
+    assert "needs photos: pass --finetune DATA" in capsys.readouterr().err
+    assert main(["convert", *common, "--profile", "generic-x86-cpu", "--out", str(tmp_path / "c"), "--qat-epochs", "2"]) == 1
+    assert "--qat-epochs goes with --qat" in capsys.readouterr().err
+    assert not any((tmp_path / name).exists() for name in "abc")
+
+
+def _unlabeled_folder(photos: PhotoSplit, folder: Path, count: int = 60) -> Path:
+    """A flat folder of store-like frames without labels (the train photos, linked)."""
+    folder.mkdir()
+    for line in photos.train_list.read_text().splitlines()[:count]:
+        path = Path(line.split(",")[0])
+        (folder / path.name).symlink_to(path)
+    return folder
+
+
+@pytest.mark.integration
+def test_pruning_distills_from_the_original_model_on_unlabeled_frames(tiny_model_file, photos: PhotoSplit, tmp_path: Path):
+    import tillsight
+
+    frames = _unlabeled_folder(photos, tmp_path / "frames", count=1000)
+    n = len(list(frames.iterdir()))
+    pruning = tillsight.PruningOptions.from_spec("channels:0.5", base=tillsight.PruningOptions(finetune_epochs=2))
+    options = tillsight.ConversionOptions(allow_accuracy_drop=True, pruning=pruning)
+    with pytest.raises(tillsight.DataError, match="add --distill"):  # unlabeled frames need the teacher
+        tillsight.convert(tiny_model_file, "generic-x86-cpu", calibration=photos.train_list, labels=photos.labels_file,
+                          out=tmp_path / "a", finetune=frames, options=options)
+    assert not (tmp_path / "a").exists()
+    options = tillsight.ConversionOptions(
+        allow_accuracy_drop=True, pruning=pruning, distillation=tillsight.DistillationOptions(enabled=True)
+    )
+    bundle = tillsight.convert(tiny_model_file, "generic-x86-cpu", calibration=photos.train_list, evaluation=photos.eval_list,
+                               labels=photos.labels_file, out=tmp_path / "b", finetune=frames, options=options)
+    finetune = bundle.manifest.metrics["pruning"]["finetune"]
+    assert finetune["labeled_photos"] == 0 and finetune["photos"] == n and finetune["teacher_images_run"] == 2 * n
+    assert finetune["loss"][-1] < finetune["loss"][0]
+    assert bundle.manifest.metrics["accuracy"]["converted_top1"] >= 60.0  # half the channels, learned from frames alone
+
+
+def test_distill_command_writes_a_student_atomically(tiny_model_file, photos: PhotoSplit, tmp_path: Path, capsys):
+    import keras
+
+    from tillsight.cli import main
+
+    frames = _unlabeled_folder(photos, tmp_path / "frames")
+    out = tmp_path / "student.keras"
+    assert main(["distill", str(tiny_model_file), "--student", "mobilenetv3-small", "--unlabeled", str(frames),
+                 "--data", str(photos.train_list), "--labels", str(photos.labels_file), "--epochs", "1",
+                 "--eval", str(photos.eval_list), "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert f"student: {out}" in printed and "labeled)" in printed and "teacher top-1" in printed
+    student = keras.saving.load_model(out)
+    assert student.input_shape == (None, SIZE, SIZE, 3) and student.output_shape == (None, len(photos.labels))
+    written = out.read_bytes()
+
+    # failures are one line and leave the good student in place
+    for args, message in [
+        (["--student", "mobilenetv3-small"], "distillation needs photos"),
+        (["--student", "resnet9000", "--unlabeled", str(frames)], "neither mobilenetv2-0.35 nor mobilenetv3-small"),
+        (["--student", "mobilenetv3-small", "--data", str(frames)], "has no labels"),
+    ]:
+        assert main(["distill", str(tiny_model_file), *args, "--out", str(out), "--quiet"]) == 1
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert out.read_bytes() == written
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left behind
+
+
+def test_profile_distillation_and_qat_tables_are_checked(tmp_path: Path):
+    from importlib import resources
+
+    from tillsight.errors import ProfileError
+    from tillsight.profiles import Profile
+
+    text = resources.files("tillsight.device_profiles").joinpath("raspberry-pi-4.toml").read_text()
+    profile = Profile.from_toml_text(text, "raspberry-pi-4")
+    assert (profile.distillation.enabled, profile.distillation.alpha, profile.qat.enabled, profile.qat.epochs) == (False, 0.5, False, 2)
+    with pytest.raises(ProfileError, match="'distillation.alpha' must be in"):
+        Profile.from_toml_text(text.replace("alpha = 0.5", "alpha = 1.5"), "bad")
+    with pytest.raises(ProfileError, match="'qat.epochs' must be at least 1"):
+        Profile.from_toml_text(text.replace("epochs = 2 ", "epochs = 0 "), "bad")
