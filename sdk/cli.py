@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     dist = commands.add_parser("distill", help="train a smaller student from a Keras classifier (the teacher)")
     dist.add_argument("teacher", help="the teacher: .keras / .h5 file")
     dist.add_argument(
-        "--student", required=True, help="mobilenetv2-0.35, mobilenetv3-small, or a .keras file with the teacher's input and outputs"
+        "--student", required=True, help="mobilenetv2-0.35, mobilenetv3-small, mobilenetv3-small-minimal, or a .keras file with the teacher's input and outputs"
     )
     dist.add_argument("--data", help="labeled class folder or list file")
     dist.add_argument("--unlabeled", metavar="FOLDER", help="folder of unlabeled photos (store frames): the teacher labels them")

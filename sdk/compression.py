@@ -152,8 +152,6 @@ def _prune(
     from tillsight.converters.pruning import prune
 
     pruning, distillation = profile.pruning, profile.distillation
-    if photos is not None and teacher is None and photos.labeled_count < len(photos.labels):
-        raise DataError(f"{len(photos.labels) - photos.labeled_count} fine-tuning photos have no label: add --distill")
     setting = f"{pruning.mode.value}:{pruning.target:g}"
     how = " and distill" if teacher is not None and pruning.finetune_epochs else (" and fine-tune" if photos is not None else "")
     with conversion_step(f"prune ({setting}){how}", timings):

@@ -57,7 +57,8 @@ def distill(
 
     Args:
         teacher: ``.keras`` / ``.h5`` file or an in-memory ``keras.Model``.
-        student: ``mobilenetv2-0.35``, ``mobilenetv3-small``, or a ``.keras`` file with the teacher's input and outputs.
+        student: A name from ``tillsight.converters.training.students.STUDENTS`` (``mobilenetv2-0.35``,
+            ``mobilenetv3-small``, ``mobilenetv3-small-minimal``) or a ``.keras`` file with the teacher's input and outputs.
         out: The student file to write (``.keras``).
         data: Labeled photos (class folder or list file).
         unlabeled: A folder of unlabeled photos (store camera frames): the teacher labels them softly.

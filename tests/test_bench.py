@@ -52,8 +52,23 @@ def test_results_render_says_which_targets_were_missed_and_by_how_much():
          "drop_vs_unpruned_float": 1.5, "gzip_bytes": 4e5, "gzip_ratio": 0.5, "latency_ratio": 0.8, "macs_ratio": 0.3},
         {**pruned, "name": "unstructured", "setting": "unstructured:0.5", "pruned_top1": 29.0, "converted_top1": 28.0,
          "drop_vs_unpruned_float": 2.0, "gzip_bytes": 5.6e5, "gzip_ratio": 0.7, "latency_ratio": 1.0, "macs_ratio": None},
+        {**pruned, "name": "structured-distilled", "setting": "channels:0.5 + distill", "distilled": True, "pruned_top1": 29.5,
+         "converted_top1": 29.0, "drop_vs_unpruned_float": 1.0, "gzip_bytes": 4e5, "gzip_ratio": 0.5, "latency_ratio": 0.8,
+         "macs_ratio": 0.3},
     ]
+    results["qat"] = {"profile": "raspberry-pi-4", "epochs": 2, "float_top1": 30.0, "converted_top1": 30.0, "top1_drop": 0.0,
+                      "top1_agreement": 98.0, "reference_agreement": 95.0, "qat_s": 60, "process": {"p50_ms": 0.5}}
+    results["student"] = {"student": "mobilenetv3-small", "epochs": 15, "teacher_float_top1": 30.0, "student_float_top1": 26.0,
+                          "student_int8_top1": 25.0, "teacher_parameters": 800000, "student_parameters": 500000,
+                          "process": {"p50_ms": 0.2}, "latency_ratio": 0.4, "distill_s": 300}
     text = render_markdown(results)
+    # distillation halves the points lost (1.5 -> 1.0 is a third: missed); the distilled row is not judged as plain pruning
+    assert "recovers >= half of the points channels:0.5 loses without it (same epochs): MISSED (33% (1.50 -> 1.00 points lost))" in text
+    assert "structured (channels:0.5 + distill)" not in text
+    assert "student mobilenetv3-small: int8 latency <= 0.5x the teacher's: met (0.40x); float top-1 within 3 points" in text
+    assert "MISSED (4.00 points below)" in text
+    assert "QAT: int8 agreement with float >= 99%: MISSED (98.00%) (post-training int8: 95.00%)" in text
+    assert text.index("## Quantization-aware") < text.index("## Distilled student") < text.index("## Targets")
     assert "structured (channels:0.5) + int8: latency <= 0.6x unpruned int8: MISSED (0.80x); drop <= 2.0 points: met (1.50 points)" in text
     assert "unstructured (unstructured:0.5) + int8: gzip <= 0.6x unpruned int8: MISSED (0.70x); drop <= 1.0 point: MISSED (2.00 points)" in text
     assert "| channels:0.5 | 30.00% | 29.00% | 28.50% | 1.50 | 0.400 (0.50x) | 0.400 (0.80x) | 0.30x | 100 |" in text

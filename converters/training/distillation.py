@@ -21,7 +21,7 @@ import numpy as np
 
 from .._tf import keras, tf
 from .finetune import fit
-from .photos import BATCH, UNLABELED, TrainingPhotos
+from .photos import BATCH, UNLABELED, TrainingPhotos, shuffled_batches
 
 __all__ = ["DistillationLoss", "TeacherCache", "distill", "kd_loss", "logits_of"]
 
@@ -138,13 +138,7 @@ class TeacherCache:
             target = tf.concat([one_hot, tf.cast(labeled, tf.float32)[tf.newaxis], tf.gather(logits, view)], axis=0)
             return photos.normalise(image), target
 
-        return (
-            tf.data.Dataset.from_tensor_slices((photos.pixels, photos.labels, self.logits))
-            .shuffle(len(photos.labels), seed=seed, reshuffle_each_iteration=True)
-            .map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-            .batch(batch_size)
-            .prefetch(tf.data.AUTOTUNE)
-        )
+        return shuffled_batches((photos.pixels, photos.labels, self.logits), prepare, batch_size, seed)
 
 
 def distill(
@@ -188,5 +182,6 @@ def distill(
         "labeled_photos": photos.labeled_count,
         "alpha": alpha,
         "temperature": temperature,
+        "teacher_views": len(VIEWS),
         "teacher_images_run": cache.images_run,
     }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,7 @@ from tillsight.preprocess import InputSpec, model_pixels
 
 from .._tf import tf
 
-__all__ = ["UNLABELED", "TrainingPhotos", "load_training_photos"]
+__all__ = ["UNLABELED", "TrainingPhotos", "load_training_photos", "shuffled_batches"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,13 +79,18 @@ class TrainingPhotos:
             target = tf.one_hot(label, num_classes) if one_hot else label
             return self.normalise(image), target
 
-        return (
-            tf.data.Dataset.from_tensor_slices((self.pixels, self.labels))
-            .shuffle(len(self.labels), seed=seed, reshuffle_each_iteration=True)
-            .map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-            .batch(batch_size)
-            .prefetch(tf.data.AUTOTUNE)
-        )
+        return shuffled_batches((self.pixels, self.labels), prepare, batch_size, seed)
+
+
+def shuffled_batches(slices: tuple[Any, ...], prepare: Any, batch_size: int = BATCH, seed: int = 0) -> tf.data.Dataset:
+    """Per-photo arrays, reshuffled every epoch, mapped by ``prepare`` in parallel, batched."""
+    return (
+        tf.data.Dataset.from_tensor_slices(slices)
+        .shuffle(len(slices[0]), seed=seed, reshuffle_each_iteration=True)
+        .map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+        .batch(batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
 
 
 def load_training_photos(
