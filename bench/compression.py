@@ -1,8 +1,8 @@
-"""Compression benchmarks: pruned bundles side by side with the unpruned one, in the same run.
+"""Compression benchmarks: pruned, distilled and QAT bundles side by side with the plain one, in the same run.
 
-Each setting converts the sample model for one TFLite profile with pruning and fine-tuning
-on the train photos, and is measured exactly like the unpruned bundle of that profile: the
-same held-out photos, gzip size, and latency in a process that runs only the bundle.
+Each setting converts the sample model for one TFLite profile, training on the train photos,
+and is measured exactly like the plain bundle of that profile: the same held-out photos,
+gzip size, and latency in a process that runs only the bundle.
 """
 
 from __future__ import annotations
@@ -15,6 +15,13 @@ import tillsight
 from tillsight.report import summarize_bundle
 
 
+def _seed() -> None:
+    """The same initial state for every training row (runs still vary: TensorFlow's CPU kernels are not all deterministic)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+
+
 def pruning_benchmark(
     model: Path,
     labels: Path,
@@ -24,6 +31,7 @@ def pruning_benchmark(
     measure_process: Callable[[Path], dict],
     settings: dict[str, str],
     epochs: int,
+    distilled: tuple[str, ...] = (),
 ) -> list[dict]:
     """Convert with each pruning setting and compare with the unpruned bundle of the same profile.
 
@@ -36,6 +44,7 @@ def pruning_benchmark(
         measure_process: Cold start, RSS and latency of a process running one bundle.
         settings: Name -> ``--prune`` setting, e.g. ``{"structured": "channels:0.5"}``.
         epochs: Fine-tuning epochs for every setting.
+        distilled: Names of the settings whose fine-tuning distills from the unpruned model.
 
     Returns:
         One row per setting with its ratios against the reference.
@@ -43,11 +52,15 @@ def pruning_benchmark(
     rows = []
     for name, spec in settings.items():
         pruning = tillsight.PruningOptions.from_spec(spec, base=tillsight.PruningOptions(finetune_epochs=epochs))
+        _seed()
         started = time.monotonic()
         bundle = tillsight.convert(
             model, reference["name"], calibration=data / "train.txt", evaluation=data / "val.txt", labels=labels,
             out=out / name, finetune=data / "train.txt",
-            options=tillsight.ConversionOptions(allow_accuracy_drop=True, pruning=pruning),
+            options=tillsight.ConversionOptions(
+                allow_accuracy_drop=True, pruning=pruning,
+                distillation=tillsight.DistillationOptions(enabled=True) if name in distilled else None,
+            ),
         )
         seconds = time.monotonic() - started
         summary = summarize_bundle(bundle.path)
@@ -55,7 +68,8 @@ def pruning_benchmark(
         report = bundle.manifest.metrics["pruning"]
         accuracy = bundle.manifest.metrics["accuracy"]
         rows.append({
-            "name": name, "setting": spec, "epochs": epochs, "profile": reference["name"], "path": str(bundle.path),
+            "name": name, "setting": spec + (" + distill" if name in distilled else ""), "epochs": epochs,
+            "distilled": name in distilled, "profile": reference["name"], "path": str(bundle.path),
             "model_bytes": summary.model_bytes, "gzip_bytes": summary.gzip_bytes,
             "float_top1": accuracy["float_top1"], "pruned_top1": accuracy["pruned_top1"],
             "converted_top1": accuracy["converted_top1"], "top1_agreement": accuracy["top1_agreement"],
@@ -69,3 +83,65 @@ def pruning_benchmark(
         print(f"pruning {name} ({spec}): top-1 {accuracy['converted_top1']}%, p50 {process['p50_ms']} ms, "
               f"gzip {summary.gzip_bytes / 1e6:.2f} MB, {seconds:.0f} s", flush=True)
     return rows
+
+
+def qat_benchmark(
+    model: Path, labels: Path, data: Path, out: Path, reference: dict, measure_process: Callable[[Path], dict], epochs: int
+) -> dict:
+    """Convert with quantization-aware fine-tuning and compare agreement with the post-training bundle."""
+    _seed()
+    started = time.monotonic()
+    bundle = tillsight.convert(
+        model, reference["name"], calibration=data / "train.txt", evaluation=data / "val.txt", labels=labels, out=out,
+        finetune=data / "train.txt",
+        options=tillsight.ConversionOptions(allow_accuracy_drop=True, qat=tillsight.QatOptions(enabled=True, epochs=epochs)),
+    )
+    seconds = time.monotonic() - started
+    process = measure_process(bundle.path)
+    accuracy, qat = bundle.manifest.metrics["accuracy"], bundle.manifest.metrics["qat"]
+    print(f"QAT ({epochs} epochs): top-1 {accuracy['converted_top1']}%, agreement {accuracy['top1_agreement']}%, "
+          f"{seconds:.0f} s", flush=True)
+    return {
+        "profile": reference["name"], "epochs": epochs, "path": str(bundle.path), "float_top1": accuracy["float_top1"],
+        "converted_top1": accuracy["converted_top1"], "top1_drop": accuracy["top1_drop"],
+        "top1_agreement": accuracy["top1_agreement"], "reference_agreement": reference["top1_agreement"],
+        "qat_s": qat["seconds"], "conversion_s": round(seconds, 1), "process": process,
+        "latency_ratio": round(process["p50_ms"] / reference["process"]["p50_ms"], 3),
+    }
+
+
+def student_benchmark(
+    model: Path,
+    labels: Path,
+    data: Path,
+    out: Path,
+    reference: dict,
+    measure_process: Callable[[Path], dict],
+    student: str,
+    epochs: int,
+) -> dict:
+    """Distill a small student from the model, convert it for the reference profile, compare with the teacher's bundle."""
+    _seed()
+    started = time.monotonic()
+    result = tillsight.distill(
+        model, student, out / f"{student}.keras", data=data / "train.txt", epochs=epochs, evaluation=data / "val.txt",
+        labels=labels,
+    )
+    distill_seconds = time.monotonic() - started
+    bundle = tillsight.convert(
+        result.path, reference["name"], calibration=data / "train.txt", evaluation=data / "val.txt", labels=labels,
+        out=out / "bundles", options=tillsight.ConversionOptions(allow_accuracy_drop=True),
+    )
+    summary = summarize_bundle(bundle.path)
+    process = measure_process(bundle.path)
+    accuracy = result.report["accuracy"]
+    print(f"student {student} ({epochs} epochs): float top-1 {accuracy['student_top1']}% (teacher {accuracy['teacher_top1']}%), "
+          f"int8 p50 {process['p50_ms']} ms, distilled in {distill_seconds:.0f} s", flush=True)
+    return {
+        "student": student, "epochs": epochs, "profile": reference["name"], "path": str(bundle.path),
+        "teacher_float_top1": accuracy["teacher_top1"], "student_float_top1": accuracy["student_top1"],
+        "student_int8_top1": summary.converted_top1, "teacher_agreement": accuracy["top1_agreement"],
+        "teacher_parameters": result.report["teacher_parameters"], "student_parameters": result.report["student_parameters"],
+        "model_bytes": summary.model_bytes, "distill_s": round(distill_seconds, 1), "process": process,
+        "latency_ratio": round(process["p50_ms"] / reference["process"]["p50_ms"], 3),
+    }

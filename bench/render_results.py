@@ -93,7 +93,7 @@ def render_markdown(results: dict) -> str:
         "## Targets",
         "",
     ]
-    lines[-2:-2] = _pruning_section(results.get("pruning", []), reference)
+    lines[-2:-2] = _pruning_section(results.get("pruning", []), reference) + _training_section(results, reference)
     tflite = [b for b in results["bundles"] if b["backend"] == "tflite"]
     for b in tflite:
         drop, agreement = b["top1_drop"], b["top1_agreement"]
@@ -105,6 +105,7 @@ def render_markdown(results: dict) -> str:
     rss, cold = ours["peak_rss_mb"] / bare["peak_rss_mb"], ours["cold_start_s"] / bare["cold_start_s"]
     lines.append(f"- peak RSS <= 1.5x bare: {met(rss <= 1.5, f'{rss:.2f}x')}; cold start <= 1.5x bare: {met(cold <= 1.5, f'{cold:.2f}x')}")
     lines += _pruning_targets(results.get("pruning", []))
+    lines += _training_targets(results)
     lines.append("")
     lines.append("![accuracy vs latency, marker area by model size](plots/accuracy_latency.png)")
     return "\n".join(lines) + "\n"
@@ -139,6 +140,8 @@ def _pruning_section(rows: list[dict], reference: dict) -> list[str]:
 def _pruning_targets(rows: list[dict]) -> list[str]:
     lines = []
     for row in rows:
+        if row.get("distilled"):
+            continue  # judged against its undistilled twin in _training_targets
         drop = row["drop_vs_unpruned_float"]
         if row["setting"].startswith("channels"):
             latency = met(row["latency_ratio"] <= 0.6, f"{row['latency_ratio']:.2f}x")
@@ -148,4 +151,66 @@ def _pruning_targets(rows: list[dict]) -> list[str]:
             gzip_text = met(row["gzip_ratio"] <= 0.6, f"{row['gzip_ratio']:.2f}x")
             lines.append(f"- unstructured ({row['setting']}) + int8: gzip <= 0.6x unpruned int8: {gzip_text}; "
                          f"drop <= 1.0 point: {met(drop <= 1.0, f'{drop:.2f} points')}")
+    return lines
+
+
+def _training_section(results: dict, reference: dict) -> list[str]:
+    """Quantization-aware fine-tuning and the distilled student against the plain int8 bundle."""
+    qat, student = results.get("qat"), results.get("student")
+    lines = []
+    if qat:
+        lines += [
+            f"## Quantization-aware fine-tuning ({qat['profile']}, {qat['epochs']} epochs on the train photos, distilled from the float model)",
+            "",
+            _row(["bundle", "float top-1", "int8 top-1", "drop", "agreement with float", "p50 ms", "QAT s"]),
+            _row(["---", "---:", "---:", "---:", "---:", "---:", "---:"]),
+            _row(["post-training int8 (reference)", f"{reference['float_top1']:.2f}%", f"{reference['converted_top1']:.2f}%",
+                  f"{reference['top1_drop']:.2f}", f"{reference['top1_agreement']:.2f}%", f"{reference['process']['p50_ms']:.3f}", ""]),
+            _row(["QAT int8", f"{qat['float_top1']:.2f}%", f"{qat['converted_top1']:.2f}%", f"{qat['top1_drop']:.2f}",
+                  f"{qat['top1_agreement']:.2f}%", f"{qat['process']['p50_ms']:.3f}", f"{qat['qat_s']:.0f}"]),
+            "",
+        ]
+    if student:
+        lines += [
+            f"## Distilled student ({student['student']}, {student['epochs']} epochs on the train photos, from scratch)",
+            "",
+            _row(["model", "parameters", "float top-1", "int8 top-1", "p50 ms int8 (vs teacher)", "distill s"]),
+            _row(["---", "---:", "---:", "---:", "---:", "---:"]),
+            _row(["teacher", f"{student['teacher_parameters']:,}", f"{student['teacher_float_top1']:.2f}%",
+                  f"{reference['converted_top1']:.2f}%", f"{reference['process']['p50_ms']:.3f}", ""]),
+            _row([student["student"], f"{student['student_parameters']:,}", f"{student['student_float_top1']:.2f}%",
+                  f"{student['student_int8_top1']:.2f}%", f"{student['process']['p50_ms']:.3f} ({student['latency_ratio']:.2f}x)",
+                  f"{student['distill_s']:.0f}"]),
+            "",
+        ]
+    return lines
+
+
+def _training_targets(results: dict) -> list[str]:
+    lines = []
+    rows = results.get("pruning", [])
+    plain = next((r for r in rows if r["setting"].startswith("channels") and not r.get("distilled")), None)
+    distilled = next((r for r in rows if r.get("distilled")), None)
+    if plain and distilled:
+        lost = plain["float_top1"] - plain["converted_top1"]
+        lost_distilled = distilled["float_top1"] - distilled["converted_top1"]
+        recovered = (lost - lost_distilled) / lost if lost > 0 else 0.0
+        lines.append(
+            f"- distillation recovers >= half of the points {plain['setting']} loses without it (same epochs): "
+            + met(recovered >= 0.5, f"{recovered:.0%} ({lost:.2f} -> {lost_distilled:.2f} points lost)")
+        )
+    student = results.get("student")
+    if student:
+        gap, ratio = student["teacher_float_top1"] - student["student_float_top1"], student["latency_ratio"]
+        lines.append(
+            f"- student {student['student']}: int8 latency <= 0.5x the teacher's: {met(ratio <= 0.5, f'{ratio:.2f}x')}; "
+            f"float top-1 within 3 points of the teacher's: {met(gap <= 3.0, f'{gap:.2f} points below')}"
+        )
+    qat = results.get("qat")
+    if qat:
+        agreement = qat["top1_agreement"]
+        lines.append(
+            f"- QAT: int8 agreement with float >= 99%: {met(agreement >= 99.0, f'{agreement:.2f}%')} "
+            f"(post-training int8: {qat['reference_agreement']:.2f}%)"
+        )
     return lines

@@ -43,7 +43,7 @@ from tillsight.datasets import iter_images, read_image_set, read_labels  # noqa:
 from tillsight.preprocess import InputSpec, preprocess  # noqa: E402
 from tillsight.report import plot_accuracy_latency, summarize_bundle  # noqa: E402
 import baselines  # noqa: E402
-from compression import pruning_benchmark  # noqa: E402
+from compression import pruning_benchmark, qat_benchmark, student_benchmark  # noqa: E402
 from render_results import render_markdown  # noqa: E402
 
 PROFILES = ("raspberry-pi-4", "raspberry-pi-5", "generic-x86-cpu", "coral-usb", "coral-devboard", "intel-nuc-iris-xe", "intel-celeron-uhd")
@@ -154,6 +154,9 @@ def main() -> None:
     parser.add_argument("--prune-structured", default="channels:0.5", help="--prune setting of the structured row")
     parser.add_argument("--prune-unstructured", default="unstructured:0.5", help="--prune setting of the unstructured row")
     parser.add_argument("--finetune-epochs", type=int, default=3, help="fine-tuning epochs of the pruned rows (0: skip them)")
+    parser.add_argument("--qat-epochs", type=int, default=2, help="epochs of the QAT row (0: skip it)")
+    parser.add_argument("--student", default="mobilenetv3-small-minimal", help="architecture of the distilled student row")
+    parser.add_argument("--student-epochs", type=int, default=15, help="distillation epochs of the student row (0: skip it)")
     args = parser.parse_args()
     if args.model and not args.labels:
         parser.error("--model needs --labels")
@@ -203,10 +206,22 @@ def main() -> None:
         results["pipeline"] = pipeline_benchmark(Path(reference["path"]), frames, Path(work), args.runs)
     results["pipeline"]["bundle"] = reference["name"]
     if args.finetune_epochs > 0:
-        settings = {"structured": args.prune_structured, "unstructured": args.prune_unstructured}
+        settings = {"structured": args.prune_structured, "structured-distilled": args.prune_structured,
+                    "unstructured": args.prune_unstructured}
         results["pruning"] = pruning_benchmark(
             model_path, labels_path, args.data, args.out / "pruned", reference,
             lambda path: probe("tillsight", path, sample_image, args.runs), settings, args.finetune_epochs,
+            distilled=("structured-distilled",),
+        )
+    if args.qat_epochs > 0:
+        results["qat"] = qat_benchmark(
+            model_path, labels_path, args.data, args.out / "qat", reference,
+            lambda path: probe("tillsight", path, sample_image, args.runs), args.qat_epochs,
+        )
+    if args.student_epochs > 0:
+        results["student"] = student_benchmark(
+            model_path, labels_path, args.data, args.out / "student", reference,
+            lambda path: probe("tillsight", path, sample_image, args.runs), args.student, args.student_epochs,
         )
     results["wall_time_s"] = round(time.monotonic() - began, 1)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -214,6 +229,13 @@ def main() -> None:
     points += [(r["name"], r["p50_ms"], r["top1"], r["bytes"]) for r in rows]
     points += [(f"{r['profile']} {r['setting']}", r["process"]["p50_ms"], r["converted_top1"], r["model_bytes"])
                for r in results.get("pruning", [])]
+    if "qat" in results:
+        points.append((f"{reference['name']} QAT", results["qat"]["process"]["p50_ms"], results["qat"]["converted_top1"],
+                       reference["model_bytes"]))
+    if "student" in results:
+        student = results["student"]
+        points.append((f"student {student['student']}", student["process"]["p50_ms"], student["student_int8_top1"],
+                       student["model_bytes"]))
     plot = plot_accuracy_latency(points, args.out / "accuracy_latency.png", "grocery MobileNetV2, held-out val photos")
     committed_plot = args.results_md.parent / "plots" / "accuracy_latency.png"
     committed_plot.parent.mkdir(parents=True, exist_ok=True)
