@@ -63,6 +63,8 @@ def training_set(profile: Profile, source: Any, finetune: str | Path | None, lab
             "file instead, or drop --prune / --qat"
         )
     if not (finetunes or qat):
+        if profile.distillation.enabled:
+            logger.warning("distillation is on but nothing fine-tunes: it applies to pruning's fine-tuning (add --prune)")
         if finetune is not None:
             logger.warning("fine-tuning data %s is not used: profile '%s' neither prunes nor runs QAT", finetune, profile.name)
         return None
@@ -108,7 +110,7 @@ def compress(
     """
     from tillsight.converters.training import TeacherCache, load_training_photos
 
-    finetunes, qat = _trains(profile)
+    qat = profile.qat.enabled
     photos = teacher = None
     if photos_set is not None:
         with conversion_step("fine-tuning photos", timings):
