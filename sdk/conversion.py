@@ -123,8 +123,13 @@ def _load_calibration(
     return np.stack(arrays), len(skipped), first_frame
 
 
-def _output_activation(source: Any, calibration: np.ndarray) -> str:
-    """Tell probabilities from logits on a few calibration images."""
+def output_activation(source: Any, calibration: np.ndarray) -> str:
+    """What a model outputs, told from a few preprocessed images: ``softmax``, ``sigmoid`` or ``softmax-added`` (logits).
+
+    Args:
+        source: Anything with ``predict(images) -> scores`` (a SourceModel).
+        calibration: Preprocessed images; the first 16 are used.
+    """
     outputs = source.predict(calibration[:_PROBE_IMAGES])
     in_unit_range = bool(np.all(outputs >= -1e-6) and np.all(outputs <= 1.0 + 1e-6))
     if in_unit_range and np.allclose(outputs.sum(axis=-1), 1.0, atol=1e-3):
@@ -206,7 +211,7 @@ def convert(
         calibration_arrays, calibration_skipped, sample_frame = _load_calibration(
             calibration_set, resolved, float_spec, options.progress
         )
-        activation = _output_activation(source, calibration_arrays)
+        activation = output_activation(source, calibration_arrays)
     original = source
     compressed = compress(resolved, source, finetune_set, float_spec, activation, calibration_arrays, options.progress, timings)
     source, pruning_report = compressed.source, compressed.metrics.get("pruning")

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .conversion import ConversionOptions, _output_activation
+from .conversion import ConversionOptions, output_activation
 from .datasets import read_image_set, read_labels
 from .errors import DataError, ModelLoadError
 from .preprocess import InputSpec
@@ -107,10 +107,10 @@ def distill(
             if not eval_set.labeled:
                 raise DataError(f"evaluation data {evaluation} has no labels: use a class folder or a list file")
             eval_photos = load_training_photos(eval_set, spec, source.num_classes, options.progress, desc="evaluation photos")
-        activation = _output_activation(source, np.asarray(photos.normalise(photos.pixels[:_PROBE])))
+        activation = output_activation(source, np.asarray(photos.normalise(photos.pixels[:_PROBE])))
     with conversion_step("build student", timings):
         model = build_student(student, spec, source.num_classes, options.allow_unsafe_model)
-        student_activation = "softmax" if str(student) in _built_in() else _output_activation(
+        student_activation = "softmax" if str(student) in _built_in() else output_activation(
             _Probe(model), np.asarray(photos.normalise(photos.pixels[:_PROBE]))
         )
     with conversion_step("teacher outputs", timings):
@@ -139,7 +139,7 @@ def _built_in() -> tuple[str, ...]:
 
 @dataclasses.dataclass(frozen=True)
 class _Probe:
-    """The ``predict`` that :func:`_output_activation` needs, over a bare Keras model."""
+    """The ``predict`` that :func:`output_activation` needs, over a bare Keras model."""
 
     model: Any
 
