@@ -38,12 +38,6 @@ class Compressed:
     metrics: dict[str, Any]  # manifest metrics: "pruning", "qat"
 
 
-def _trains(profile: Profile) -> tuple[bool, bool]:
-    """(pruning fine-tunes, QAT runs)."""
-    pruning = profile.pruning
-    return pruning.enabled and pruning.finetune_epochs > 0, profile.qat.enabled
-
-
 def training_set(profile: Profile, source: Any, finetune: str | Path | None, labels: Sequence[str] | None) -> ImageSet | None:
     """The fine-tuning photos, checked before any work when the conversion trains.
 
@@ -51,7 +45,8 @@ def training_set(profile: Profile, source: Any, finetune: str | Path | None, lab
         ConversionError: A SavedModel source, or QAT on a backend that does not take it.
         DataError: Photos are needed and missing, or labels are needed and missing.
     """
-    finetunes, qat = _trains(profile)
+    finetunes = profile.pruning.enabled and profile.pruning.finetune_epochs > 0
+    qat = profile.qat.enabled
     if qat and profile.backend not in (Backend.TFLITE, Backend.EDGETPU):
         raise ConversionError(
             f"profile '{profile.name}' converts with {profile.backend.value}, which quantizes with its own tools; "
@@ -108,7 +103,7 @@ def compress(
     Returns:
         The model to convert, the pruned float model when pruning ran, and their reports.
     """
-    from tillsight.converters.training import TeacherCache, load_training_photos
+    from tillsight.converters.training import TeacherCache, load_training_photos, quantization_aware_finetune
 
     qat = profile.qat.enabled
     photos = teacher = None
@@ -127,8 +122,6 @@ def compress(
         metrics["pruning"] = pruned.report
         current = pruned.model
     if qat:
-        from tillsight.converters.training.qat import quantization_aware_finetune
-
         settings = profile.qat
         with conversion_step(f"quantization-aware fine-tuning ({settings.epochs} epochs)", timings):
             model, report = quantization_aware_finetune(

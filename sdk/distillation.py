@@ -20,7 +20,7 @@ import numpy as np
 
 from .conversion import ConversionOptions, output_activation
 from .datasets import read_image_set, read_labels
-from .errors import DataError, ModelLoadError
+from .errors import DataError, ModelLoadError, ProfileError
 from .preprocess import InputSpec
 from .profiles import DistillationOptions
 from .steps import conversion_step
@@ -73,7 +73,7 @@ def distill(
         The student's path and a report (sizes, MACs, losses, teacher runs, accuracy when measured).
 
     Raises:
-        ModelLoadError, DataError: Nothing is written when any of these is raised.
+        ModelLoadError, DataError, ProfileError: Nothing is written when any of these is raised.
     """
     distillation = distillation or DistillationOptions()
     options = options or ConversionOptions()
@@ -84,6 +84,8 @@ def distill(
         raise DataError("distillation needs photos: pass --data (labeled) and/or --unlabeled (a folder of frames)")
     if epochs < 1:
         raise DataError(f"epochs must be at least 1, got {epochs}")
+    if problem := distillation.problem():
+        raise ProfileError(f"distillation settings (--alpha, --temperature): {problem}")
     timings: dict[str, float] = {}
     from tillsight.converters.source import load_source_model
     from tillsight.converters.training import TeacherCache, load_training_photos
@@ -107,12 +109,11 @@ def distill(
             if not eval_set.labeled:
                 raise DataError(f"evaluation data {evaluation} has no labels: use a class folder or a list file")
             eval_photos = load_training_photos(eval_set, spec, source.num_classes, options.progress, desc="evaluation photos")
-        activation = output_activation(source, np.asarray(photos.normalise(photos.pixels[:_PROBE])))
+        probe_images = np.asarray(photos.normalise(photos.pixels[:_PROBE]))
+        activation = output_activation(source, probe_images)
     with conversion_step("build student", timings):
         model = build_student(student, spec, source.num_classes, options.allow_unsafe_model)
-        student_activation = "softmax" if str(student) in _built_in() else output_activation(
-            _Probe(model), np.asarray(photos.normalise(photos.pixels[:_PROBE]))
-        )
+        student_activation = output_activation(_Probe(model), probe_images)
     with conversion_step("teacher outputs", timings):
         cache = TeacherCache(source.keras_model, photos, activation, options.progress)
     with conversion_step(f"distill ({epochs} epochs)", timings):
@@ -122,19 +123,13 @@ def distill(
         )
     report.update(
         teacher=source.description, student=str(student), teacher_parameters=int(source.keras_model.count_params()),
-        student_parameters=int(model.count_params()), seconds=timings,
+        student_parameters=int(model.count_params()), step_seconds=timings,
     )
     if eval_photos is not None:
         report["accuracy"] = _compare(source.keras_model, model, eval_photos)
         logger.info("distill: %s", report["accuracy"])
     _save_atomically(model, out)
     return DistillResult(out, report)
-
-
-def _built_in() -> tuple[str, ...]:
-    from tillsight.converters.training.students import STUDENTS
-
-    return tuple(STUDENTS)
 
 
 @dataclasses.dataclass(frozen=True)

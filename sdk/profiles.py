@@ -176,6 +176,14 @@ class DistillationOptions:
     alpha: float = 0.5  # weight of the label loss on labeled photos
     temperature: float = 4.0  # softening of teacher and student outputs
 
+    def problem(self) -> str | None:
+        """What is wrong with these settings, or None."""
+        if not 0.0 <= self.alpha <= 1.0:
+            return f"'distillation.alpha' must be in [0, 1], got {self.alpha}"
+        if self.temperature <= 0.0:
+            return f"'distillation.temperature' must be positive, got {self.temperature}"
+        return None
+
 
 @dataclasses.dataclass(frozen=True)
 class QatOptions:
@@ -275,10 +283,8 @@ class Profile:
             raise ProfileError(f"{where}: 'pruning.channel_multiple' must be at least 1, got {self.pruning.channel_multiple}")
         if self.pruning.learning_rate <= 0.0:
             raise ProfileError(f"{where}: 'pruning.learning_rate' must be positive, got {self.pruning.learning_rate}")
-        if not 0.0 <= self.distillation.alpha <= 1.0:
-            raise ProfileError(f"{where}: 'distillation.alpha' must be in [0, 1], got {self.distillation.alpha}")
-        if self.distillation.temperature <= 0.0:
-            raise ProfileError(f"{where}: 'distillation.temperature' must be positive, got {self.distillation.temperature}")
+        if problem := self.distillation.problem():
+            raise ProfileError(f"{where}: {problem}")
         if self.qat.epochs < 1 or self.qat.learning_rate <= 0.0:
             raise ProfileError(
                 f"{where}: 'qat.epochs' must be at least 1 and 'qat.learning_rate' positive, got {self.qat.epochs} and "

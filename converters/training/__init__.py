@@ -14,7 +14,7 @@ from __future__ import annotations
 from .distillation import TeacherCache, distill, kd_loss
 from .finetune import fine_tune, fit
 from .photos import UNLABELED, TrainingPhotos, load_training_photos
-from .qat import QuantizationAwareModel, quantization_aware
+from .qat import QuantizationAwareModel, quantization_aware, quantization_aware_finetune
 
 __all__ = [
     "UNLABELED",
@@ -27,4 +27,5 @@ __all__ = [
     "kd_loss",
     "load_training_photos",
     "quantization_aware",
+    "quantization_aware_finetune",
 ]

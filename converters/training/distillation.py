@@ -100,6 +100,11 @@ class DistillationLoss(keras.losses.Loss):
         )
 
 
+def _in_view(images: Any, view: Any) -> Any:
+    """An image (HWC) or a batch (NHWC) as cached view ``view`` sees it: the teacher's and the student's one definition."""
+    return tf.where(tf.equal(view, VIEWS.index("mirror")), tf.reverse(images, [-2]), images)
+
+
 class TeacherCache:
     """The teacher's logits for every photo in every cached view, computed once.
 
@@ -112,7 +117,6 @@ class TeacherCache:
         from tqdm import tqdm
 
         count = len(photos.labels)
-        self.activation = activation
         self.logits = np.empty((count, len(VIEWS), photos.num_classes), np.float32)
         self.images_run = 0
         predict = tf.function(lambda images: logits_of(teacher(images, training=False), activation))
@@ -120,7 +124,7 @@ class TeacherCache:
             for start in range(0, count, 2 * BATCH):
                 images = photos.normalise(photos.pixels[start : start + 2 * BATCH])
                 for view in range(len(VIEWS)):
-                    batch = images[:, :, ::-1] if VIEWS[view] == "mirror" else images
+                    batch = _in_view(images, view)
                     self.logits[start : start + len(batch), view] = np.asarray(predict(batch))
                     self.images_run += len(batch)
                     bar.update(len(batch))
@@ -131,8 +135,7 @@ class TeacherCache:
 
         def prepare(pixels: tf.Tensor, label: tf.Tensor, logits: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             view = tf.random.uniform([], 0, len(VIEWS), tf.int32, seed=seed)
-            image = tf.cast(pixels, tf.float32)
-            image = tf.where(tf.equal(view, VIEWS.index("mirror")), tf.reverse(image, [1]), image)
+            image = _in_view(tf.cast(pixels, tf.float32), view)
             labeled = tf.not_equal(label, UNLABELED)
             one_hot = tf.one_hot(tf.maximum(label, 0), num_classes) * tf.cast(labeled, tf.float32)
             target = tf.concat([one_hot, tf.cast(labeled, tf.float32)[tf.newaxis], tf.gather(logits, view)], axis=0)

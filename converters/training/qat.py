@@ -36,7 +36,7 @@ from tillsight.errors import ConversionError
 
 from .._tf import keras, tf
 
-__all__ = ["ActivationQuantizer", "QuantizationAwareModel", "quantization_aware"]
+__all__ = ["ActivationQuantizer", "QuantizationAwareModel", "quantization_aware", "quantization_aware_finetune"]
 
 logger = logging.getLogger(__name__)
 

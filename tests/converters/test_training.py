@@ -259,6 +259,7 @@ def test_distill_command_writes_a_student_atomically(tiny_model_file, photos: Ph
         (["--student", "mobilenetv3-small"], "distillation needs photos"),
         (["--student", "resnet9000", "--unlabeled", str(frames)], "neither mobilenetv2-0.35 nor mobilenetv3-small nor"),
         (["--student", "mobilenetv3-small", "--data", str(frames)], "has no labels"),
+        (["--student", "mobilenetv3-small", "--unlabeled", str(frames), "--alpha", "1.5"], "'distillation.alpha' must be in [0, 1]"),
     ]:
         assert main(["distill", str(tiny_model_file), *args, "--out", str(out), "--quiet"]) == 1
         err = capsys.readouterr().err
