@@ -1,12 +1,14 @@
 """Shared fixtures: real grocery photos, a tiny Keras classifier trained on them, a bundle.
 
-The photos come from ``../shared/data/grocery-store`` beside the repository (MIT licensed;
-override with TILLSIGHT_TEST_DATA). Models are built and trained inside the tests; nothing
-is downloaded.
+The photos are the repository's own: ``tests/data/grocery-store``, a downscaled subset of the
+Grocery Store Dataset (MIT licensed, credit and license beside it). TILLSIGHT_TEST_DATA may
+point at a folder of the same layout instead, such as the full dataset. Models are built and
+trained inside the tests; nothing is downloaded.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +17,7 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("TILLSIGHT_TEST_DATA", REPO.parent / "shared" / "data" / "grocery-store"))
+DATA = Path(os.environ.get("TILLSIGHT_TEST_DATA", REPO / "tests" / "data" / "grocery-store"))
 
 # Output index order on purpose not alphabetical: the labels file must decide indices.
 CLASSES = {"Satsumas": 27, "Banana": 6, "Watermelon": 14, "Regular-Tomato": 78}
@@ -24,6 +26,41 @@ REQUIRED_PROFILES = {
     "raspberry-pi-4", "raspberry-pi-5", "generic-x86-cpu", "coral-usb", "coral-devboard",
     "intel-nuc-iris-xe", "intel-celeron-uhd",
 }
+
+
+
+
+def _installed(*modules: str) -> bool:
+    return all(importlib.util.find_spec(module) is not None for module in modules)
+
+
+# Optional sides of the package: a test that needs one skips, naming the extra, when it is absent.
+requires_keras = pytest.mark.skipif(
+    not _installed("tensorflow", "keras"), reason="needs the converting side: pip install -e '.[convert]'"
+)
+requires_openvino = pytest.mark.skipif(not _installed("openvino"), reason="needs OpenVINO: pip install -e '.[openvino]'")
+requires_nncf = pytest.mark.skipif(
+    not _installed("openvino", "nncf"), reason="needs OpenVINO and NNCF: pip install -e '.[openvino-convert]'"
+)
+
+#: Fixtures that train or convert a model (directly or through another fixture).
+CONVERTING_FIXTURES = frozenset({"tiny_model", "tiny_model_file", "bundle_dir", "coral_bundle"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep the ``integration`` marker honest: whatever converts or trains carries it.
+
+    A test that uses a converting fixture without the marker is a collection error, so
+    ``-m "not integration"`` never runs TensorFlow work. Without TensorFlow those tests skip,
+    naming the extra to install (tests that build Keras models themselves say
+    ``@requires_keras``).
+    """
+    converting = [item for item in items if CONVERTING_FIXTURES & set(getattr(item, "fixturenames", ()))]
+    unmarked = [item.nodeid for item in converting if item.get_closest_marker("integration") is None]
+    if unmarked:
+        raise pytest.UsageError(f"converting tests without @pytest.mark.integration: {', '.join(unmarked)}")
+    for item in converting:
+        item.add_marker(requires_keras)
 
 
 @dataclass(frozen=True)
@@ -40,8 +77,8 @@ class PhotoSplit:
 
 @pytest.fixture(scope="session")
 def grocery() -> Path:
-    if not (DATA / "train.txt").is_file():
-        pytest.fail(f"grocery-store photos not found at {DATA}; set TILLSIGHT_TEST_DATA", pytrace=False)
+    if not (DATA / "train.txt").is_file():  # only a wrong TILLSIGHT_TEST_DATA: the repository ships them
+        raise pytest.UsageError(f"no grocery-store photos at {DATA} (no train.txt): fix TILLSIGHT_TEST_DATA")
     return DATA
 
 
@@ -169,3 +206,4 @@ def private_cache_dir(tmp_path_factory: pytest.TempPathFactory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TILLSIGHT_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
         yield
+

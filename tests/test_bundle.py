@@ -10,6 +10,7 @@ import pytest
 
 from tillsight import BundleError, read_bundle
 from tillsight.bundle import staged_directory
+from tillsight.demo import ASSETS
 
 
 def test_staged_directory_appears_only_when_complete(tmp_path):
@@ -40,19 +41,21 @@ def test_failed_run_keeps_the_previous_directory_and_success_replaces_it(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raspberry-pi-4"]
 
 
-def test_not_a_bundle_and_malformed_manifests(bundle_dir, tmp_path):
+def test_not_a_bundle_and_malformed_manifests(tmp_path):
     with pytest.raises(BundleError, match="not a tillsight bundle"):
         read_bundle(tmp_path)
-    broken = shutil.copytree(bundle_dir, tmp_path / "broken")
+    broken = shutil.copytree(ASSETS / "classifier", tmp_path / "broken")  # the shipped int8 bundle
     manifest_path = broken / "manifest.json"
     original = json.loads(manifest_path.read_text())
+    outputs = len(original["labels"])
+    assert read_bundle(broken).manifest.labels == tuple(original["labels"])  # valid before it is broken
     manifest_path.write_text("{not json")
     with pytest.raises(BundleError, match="cannot be read as JSON"):
         read_bundle(broken)
     for change, phrase in [
         (lambda m: m.update(format_version=99), "upgrade tillsight"),
         (lambda m: m.pop("labels"), "malformed"),
-        (lambda m: m["labels"].pop(), "3 labels for 4 outputs"),
+        (lambda m: m["labels"].pop(), f"{outputs - 1} labels for {outputs} outputs"),
         (lambda m: m["runtime"].update(backend="tpu9000"), "malformed"),
         (lambda m: m.update(format="other"), "not a tillsight manifest"),
     ]:

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from tillsight import cli
+from tillsight.demo import ASSETS
 
 from .conftest import REQUIRED_PROFILES
 
@@ -17,12 +18,15 @@ def test_profiles_lists_every_shipped_profile(capsys):
     assert REQUIRED_PROFILES <= names
 
 
-def test_inspect_verifies_and_summarises(bundle_dir, capsys):
-    assert cli.main(["inspect", str(bundle_dir)]) == 0
+def test_inspect_verifies_and_summarises(capsys):
+    bundle = ASSETS / "classifier"  # the shipped int8 bundle
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert cli.main(["inspect", str(bundle)]) == 0
     out = capsys.readouterr().out
-    assert "(verified)" in out and "raspberry-pi-4" in out and "agreement" in out
-    assert cli.main(["inspect", str(bundle_dir), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["profile_name"] == "raspberry-pi-4"
+    assert "(verified)" in out and "generic-x86-cpu" in out
+    assert f"agreement {manifest['metrics']['accuracy']['top1_agreement']:.2f}%" in out
+    assert cli.main(["inspect", str(bundle), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["profile_name"] == "generic-x86-cpu"
 
 
 @pytest.mark.integration

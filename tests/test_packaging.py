@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import site
 import subprocess
 import sys
 import venv
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -29,10 +31,18 @@ def test_wheel_installs_into_a_fresh_venv_and_ships_the_profiles(tmp_path):
             "tillsight/demo_assets/classifier/model.tflite", "tillsight/demo_assets/classifier/manifest.json"} <= set(names)
     assert not any(name.startswith(("sdk/", "tests/")) for name in names)
 
-    # The venv sees this interpreter's packages (numpy, opencv, LiteRT) but gets its own tillsight.
+    # The venv sees this interpreter's packages (numpy, OpenCV, LiteRT) but gets its own tillsight.
+    # A .pth line per site-packages folder, not system_site_packages: that would be the base
+    # interpreter's, not those of a venv running this test. Path lines run no .pth hooks of those
+    # folders, so this checkout's editable install stays out of the venv.
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, with_pip=True, system_site_packages=True)
+    venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
+    venv_site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        check=True, capture_output=True, text=True, timeout=120,
+    ).stdout.strip()
+    (Path(venv_site) / "outer-site-packages.pth").write_text("".join(f"{folder}\n" for folder in site.getsitepackages()))
     subprocess.run(
         [str(python), "-m", "pip", "install", "--no-deps", "--no-index", str(wheel)],
         check=True, capture_output=True, timeout=300,

@@ -13,9 +13,7 @@ import tillsight
 from tillsight import cli, edgetpu
 from tillsight.converters.edgetpu_compiler import parse_compiler_log
 
-from ..conftest import SIZE, load_photos
-
-pytestmark = pytest.mark.integration
+from ..conftest import SIZE, load_photos, requires_keras
 
 # The console output of `edgetpu_compiler -s`, in the format Coral documents.
 COMPILER_LOG = """\
@@ -73,6 +71,8 @@ def coral_bundle(photos, tmp_path_factory):
     ).path
 
 
+@pytest.mark.integration
+@requires_keras
 def test_mobilenetv2_maps_fully_and_runs_on_cpu_fallback(coral_bundle, photos):
     manifest = json.loads((coral_bundle / "manifest.json").read_text())
     report = manifest["target_report"]["edgetpu_preflight"]
@@ -90,6 +90,8 @@ def test_mobilenetv2_maps_fully_and_runs_on_cpu_fallback(coral_bundle, photos):
         assert classifier.classify(frames[0], top_k=1)[0].label in photos.labels
 
 
+@pytest.mark.integration
+@requires_keras
 def test_unsupported_op_is_named_and_a_strict_profile_refuses_it(photos, tmp_path, capfd):
     import keras
 
@@ -120,6 +122,8 @@ def plain_int8_tflite(keras_model, path):
     return path
 
 
+@pytest.mark.integration
+@requires_keras
 def test_float_io_is_flagged_at_the_first_op(tmp_path):
     import keras
 
@@ -131,6 +135,8 @@ def test_float_io_is_flagged_at_the_first_op(tmp_path):
     assert report.ops_on_tpu == 0 and report.ops[-1].op == "DEQUANTIZE" and not report.ops[-1].maps
 
 
+@pytest.mark.integration
+@requires_keras
 def test_dynamic_batch_is_flagged(tmp_path):
     import keras
 
@@ -150,6 +156,8 @@ def test_compiler_log_parsing():
     ]
 
 
+@pytest.mark.integration
+@requires_keras
 def test_compile_bundle_then_delegate_missing_falls_back_or_fails_clearly(coral_bundle, tmp_path, monkeypatch, capfd):
     """A stand-in for edgetpu_compiler (same arguments, same outputs) exercises the real compile path."""
     import shutil
@@ -185,6 +193,8 @@ def test_compile_bundle_then_delegate_missing_falls_back_or_fails_clearly(coral_
         tillsight.load(bundle)
 
 
+@pytest.mark.integration
+@requires_keras
 def test_compile_without_the_compiler_leaves_the_bundle_alone(coral_bundle, monkeypatch, capfd):
     monkeypatch.setenv("PATH", "/nonexistent")
     before = (coral_bundle / "manifest.json").read_bytes()

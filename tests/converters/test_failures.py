@@ -15,7 +15,8 @@ import tillsight
 from tillsight import cli
 from tillsight.bundle import sha256_of_file
 
-pytestmark = pytest.mark.integration
+from ..conftest import requires_keras
+
 
 
 def run_cli(capfd, *argv: str) -> tuple[int, list[str]]:
@@ -85,6 +86,7 @@ CASES = [
 ]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("case", CASES)
 def test_bad_input_gives_one_line_error_and_no_output(case, tmp_path, tiny_model_file, photos, capfd):
     argv, phrase = make_case(case, tmp_path, tiny_model_file, photos)
@@ -96,6 +98,7 @@ def test_bad_input_gives_one_line_error_and_no_output(case, tmp_path, tiny_model
     assert not list(tmp_path.glob(".tillsight-staging-*"))
 
 
+@pytest.mark.integration
 def test_console_script_exit_code_and_single_line(tmp_path, tiny_model_file, photos):
     argv, phrase = make_case("corrupt model", tmp_path, tiny_model_file, photos)
     result = subprocess.run(
@@ -112,6 +115,8 @@ def test_usage_error_exits_2(capfd):
     assert exit_info.value.code == 2
 
 
+@pytest.mark.integration
+@requires_keras
 def test_lambda_layer_is_refused_unless_unsafe_load(tmp_path, photos, capfd):
     import keras
 
@@ -125,6 +130,7 @@ def test_lambda_layer_is_refused_unless_unsafe_load(tmp_path, photos, capfd):
     assert code == 0 and (tmp_path / "out" / "raspberry-pi-4" / "model.tflite").is_file()
 
 
+@pytest.mark.integration
 def test_accuracy_gate_keeps_the_good_bundle(tmp_path, tiny_model_file, photos, bundle_dir, capfd):
     """Calibrating on black frames wrecks int8 ranges: the gate refuses, the old bundle stays."""
     out = tmp_path / "out"

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import SIZE, PhotoSplit, build_tiny_classifier, load_photos
+from tests.conftest import SIZE, PhotoSplit, build_tiny_classifier, load_photos, requires_keras, requires_nncf
 
 
 def _eval_inputs(photos: PhotoSplit, count: int = 12) -> np.ndarray:
@@ -87,6 +87,7 @@ def reference_with_removed_inputs_zeroed(plan):
 # ---- unstructured: schedule and masks -------------------------------------------------------------
 
 
+@requires_keras
 def test_schedule_rises_polynomially_to_the_target_and_holds_it():
     from tillsight.converters.pruning.magnitude import SparsitySchedule
 
@@ -101,6 +102,8 @@ def test_schedule_rises_polynomially_to_the_target_and_holds_it():
     assert updates[0] == 0 and updates[-1] == schedule.end_step
 
 
+@pytest.mark.integration  # trains three epochs
+@requires_keras
 def test_masks_hold_through_training_and_strip_leaves_a_plain_model(photos: PhotoSplit):
     import keras
 
@@ -142,6 +145,7 @@ def test_masks_hold_through_training_and_strip_leaves_a_plain_model(photos: Phot
     assert len(report["per_kernel"]) == 4  # three convolutions and the classifier
 
 
+@requires_keras
 def test_one_shot_magnitude_pruning_zeroes_the_smallest_weights():
     from tillsight.converters.pruning.magnitude import MagnitudePruner, SparsitySchedule
 
@@ -161,6 +165,7 @@ def test_one_shot_magnitude_pruning_zeroes_the_smallest_weights():
 # ---- channels: groups, rebuild, reference ---------------------------------------------------------
 
 
+@requires_keras
 def test_channel_pruning_of_residual_depthwise_se_model_matches_the_reference(photos: PhotoSplit):
     from tillsight.converters.pruning.channels import apply_plan, choose_channels, count_macs, plan_channels
     from tillsight.profiles import ChannelCriterion, PruningScope
@@ -185,6 +190,7 @@ def test_channel_pruning_of_residual_depthwise_se_model_matches_the_reference(ph
     assert np.abs(original - expected).max() > 1e-3, "removing channels changed nothing: the comparison proves nothing"
 
 
+@requires_keras
 def test_channel_ranking_by_l1_keeps_the_strongest_filters():
     import keras
 
@@ -202,6 +208,7 @@ def test_channel_ranking_by_l1_keeps_the_strongest_filters():
     assert 3 not in group.keep and 7 not in group.keep and len(group.keep) == 14
 
 
+@requires_keras
 def test_global_scope_removes_the_fraction_overall_and_never_empties_a_layer():
     from tillsight.converters.pruning.channels import choose_channels, plan_channels
     from tillsight.profiles import ChannelCriterion, PruningScope
@@ -215,6 +222,7 @@ def test_global_scope_removes_the_fraction_overall_and_never_empties_a_layer():
     assert len({round(group.kept / group.size, 2) for group in plan.prunable}) > 1  # not the same share everywhere
 
 
+@requires_keras
 def test_nested_base_model_is_pruned_inside():
     """Transfer learning's usual shape: a functional base model inside the classifier."""
     import keras
@@ -244,6 +252,7 @@ def test_nested_base_model_is_pruned_inside():
     )
 
 
+@requires_keras
 def test_layers_that_mix_channels_freeze_their_groups():
     import keras
 
@@ -262,6 +271,7 @@ def test_layers_that_mix_channels_freeze_their_groups():
     assert "Concatenate" in reasons["a"] and "Concatenate" in reasons["b"] and "Flatten" in reasons["c"]
 
 
+@requires_keras
 def test_channel_pruning_refuses_what_it_cannot_read():
     import keras
 
@@ -303,6 +313,7 @@ def test_pruning_spec_parsing():
             PruningOptions.from_spec(bad)
 
 
+@requires_keras
 def test_model_is_left_unchanged(photos: PhotoSplit):
     from tillsight.converters.pruning import prune
     from tillsight.profiles import PruningOptions
@@ -397,6 +408,7 @@ def test_cli_prunes_from_the_profile_and_from_flags(tiny_model_file, photos: Pho
 
 
 @pytest.mark.integration
+@requires_nncf
 def test_one_shot_channel_pruning_converts_for_openvino(tiny_model_file, photos: PhotoSplit, tmp_path: Path):
     """The OpenVINO target takes the pruned model as it takes any Keras model; no fine-tuning data needed."""
     import tillsight

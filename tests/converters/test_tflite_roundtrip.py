@@ -12,9 +12,9 @@ import pytest
 import tillsight
 from tillsight.bundle import sha256_of_file
 
-from ..conftest import SIZE, build_tiny_classifier, load_photos, train
+from ..conftest import SIZE, build_tiny_classifier, load_photos, requires_keras, train
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, requires_keras]
 
 
 def keras_top1(model, inputs: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ import tillsight
 from tillsight.errors import BackendUnavailableError
 from tillsight.runtimes.openvino import OpenVINOBackend, select_device
 
-from ..conftest import load_photos
+from ..conftest import load_photos, requires_nncf
 
 
 @pytest.mark.parametrize(
@@ -39,9 +39,6 @@ def test_missing_gpu_without_fallback_is_a_clear_error():
         select_device("GPU", [], ["CPU"])
 
 
-pytest.importorskip("openvino", reason="pip install 'tillsight[openvino]'")
-
-
 @pytest.fixture(scope="module")
 def nuc_bundle(tiny_model_file, photos, tmp_path_factory):
     out = tmp_path_factory.mktemp("nuc")
@@ -51,6 +48,7 @@ def nuc_bundle(tiny_model_file, photos, tmp_path_factory):
 
 
 @pytest.mark.integration
+@requires_nncf
 def test_profile_without_fallback_refuses_to_load_without_a_gpu(nuc_bundle, tmp_path):
     strict = shutil.copytree(nuc_bundle, tmp_path / "strict")
     manifest = json.loads((strict / "manifest.json").read_text())
@@ -61,6 +59,7 @@ def test_profile_without_fallback_refuses_to_load_without_a_gpu(nuc_bundle, tmp_
 
 
 @pytest.mark.integration
+@requires_nncf
 def test_cache_dir_is_created_and_reused(nuc_bundle, tmp_path, monkeypatch):
     monkeypatch.setenv("TILLSIGHT_CACHE_DIR", str(tmp_path / "cache"))
     with tillsight.load(nuc_bundle) as classifier:
@@ -74,6 +73,7 @@ def test_cache_dir_is_created_and_reused(nuc_bundle, tmp_path, monkeypatch):
 
 
 @pytest.mark.integration
+@requires_nncf
 def test_async_queue_matches_single_requests(nuc_bundle, photos):
     backend = OpenVINOBackend.open(tillsight.read_bundle(nuc_bundle), threads=2)
     with tillsight.load(nuc_bundle) as classifier:

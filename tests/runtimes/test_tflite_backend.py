@@ -17,9 +17,9 @@ from tillsight.runtimes.tflite import import_interpreter
 
 from ..conftest import load_photos
 
-pytestmark = pytest.mark.integration
 
 
+@pytest.mark.integration
 def test_runtime_never_imports_tensorflow(bundle_dir, photos):
     script = f"""
 import sys, json
@@ -37,6 +37,7 @@ print(json.dumps({{"tf": "tensorflow" in sys.modules, "engine": classifier.engin
     assert report["label"] in photos.labels
 
 
+@pytest.mark.integration
 def test_classify_returns_sorted_dequantized_probabilities(bundle_dir, photos):
     _, _, frames = load_photos(photos.eval_items[:5])
     with tillsight.load(bundle_dir) as classifier:
@@ -49,6 +50,7 @@ def test_classify_returns_sorted_dequantized_probabilities(bundle_dir, photos):
             assert classifier.classify(frame, top_k=1)[0] == predictions[0]
 
 
+@pytest.mark.integration
 def test_any_frame_size_grayscale_and_bgra(bundle_dir, photos):
     _, _, frames = load_photos(photos.eval_items[:1])
     frame = frames[0]
@@ -65,6 +67,7 @@ def test_any_frame_size_grayscale_and_bgra(bundle_dir, photos):
             classifier.classify(frame.astype(np.float32))
 
 
+@pytest.mark.integration
 def test_safe_to_share_between_threads(bundle_dir, photos):
     _, _, frames = load_photos(photos.eval_items)
     with tillsight.load(bundle_dir) as classifier:
@@ -74,6 +77,7 @@ def test_safe_to_share_between_threads(bundle_dir, photos):
     assert parallel == sequential * 3
 
 
+@pytest.mark.integration
 def test_closed_classifier_refuses_work(bundle_dir, photos):
     _, _, frames = load_photos(photos.eval_items[:1])
     classifier = tillsight.load(bundle_dir)
@@ -82,6 +86,7 @@ def test_closed_classifier_refuses_work(bundle_dir, photos):
         classifier.classify(frames[0])
 
 
+@pytest.mark.integration
 def test_tampered_or_truncated_model_is_rejected_before_loading(bundle_dir, tmp_path):
     flipped = shutil.copytree(bundle_dir, tmp_path / "flipped")
     data = bytearray((flipped / "model.tflite").read_bytes())
@@ -95,6 +100,7 @@ def test_tampered_or_truncated_model_is_rejected_before_loading(bundle_dir, tmp_
         tillsight.load(truncated)
 
 
+@pytest.mark.integration
 def test_manifest_cannot_point_outside_the_bundle(bundle_dir, tmp_path):
     escaped = shutil.copytree(bundle_dir, tmp_path / "escaped")
     manifest = json.loads((escaped / "manifest.json").read_text())
@@ -113,6 +119,7 @@ def test_interpreter_preference_and_missing_runtime_message():
         import_interpreter(("no_such_litert.interpreter", "no_such_tflite_runtime.interpreter"))
 
 
+@pytest.mark.integration
 def test_threads_come_from_the_profile_unless_overridden(bundle_dir):
     with tillsight.load(bundle_dir) as classifier:
         assert classifier.backend.threads == 4  # raspberry-pi-4
@@ -120,6 +127,7 @@ def test_threads_come_from_the_profile_unless_overridden(bundle_dir):
         assert classifier.backend.threads == 1
 
 
+@pytest.mark.integration
 def test_manifest_quantization_must_match_the_model(bundle_dir, tmp_path):
     """prepare() quantizes with the manifest's input spec, so it must agree with the model file."""
     for key, change in (("scale", lambda v: v * 2), ("zero_point", lambda v: v + 1)):
