@@ -126,7 +126,7 @@ class SinkDispatcher:
             for sink in self.sinks:
                 try:
                     sink(event)
-                except Exception as exc:
+                except Exception as exc:  # logged before it is counted: a count seen means its line was written
+                    logger.warning("sink %s failed on %s: %s", getattr(sink, "__name__", type(sink).__name__), event.kind, summarize(exc))
                     with self._lock:
                         self.errors += 1
-                    logger.warning("sink %s failed on %s: %s", getattr(sink, "__name__", type(sink).__name__), event.kind, summarize(exc))

@@ -85,13 +85,18 @@ def test_a_slow_consumer_of_a_live_source_always_gets_a_fresh_frame():
     lags = []
     try:
         for _ in range(8):
+            read_before = capture.stats().frames_read
             frame = capture.get(timeout=2)
-            lags.append(capture.stats().frames_read - 1 - number_of(frame.image))
+            lags.append(read_before - 1 - number_of(frame.image))
             time.sleep(0.05)  # inference slower than the camera
     finally:
         capture.stop()
-    assert max(lags) <= 2, lags  # the newest frame, not one queued long ago
-    assert capture.stats().frames_dropped > 20
+    # The newest frame, not one queued long ago: at most the one frame between read and hand-off
+    # is newer than what we got, however slowly this machine schedules the threads.
+    assert max(lags) <= 1, lags
+    stats = capture.stats()
+    assert stats.frames_dropped > 0
+    assert 0 <= stats.frames_read - 8 - stats.frames_dropped <= 2  # every other frame was dropped, none queued
     assert not capture.alive
 
 
@@ -138,7 +143,10 @@ def test_a_source_that_does_not_come_back_fails_with_a_clear_error():
     source = ScriptedSource(per_open=(3,), opens_allowed=1)
     capture = _started(Capture(source, CaptureOptions(reconnect_delay=0.01, max_reconnects=2)))
     frames = drain(capture)
-    assert len(frames) == 3
+    stats = capture.stats()
+    # A live source: a consumer slower than the camera gets the newest frame, so some may be dropped.
+    assert stats.frames_read == 3 and len(frames) + stats.frames_dropped == 3 and frames[-1].frame_id == 2
+    assert stats.read_failures == 1 and source.opens == 1  # the two reopenings failed
     assert capture.state is SourceState.FAILED
     assert "not back after 2 tries" in str(capture.error)
 
