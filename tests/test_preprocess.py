@@ -52,7 +52,8 @@ def test_quantize_matches_the_tensor_formula_and_clips():
     assert q.tolist() == [0, 128, 192, 255, 255]  # round(x / scale + zero point), clipped to 0..255
     q8 = quantize(values, "int8", scale=1 / 127.5, zero_point=0)
     assert q8.tolist() == [-128, 0, 64, 127, 127]
-    assert quantize(values, "float32", 0.0, 0) is not None
+    as_float = quantize(values.astype(np.float64), "float32", 0.0, 0)
+    assert as_float.dtype == np.float32 and as_float.tolist() == values.tolist()  # float models take the values as they are
 
 
 def test_real_photo_and_bad_inputs(grocery):

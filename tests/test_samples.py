@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
 import cv2
 import pytest
 
-from .conftest import REPO
+from .conftest import REPO, REQUIRED_PROFILES
 
 SAMPLES = REPO / "samples"
 
@@ -37,11 +38,29 @@ def test_checkout_demo_writes_an_annotated_video_without_a_display(tmp_path):
     assert "'Banana': 2" in result.stdout
 
 
-@pytest.mark.parametrize("script", ["convert_for_raspberry_pi.py", "convert_for_coral.py", "convert_for_intel.py", "convert_for_x86.py"])
+FAMILIES = {
+    "convert_for_raspberry_pi.py": ["raspberry-pi-4", "raspberry-pi-5"],
+    "convert_for_coral.py": ["coral-usb", "coral-devboard"],
+    "convert_for_intel.py": ["intel-nuc-iris-xe", "intel-celeron-uhd"],
+    "convert_for_x86.py": ["generic-x86-cpu"],
+}
+
+
+def test_the_families_cover_every_shipped_profile():
+    assert sorted(sum(FAMILIES.values(), [])) == sorted(REQUIRED_PROFILES)
+
+
+@pytest.mark.parametrize("script", FAMILIES)
 def test_conversion_scripts_list_their_profiles(script, tmp_path):
     result = run_sample(script, "--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "--calibration" in result.stdout
+    # A profile outside the family is refused, and the refusal lists the family's profiles.
+    result = run_sample(script, "model.keras", "--calibration", "train.txt", "--profile", "no-such-device", cwd=tmp_path)
+    assert result.returncode == 2
+    listed = re.search(r"invalid choice: 'no-such-device' \(choose from (.*)\)", result.stderr)
+    assert listed, result.stderr
+    assert [name.strip(" '") for name in listed.group(1).split(",")] == FAMILIES[script]
 
 
 @pytest.mark.integration
