@@ -28,8 +28,6 @@ REQUIRED_PROFILES = {
 }
 
 
-
-
 def _installed(*modules: str) -> bool:
     return all(importlib.util.find_spec(module) is not None for module in modules)
 
@@ -206,4 +204,3 @@ def private_cache_dir(tmp_path_factory: pytest.TempPathFactory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TILLSIGHT_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
         yield
-

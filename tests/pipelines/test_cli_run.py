@@ -44,16 +44,17 @@ def test_run_on_a_camera_index(monkeypatch, capsys):
             assert target == 0  # the index reached OpenCV as an int, as for a real camera
             opened.append(target)
             self._capture = real_capture(str(ASSETS / "checkout.mp4"))
+            self._last, self._reads = None, 0
 
         def read(self):
             time.sleep(0.004)  # a 250 fps camera: frames arrive over time, not all at once
             ok, frame = self._capture.read()
+            self._reads += 1
             if ok:
-                self._last, self._reads = frame, getattr(self, "_reads", 0) + 1
+                self._last = frame
                 return ok, frame
             # After the video the camera keeps looking at the empty tray, with sensor noise so it
             # is not a frozen stream (a busy machine drops frames and reaches the end early).
-            self._reads += 1
             still = self._last.copy()
             still[0, 0] = self._reads % 256
             return True, still
