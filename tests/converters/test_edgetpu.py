@@ -72,7 +72,6 @@ def coral_bundle(photos, tmp_path_factory):
 
 
 @pytest.mark.integration
-@requires_keras
 def test_mobilenetv2_maps_fully_and_runs_on_cpu_fallback(coral_bundle, photos):
     manifest = json.loads((coral_bundle / "manifest.json").read_text())
     report = manifest["target_report"]["edgetpu_preflight"]
@@ -157,7 +156,6 @@ def test_compiler_log_parsing():
 
 
 @pytest.mark.integration
-@requires_keras
 def test_compile_bundle_then_delegate_missing_falls_back_or_fails_clearly(coral_bundle, tmp_path, monkeypatch, capfd):
     """A stand-in for edgetpu_compiler (same arguments, same outputs) exercises the real compile path."""
     import shutil
@@ -194,7 +192,6 @@ def test_compile_bundle_then_delegate_missing_falls_back_or_fails_clearly(coral_
 
 
 @pytest.mark.integration
-@requires_keras
 def test_compile_without_the_compiler_leaves_the_bundle_alone(coral_bundle, monkeypatch, capfd):
     monkeypatch.setenv("PATH", "/nonexistent")
     before = (coral_bundle / "manifest.json").read_bytes()

@@ -18,7 +18,6 @@ from tillsight.bundle import sha256_of_file
 from ..conftest import requires_keras
 
 
-
 def run_cli(capfd, *argv: str) -> tuple[int, list[str]]:
     code = cli.main([str(a) for a in argv])
     return code, capfd.readouterr().err.strip().splitlines()

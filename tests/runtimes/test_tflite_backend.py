@@ -18,7 +18,6 @@ from tillsight.runtimes.tflite import import_interpreter
 from ..conftest import load_photos
 
 
-
 @pytest.mark.integration
 def test_runtime_never_imports_tensorflow(bundle_dir, photos):
     script = f"""
