@@ -4,6 +4,7 @@ Every error the SDK raises on purpose derives from :class:`TillsightError`, and 
 message is one line that says what is wrong and what to do about it::
 
     TillsightError
+    ├── OptionsError              an option given from Python or the CLI is out of range or unknown
     ├── ProfileError              unknown profile, invalid TOML, bad key or value
     ├── ModelLoadError            missing, corrupt, unsafe or unsupported model file
     ├── DataError                 unreadable data folder or list file, bad labels file
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 __all__ = [
     "TillsightError",
+    "OptionsError",
     "ProfileError",
     "ModelLoadError",
     "DataError",
@@ -39,6 +41,10 @@ __all__ = [
 
 class TillsightError(Exception):
     """Base class of every error tillsight raises on purpose."""
+
+
+class OptionsError(TillsightError):
+    """An option passed from Python or the command line is unknown or out of range."""
 
 
 class ProfileError(TillsightError):

