@@ -51,6 +51,16 @@ def _triple(text: str) -> tuple[float, float, float]:
     return values  # type: ignore[return-value]
 
 
+def _size(text: str) -> tuple[int, int]:
+    try:
+        values = tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size like 160 or 160x128 (height x width), got {text!r}") from None
+    if len(values) not in (1, 2) or min(values) < 8:
+        raise argparse.ArgumentTypeError(f"expected a size like 160 or 160x128 of at least 8 pixels, got {text!r}")
+    return (values[0], values[-1])
+
+
 def _roi(text: str) -> tuple[int, int, int, int]:
     try:
         values = tuple(int(v) for v in text.split(","))
@@ -128,7 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     dist = commands.add_parser("distill", help="train a smaller student from a Keras classifier (the teacher)")
     dist.add_argument("teacher", help="the teacher: .keras / .h5 file")
     dist.add_argument(
-        "--student", required=True, help="mobilenetv2-0.35, mobilenetv3-small, mobilenetv3-small-minimal, or a .keras file with the teacher's input and outputs"
+        "--student", required=True, help="efficientnet-lite0|1|2 (ImageNet-pretrained), mobilenetv2-0.35, mobilenetv3-small, "
+        "mobilenetv3-small-minimal (from scratch), or a .keras file with the teacher's input and outputs"
+    )
+    dist.add_argument(
+        "--student-size", type=_size, metavar="HxW", help="the student's input size, e.g. 160 (default: the teacher's)"
     )
     dist.add_argument("--data", help="labeled class folder or list file")
     dist.add_argument("--unlabeled", metavar="FOLDER", help="folder of unlabeled photos (store frames): the teacher labels them")
@@ -313,13 +327,20 @@ def _add_input_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--mean", type=_triple, help="per-channel mean in 0-255 units (overrides --input-range)")
     parser.add_argument("--std", type=_triple, help="per-channel std in 0-255 units (with --mean)")
+    parser.add_argument(
+        "--crop", type=float, help="central fraction of each frame side the model was trained on, e.g. 0.875 "
+        "(default: the profile's input.crop, 1.0 in the shipped profiles)"
+    )
 
 
 def _conversion_options(args: argparse.Namespace, **fields: Any) -> ConversionOptions:
     """Input range, colour order, safe loading and progress from the flags, plus ``fields``."""
     if (args.mean is None) != (args.std is None):
         raise TillsightError("--mean and --std go together: give both")
-    common = dict(color_order=ColorOrder(args.color_order), allow_unsafe_model=args.unsafe_load, progress=not args.quiet, **fields)
+    common = dict(
+        color_order=ColorOrder(args.color_order), crop=args.crop, allow_unsafe_model=args.unsafe_load,
+        progress=not args.quiet, **fields,
+    )
     try:
         if args.mean is not None:
             return ConversionOptions(mean=args.mean, std=args.std, **common)
@@ -376,7 +397,7 @@ def _distill(args: argparse.Namespace) -> int:
     result = distill(
         args.teacher, args.student, args.out, data=args.data, unlabeled=args.unlabeled, epochs=args.epochs,
         learning_rate=args.learning_rate, distillation=distillation, evaluation=args.evaluation, labels=args.labels,
-        options=_conversion_options(args),
+        options=_conversion_options(args), student_size=args.student_size,
     )
     report = result.report
     print(f"student: {result.path} ({report['student_parameters']:,} parameters; teacher {report['teacher_parameters']:,})")
@@ -413,7 +434,7 @@ def _print_summary(manifest: Manifest) -> None:
     spec = manifest.input
     metrics = manifest.metrics
     print(f"profile: {manifest.profile_name} ({manifest.runtime.backend.value}, {manifest.runtime.threads} threads)")
-    print(f"classes: {len(manifest.labels)}  input: {spec.height}x{spec.width} {spec.dtype} {spec.color_order.value}, {spec.resize.value}")
+    print(f"classes: {len(manifest.labels)}  input: {spec.height}x{spec.width} {spec.dtype} {spec.color_order.value}, {spec.resize.value}, crop {spec.crop:g}")
     print(f"model: {manifest.runtime.model_file} ({metrics.get('model_bytes', 0) / 1e6:.2f} MB), source sha256 {manifest.source_model.get('sha256', '?')[:12]}")
     accuracy = metrics.get("accuracy")
     if accuracy:

@@ -53,6 +53,7 @@ class ConversionOptions:
     color_order: ColorOrder = ColorOrder.RGB
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)  # in 0-255 pixel units
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    crop: float | None = None  # central fraction of each side kept before resizing; None: the profile's
     allow_accuracy_drop: bool = False  # write the bundle even if the drop exceeds the tolerance
     allow_unsafe_model: bool = False  # load model files with Keras safe mode off
     progress: bool = False  # progress bars on stderr
@@ -65,6 +66,8 @@ class ConversionOptions:
             raise ValueError("mean and std need 3 values each (one per channel)")
         if any(s <= 0 for s in self.std):
             raise ValueError(f"std values must be positive, got {self.std}")
+        if self.crop is not None and not 0.0 < self.crop <= 1.0:
+            raise ValueError(f"crop must be a fraction in (0, 1], got {self.crop}")
 
     @classmethod
     def from_input_range(cls, input_range: InputRange | str = InputRange.PIXELS, **kwargs: Any) -> ConversionOptions:
@@ -204,6 +207,7 @@ def convert(
         width=width,
         color_order=options.color_order,
         resize=resolved.input.resize,
+        crop=resolved.input.crop if options.crop is None else options.crop,
         mean=options.mean,
         std=options.std,
     )

@@ -20,7 +20,7 @@ import numpy as np
 
 from .conversion import ConversionOptions, output_activation
 from .datasets import read_image_set, read_labels
-from .errors import DataError, ModelLoadError, ProfileError
+from .errors import DataError, ModelLoadError, OptionsError, ProfileError
 from .preprocess import InputSpec
 from .profiles import DistillationOptions
 from .steps import conversion_step
@@ -52,13 +52,15 @@ def distill(
     evaluation: str | Path | None = None,
     labels: str | Path | None = None,
     options: ConversionOptions | None = None,
+    student_size: tuple[int, int] | None = None,
 ) -> DistillResult:
     """Distill a teacher classifier into a student and save it as a ``.keras`` file.
 
     Args:
         teacher: ``.keras`` / ``.h5`` file or an in-memory ``keras.Model``.
-        student: A name from ``tillsight.converters.training.students.STUDENTS`` (``mobilenetv2-0.35``,
-            ``mobilenetv3-small``, ``mobilenetv3-small-minimal``) or a ``.keras`` file with the teacher's input and outputs.
+        student: ``efficientnet-lite0``, ``-lite1`` or ``-lite2`` (ImageNet-pretrained; needs the ``pretrained``
+            extra), ``mobilenetv2-0.35``, ``mobilenetv3-small``, ``mobilenetv3-small-minimal`` (from scratch), or a
+            ``.keras`` file with the teacher's input and outputs.
         out: The student file to write (``.keras``).
         data: Labeled photos (class folder or list file).
         unlabeled: A folder of unlabeled photos (store camera frames): the teacher labels them softly.
@@ -67,7 +69,9 @@ def distill(
         distillation: Alpha (label weight) and temperature (default: 0.5 and 4).
         evaluation: Labeled photos on which teacher and student top-1 and agreement are measured.
         labels: Labels file, to read class folders in output-index order.
-        options: The teacher's input colour order, mean and std; progress bars; unsafe loading.
+        options: The teacher's input colour order, crop, mean and std; progress bars; unsafe loading.
+        student_size: ``(height, width)`` of the student's input; the teacher's by default. The teacher
+            still sees its own size: each photo is prepared once for each.
 
     Returns:
         The student's path and a report (sizes, MACs, losses, teacher runs, accuracy when measured).
@@ -84,6 +88,8 @@ def distill(
         raise DataError("distillation needs photos: pass --data (labeled) and/or --unlabeled (a folder of frames)")
     if epochs < 1:
         raise DataError(f"epochs must be at least 1, got {epochs}")
+    if student_size is not None and min(student_size) < 8:
+        raise OptionsError(f"student size must be at least 8x8, got {list(student_size)}")
     if problem := distillation.problem():
         raise ProfileError(f"distillation settings (--alpha, --temperature): {problem}")
     timings: dict[str, float] = {}
@@ -100,33 +106,45 @@ def distill(
             raise ModelLoadError(f"teacher {source.description} has no fixed input size; export it with one")
         label_names = read_labels(labels) if labels else None
         height, width = source.input_size
-        spec = InputSpec(height=height, width=width, color_order=options.color_order, mean=options.mean, std=options.std)
+        spec = InputSpec(
+            height=height, width=width, color_order=options.color_order, crop=options.crop or 1.0, mean=options.mean,
+            std=options.std,
+        )
+        student_spec = spec if student_size is None else dataclasses.replace(spec, height=student_size[0], width=student_size[1])
     with conversion_step("training photos", timings):
         photos = _photos(data, unlabeled, label_names, spec, source.num_classes, options.progress)
+        student_photos = photos
+        if student_spec != spec:
+            student_photos = _photos(data, unlabeled, label_names, student_spec, source.num_classes, options.progress)
         eval_photos = None
         if evaluation is not None:
             eval_set = read_image_set(evaluation, label_names)
             if not eval_set.labeled:
                 raise DataError(f"evaluation data {evaluation} has no labels: use a class folder or a list file")
-            eval_photos = load_training_photos(eval_set, spec, source.num_classes, options.progress, desc="evaluation photos")
+            eval_photos = [
+                load_training_photos(eval_set, each, source.num_classes, options.progress, desc="evaluation photos")
+                for each in dict.fromkeys([spec, student_spec])
+            ]
         probe_images = np.asarray(photos.normalise(photos.pixels[:_PROBE]))
         activation = output_activation(source, probe_images)
     with conversion_step("build student", timings):
-        model = build_student(student, spec, source.num_classes, options.allow_unsafe_model)
-        student_activation = output_activation(_Probe(model), probe_images)
+        model = build_student(student, student_spec, source.num_classes, options.allow_unsafe_model)
+        student_probe = np.asarray(student_photos.normalise(student_photos.pixels[:_PROBE]))
+        student_activation = output_activation(_Probe(model), student_probe)
     with conversion_step("teacher outputs", timings):
         cache = TeacherCache(source.keras_model, photos, activation, options.progress)
     with conversion_step(f"distill ({epochs} epochs)", timings):
         report = train_student(
-            model, cache, photos, student_activation, distillation.alpha, distillation.temperature, epochs, learning_rate,
-            progress=options.progress,
+            model, cache, student_photos, student_activation, distillation.alpha, distillation.temperature, epochs,
+            learning_rate, progress=options.progress,
         )
     report.update(
         teacher=source.description, student=str(student), teacher_parameters=int(source.keras_model.count_params()),
-        student_parameters=int(model.count_params()), step_seconds=timings,
+        student_parameters=int(model.count_params()), student_input=[student_spec.height, student_spec.width],
+        step_seconds=timings,
     )
     if eval_photos is not None:
-        report["accuracy"] = _compare(source.keras_model, model, eval_photos)
+        report["accuracy"] = _compare(source.keras_model, model, eval_photos[0], eval_photos[-1])
         logger.info("distill: %s", report["accuracy"])
     _save_atomically(model, out)
     return DistillResult(out, report)
@@ -163,13 +181,14 @@ def _photos(data: Any, unlabeled: Any, labels: Any, spec: InputSpec, num_classes
     return photos
 
 
-def _compare(teacher: Any, student: Any, photos: Any) -> dict[str, Any]:
-    """Float top-1 of teacher and student, and how often they agree, on labeled photos."""
+def _compare(teacher: Any, student: Any, photos: Any, student_photos: Any) -> dict[str, Any]:
+    """Float top-1 of teacher and student, and how often they agree, on the same labeled photos at each one's size."""
     teacher_top1, student_top1 = [], []
     for start in range(0, len(photos.labels), 64):
         batch = photos.normalise(photos.pixels[start : start + 64])
+        student_batch = student_photos.normalise(student_photos.pixels[start : start + 64])
         teacher_top1.append(np.argmax(np.asarray(teacher(batch, training=False)), axis=-1))
-        student_top1.append(np.argmax(np.asarray(student(batch, training=False)), axis=-1))
+        student_top1.append(np.argmax(np.asarray(student(student_batch, training=False)), axis=-1))
     t, s = np.concatenate(teacher_top1), np.concatenate(student_top1)
     return {
         "images": int(len(t)),

@@ -61,10 +61,13 @@ class InputSpec:
     dtype: str = "float32"  # the model's input tensor type: uint8 | int8 | float32
     scale: float = 0.0  # quantization of the input tensor (0 for float inputs)
     zero_point: int = 0
+    crop: float = 1.0  # central fraction of each side kept before resizing (0.875: the usual ImageNet eval crop)
 
     def __post_init__(self) -> None:
         if self.height < 1 or self.width < 1:
             raise ValueError(f"input size must be positive, got {self.height}x{self.width}")
+        if not 0.0 < self.crop <= 1.0:
+            raise ValueError(f"crop must be a fraction in (0, 1], got {self.crop}")
         if any(s == 0 for s in self.std):
             raise ValueError(f"std must not be zero, got {self.std}")
         if self.dtype not in ("uint8", "int8", "float32"):
@@ -79,6 +82,7 @@ class InputSpec:
             "width": self.width,
             "color_order": self.color_order.value,
             "resize": self.resize.value,
+            "crop": self.crop,
             "mean": list(self.mean),
             "std": list(self.std),
             "dtype": self.dtype,
@@ -98,6 +102,7 @@ class InputSpec:
             width=int(data["width"]),
             color_order=ColorOrder(data["color_order"]),
             resize=ResizeMode(data["resize"]),
+            crop=float(data.get("crop", 1.0)),  # bundles written before the crop fraction took the whole frame
             mean=tuple(float(v) for v in data["mean"]),  # type: ignore[arg-type]
             std=tuple(float(v) for v in data["std"]),  # type: ignore[arg-type]
             dtype=str(data["dtype"]),
@@ -125,10 +130,15 @@ def to_bgr(image: np.ndarray) -> np.ndarray:
     raise ValueError(f"expected an HxW, HxWx3 or HxWx4 image, got shape {image.shape}")
 
 
-def _resize(image: np.ndarray, height: int, width: int, mode: ResizeMode) -> np.ndarray:
+def _resize(image: np.ndarray, height: int, width: int, mode: ResizeMode, crop: float = 1.0) -> np.ndarray:
     src_h, src_w = image.shape[:2]
     if src_h == 0 or src_w == 0:
         raise ValueError("the image is empty (0 pixels)")
+    if crop < 1.0:  # the central fraction of each side, whatever the mode does next
+        keep_h, keep_w = max(1, round(src_h * crop)), max(1, round(src_w * crop))
+        top, left = (src_h - keep_h) // 2, (src_w - keep_w) // 2
+        image = image[top : top + keep_h, left : left + keep_w]
+        src_h, src_w = keep_h, keep_w
     if mode is ResizeMode.CENTER_CROP:
         # The largest centred window with the target's aspect ratio, then a plain resize.
         crop_w = min(src_w, round(src_h * width / height))
@@ -177,7 +187,7 @@ def model_pixels(image: np.ndarray, spec: InputSpec) -> np.ndarray:
     Training code keeps photos in this compact form and normalises batches itself with the
     spec's ``mean`` and ``std``, which gives exactly :func:`preprocess`'s values.
     """
-    resized = _resize(to_bgr(image), spec.height, spec.width, spec.resize)
+    resized = _resize(to_bgr(image), spec.height, spec.width, spec.resize, spec.crop)
     return cv2.cvtColor(resized, cv2.COLOR_BGR2RGB) if spec.color_order is ColorOrder.RGB else resized
 
 

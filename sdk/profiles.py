@@ -108,6 +108,7 @@ class InputPolicy:
     size_policy: SizePolicy = SizePolicy.MODEL
     size: tuple[int, int] = (224, 224)  # (height, width)
     resize: ResizeMode = ResizeMode.CENTER_CROP
+    crop: float = 1.0  # central fraction of each frame side kept before resizing (the model's training crop)
     io_dtype: IODtype = IODtype.UINT8
 
 
@@ -270,6 +271,8 @@ class Profile:
         height, width = self.input.size
         if height < 8 or width < 8:
             raise ProfileError(f"{where}: 'input.size' must be at least [8, 8], got {list(self.input.size)}")
+        if not 0.0 < self.input.crop <= 1.0:
+            raise ProfileError(f"{where}: 'input.crop' must be a fraction in (0, 1], got {self.input.crop}")
         quant = self.quantization
         if quant.min_calibration_samples < 1 or quant.calibration_samples < quant.min_calibration_samples:
             raise ProfileError(

@@ -25,6 +25,25 @@ def test_center_crop_keeps_the_middle_of_a_wide_frame():
     assert np.all(out[..., 1] == 255) and np.all(out[..., 0] == 0) and np.all(out[..., 2] == 0)
 
 
+def test_a_crop_fraction_keeps_the_centre_of_each_side_in_every_resize_mode():
+    frame = banded(300, 900)  # thirds of 300 px: a 0.3 crop keeps 270 px of the green middle
+    for mode in ResizeMode:
+        out = preprocess(frame, InputSpec(16, 16, color_order=ColorOrder.BGR, resize=mode, crop=0.3))
+        content = out[out.sum(axis=-1) > 0]  # letterbox pads with black
+        assert np.all(content[:, 1] == 255) and np.all(content[:, [0, 2]] == 0), mode
+    square = np.zeros((256, 256, 3), np.uint8)
+    square[16:240, 16:240] = 200  # a 224 px centre inside a 16 px border: crop 0.875 sees the centre alone
+    assert np.all(preprocess(square, InputSpec(224, 224, crop=0.875)) == 200)
+    assert preprocess(square, InputSpec(224, 224)).min() < 200
+    spec = InputSpec(224, 224, crop=0.875)
+    assert InputSpec.from_dict(spec.to_dict()) == spec
+    old_manifest = {k: v for k, v in spec.to_dict().items() if k != "crop"}  # bundles from before the crop field
+    assert InputSpec.from_dict(old_manifest).crop == 1.0
+    for bad in (0.0, 1.5, -0.2):
+        with pytest.raises(ValueError, match="crop must be a fraction"):
+            InputSpec(8, 8, crop=bad)
+
+
 def test_stretch_keeps_everything_and_letterbox_pads():
     stretched = preprocess(banded(300, 900), InputSpec(30, 30, color_order=ColorOrder.BGR, resize=ResizeMode.STRETCH))
     assert stretched[0, 0, 0] == 255 and stretched[0, -1, 2] == 255

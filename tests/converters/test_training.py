@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import SIZE, PhotoSplit, build_tiny_classifier, load_photos, requires_keras
+from tests.conftest import SIZE, PhotoSplit, build_tiny_classifier, load_photos, requires_keras, requires_weights
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -272,7 +273,7 @@ def test_distill_command_writes_a_student_atomically(tiny_model_file, photos: Ph
     # failures are one line and leave the good student in place
     for args, message in [
         (["--student", "mobilenetv3-small"], "distillation needs photos"),
-        (["--student", "resnet9000", "--unlabeled", str(frames)], "neither mobilenetv2-0.35 nor mobilenetv3-small nor"),
+        (["--student", "resnet9000", "--unlabeled", str(frames)], "is none of mobilenetv2-0.35, mobilenetv3-small, "),
         (["--student", "mobilenetv3-small", "--data", str(frames)], "has no labels"),
         (["--student", "mobilenetv3-small", "--unlabeled", str(frames), "--alpha", "1.5"], "'distillation.alpha' must be in [0, 1]"),
     ]:
@@ -281,6 +282,39 @@ def test_distill_command_writes_a_student_atomically(tiny_model_file, photos: Ph
         assert message in err and len(err.strip().splitlines()) == 1, err
     assert out.read_bytes() == written
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left behind
+
+
+@pytest.mark.integration
+@requires_weights
+def test_a_pretrained_student_at_its_own_size_learns_the_teacher(tiny_model_file, photos: PhotoSplit, tmp_path: Path, capsys):
+    import keras
+
+    from tillsight.cli import main
+
+    out = tmp_path / "lite0.keras"
+    assert main(["distill", str(tiny_model_file), "--student", "efficientnet-lite0", "--student-size", "48x56",
+                 "--data", str(photos.train_list), "--labels", str(photos.labels_file), "--epochs", "2",
+                 "--eval", str(photos.eval_list), "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    student = keras.saving.load_model(out)
+    assert student.input_shape == (None, 48, 56, 3) and student.output_shape == (None, len(photos.labels))
+    teacher_top1, student_top1, agreement = (
+        float(v.rstrip("%,")) for v in re.search(r"teacher top-1 (\S+) student (\S+) agreement (\S+)", printed.replace(",", "")).groups()
+    )
+    # ImageNet features make two epochs on ~170 photos enough for the easy four-class task
+    assert student_top1 >= 75.0 and agreement >= 75.0, printed
+
+
+@requires_keras
+@requires_weights
+def test_a_pretrained_student_undoes_the_teachers_normalisation_and_colour_order():
+    from tillsight.converters.backbones import efficientnet_lite
+
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
+    plain = efficientnet_lite("lite0", (64, 64, 3), num_classes=0)
+    student = efficientnet_lite("lite0", (64, 64, 3), num_classes=0, mean=(127.5,) * 3, std=(127.5,) * 3, color_order="bgr")
+    teacher_input = (pixels[..., ::-1] - 127.5) / 127.5  # what a BGR, -1..1 teacher is fed
+    np.testing.assert_allclose(student.predict(teacher_input, verbose=0), plain.predict(pixels, verbose=0), atol=1e-4)
 
 
 def test_profile_distillation_and_qat_tables_are_checked(tmp_path: Path):
