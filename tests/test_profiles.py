@@ -49,7 +49,7 @@ def test_user_profile_file_by_path(tmp_path):
         (("[pruning]", "[pruning]\nratio = 0.5"), "unknown key 'pruning.ratio'"),
         (("calibration_samples = 300", "calibration_samples = 10"), "min_calibration_samples"),
         (("threads = 4", "threads = [4"), "invalid TOML"),
-        (('resize = "center-crop"', 'resize = "center-crop"\ncrop = 1.2'), "'input.crop' must be a fraction in (0, 1], got 1.2"),
+        (("crop = 1.0", "crop = 1.2"), "'input.crop' must be a fraction in (0, 1], got 1.2"),
         (('description = "Raspberry', 'describe = "Raspberry'), "unknown key 'describe'"),
     ],
 )
