@@ -1,8 +1,6 @@
 """A simulated self-checkout camera: a counter with a tray, product photos placed on it.
 
-Shared by ``train_demo_classifier.py`` (training views) and ``make_checkout_video.py`` (the
-demo video), so the demo classifier learns from the same kind of frames the camera gives.
-The products are real grocery-store photos (MIT licensed, see the dataset's README).
+Used by ``make_checkout_video.py`` to make the demo video. The products are real grocery-store photos (MIT licensed, see the dataset's README).
 """
 
 from __future__ import annotations
@@ -15,10 +13,9 @@ import numpy as np
 
 FRAME_SIZE = (480, 360)  # width, height of a camera frame
 TRAY = (120, 40, 280, 280)  # x, y, width, height of the tray region of interest
-DEMO_CLASSES = ("Banana", "Granny-Smith", "Kiwi", "Oatly-Oat-Milk", "Watermelon")
 
 
-def photos_by_class(data: Path, list_name: str, classes=DEMO_CLASSES) -> dict[str, list[Path]]:
+def photos_by_class(data: Path, list_name: str, classes) -> dict[str, list[Path]]:
     """Photo paths of ``classes`` in one of the dataset's list files, by class name."""
     with open(data / "classes.csv", newline="", encoding="utf-8") as handle:
         fine_id = {row[0]: int(row[1]) for row in list(csv.reader(handle))[1:]}
@@ -85,9 +82,3 @@ def camera_noise(frame: np.ndarray, rng: np.random.Generator, gain_jitter: float
     noisy = frame.astype(np.float32) * rng.uniform(1 - gain_jitter, 1 + gain_jitter)
     noisy += rng.normal(0, 2.5, frame.shape)
     return np.clip(noisy, 0, 255).astype(np.uint8)
-
-
-def tray_crop(frame: np.ndarray) -> np.ndarray:
-    """The tray region of interest of a camera frame."""
-    x, y, w, h = TRAY
-    return frame[y : y + h, x : x + w]

@@ -30,6 +30,14 @@ from tillsight.pipelines import (
 )
 
 
+#: The store's price list (the point-of-sale system would supply it); products not on it cost 0 here.
+PRICES = {
+    "Banana": 0.35, "Granny-Smith": 0.60, "Golden-Delicious": 0.55, "Arla-Standard-Milk": 1.25,
+    "Arla-Ecological-Medium-Fat-Milk": 1.45, "Oatly-Oat-Milk": 1.95, "Oatly-Natural-Oatghurt": 2.25,
+    "Red-Bell-Pepper": 0.90, "Yellow-Bell-Pepper": 0.90, "Carrots": 0.80, "Pineapple": 2.50, "Aubergine": 1.10,
+}
+
+
 class Kiosk:
     """A minimal self-checkout: a basket, a 'call staff' light, an audit log."""
 
@@ -63,7 +71,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     roi = tuple(int(v) for v in args.roi.split(",")) if args.roi else tuple(demo_script()["roi"])
-    kiosk = Kiosk({"Banana": 0.35, "Granny-Smith": 0.60, "Kiwi": 0.25, "Oatly-Oat-Milk": 1.95, "Watermelon": 3.50})
+    kiosk = Kiosk(PRICES)
     options = PipelineOptions(
         checkout=CheckoutOptions(roi=roi, unknown_after=5.0),
         capture=CaptureOptions(max_reconnects=None),  # a kiosk never gives up on its camera

@@ -1,8 +1,9 @@
 """``tillsight demo``: a checkout video through the pipeline, with the basket it should give.
 
 The assets ship inside the package (``tillsight/demo_assets``), so the demo needs no
-arguments, no camera and no network: a small int8 classifier of five grocery products
-(``samples/train_demo_classifier.py``) and a checkout video made of held-out product photos
+arguments, no camera and no network: the int8 sample classifier of all 81 grocery products
+(ImageNet-pretrained EfficientNet-Lite0 fine-tuned by ``samples/train_grocery_classifier.py``,
+converted by ``samples/make_demo_bundle.py``) and a checkout video made of held-out product photos
 (``samples/make_checkout_video.py``), whose JSON script says which basket it shows.
 Product photos: Grocery Store Dataset (Klasson et al., WACV 2019), MIT License.
 """
