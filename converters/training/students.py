@@ -76,10 +76,14 @@ def build_student(name_or_path: str | Path, spec: InputSpec, num_classes: int, a
     if str(name_or_path) in PRETRAINED_STUDENTS:
         from tillsight.converters.backbones import efficientnet_lite
 
-        return efficientnet_lite(
+        model = efficientnet_lite(
             PRETRAINED_STUDENTS[str(name_or_path)], shape, num_classes, mean=spec.mean, std=spec.std,
             color_order=spec.color_order.value,
         )
+        for layer in model.layers:  # BatchNorm keeps its ImageNet statistics (inference mode): a short
+            if isinstance(layer, keras.layers.BatchNormalization):  # training on few photos cannot re-estimate
+                layer.trainable = False  # them, and batch statistics in training would not match inference
+        return model
     if str(name_or_path) in STUDENTS:
         inputs = keras.Input(shape, name="image")
         backbone = STUDENTS[str(name_or_path)](shape)
