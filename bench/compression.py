@@ -32,6 +32,7 @@ def pruning_benchmark(
     settings: dict[str, str],
     epochs: int,
     distilled: tuple[str, ...] = (),
+    crop: float = 1.0,
 ) -> list[dict]:
     """Convert with each pruning setting and compare with the unpruned bundle of the same profile.
 
@@ -45,6 +46,7 @@ def pruning_benchmark(
         settings: Name -> ``--prune`` setting, e.g. ``{"structured": "channels:0.5"}``.
         epochs: Fine-tuning epochs for every setting.
         distilled: Names of the settings whose fine-tuning distills from the unpruned model.
+        crop: The model's centre crop fraction.
 
     Returns:
         One row per setting with its ratios against the reference.
@@ -58,7 +60,7 @@ def pruning_benchmark(
             model, reference["name"], calibration=data / "train.txt", evaluation=data / "val.txt", labels=labels,
             out=out / name, finetune=data / "train.txt",
             options=tillsight.ConversionOptions(
-                allow_accuracy_drop=True, pruning=pruning,
+                allow_accuracy_drop=True, crop=crop, pruning=pruning,
                 distillation=tillsight.DistillationOptions(enabled=True) if name in distilled else None,
             ),
         )
@@ -86,7 +88,8 @@ def pruning_benchmark(
 
 
 def qat_benchmark(
-    model: Path, labels: Path, data: Path, out: Path, reference: dict, measure_process: Callable[[Path], dict], epochs: int
+    model: Path, labels: Path, data: Path, out: Path, reference: dict, measure_process: Callable[[Path], dict], epochs: int,
+    crop: float = 1.0,
 ) -> dict:
     """Convert with quantization-aware fine-tuning and compare agreement with the post-training bundle."""
     _seed()
@@ -94,7 +97,9 @@ def qat_benchmark(
     bundle = tillsight.convert(
         model, reference["name"], calibration=data / "train.txt", evaluation=data / "val.txt", labels=labels, out=out,
         finetune=data / "train.txt",
-        options=tillsight.ConversionOptions(allow_accuracy_drop=True, qat=tillsight.QatOptions(enabled=True, epochs=epochs)),
+        options=tillsight.ConversionOptions(
+            allow_accuracy_drop=True, crop=crop, qat=tillsight.QatOptions(enabled=True, epochs=epochs)
+        ),
     )
     seconds = time.monotonic() - started
     process = measure_process(bundle.path)
@@ -119,18 +124,21 @@ def student_benchmark(
     measure_process: Callable[[Path], dict],
     student: str,
     epochs: int,
+    student_size: tuple[int, int] | None = None,
+    crop: float = 1.0,
 ) -> dict:
-    """Distill a small student from the model, convert it for the reference profile, compare with the teacher's bundle."""
+    """Distill a smaller student from the model, convert it for the reference profile, compare with the teacher's bundle."""
     _seed()
     started = time.monotonic()
+    options = tillsight.ConversionOptions(crop=crop)
     result = tillsight.distill(
         model, student, out / f"{student}.keras", data=data / "train.txt", epochs=epochs, evaluation=data / "val.txt",
-        labels=labels,
+        labels=labels, options=options, student_size=student_size,
     )
     distill_seconds = time.monotonic() - started
     bundle = tillsight.convert(
         result.path, reference["name"], calibration=data / "train.txt", evaluation=data / "val.txt", labels=labels,
-        out=out / "bundles", options=tillsight.ConversionOptions(allow_accuracy_drop=True),
+        out=out / "bundles", options=tillsight.ConversionOptions(allow_accuracy_drop=True, crop=crop),
     )
     summary = summarize_bundle(bundle.path)
     process = measure_process(bundle.path)
@@ -138,7 +146,7 @@ def student_benchmark(
     print(f"student {student} ({epochs} epochs): float top-1 {accuracy['student_top1']}% (teacher {accuracy['teacher_top1']}%), "
           f"int8 p50 {process['p50_ms']} ms, distilled in {distill_seconds:.0f} s", flush=True)
     return {
-        "student": student, "epochs": epochs, "profile": reference["name"], "path": str(bundle.path),
+        "student": student, "student_input": result.report["student_input"], "epochs": epochs, "profile": reference["name"], "path": str(bundle.path),
         "teacher_float_top1": accuracy["teacher_top1"], "student_float_top1": accuracy["student_top1"],
         "student_int8_top1": summary.converted_top1, "teacher_agreement": accuracy["top1_agreement"],
         "teacher_parameters": result.report["teacher_parameters"], "student_parameters": result.report["student_parameters"],

@@ -2,8 +2,9 @@
 
     python bench/run_benchmarks.py --data ../shared/data/grocery-store
 
-Trains the MobileNetV2 sample classifier on the grocery train photos first if
-``--model`` is not given and none is cached in ``OUT/model`` (about 19 minutes, once).
+Trains the sample classifier (ImageNet-pretrained EfficientNet-Lite0 fine-tuned on the grocery
+train photos, 224 px, centre crop 0.875) first if ``--model`` is not given and none is cached in
+``OUT/model`` (about 15 minutes, once).
 Then, on the held-out val photos: converts for every device profile (conversion wall
 time), measures each bundle (size, gzip size, float/int8 top-1, drop, agreement, latency
 p50/p95 at the profile's threads, cold start and peak RSS of a process that only runs the
@@ -65,9 +66,9 @@ def host_description() -> str:
 def ensure_model(args) -> tuple[Path, Path]:
     if args.model:
         return Path(args.model), Path(args.labels)
-    model, labels = args.out / "model" / "grocery_mobilenetv2.keras", args.out / "model" / "labels.txt"
+    model, labels = args.out / "model" / "grocery_efficientnet_lite0.keras", args.out / "model" / "labels.txt"
     if not model.is_file():
-        print("training the MobileNetV2 sample classifier (once; cached in", model.parent, ")", flush=True)
+        print("training the EfficientNet-Lite0 sample classifier (once; cached in", model.parent, ")", flush=True)
         subprocess.run(
             [sys.executable, str(HERE.parent / "samples" / "train_grocery_classifier.py"), "--data", str(args.data),
              "--out", str(model.parent)], check=True,
@@ -75,12 +76,14 @@ def ensure_model(args) -> tuple[Path, Path]:
     return model, labels
 
 
-def load_eval(data: Path, labels: tuple[str, ...], size: int, list_name: str, count: int | None = None, seed: int = 0):
+def load_eval(
+    data: Path, labels: tuple[str, ...], size: int, crop: float, list_name: str, count: int | None = None, seed: int = 0
+):
     image_set = read_image_set(data / list_name, labels)
     items = list(image_set.images)
     if count is not None:
         items = image_set.spread_over_classes(count, seed)
-    spec = InputSpec(height=size, width=size)
+    spec = InputSpec(height=size, width=size, crop=crop)
     inputs, truth, frames = [], [], []
     for item, image in iter_images(items, []):
         inputs.append(preprocess(image, spec))
@@ -147,16 +150,21 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data" / "grocery-store")
     parser.add_argument("--model", help="a trained Keras classifier (default: train the sample one)")
     parser.add_argument("--labels", help="its labels file (with --model)")
+    parser.add_argument("--crop", type=float, default=0.875, help="the model's centre crop fraction (the sample's: 0.875)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--profiles", nargs="+", default=list(PROFILES))
     parser.add_argument("--runs", type=int, default=200, help="timed inferences per latency measurement")
     parser.add_argument("--results-md", type=Path, default=HERE / "RESULTS.md")
-    parser.add_argument("--prune-structured", default="channels:0.5", help="--prune setting of the structured row")
+    parser.add_argument(
+        "--prune-structured", nargs="*", default=["channels:0.3", "channels:0.5"],
+        help="--prune settings of the structured rows (each fine-tuned with distillation)",
+    )
     parser.add_argument("--prune-unstructured", default="unstructured:0.5", help="--prune setting of the unstructured row")
-    parser.add_argument("--finetune-epochs", type=int, default=3, help="fine-tuning epochs of the pruned rows (0: skip them)")
+    parser.add_argument("--finetune-epochs", type=int, default=2, help="fine-tuning epochs of the pruned rows (0: skip them)")
     parser.add_argument("--qat-epochs", type=int, default=2, help="epochs of the QAT row (0: skip it)")
-    parser.add_argument("--student", default="mobilenetv3-small-minimal", help="architecture of the distilled student row")
-    parser.add_argument("--student-epochs", type=int, default=15, help="distillation epochs of the student row (0: skip it)")
+    parser.add_argument("--student", default="efficientnet-lite0", help="architecture of the distilled student row")
+    parser.add_argument("--student-size", type=int, default=160, help="input size of the student (0: the teacher's)")
+    parser.add_argument("--student-epochs", type=int, default=4, help="distillation epochs of the student row (0: skip it)")
     args = parser.parse_args()
     if args.model and not args.labels:
         parser.error("--model needs --labels")
@@ -169,12 +177,12 @@ def main() -> None:
     model = keras.saving.load_model(model_path)
     labels = read_labels(labels_path)
     size = int(model.input_shape[1])
-    inputs, truth, frames = load_eval(args.data, labels, size, "val.txt")
-    calibration, _, _ = load_eval(args.data, labels, size, "train.txt", PLAIN_RECIPE_IMAGES)
+    inputs, truth, frames = load_eval(args.data, labels, size, args.crop, "val.txt")
+    calibration, _, _ = load_eval(args.data, labels, size, args.crop, "train.txt", PLAIN_RECIPE_IMAGES)
     print(f"{len(inputs)} held-out photos, {len(calibration)} calibration photos for the plain recipe", flush=True)
 
     results: dict = {"host": host_description(), "date": datetime.date.today().isoformat(), "model": str(model_path),
-                     "input_size": size, "eval_images": int(len(inputs)), "versions": versions()}
+                     "input_size": size, "crop": args.crop, "eval_images": int(len(inputs)), "versions": versions()}
     keras_row, float_top1 = baselines.keras_float(model, inputs, truth, max(20, args.runs // 10))
     rows = [keras_row,
             baselines.tflite_float(model, inputs, truth, float_top1, 2, args.runs)]
@@ -191,7 +199,8 @@ def main() -> None:
         started = time.monotonic()
         bundle = tillsight.convert(
             model_path, profile, calibration=args.data / "train.txt", evaluation=args.data / "val.txt",
-            labels=labels_path, out=args.out / "bundles", options=tillsight.ConversionOptions(allow_accuracy_drop=True),
+            labels=labels_path, out=args.out / "bundles",
+            options=tillsight.ConversionOptions(allow_accuracy_drop=True, crop=args.crop),
         )
         seconds = time.monotonic() - started
         summary = summarize_bundle(bundle.path)
@@ -206,22 +215,23 @@ def main() -> None:
         results["pipeline"] = pipeline_benchmark(Path(reference["path"]), frames, Path(work), args.runs)
     results["pipeline"]["bundle"] = reference["name"]
     if args.finetune_epochs > 0:
-        settings = {"structured": args.prune_structured, "structured-distilled": args.prune_structured,
-                    "unstructured": args.prune_unstructured}
+        settings = {f"{spec.replace(':', '-')}-distilled": spec for spec in args.prune_structured}
+        settings["unstructured"] = args.prune_unstructured
         results["pruning"] = pruning_benchmark(
             model_path, labels_path, args.data, args.out / "pruned", reference,
             lambda path: probe("tillsight", path, sample_image, args.runs), settings, args.finetune_epochs,
-            distilled=("structured-distilled",),
+            distilled=tuple(name for name in settings if name.endswith("-distilled")), crop=args.crop,
         )
     if args.qat_epochs > 0:
         results["qat"] = qat_benchmark(
             model_path, labels_path, args.data, args.out / "qat", reference,
-            lambda path: probe("tillsight", path, sample_image, args.runs), args.qat_epochs,
+            lambda path: probe("tillsight", path, sample_image, args.runs), args.qat_epochs, crop=args.crop,
         )
     if args.student_epochs > 0:
         results["student"] = student_benchmark(
             model_path, labels_path, args.data, args.out / "student", reference,
             lambda path: probe("tillsight", path, sample_image, args.runs), args.student, args.student_epochs,
+            student_size=(args.student_size, args.student_size) if args.student_size else None, crop=args.crop,
         )
     results["wall_time_s"] = round(time.monotonic() - began, 1)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -236,7 +246,7 @@ def main() -> None:
         student = results["student"]
         points.append((f"student {student['student']}", student["process"]["p50_ms"], student["student_int8_top1"],
                        student["model_bytes"]))
-    plot = plot_accuracy_latency(points, args.out / "accuracy_latency.png", "grocery MobileNetV2, held-out val photos")
+    plot = plot_accuracy_latency(points, args.out / "accuracy_latency.png", f"grocery {model.name}, held-out val photos")
     committed_plot = args.results_md.parent / "plots" / "accuracy_latency.png"
     committed_plot.parent.mkdir(parents=True, exist_ok=True)
     committed_plot.write_bytes(plot.read_bytes())

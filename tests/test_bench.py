@@ -20,7 +20,7 @@ def probe(*args):
 def test_probe_measures_a_bundle_process_and_a_bare_interpreter_process(photos):
     image = str(photos.eval_items[0][0])
     ours = probe("tillsight", str(ASSETS / "classifier"), image, "--runs", "20")
-    bare = probe("bare", str(ASSETS / "classifier" / "model.tflite"), image, "--runs", "20", "--size", "128")
+    bare = probe("bare", str(ASSETS / "classifier" / "model.tflite"), image, "--runs", "20", "--size", "224")
     for row in (ours, bare):
         assert 0 < row["p50_ms"] <= row["p95_ms"]
         assert 20 * 2**20 < row["peak_rss_bytes"] < 2**30  # this process's own peak, not its parent's
@@ -38,7 +38,8 @@ def test_results_render_says_which_targets_were_missed_and_by_how_much():
               "converted_top1": 30.0, "top1_drop": 0.0, "top1_agreement": 99.5,
               "process": {"engine": "litert", "p50_ms": 0.5, "p95_ms": 0.6, "cold_start_s": 0.3, "peak_rss_mb": 70}, "conversion_s": 20}
     results = {
-        "host": "test host", "date": "2026-01-01", "wall_time_s": 60, "input_size": 96, "eval_images": 10, "versions": {},
+        "host": "test host", "date": "2026-01-01", "wall_time_s": 60, "model": "results/model/grocery_efficientnet_lite0.keras",
+        "input_size": 96, "crop": 0.875, "eval_images": 10, "versions": {},
         "baselines": [{"name": n, **row} for n in ("Keras float (predict)", "TFLite float", "plain TFLiteConverter int8 (200 images)", "OpenVINO FP32 (CPU)")],
         "plain_int8_gzip_bytes": 8e5, "bundles": [bundle],
         "bare_process": {"cold_start_s": 0.25, "peak_rss_mb": 60, "p50_ms": 0.5},
@@ -55,16 +56,22 @@ def test_results_render_says_which_targets_were_missed_and_by_how_much():
         {**pruned, "name": "structured-distilled", "setting": "channels:0.5 + distill", "distilled": True, "pruned_top1": 29.5,
          "converted_top1": 29.0, "drop_vs_unpruned_float": 1.0, "gzip_bytes": 4e5, "gzip_ratio": 0.5, "latency_ratio": 0.8,
          "macs_ratio": 0.3},
+        {**pruned, "name": "channels-0.3-distilled", "setting": "channels:0.3 + distill", "distilled": True, "pruned_top1": 28.5,
+         "converted_top1": 28.2, "drop_vs_unpruned_float": 1.8, "gzip_bytes": 6e5, "gzip_ratio": 0.7, "latency_ratio": 0.65,
+         "macs_ratio": 0.5},
     ]
     results["qat"] = {"profile": "raspberry-pi-4", "epochs": 2, "float_top1": 30.0, "converted_top1": 30.0, "top1_drop": 0.0,
                       "top1_agreement": 98.0, "reference_agreement": 95.0, "qat_s": 60, "process": {"p50_ms": 0.5}}
-    results["student"] = {"student": "mobilenetv3-small", "epochs": 15, "teacher_float_top1": 30.0, "student_float_top1": 26.0,
+    results["student"] = {"student": "mobilenetv3-small", "student_input": [96, 96], "epochs": 15, "teacher_float_top1": 30.0, "student_float_top1": 26.0,
                           "student_int8_top1": 25.0, "teacher_parameters": 800000, "student_parameters": 500000,
                           "process": {"p50_ms": 0.2}, "latency_ratio": 0.4, "distill_s": 300}
     text = render_markdown(results)
     # distillation halves the points lost (1.5 -> 1.0 is a third: missed); the distilled row is not judged as plain pruning
     assert "recovers >= half of the points channels:0.5 loses without it (same epochs): MISSED (33% (1.50 -> 1.00 points lost))" in text
-    assert "structured (channels:0.5 + distill)" not in text
+    assert "Model: `grocery_efficientnet_lite0.keras`" in text and "centre crop 0.875" in text
+    assert ("structured (channels:0.3 + distill) + int8: latency <= 0.7x unpruned int8: met (0.65x); "
+            "drop <= 1.5 points: MISSED (1.80 points)") in text
+    assert "## Distilled student (mobilenetv3-small at 96x96 px, 15 epochs on the train photos, from scratch)" in text
     assert "student mobilenetv3-small: int8 latency <= 0.5x the teacher's: met (0.40x); float top-1 within 3 points" in text
     assert "MISSED (4.00 points below)" in text
     assert "QAT: int8 agreement with float >= 99%: MISSED (98.00%) (post-training int8: 95.00%)" in text
