@@ -30,7 +30,8 @@ def render_markdown(results: dict) -> str:
         f"{results.get('crop', 1.0):g}, evaluated on the {results['eval_images']} held-out val photos of the grocery-store data.",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()) + ".",
         "Latency is the median (p50) and p95 of single-image inference on this 2-core host; a device differs, the ratios carry over better.",
-        "Refresh with `python bench/run_benchmarks.py` (see its docstring).",
+        "Refresh with `python bench/run_benchmarks.py` (see its docstring). This run: "
+        f"`python bench/run_benchmarks.py {' '.join(results.get('arguments', []))}`".rstrip() + " (rows its arguments skip are absent).",
         "",
         "## Baselines (measured in the same run)",
         "",

@@ -182,7 +182,7 @@ def main() -> None:
     print(f"{len(inputs)} held-out photos, {len(calibration)} calibration photos for the plain recipe", flush=True)
 
     results: dict = {"host": host_description(), "date": datetime.date.today().isoformat(), "model": str(model_path),
-                     "input_size": size, "crop": args.crop, "eval_images": int(len(inputs)), "versions": versions()}
+                     "arguments": sys.argv[1:], "input_size": size, "crop": args.crop, "eval_images": int(len(inputs)), "versions": versions()}
     keras_row, float_top1 = baselines.keras_float(model, inputs, truth, max(20, args.runs // 10))
     rows = [keras_row,
             baselines.tflite_float(model, inputs, truth, float_top1, 2, args.runs)]
