@@ -35,7 +35,7 @@ from .classifier import load
 from .datasets import ImageSet, iter_images, read_image_set, read_labels
 from .errors import AccuracyError, CalibrationError, ConversionError, DataError
 from .preprocess import ColorOrder, InputRange, InputSpec, preprocess
-from .profiles import DistillationOptions, Profile, PruningMode, PruningOptions, QatOptions, SizePolicy, load_profile
+from .profiles import DistillationOptions, Profile, PruningMode, PruningOptions, QatOptions, SizePolicy, crop_problem, load_profile
 from .compression import compress, training_set
 from .steps import conversion_step
 
@@ -66,8 +66,8 @@ class ConversionOptions:
             raise ValueError("mean and std need 3 values each (one per channel)")
         if any(s <= 0 for s in self.std):
             raise ValueError(f"std values must be positive, got {self.std}")
-        if self.crop is not None and not 0.0 < self.crop <= 1.0:
-            raise ValueError(f"crop must be a fraction in (0, 1], got {self.crop}")
+        if self.crop is not None and (problem := crop_problem(self.crop)):
+            raise ValueError(f"crop {problem}")
 
     @classmethod
     def from_input_range(cls, input_range: InputRange | str = InputRange.PIXELS, **kwargs: Any) -> ConversionOptions:

@@ -19,7 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .profiles import ResizeMode
+from .profiles import ResizeMode, crop_problem
 
 __all__ = ["ColorOrder", "InputRange", "InputSpec", "model_input", "model_pixels", "preprocess", "quantize", "to_bgr"]
 
@@ -66,8 +66,8 @@ class InputSpec:
     def __post_init__(self) -> None:
         if self.height < 1 or self.width < 1:
             raise ValueError(f"input size must be positive, got {self.height}x{self.width}")
-        if not 0.0 < self.crop <= 1.0:
-            raise ValueError(f"crop must be a fraction in (0, 1], got {self.crop}")
+        if problem := crop_problem(self.crop):
+            raise ValueError(f"crop {problem}")
         if any(s == 0 for s in self.std):
             raise ValueError(f"std must not be zero, got {self.std}")
         if self.dtype not in ("uint8", "int8", "float32"):

@@ -101,6 +101,11 @@ class ChannelCriterion(str, enum.Enum):
     BN_GAMMA = "bn-gamma"  # |gamma| of the BatchNorm on the channel (L1 where there is none)
 
 
+def crop_problem(crop: float) -> str | None:
+    """What is wrong with a centre crop fraction (the one check for profiles, options and input specs), or None."""
+    return None if 0.0 < crop <= 1.0 else f"must be a fraction in (0, 1], got {crop}"
+
+
 @dataclasses.dataclass(frozen=True)
 class InputPolicy:
     """How camera frames become model inputs on this device."""
@@ -271,8 +276,8 @@ class Profile:
         height, width = self.input.size
         if height < 8 or width < 8:
             raise ProfileError(f"{where}: 'input.size' must be at least [8, 8], got {list(self.input.size)}")
-        if not 0.0 < self.input.crop <= 1.0:
-            raise ProfileError(f"{where}: 'input.crop' must be a fraction in (0, 1], got {self.input.crop}")
+        if problem := crop_problem(self.input.crop):
+            raise ProfileError(f"{where}: 'input.crop' {problem}")
         quant = self.quantization
         if quant.min_calibration_samples < 1 or quant.calibration_samples < quant.min_calibration_samples:
             raise ProfileError(
