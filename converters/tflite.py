@@ -1,26 +1,30 @@
 """Target: full-integer TFLite for CPU backends (LiteRT with XNNPACK).
 
 ``tf.lite.TFLiteConverter`` quantizes weights (int8, per channel unless the profile says
-otherwise) and activations (int8), calibrated on the representative images, with integer
+otherwise; for a Keras source their rounding is chosen first by
+:mod:`~tillsight.converters.weight_rounding`) and activations (int8), calibrated on the representative images, with integer
 input and output tensors of the profile's IO type. The result is checked to be fully
 integer: a float tensor left in the graph fails the conversion.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from tillsight._native import native_stderr_to_log
 from tillsight.errors import ConversionError, summarize
-from tillsight.profiles import IODtype
+from tillsight.profiles import IODtype, WeightRounding
 from tillsight.runtimes.base import TensorSpec
 from tillsight.runtimes.tflite import import_interpreter
 
 from ._tf import tf
 from .job import ConversionJob, TargetResult
+from .weight_rounding import RoundingReport, compensated_weights
 
 __all__ = ["MODEL_FILE", "convert"]
 
@@ -35,7 +39,7 @@ def convert(job: ConversionJob) -> TargetResult:
     Raises:
         ConversionError: The converter failed, or the model is not fully integer.
     """
-    with job.saved_model() as saved_model:
+    with _weight_rounding(job) as rounding, job.saved_model() as saved_model:
         flatbuffer = _quantize(job, saved_model)
     model_path = Path(job.staging_dir) / MODEL_FILE
     model_path.write_bytes(flatbuffer)
@@ -51,10 +55,22 @@ def convert(job: ConversionJob) -> TargetResult:
             "weights": "int8",
             "activations": "int8",
             "per_channel": job.profile.quantization.per_channel,
+            "weight_rounding": rounding.to_dict() if rounding else {"method": "nearest"},
             "io_dtype": job.profile.input.io_dtype.value,
             "converter": f"tensorflow {tf.__version__} TFLiteConverter",
         },
     )
+
+
+@contextlib.contextmanager
+def _weight_rounding(job: ConversionJob) -> Iterator[RoundingReport | None]:
+    """Compensated weight rounding on a Keras source while it is exported; None where it does not apply."""
+    model = job.source.keras_model
+    if job.profile.quantization.weight_rounding is not WeightRounding.COMPENSATED or model is None:
+        yield None  # a SavedModel source has no layers to round: the converter's nearest rounding
+        return
+    with compensated_weights(model, job.calibration, job.profile.quantization.per_channel) as report:
+        yield report
 
 
 def _quantize(job: ConversionJob, saved_model: Path) -> bytes:

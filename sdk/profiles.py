@@ -35,6 +35,7 @@ __all__ = [
     "ChannelCriterion",
     "InputPolicy",
     "QuantizationOptions",
+    "WeightRounding",
     "PruningOptions",
     "Budgets",
     "Precision",
@@ -117,11 +118,19 @@ class InputPolicy:
     io_dtype: IODtype = IODtype.UINT8
 
 
+class WeightRounding(str, enum.Enum):
+    """How the TFLite targets round float weights to int8."""
+
+    COMPENSATED = "compensated"  # GPTQ: each rounding error spread over the weights not yet rounded (Keras models)
+    NEAREST = "nearest"  # the converter's own round-to-nearest
+
+
 @dataclasses.dataclass(frozen=True)
 class QuantizationOptions:
     """Full-integer quantization settings."""
 
     per_channel: bool = True
+    weight_rounding: WeightRounding = WeightRounding.COMPENSATED
     calibration_samples: int = 300
     min_calibration_samples: int = 100
 

@@ -1,0 +1,266 @@
+"""Error-compensated int8 weight rounding for the TFLite converter (GPTQ, Frantar et al. 2022).
+
+The TFLite converter rounds every weight to the nearest point of its int8 grid (per output
+channel, step ``max|w| / 127``). On a fine-tuned pretrained classifier those independent
+roundings add up: on the 81-product EfficientNet-Lite0 sample, int8 weights alone (float
+activations) changed 4.4% of the held-out predictions.
+
+This module chooses the roundings instead, layer by layer. Each input column of a layer's
+kernel is rounded in turn and its rounding error is spread over the columns not yet rounded,
+weighted by the inverse of the layer's input second moments ``X Xᵀ`` measured on calibration
+images, so that the layer's outputs on those images move as little as possible. The chosen
+values are written back as float weights that lie exactly on the grid the converter will
+compute (each channel keeps its largest weight, so the converter finds the same step), and
+the converter's own rounding then keeps them.
+
+Compensated: ``Conv2D`` (one group, no dilation, channels last), ``DepthwiseConv2D``
+(multiplier 1) and ``Dense``, in nested models too. A ``BatchNormalization`` right after a
+linear convolution is folded into its kernel by the converter, so the grid is computed on the
+folded kernel. Any other layer keeps the converter's nearest rounding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Iterator
+
+import numpy as np
+
+from ._tf import keras, tf
+
+__all__ = ["RoundingReport", "compensated_weights"]
+
+logger = logging.getLogger(__name__)
+
+MAX_IMAGES = 128  # calibration images whose layer inputs are measured (GPTQ's usual count)
+_BATCH = 8
+_MAX_COLUMNS = 8192  # a kernel with more inputs than this keeps nearest rounding (its X Xᵀ would not fit)
+_DAMPING = 0.01  # of the mean diagonal, added to X Xᵀ: keeps the inverse stable on few images
+_BLOCK = 128  # columns rounded before the rest of the kernel is updated
+_QMAX = 127  # symmetric int8 weights, as the TFLite converter makes them
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundingReport:
+    """What :func:`compensated_weights` did."""
+
+    layers: int  # kernels rounded with error compensation
+    skipped: tuple[str, ...]  # weight layers left to the converter's nearest rounding
+    images: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, object]:
+        """For the bundle manifest's quantization record."""
+        return {
+            "method": "gptq", "layers": self.layers, "skipped_layers": len(self.skipped), "images": self.images,
+            "seconds": self.seconds,
+        }
+
+
+@dataclasses.dataclass
+class _Target:
+    layer: keras.layers.Layer
+    fold: np.ndarray | None  # per-output-channel factor of a BatchNormalization the converter folds in
+    hessian: np.ndarray | None = None  # X Xᵀ: [C, C], or [channels, k, k] for a depthwise kernel
+
+
+@contextlib.contextmanager
+def compensated_weights(model: keras.Model, images: np.ndarray, per_channel: bool) -> Iterator[RoundingReport]:
+    """Give ``model`` int8-grid weights with compensated rounding; restore the originals on exit.
+
+    Args:
+        model: The float Keras model the converter is about to export (changed in place).
+        images: Preprocessed calibration inputs; the first :data:`MAX_IMAGES` are used.
+        per_channel: The converter's grid: one step per output channel, or one per kernel.
+
+    Yields:
+        What was rounded.
+    """
+    started = time.perf_counter()
+    images = images[:MAX_IMAGES]
+    skipped: list[str] = []
+    targets = _measure(model, images, skipped)
+    originals = [(target.layer, target.layer.kernel.numpy()) for target in targets]
+    try:
+        for target in targets:
+            target.layer.kernel.assign(_round_kernel(target, per_channel).astype(np.float32))
+        report = RoundingReport(len(targets), tuple(skipped), len(images), round(time.perf_counter() - started, 1))
+        logger.info(
+            "weight rounding: %d kernels error-compensated on %d images in %.1f s (%d left to nearest rounding)",
+            report.layers, report.images, report.seconds, len(skipped),
+        )
+        yield report
+    finally:
+        for layer, kernel in originals:
+            layer.kernel.assign(kernel)
+
+
+def _measure(model: keras.Model, images: np.ndarray, skipped: list[str]) -> list[_Target]:
+    """The compensable layers of ``model`` (nested models included), each with its X Xᵀ on ``images``."""
+    targets: list[_Target] = []
+    nested: list[keras.Model] = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model) and _is_functional(layer) and _called_once_on_one_tensor(layer):
+            nested.append(layer)
+        elif _has_kernel(layer):
+            target = _target(layer)
+            if target is None:
+                skipped.append(layer.name)
+            else:
+                targets.append(target)
+    if not targets and not nested:
+        return []
+    probe = keras.Model(model.inputs, [t.layer.input for t in targets] + [m._inbound_nodes[0].input_tensors[0] for m in nested])
+    nested_inputs: list[list[np.ndarray]] = [[] for _ in nested]
+    for start in range(0, len(images), _BATCH):
+        outputs = probe([images[start : start + _BATCH]], training=False)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        for target, layer_input in zip(targets, outputs[: len(targets)]):
+            moments = _second_moments(target.layer, tf.convert_to_tensor(layer_input, tf.float32))
+            target.hessian = moments if target.hessian is None else target.hessian + moments
+        for gathered, layer_input in zip(nested_inputs, outputs[len(targets) :]):
+            gathered.append(np.asarray(layer_input))
+    for submodel, gathered in zip(nested, nested_inputs):
+        targets += _measure(submodel, np.concatenate(gathered), skipped)
+    return targets
+
+
+def _is_functional(model: keras.Model) -> bool:
+    try:
+        return len(model.inputs) == 1
+    except (AttributeError, ValueError):  # a subclassed model has no graph to probe
+        return False
+
+
+def _called_once_on_one_tensor(model: keras.Model) -> bool:
+    return len(model._inbound_nodes) == 1 and len(model._inbound_nodes[0].input_tensors) == 1
+
+
+def _has_kernel(layer: keras.layers.Layer) -> bool:
+    return isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)) and layer.built
+
+
+def _target(layer: keras.layers.Layer) -> _Target | None:
+    """The layer as a rounding target, or None where the converter's kernel cannot be predicted."""
+    if len(layer._inbound_nodes) != 1 or getattr(layer, "lora_enabled", False):
+        return None
+    if type(layer) not in (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense):
+        return None  # Conv2DTranspose, quantization-aware layers (already trained for nearest rounding)...
+    if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)):
+        if layer.data_format != "channels_last" or tuple(layer.dilation_rate) != (1, 1):
+            return None
+        if isinstance(layer, keras.layers.Conv2D) and layer.groups != 1:
+            return None
+        if isinstance(layer, keras.layers.DepthwiseConv2D) and layer.depth_multiplier != 1:
+            return None
+    elif len(layer.kernel.shape) != 2:
+        return None
+    columns = int(np.prod(layer.kernel.shape[:-1])) if not isinstance(layer, keras.layers.DepthwiseConv2D) else 0
+    if columns > _MAX_COLUMNS:
+        return None
+    consumers = [node.operation for node in layer._outbound_nodes]
+    folded = len(consumers) == 1 and isinstance(consumers[0], keras.layers.BatchNormalization)
+    if folded and isinstance(layer, keras.layers.Dense):
+        return None  # whether the converter folds it is not pinned down: leave the kernel alone
+    if folded and (layer.activation is not keras.activations.linear or consumers[0].axis not in (-1, 3)):
+        folded = False  # the converter cannot fold through an activation or across another axis
+    return _Target(layer, _bn_factor(consumers[0]) if folded else None)
+
+
+def _bn_factor(bn: keras.layers.BatchNormalization) -> np.ndarray:
+    gamma = bn.gamma.numpy() if bn.gamma is not None else 1.0
+    return (gamma / np.sqrt(bn.moving_variance.numpy().astype(np.float64) + bn.epsilon)).astype(np.float64)
+
+
+def _second_moments(layer: keras.layers.Layer, x: tf.Tensor) -> np.ndarray:
+    """Σ over output positions of input-patch outer products, as the layer sees them."""
+    if isinstance(layer, keras.layers.Dense):
+        columns = tf.reshape(x, [-1, x.shape[-1]])
+        return tf.matmul(columns, columns, transpose_a=True).numpy().astype(np.float64)
+    kh, kw = layer.kernel_size
+    sh, sw = layer.strides
+    if (kh, kw) == (1, 1) and layer.padding in ("same", "valid"):
+        patches = x[:, ::sh, ::sw, :]
+    else:
+        patches = tf.image.extract_patches(x, [1, kh, kw, 1], [1, sh, sw, 1], [1, 1, 1, 1], layer.padding.upper())
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        per_channel = tf.reshape(patches, [-1, kh * kw, x.shape[-1]])  # patch order (kh, kw, channel)
+        return tf.einsum("pic,pjc->cij", per_channel, per_channel).numpy().astype(np.float64)
+    columns = tf.reshape(patches, [-1, patches.shape[-1]])  # (kh, kw, in) order, as the kernel reshapes
+    return tf.matmul(columns, columns, transpose_a=True).numpy().astype(np.float64)
+
+
+def _round_kernel(target: _Target, per_channel: bool) -> np.ndarray:
+    """The layer's kernel, its folded values on the converter's grid, chosen by GPTQ."""
+    kernel = target.layer.kernel.numpy().astype(np.float64)
+    fold = target.fold if target.fold is not None else np.ones(kernel.shape[-2 if _depthwise(target) else -1])
+    if _depthwise(target):
+        kh, kw, channels, _ = kernel.shape
+        rows = (kernel[..., 0] * fold).reshape(kh * kw, channels).T  # [channel, kh*kw]
+    else:
+        rows = (kernel * fold).reshape(-1, kernel.shape[-1]).T  # [out, in]
+    peak = np.abs(rows).max(axis=1)
+    if not per_channel:
+        peak = np.full_like(peak, peak.max())
+    step = np.where(peak > 0, peak / _QMAX, 1.0)
+    rounded = _gptq(rows, target.hessian, step, per_channel)
+    if _depthwise(target):
+        return (rounded.T.reshape(kh, kw, channels) / fold)[..., np.newaxis]
+    return (rounded.T / fold).reshape(kernel.shape)
+
+
+def _depthwise(target: _Target) -> bool:
+    return isinstance(target.layer, keras.layers.DepthwiseConv2D)
+
+
+def _gptq(rows: np.ndarray, hessian: np.ndarray, step: np.ndarray, per_channel: bool) -> np.ndarray:
+    """Round ``rows`` [R, C] to multiples of ``step`` [R], column by column with error feedback.
+
+    ``hessian`` is X Xᵀ, shared [C, C] or one per row [R, C, C]. The largest weight of each
+    row (of the whole kernel when one step is shared) is pinned to ±127 steps, so the
+    converter's max-based step comes out the same.
+    """
+    work = rows.copy()
+    rounded = np.zeros_like(rows)
+    pinned_column = np.abs(rows).argmax(axis=1)
+    if not per_channel:  # one step for the kernel: only the row holding the kernel's peak is pinned
+        peak_row = np.abs(rows).max(axis=1).argmax()
+        pinned_column = np.where(np.arange(len(rows)) == peak_row, pinned_column, -1)
+    pinned_value = np.sign(rows[np.arange(len(rows)), np.maximum(pinned_column, 0)]) * _QMAX * step
+    upper = _inverse_cholesky(hessian)
+
+    def round_column(column: int, values: np.ndarray) -> np.ndarray:
+        chosen = np.clip(np.round(values / step), -_QMAX, _QMAX) * step
+        chosen = np.where(pinned_column == column, pinned_value, chosen)
+        rounded[:, column] = chosen
+        return values - chosen
+
+    if upper.ndim == 3:  # one small X Xᵀ per row (depthwise): column by column
+        for column in range(rows.shape[1]):
+            error = round_column(column, work[:, column]) / upper[:, column, column]
+            work[:, column + 1 :] -= error[:, np.newaxis] * upper[:, column, column + 1 :]
+        return rounded
+    # shared X Xᵀ: blocks of columns, the columns after a block updated once by a matrix product
+    for start in range(0, rows.shape[1], _BLOCK):
+        stop = min(start + _BLOCK, rows.shape[1])
+        block = work[:, start:stop].copy()
+        errors = np.zeros_like(block)
+        for offset in range(stop - start):
+            column = start + offset
+            errors[:, offset] = round_column(column, block[:, offset]) / upper[column, column]
+            block[:, offset + 1 :] -= np.outer(errors[:, offset], upper[column, column + 1 : stop])
+        work[:, stop:] -= errors @ upper[start:stop, stop:]
+    return rounded
+
+
+def _inverse_cholesky(hessian: np.ndarray) -> np.ndarray:
+    """Upper Cholesky factor of the damped inverse of X Xᵀ (batched over a leading axis)."""
+    damped = hessian.copy()
+    diagonal = np.diagonal(damped, axis1=-2, axis2=-1)
+    index = np.arange(damped.shape[-1])
+    # an input never seen non-zero gets weight 1, so its column rounds to nearest without harm
+    damped[..., index, index] += _DAMPING * diagonal.mean(axis=-1, keepdims=True) + (diagonal == 0)
+    return np.linalg.cholesky(np.linalg.inv(damped)).swapaxes(-1, -2)
