@@ -2,8 +2,8 @@
 
 ``tf.lite.TFLiteConverter`` quantizes weights (int8, per channel unless the profile says
 otherwise; for a Keras source their rounding is chosen first by
-:mod:`~tillsight.converters.weight_rounding`) and activations (int8), calibrated on the representative images, with integer
-input and output tensors of the profile's IO type. The result is checked to be fully
+:mod:`~tillsight.converters.weight_rounding`) and activations (int8), calibrated on the
+representative images, with integer input and output tensors of the profile's IO type. The result is checked to be fully
 integer: a float tensor left in the graph fails the conversion.
 """
 
