@@ -44,7 +44,7 @@ from tillsight.datasets import iter_images, read_image_set, read_labels  # noqa:
 from tillsight.preprocess import InputSpec, preprocess  # noqa: E402
 from tillsight.report import plot_accuracy_latency, summarize_bundle  # noqa: E402
 import baselines  # noqa: E402
-from compression import pruning_benchmark, qat_benchmark, student_benchmark  # noqa: E402
+from compression_rows import pruning_benchmark, qat_benchmark, student_benchmark  # noqa: E402
 from render_results import render_markdown  # noqa: E402
 
 PROFILES = ("raspberry-pi-4", "raspberry-pi-5", "generic-x86-cpu", "coral-usb", "coral-devboard", "intel-nuc-iris-xe", "intel-celeron-uhd")

@@ -1,9 +1,26 @@
-"""Conversion targets: one module per target, registered in one table.
+"""The converting side: a Keras classifier in, a verified bundle for one device profile out.
 
-Each target module has ``convert(job: ConversionJob) -> TargetResult``: it writes its model
-file(s) into the job's staging directory. Loading the source model, calibration data,
-evaluation, the manifest and the atomic bundle write are shared, in
-:func:`tillsight.convert`. This package imports TensorFlow; the device side never imports it.
+In the order a conversion runs (:func:`tillsight.convert` is :func:`.conversion.convert`):
+
+* :mod:`.options`: :class:`ConversionOptions`, what the source model expects and what may be done.
+* :mod:`.conversion`: the steps (check inputs, load, calibrate, compress, convert, measure, write).
+* :mod:`.source`: the Keras model (or SavedModel) behind one ``predict``.
+* :mod:`.compression`: the training steps before quantization, using :mod:`.pruning` and :mod:`.training`.
+* the targets, one module per backend, registered in :data:`TARGETS`: :mod:`.tflite` (with
+  :mod:`.weight_rounding`), :mod:`.openvino`, :mod:`.edgetpu` (with :mod:`.edgetpu_preflight` and
+  :mod:`.edgetpu_compiler`). Each has ``convert(job: ConversionJob) -> TargetResult`` and writes its
+  model file(s) into the job's staging directory.
+* :mod:`.evaluate`: the written bundle, loaded as on the device, against the float model.
+* :mod:`.steps`: the context manager that times and logs each step.
+
+Beside the conversion: :mod:`.distill` (:func:`tillsight.distill`, a smaller student from a
+teacher) and :mod:`.backbones` (ImageNet-pretrained EfficientNet-Lite, read by
+:mod:`.torch_checkpoint`).
+
+What imports TensorFlow: this package's ``__init__``, :mod:`.options`, :mod:`.job`, :mod:`.steps`,
+:mod:`.openvino` (OpenVINO and NNCF only, when it runs), :mod:`.edgetpu_preflight`,
+:mod:`.edgetpu_compiler` and :mod:`.torch_checkpoint` do not; every other module does, directly or
+through :mod:`._tf`. The device side imports none of those.
 """
 
 from __future__ import annotations

@@ -7,53 +7,23 @@ device's own :class:`tillsight.Classifier` (which applies that same function).
 
 from __future__ import annotations
 
-import dataclasses
 import platform
 import statistics
 import time
-from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
+from tillsight.bundle_metrics import AccuracyMetrics, LatencyMetrics
 from tillsight.classifier import Classifier
 from tillsight.datasets import ImageSet, iter_images
 from tillsight.preprocess import InputSpec, preprocess
 
 from .source import SourceModel
 
-__all__ = ["AccuracyReport", "evaluate", "measure_latency"]
+__all__ = ["evaluate", "measure_latency"]
 
 _BATCH = 32
-
-
-@dataclasses.dataclass(frozen=True)
-class AccuracyReport:
-    """Top-1 of the float and converted models on the same readable images."""
-
-    images: int
-    skipped: int
-    float_top1: float  # percent
-    converted_top1: float  # percent
-    top1_agreement: float  # percent of images where both models pick the same class
-    pruned_top1: float | None = None  # percent, the pruned float model (when the conversion pruned)
-
-    @property
-    def top1_drop(self) -> float:
-        """Points of top-1 lost by conversion (negative when the converted model is better)."""
-        return round(self.float_top1 - self.converted_top1, 3)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form recorded in the manifest; with pruning, the drop of each step too."""
-        data = {**dataclasses.asdict(self), "top1_drop": self.top1_drop}
-        if self.pruned_top1 is None:
-            del data["pruned_top1"]
-        else:
-            data["steps"] = {
-                "float_to_pruned_drop": round(self.float_top1 - self.pruned_top1, 3),
-                "pruned_to_converted_drop": round(self.pruned_top1 - self.converted_top1, 3),
-            }
-        return data
 
 
 def evaluate(
@@ -63,7 +33,7 @@ def evaluate(
     float_spec: InputSpec,
     progress: bool = False,
     pruned: SourceModel | None = None,
-) -> AccuracyReport:
+) -> AccuracyMetrics:
     """Run both models (and the pruned float model, if any) on every readable image of a labeled set.
 
     Args:
@@ -103,10 +73,10 @@ def evaluate(
     flush()
     count = len(truth)
     if count == 0:
-        return AccuracyReport(0, len(skipped), 0.0, 0.0, 0.0)
+        return AccuracyMetrics(0, len(skipped), 0.0, 0.0, 0.0)
     truth_array, float_array, converted_array = np.array(truth), np.array(float_top1), np.array(converted_top1)
     pruned_accuracy = round(100.0 * float(np.mean(np.array(pruned_top1) == truth_array)), 3) if pruned else None
-    return AccuracyReport(
+    return AccuracyMetrics(
         images=count,
         skipped=len(skipped),
         float_top1=round(100.0 * float(np.mean(float_array == truth_array)), 3),
@@ -116,7 +86,7 @@ def evaluate(
     )
 
 
-def measure_latency(classifier: Classifier, sample: np.ndarray, runs: int = 30, warmup: int = 3) -> dict[str, Any]:
+def measure_latency(classifier: Classifier, sample: np.ndarray, runs: int = 30, warmup: int = 3) -> LatencyMetrics:
     """Median and p95 of backend inference time on this host (not the device).
 
     Args:
@@ -134,12 +104,11 @@ def measure_latency(classifier: Classifier, sample: np.ndarray, runs: int = 30, 
         classifier.backend.infer(tensor)
         times.append((time.perf_counter() - start) * 1e3)
     times.sort()
-    return {
-        "p50_ms": round(statistics.median(times), 3),
-        "p95_ms": round(times[min(len(times) - 1, int(0.95 * len(times)))], 3),
-        "runs": runs,
-        "threads": getattr(classifier.backend, "threads", None),
-        "engine": classifier.engine,
-        "host": f"{platform.machine()} {platform.system()}, {platform.processor() or 'unknown cpu'}",
-        "note": "measured on the converting host, not on the device",
-    }
+    return LatencyMetrics(
+        p50_ms=round(statistics.median(times), 3),
+        p95_ms=round(times[min(len(times) - 1, int(0.95 * len(times)))], 3),
+        runs=runs,
+        threads=getattr(classifier.backend, "threads", None),
+        engine=classifier.engine,
+        host=f"{platform.machine()} {platform.system()}, {platform.processor() or 'unknown cpu'}",
+    )

@@ -35,15 +35,13 @@ def convert_family(args: argparse.Namespace, check: Callable[[tillsight.Bundle],
     failures = 0
     for profile in args.profiles:
         try:
-            pruning = None
-            if args.prune:  # over the profile's own [pruning] settings, as `tillsight convert --prune` does
-                pruning = tillsight.PruningOptions.from_spec(args.prune, base=tillsight.load_profile(profile).pruning)
-            options = tillsight.ConversionOptions.from_input_range(args.input_range, progress=True, pruning=pruning)
+            mean, std = tillsight.InputRange(args.input_range).mean_std()
+            options = tillsight.ConversionOptions.for_profile(profile, prune=args.prune, mean=mean, std=std, progress=True)
             bundle = tillsight.convert(
                 Path(args.model), profile, calibration=args.calibration, out=args.out,
                 evaluation=args.evaluation, labels=args.labels, options=options, finetune=args.finetune,
             )
-        except ValueError as exc:  # a bad --prune setting
+        except tillsight.OptionsError as exc:  # a bad --prune setting: every profile would fail the same way
             print(f"{profile}: FAILED: {exc}")
             return 2
         except tillsight.TillsightError as exc:
@@ -51,15 +49,14 @@ def convert_family(args: argparse.Namespace, check: Callable[[tillsight.Bundle],
             failures += 1
             continue
         metrics = bundle.manifest.metrics
-        accuracy = metrics.get("accuracy")
+        accuracy = metrics.accuracy
         measured = (
-            f"top-1 {accuracy['converted_top1']:.2f}% (drop {accuracy['top1_drop']:.2f}), agreement {accuracy['top1_agreement']:.2f}%"
+            f"top-1 {accuracy.converted_top1:.2f}% (drop {accuracy.top1_drop:.2f}), agreement {accuracy.top1_agreement:.2f}%"
             if accuracy else "no --eval: accuracy not measured"
         )
-        pruning = metrics.get("pruning")
-        if pruning:
-            measured += f"; pruned {pruning['mode']} {pruning['target']:g}"
-        print(f"{profile}: {bundle.path} ({metrics.get('model_bytes', 0) / 1e6:.2f} MB), {measured}")
+        if metrics.pruning:
+            measured += f"; pruned {metrics.pruning.mode} {metrics.pruning.target:g}"
+        print(f"{profile}: {bundle.path} ({metrics.model_bytes / 1e6:.2f} MB), {measured}")
         if check is not None:
             check(bundle)
     return 1 if failures else 0

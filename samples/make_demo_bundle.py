@@ -40,10 +40,10 @@ def main() -> None:
             args.model, "generic-x86-cpu", calibration=args.data / "train.txt", evaluation=args.data / "val.txt",
             labels=args.labels, out=Path(work), options=tillsight.ConversionOptions(crop=CROP, progress=False, allow_accuracy_drop=True),
         )
-        accuracy = bundle.manifest.metrics["accuracy"]
+        accuracy = bundle.manifest.metrics.accuracy
         print(
-            f"float top-1 {accuracy['float_top1']:.2f}%, int8 {accuracy['converted_top1']:.2f}%, "
-            f"agreement {accuracy['top1_agreement']:.2f}% on {accuracy['images']} val photos"
+            f"float top-1 {accuracy.float_top1:.2f}%, int8 {accuracy.converted_top1:.2f}%, "
+            f"agreement {accuracy.top1_agreement:.2f}% on {accuracy.images} val photos"
         )
         staged = args.out.with_name(args.out.name + ".new")
         shutil.rmtree(staged, ignore_errors=True)

@@ -9,15 +9,18 @@ Convert on a workstation, run on the kiosk::
 
 Camera-frame pipelines for unmanned checkout live in :mod:`tillsight.pipelines`.
 
-Importing this package never imports TensorFlow: only :func:`convert` pulls in the
-converter side, when it is called.
+Importing this package never imports TensorFlow. :func:`convert`, :func:`distill` and
+:class:`DistillResult` are re-exported from the converting side (:mod:`tillsight.converters`),
+which is imported the first time one of them is used.
 """
+
+import importlib
+from typing import Any
 
 from ._version import __version__
 from .bundle import Bundle, Manifest, read_bundle
 from .classifier import Classifier, Prediction, load
-from .conversion import ConversionOptions, convert
-from .distillation import DistillResult, distill
+from .converters.options import ConversionOptions
 from .errors import (
     AccuracyError,
     BackendUnavailableError,
@@ -70,3 +73,17 @@ __all__ = [
     "preprocess",
     "read_bundle",
 ]
+
+#: Public names that live on the converting side (TensorFlow), and their modules.
+_CONVERTING_SIDE = {
+    "convert": "tillsight.converters.conversion",
+    "distill": "tillsight.converters.distill",
+    "DistillResult": "tillsight.converters.distill",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the converting side only when one of its names is used (PEP 562)."""
+    if name in _CONVERTING_SIDE:
+        return getattr(importlib.import_module(_CONVERTING_SIDE[name]), name)
+    raise AttributeError(f"module 'tillsight' has no attribute '{name}'")

@@ -27,6 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ._version import __version__
+from .bundle_metrics import BundleMetrics
 from .errors import BundleError
 from .preprocess import InputSpec
 from .profiles import Backend
@@ -104,7 +105,7 @@ class Manifest:
     profile: dict[str, Any] = dataclasses.field(default_factory=dict)
     source_model: dict[str, Any] = dataclasses.field(default_factory=dict)
     quantization: dict[str, Any] = dataclasses.field(default_factory=dict)
-    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+    metrics: BundleMetrics = BundleMetrics(model_bytes=0)
     target_report: dict[str, Any] = dataclasses.field(default_factory=dict)
     sdk_version: str = __version__
     created: str = ""
@@ -125,7 +126,7 @@ class Manifest:
             "profile": self.profile,
             "source_model": self.source_model,
             "quantization": self.quantization,
-            "metrics": self.metrics,
+            "metrics": self.metrics.to_dict(),
             "target_report": self.target_report,
         }
 
@@ -166,7 +167,7 @@ class Manifest:
                 profile=data.get("profile", {}),
                 source_model=data.get("source_model", {}),
                 quantization=data.get("quantization", {}),
-                metrics=data.get("metrics", {}),
+                metrics=BundleMetrics.from_dict(data.get("metrics", {"model_bytes": 0})),
                 target_report=data.get("target_report", {}),
                 sdk_version=str(data.get("sdk_version", "")),
                 created=str(data.get("created", "")),

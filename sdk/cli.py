@@ -18,10 +18,11 @@ from pathlib import Path
 
 from . import __version__, demo, edgetpu, report
 from .bundle import Manifest, read_bundle
+from .bundle_metrics import AccuracyMetrics, PruningMetrics
 from .classifier import load
-from .conversion import ConversionOptions, convert
+from .converters.options import ConversionOptions
 from .datasets import read_image
-from .errors import TillsightError
+from .errors import OptionsError, TillsightError
 from .preprocess import ColorOrder, InputRange
 from .pipelines import (
     Basket,
@@ -34,7 +35,7 @@ from .pipelines import (
     open_source,
 )
 from .pipelines.events import Event
-from .profiles import DistillationOptions, PruningOptions, list_profiles, load_profile
+from .profiles import DistillationOptions, list_profiles
 
 __all__ = ["main", "build_parser"]
 
@@ -213,25 +214,19 @@ def _describe(event: Event) -> str:
 
 
 def _checkout_options(args: argparse.Namespace, **extra) -> CheckoutOptions:
-    try:
-        return CheckoutOptions(roi=args.roi, **{name: getattr(args, name) for name in _CHECKOUT_FLAGS}, **extra)
-    except ValueError as exc:
-        raise TillsightError(f"bad checkout options: {exc}") from exc
+    return CheckoutOptions(roi=args.roi, **{name: getattr(args, name) for name in _CHECKOUT_FLAGS}, **extra)
 
 
 def _run(args: argparse.Namespace) -> int:
     if not args.debug:  # source state changes and the periodic metrics line go to stderr
         logging.getLogger("tillsight.pipelines").setLevel(logging.INFO)
     checkout = _checkout_options(args, background_label=args.background_label)
-    try:
-        options = PipelineOptions(
-            checkout=checkout,
-            capture=CaptureOptions(pace=args.realtime, drop_frames=True if args.realtime else None),
-            metrics_interval=args.metrics_interval,
-            max_frames=args.max_frames,
-        )
-    except ValueError as exc:
-        raise TillsightError(f"bad pipeline options: {exc}") from exc
+    options = PipelineOptions(
+        checkout=checkout,
+        capture=CaptureOptions(pace=args.realtime, drop_frames=True if args.realtime else None),
+        metrics_interval=args.metrics_interval,
+        max_frames=args.max_frames,
+    )
     reference = None
     if args.tray_reference:
         reference = read_image(Path(args.tray_reference))
@@ -243,10 +238,7 @@ def _run(args: argparse.Namespace) -> int:
     with JsonLines(args.jsonl if args.jsonl else sys.stdout) as jsonl:
         sinks = [basket, jsonl, _print_event] if args.jsonl else [basket, jsonl]
         with load(args.bundle, threads=args.threads, device=args.device) as classifier:
-            try:
-                pipeline = CheckoutPipeline(source, classifier, sinks, options, tray_reference=reference)
-            except ValueError as exc:
-                raise TillsightError(str(exc)) from exc
+            pipeline = CheckoutPipeline(source, classifier, sinks, options, tray_reference=reference)
             metrics = pipeline.run()
     print(f"basket: {_basket_text(basket.items(), basket.unknown)}", file=sys.stderr)
     print(f"pipeline: {metrics.summary()}", file=sys.stderr)
@@ -290,11 +282,11 @@ def _report(args: argparse.Namespace) -> int:
     (out / "report.md").write_text(table, encoding="utf-8")
     print(table, end="")
     points = [(s.name, s.latency_p50_ms, s.converted_top1, s.model_bytes) for s in summaries]
-    try:
-        png = report.plot_accuracy_latency(points, out / "report.png")
+    png = report.plot_accuracy_latency(points, out / "report.png")
+    if png is None:  # no accuracy measured (converted without --eval): the table still stands
+        print(f"\nwrote {out / 'report.md'}; no plot: no bundle has both an accuracy and a latency measurement")
+    else:
         print(f"\nwrote {out / 'report.md'} and {png}")
-    except ValueError as exc:  # no accuracy measured (converted without --eval): the table still stands
-        print(f"\nwrote {out / 'report.md'}; no plot: {exc}")
     return 0
 
 
@@ -333,26 +325,24 @@ def _add_input_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _conversion_options(args: argparse.Namespace, **fields: Any) -> ConversionOptions:
-    """Input range, colour order, safe loading and progress from the flags, plus ``fields``."""
+def _input_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ConversionOptions fields from the input flags, safe loading and progress."""
     if (args.mean is None) != (args.std is None):
-        raise TillsightError("--mean and --std go together: give both")
-    common = dict(
-        color_order=ColorOrder(args.color_order), crop=args.crop, allow_unsafe_model=args.unsafe_load,
-        progress=not args.quiet, **fields,
+        raise OptionsError("--mean and --std go together: give both")
+    mean, std = (args.mean, args.std) if args.mean is not None else InputRange(args.input_range).mean_std()
+    return dict(
+        color_order=ColorOrder(args.color_order), mean=mean, std=std, crop=args.crop, allow_unsafe_model=args.unsafe_load,
+        progress=not args.quiet,
     )
-    try:
-        if args.mean is not None:
-            return ConversionOptions(mean=args.mean, std=args.std, **common)
-        return ConversionOptions.from_input_range(args.input_range, **common)
-    except ValueError as exc:
-        raise TillsightError(f"bad input options: {exc}") from exc
 
 
 def _convert(args: argparse.Namespace) -> int:
-    options = _conversion_options(
-        args, allow_accuracy_drop=args.allow_accuracy_drop, pruning=_pruning_options(args), **_training_options(args)
+    options = ConversionOptions.for_profile(
+        args.profile, prune=args.prune, finetune_epochs=args.finetune_epochs, distill=args.distill, qat=args.qat,
+        qat_epochs=args.qat_epochs, allow_accuracy_drop=args.allow_accuracy_drop, **_input_options(args),
     )
+    from .converters.conversion import convert  # imports TensorFlow: only when converting
+
     bundle = convert(
         args.model,
         args.profile,
@@ -368,25 +358,8 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pruning_options(args: argparse.Namespace) -> PruningOptions | None:
-    """The profile's [pruning] table with --prune and --finetune-epochs applied; None when neither is given."""
-    if args.prune is None and args.finetune_epochs is None:
-        return None
-    if args.finetune_epochs is not None and args.finetune_epochs < 0:
-        raise TillsightError(f"--finetune-epochs must be 0 or more, got {args.finetune_epochs}")
-    pruning = load_profile(args.profile).pruning
-    try:
-        if args.prune is not None:
-            pruning = PruningOptions.from_spec(args.prune, base=pruning)
-    except ValueError as exc:
-        raise TillsightError(f"--prune: {exc}") from exc
-    if args.finetune_epochs is not None:
-        pruning = dataclasses.replace(pruning, finetune_epochs=args.finetune_epochs)
-    return pruning
-
-
 def _distill(args: argparse.Namespace) -> int:
-    from .distillation import distill
+    from .converters.distill import distill  # imports TensorFlow: only when distilling
 
     base = DistillationOptions()
     distillation = dataclasses.replace(
@@ -397,37 +370,21 @@ def _distill(args: argparse.Namespace) -> int:
     result = distill(
         args.teacher, args.student, args.out, data=args.data, unlabeled=args.unlabeled, epochs=args.epochs,
         learning_rate=args.learning_rate, distillation=distillation, evaluation=args.evaluation, labels=args.labels,
-        options=_conversion_options(args), student_size=args.student_size,
+        options=ConversionOptions(**_input_options(args)), student_size=args.student_size,
     )
     report = result.report
-    print(f"student: {result.path} ({report['student_parameters']:,} parameters; teacher {report['teacher_parameters']:,})")
+    print(f"student: {result.path} ({report.student_parameters:,} parameters; teacher {report.teacher_parameters:,})")
     print(
-        f"distilled {report['epochs']} epochs on {report['photos']} photos ({report['labeled_photos']} labeled) in "
-        f"{report['seconds']:.0f} s; teacher run on {report['teacher_images_run']} images once"
+        f"distilled {report.training.epochs} epochs on {report.training.photos} photos ({report.labeled_photos} labeled) in "
+        f"{report.training.seconds:.0f} s; teacher run on {report.teacher_images_run} images once"
     )
-    accuracy = report.get("accuracy")
-    if accuracy:
+    accuracy = report.accuracy
+    if accuracy is not None:
         print(
-            f"on {accuracy['images']} images: teacher top-1 {accuracy['teacher_top1']:.2f}%, student {accuracy['student_top1']:.2f}%, "
-            f"agreement {accuracy['top1_agreement']:.2f}%"
+            f"on {accuracy.images} images: teacher top-1 {accuracy.teacher_top1:.2f}%, student {accuracy.student_top1:.2f}%, "
+            f"agreement {accuracy.top1_agreement:.2f}%"
         )
     return 0
-
-
-def _training_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The profile's [distillation] and [qat] tables with --distill, --qat and --qat-epochs applied."""
-    if args.qat_epochs is not None and args.qat_epochs < 1:
-        raise TillsightError(f"--qat-epochs must be at least 1, got {args.qat_epochs}")
-    if args.qat_epochs is not None and not args.qat:
-        raise TillsightError("--qat-epochs goes with --qat")
-    options: dict[str, Any] = {}
-    if args.distill or args.qat:
-        profile = load_profile(args.profile)
-        if args.distill:
-            options["distillation"] = dataclasses.replace(profile.distillation, enabled=True)
-        if args.qat:
-            options["qat"] = dataclasses.replace(profile.qat, enabled=True, epochs=args.qat_epochs or profile.qat.epochs)
-    return options
 
 
 def _print_summary(manifest: Manifest) -> None:
@@ -435,42 +392,43 @@ def _print_summary(manifest: Manifest) -> None:
     metrics = manifest.metrics
     print(f"profile: {manifest.profile_name} ({manifest.runtime.backend.value}, {manifest.runtime.threads} threads)")
     print(f"classes: {len(manifest.labels)}  input: {spec.height}x{spec.width} {spec.dtype} {spec.color_order.value}, {spec.resize.value}, crop {spec.crop:g}")
-    print(f"model: {manifest.runtime.model_file} ({metrics.get('model_bytes', 0) / 1e6:.2f} MB), source sha256 {manifest.source_model.get('sha256', '?')[:12]}")
-    accuracy = metrics.get("accuracy")
-    if accuracy:
+    print(f"model: {manifest.runtime.model_file} ({metrics.model_bytes / 1e6:.2f} MB), source sha256 {manifest.source_model.get('sha256', '?')[:12]}")
+    accuracy = metrics.accuracy
+    if accuracy is not None:
+        tolerance = "?" if accuracy.tolerance is None else f"{accuracy.tolerance:g}"
         print(
-            f"accuracy on {accuracy['images']} images: float {accuracy['float_top1']:.2f}%, "
-            f"converted {accuracy['converted_top1']:.2f}%, drop {accuracy['top1_drop']:.2f} points "
-            f"(tolerance {accuracy.get('tolerance', '?')}), agreement {accuracy['top1_agreement']:.2f}%"
+            f"accuracy on {accuracy.images} images: float {accuracy.float_top1:.2f}%, "
+            f"converted {accuracy.converted_top1:.2f}%, drop {accuracy.top1_drop:.2f} points "
+            f"(tolerance {tolerance}), agreement {accuracy.top1_agreement:.2f}%"
         )
-    pruning = metrics.get("pruning")
-    if pruning:
-        print(_pruning_line(pruning, accuracy))
-    qat = metrics.get("qat")
-    if qat:
+    if metrics.pruning is not None:
+        print(_pruning_line(metrics.pruning, accuracy))
+    qat = metrics.qat
+    if qat is not None:
+        photos = "?" if qat.training.photos is None else qat.training.photos
         print(
-            f"quantization-aware fine-tuning: {qat['epochs']} epochs on {qat['photos']} photos in {qat['seconds']:.0f} s, "
-            f"{qat['activation_quantizers']} activation ranges learned"
+            f"quantization-aware fine-tuning: {qat.training.epochs} epochs on {photos} photos in {qat.training.seconds:.0f} s, "
+            f"{qat.activation_quantizers} activation ranges learned"
         )
-    latency = metrics.get("latency_host")
-    if latency:
-        print(f"latency on this host: p50 {latency['p50_ms']:.2f} ms, p95 {latency['p95_ms']:.2f} ms ({latency['engine']})")
+    latency = metrics.latency_host
+    if latency is not None:
+        print(f"latency on this host: p50 {latency.p50_ms:.2f} ms, p95 {latency.p95_ms:.2f} ms ({latency.engine})")
 
 
-def _pruning_line(pruning: dict, accuracy: dict | None) -> str:
+def _pruning_line(pruning: PruningMetrics, accuracy: AccuracyMetrics | None) -> str:
     """One line on what pruning did: sparsity and gzip size, or channels and MACs; the pruned float top-1."""
-    if pruning["mode"] == "unstructured":
-        line = f"pruning: {pruning['sparsity']:.1%} of {pruning['pruned_weights']} kernel weights are zero"
-        if pruning.get("gzip_bytes_unpruned"):
-            ratio = pruning["gzip_bytes"] / pruning["gzip_bytes_unpruned"]
-            line += f", gzip {pruning['gzip_bytes'] / 1e6:.2f} MB ({ratio:.2f}x the unpruned model)"
+    if pruning.mode == "unstructured":
+        line = f"pruning: {pruning.sparsity:.1%} of {pruning.pruned_weights} kernel weights are zero"
+        if pruning.gzip_bytes and pruning.gzip_bytes_unpruned:
+            ratio = pruning.gzip_bytes / pruning.gzip_bytes_unpruned
+            line += f", gzip {pruning.gzip_bytes / 1e6:.2f} MB ({ratio:.2f}x the unpruned model)"
     else:
         line = (
-            f"pruning: {pruning['kept_channels']}/{pruning['prunable_channels']} channels kept, "
-            f"MACs {pruning['macs_before'] / 1e6:.1f}M -> {pruning['macs_after'] / 1e6:.1f}M"
+            f"pruning: {pruning.kept_channels}/{pruning.prunable_channels} channels kept, "
+            f"MACs {pruning.macs_before / 1e6:.1f}M -> {pruning.macs_after / 1e6:.1f}M"
         )
-    if accuracy and accuracy.get("pruned_top1") is not None:
-        line += f"; pruned float top-1 {accuracy['pruned_top1']:.2f}%"
+    if accuracy is not None and accuracy.pruned_top1 is not None:
+        line += f"; pruned float top-1 {accuracy.pruned_top1:.2f}%"
     return line
 
 

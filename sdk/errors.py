@@ -4,7 +4,7 @@ Every error the SDK raises on purpose derives from :class:`TillsightError`, and 
 message is one line that says what is wrong and what to do about it::
 
     TillsightError
-    ├── OptionsError              an option given from Python or the CLI is out of range or unknown
+    ├── OptionsError              an option given from Python or the CLI is out of range or unknown (also a ValueError)
     ├── ProfileError              unknown profile, invalid TOML, bad key or value
     ├── ModelLoadError            missing, corrupt, unsafe or unsupported model file
     ├── DataError                 unreadable data folder or list file, bad labels file
@@ -43,8 +43,11 @@ class TillsightError(Exception):
     """Base class of every error tillsight raises on purpose."""
 
 
-class OptionsError(TillsightError):
-    """An option passed from Python or the command line is unknown or out of range."""
+class OptionsError(TillsightError, ValueError):
+    """An option passed from Python or the command line is unknown or out of range.
+
+    It is a ``ValueError`` too, the standard exception for a bad argument value.
+    """
 
 
 class ProfileError(TillsightError):

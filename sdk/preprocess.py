@@ -19,6 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .errors import OptionsError
 from .profiles import ResizeMode, crop_problem
 
 __all__ = ["ColorOrder", "InputRange", "InputSpec", "model_input", "model_pixels", "preprocess", "quantize", "to_bgr"]
@@ -65,15 +66,15 @@ class InputSpec:
 
     def __post_init__(self) -> None:
         if self.height < 1 or self.width < 1:
-            raise ValueError(f"input size must be positive, got {self.height}x{self.width}")
+            raise OptionsError(f"input size must be positive, got {self.height}x{self.width}")
         if problem := crop_problem(self.crop):
-            raise ValueError(f"crop {problem}")
+            raise OptionsError(f"crop {problem}")
         if any(s == 0 for s in self.std):
-            raise ValueError(f"std must not be zero, got {self.std}")
+            raise OptionsError(f"std must not be zero, got {self.std}")
         if self.dtype not in ("uint8", "int8", "float32"):
-            raise ValueError(f"input dtype must be uint8, int8 or float32, got {self.dtype}")
+            raise OptionsError(f"input dtype must be uint8, int8 or float32, got {self.dtype}")
         if self.dtype != "float32" and self.scale <= 0:
-            raise ValueError(f"a {self.dtype} input needs a positive quantization scale")
+            raise OptionsError(f"a {self.dtype} input needs a positive quantization scale")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form recorded in the manifest."""

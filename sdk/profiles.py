@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import ProfileError
+from .errors import OptionsError, ProfileError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -160,7 +160,7 @@ class PruningOptions:
         """Parse ``none``, ``unstructured:0.5``, ``channels:0.3`` or a bare fraction (``base``'s mode) over ``base``.
 
         Raises:
-            ValueError: Not one of those forms, or a fraction outside (0, 1).
+            OptionsError: Not one of those forms, or a fraction outside (0, 1).
         """
         base = base or cls()
         mode_text, _, fraction_text = spec.strip().rpartition(":") if ":" in spec else ("", "", spec.strip())
@@ -171,11 +171,11 @@ class PruningOptions:
                 mode = PruningMode(mode_text.strip().lower()) if mode_text else base.mode
                 fraction = float(fraction_text)
         except ValueError:
-            raise ValueError(f"'{spec}' is not a pruning setting: use none, unstructured:0.5 or channels:0.3") from None
+            raise OptionsError(f"'{spec}' is not a pruning setting: use none, unstructured:0.5 or channels:0.3") from None
         if mode is PruningMode.NONE and fraction > 0:
-            raise ValueError(f"'{spec}' gives no pruning mode and the profile has none: use channels:{fraction:g} or unstructured:{fraction:g}")
+            raise OptionsError(f"'{spec}' gives no pruning mode and the profile has none: use channels:{fraction:g} or unstructured:{fraction:g}")
         if mode is not PruningMode.NONE and not 0.0 < fraction < 1.0:
-            raise ValueError(f"pruning fraction in '{spec}' must be between 0 and 1 (exclusive), e.g. channels:0.3")
+            raise OptionsError(f"pruning fraction in '{spec}' must be between 0 and 1 (exclusive), e.g. channels:0.3")
         return dataclasses.replace(base, mode=mode, target=fraction if mode is not PruningMode.NONE else 0.0)
 
 

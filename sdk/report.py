@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from .bundle import gzip_bytes, read_bundle
+from .errors import TillsightError
 
 __all__ = ["BundleSummary", "summarize_bundle", "markdown_table", "plot_accuracy_latency"]
 
@@ -51,23 +52,22 @@ def summarize_bundle(path: str | Path) -> BundleSummary:
     manifest = bundle.manifest
     model_files = [bundle.path / name for name in manifest.artifacts if name != "manifest.json"]
     model_bytes = sum(p.stat().st_size for p in model_files)
-    accuracy = manifest.metrics.get("accuracy") or {}
-    latency = manifest.metrics.get("latency_host") or {}
+    accuracy, latency = manifest.metrics.accuracy, manifest.metrics.latency_host
     return BundleSummary(
         name=bundle.path.name if bundle.path.name == manifest.profile_name else f"{bundle.path.name} ({manifest.profile_name})",
         path=str(bundle.path),
         backend=manifest.runtime.backend.value,
         model_bytes=model_bytes,
         gzip_bytes=gzip_bytes(model_files),
-        float_top1=accuracy.get("float_top1"),
-        converted_top1=accuracy.get("converted_top1"),
-        top1_drop=accuracy.get("top1_drop"),
-        top1_agreement=accuracy.get("top1_agreement"),
-        eval_images=accuracy.get("images"),
-        latency_p50_ms=latency.get("p50_ms"),
-        latency_p95_ms=latency.get("p95_ms"),
-        threads=int(latency.get("threads", manifest.runtime.threads)),
-        host=str(latency.get("host", "")),
+        float_top1=accuracy.float_top1 if accuracy else None,
+        converted_top1=accuracy.converted_top1 if accuracy else None,
+        top1_drop=accuracy.top1_drop if accuracy else None,
+        top1_agreement=accuracy.top1_agreement if accuracy else None,
+        eval_images=accuracy.images if accuracy else None,
+        latency_p50_ms=latency.p50_ms if latency else None,
+        latency_p95_ms=latency.p95_ms if latency else None,
+        threads=latency.threads if latency and latency.threads is not None else manifest.runtime.threads,
+        host=latency.host if latency else "",
     )
 
 
@@ -96,7 +96,7 @@ def markdown_table(summaries: Sequence[BundleSummary]) -> str:
 
 def plot_accuracy_latency(
     points: Sequence[tuple[str, float, float, int]], path: str | Path, title: str = "accuracy vs latency"
-) -> Path:
+) -> Path | None:
     """Write a PNG scatter plot: x latency (ms), y top-1 (%), marker area proportional to bytes.
 
     Args:
@@ -105,14 +105,14 @@ def plot_accuracy_latency(
         title: Drawn at the top.
 
     Returns:
-        The path written.
+        The path written, or None when no point has both a latency and an accuracy (nothing to plot).
 
     Raises:
-        ValueError: No point has both a latency and an accuracy.
+        TillsightError: The PNG cannot be written.
     """
     usable = [p for p in points if p[1] is not None and p[2] is not None]
     if not usable:
-        raise ValueError("nothing to plot: no bundle has both an accuracy and a latency measurement")
+        return None
     width, height, margin = 1080, 600, 80
     legend_x = 660  # the plot takes the left part, a legend names the points on the right
     image = np.full((height, width, 3), 255, np.uint8)
@@ -161,5 +161,5 @@ def plot_accuracy_latency(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), image):
-        raise ValueError(f"cannot write {path}")
+        raise TillsightError(f"cannot write the plot {path}: check that its folder is writable")
     return path

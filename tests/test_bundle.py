@@ -90,3 +90,32 @@ def test_leftovers_of_a_killed_run_are_cleaned_and_a_half_swapped_bundle_restore
     assert (final / "model.tflite").read_bytes() == b"good"
     assert not stale.exists() and alive.exists()
     assert not list((tmp_path / "out").glob(".raspberry-pi-4.replaced-*"))
+
+
+def test_malformed_metrics_are_refused_as_one_line_and_good_ones_read_as_types(tmp_path, capsys):
+    from tillsight import cli
+
+    bundle = shutil.copytree(ASSETS / "classifier", tmp_path / "bundle")
+    manifest_path = bundle / "manifest.json"
+    original = json.loads(manifest_path.read_text())
+    metrics = read_bundle(bundle).manifest.metrics
+    assert metrics.accuracy.top1_agreement == original["metrics"]["accuracy"]["top1_agreement"]
+    assert metrics.latency_host.p50_ms == original["metrics"]["latency_host"]["p50_ms"]
+    assert metrics.to_dict()["accuracy"] == original["metrics"]["accuracy"]  # the JSON form round-trips
+    for change in [
+        lambda m: m.update(metrics=[]),
+        lambda m: m["metrics"]["accuracy"].update(top1_agreement="high"),
+        lambda m: m["metrics"]["accuracy"].pop("images"),
+        lambda m: m["metrics"]["latency_host"].update(p50_ms=True),
+        lambda m: m["metrics"].update(pruning={"mode": "channels", "target": 0.3, "parameters_before": 9, "parameters_after": 5}),
+        lambda m: m["metrics"].update(conversion_seconds={"load model": "slow"}),
+    ]:
+        manifest = json.loads(json.dumps(original))
+        change(manifest)
+        manifest_path.write_text(json.dumps(manifest))
+        with pytest.raises(BundleError, match="malformed"):
+            read_bundle(bundle)
+        for command in (["inspect", str(bundle)], ["report", str(bundle), "--out", str(tmp_path / "r")]):
+            assert cli.main(command) == 1
+            err = capsys.readouterr().err.strip()
+            assert "malformed" in err and len(err.splitlines()) == 1 and "AttributeError" not in err

@@ -21,7 +21,7 @@ from tillsight.errors import ConversionError
 from tillsight.profiles import DistillationOptions, PruningMode, PruningOptions
 
 from .._tf import keras
-from ..training import TeacherCache, TrainingPhotos, distill, fine_tune
+from ..training import TeacherCache, TrainingPhotos, fine_tune, train_student
 from .channels import apply_plan, choose_channels, count_macs, plan_channels
 from .magnitude import MagnitudePruner, SparsitySchedule, sparsity_report
 
@@ -125,7 +125,7 @@ def _train(
     """Fine-tune on the labels, or distill from the teacher's cached outputs when there is one."""
     if teacher is None:
         return fine_tune(model, photos, activation, epochs, options.learning_rate, callbacks, progress)
-    return distill(
+    return train_student(
         model, teacher, photos, activation, distillation.alpha, distillation.temperature, epochs, options.learning_rate,
         callbacks, progress, desc="fine-tune (distilled)",
     )

@@ -2,7 +2,7 @@
 
 * :mod:`.photos`: labeled and unlabeled photos decoded once, kept as uint8 at the model's input size.
 * :mod:`.finetune`: the one training loop (Adam, cosine decay), and plain fine-tuning on labels.
-* :mod:`.distillation`: a student learns from a teacher's cached outputs, with or without labels.
+* :mod:`.distillation`: :func:`train_student` learns from a teacher's cached outputs, with or without labels.
 * :mod:`.qat`: quantization-aware fine-tuning: the model computes as int8 TFLite will.
 * :mod:`.students`: small architectures to distill into.
 
@@ -11,7 +11,7 @@ TensorFlow Model Optimization does the last three for Keras 2 only; these run on
 
 from __future__ import annotations
 
-from .distillation import TeacherCache, distill, kd_loss
+from .distillation import TeacherCache, kd_loss, train_student
 from .finetune import fine_tune, fit
 from .photos import UNLABELED, TrainingPhotos, load_training_photos
 from .qat import QuantizationAwareModel, quantization_aware, quantization_aware_finetune
@@ -21,11 +21,11 @@ __all__ = [
     "QuantizationAwareModel",
     "TeacherCache",
     "TrainingPhotos",
-    "distill",
     "fine_tune",
     "fit",
     "kd_loss",
     "load_training_photos",
     "quantization_aware",
     "quantization_aware_finetune",
+    "train_student",
 ]

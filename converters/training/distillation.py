@@ -23,7 +23,7 @@ from .._tf import keras, tf
 from .finetune import fit
 from .photos import BATCH, UNLABELED, TrainingPhotos, shuffled_batches
 
-__all__ = ["DistillationLoss", "TeacherCache", "distill", "kd_loss", "logits_of"]
+__all__ = ["DistillationLoss", "TeacherCache", "kd_loss", "logits_of", "train_student"]
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ class TeacherCache:
         return shuffled_batches((photos.pixels, photos.labels, self.logits), prepare, batch_size, seed)
 
 
-def distill(
+def train_student(
     student: Any,
     cache: TeacherCache,
     photos: TrainingPhotos,

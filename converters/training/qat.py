@@ -316,11 +316,11 @@ def quantization_aware_finetune(
     Returns:
         The model to convert (float kernels, activation quantizers with the learned ranges) and a report.
     """
-    from .distillation import distill
+    from .distillation import train_student
 
     aware = quantization_aware(model, per_channel)
     aware.observe_ranges(calibration)
-    report = distill(
+    report = train_student(
         aware.model, teacher, photos, activation, alpha, temperature, epochs, learning_rate, progress=progress, desc="QAT"
     )
     aware.set_weight_simulation(False)  # the converter rounds the float kernels to the same integers

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from ..errors import SourceError, summarize
+from ..errors import OptionsError, SourceError, summarize
 from ..preprocess import to_bgr
 from .frames import Frame
 from .sources import Source
@@ -66,12 +66,12 @@ class CaptureOptions:
 
     def __post_init__(self) -> None:
         if self.queue_size < 1:
-            raise ValueError(f"queue_size must be at least 1, got {self.queue_size}")
+            raise OptionsError(f"queue_size must be at least 1, got {self.queue_size}")
         for name in ("open_timeout", "reconnect_delay", "reconnect_max_delay", "freeze_timeout"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+                raise OptionsError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.max_reconnects is not None and self.max_reconnects < 0:
-            raise ValueError(f"max_reconnects must be None or at least 0, got {self.max_reconnects}")
+            raise OptionsError(f"max_reconnects must be None or at least 0, got {self.max_reconnects}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from ..classifier import Prediction
+from ..errors import OptionsError
 from .events import Event, ProductRecognized, UnknownProduct
 
 __all__ = ["CheckoutOptions", "TrayMonitor", "CheckoutLogic"]
@@ -71,21 +72,21 @@ class CheckoutOptions:
     def __post_init__(self) -> None:
         if self.roi is not None:
             if len(self.roi) != 4 or self.roi[2] <= 0 or self.roi[3] <= 0 or min(self.roi[:2]) < 0:
-                raise ValueError(f"roi must be x,y,width,height with x,y >= 0 and a positive size, got {self.roi}")
+                raise OptionsError(f"roi must be x,y,width,height with x,y >= 0 and a positive size, got {self.roi}")
         if not 0.0 <= self.min_score <= 1.0:
-            raise ValueError(f"min_score must be within 0-1, got {self.min_score}")
+            raise OptionsError(f"min_score must be within 0-1, got {self.min_score}")
         if self.window < 1 or not 1 <= self.min_votes <= self.window:
-            raise ValueError(f"need 1 <= min_votes <= window, got {self.min_votes} of {self.window}")
+            raise OptionsError(f"need 1 <= min_votes <= window, got {self.min_votes} of {self.window}")
         if self.min_votes * 2 <= self.window:
-            raise ValueError(f"min_votes must be a majority of window (more than {self.window / 2:g}), got {self.min_votes}")
+            raise OptionsError(f"min_votes must be a majority of window (more than {self.window / 2:g}), got {self.min_votes}")
         if self.unknown_after <= 0:
-            raise ValueError(f"unknown_after must be positive seconds, got {self.unknown_after}")
+            raise OptionsError(f"unknown_after must be positive seconds, got {self.unknown_after}")
         if self.background_frames < 1 or self.enter_frames < 1 or self.leave_frames < 1:
-            raise ValueError("background_frames, enter_frames and leave_frames must be at least 1")
+            raise OptionsError("background_frames, enter_frames and leave_frames must be at least 1")
         if not 0.0 < self.occupied_fraction < 1.0:
-            raise ValueError(f"occupied_fraction must be between 0 and 1, got {self.occupied_fraction}")
+            raise OptionsError(f"occupied_fraction must be between 0 and 1, got {self.occupied_fraction}")
         if not 0.0 <= self.background_adapt <= 1.0:
-            raise ValueError(f"background_adapt must be within 0-1, got {self.background_adapt}")
+            raise OptionsError(f"background_adapt must be within 0-1, got {self.background_adapt}")
 
 
 def _share_changed(difference: np.ndarray, threshold: float) -> float:

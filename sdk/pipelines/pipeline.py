@@ -26,7 +26,7 @@ from types import TracebackType
 import numpy as np
 
 from ..classifier import Classifier, Prediction
-from ..errors import SourceError, summarize
+from ..errors import OptionsError, SourceError, summarize
 from .capture import Capture, CaptureOptions, SourceState
 from .checkout import CheckoutLogic, CheckoutOptions, TrayMonitor
 from .events import Event
@@ -60,9 +60,9 @@ class PipelineOptions:
 
     def __post_init__(self) -> None:
         if self.max_frames is not None and self.max_frames < 1:
-            raise ValueError(f"max_frames must be None or at least 1, got {self.max_frames}")
+            raise OptionsError(f"max_frames must be None or at least 1, got {self.max_frames}")
         if self.metrics_interval < 0 or self.sink_capacity < 1:
-            raise ValueError("metrics_interval must not be negative and sink_capacity must be at least 1")
+            raise OptionsError("metrics_interval must not be negative and sink_capacity must be at least 1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,11 +130,11 @@ class CheckoutPipeline:
             thread (keep it quick: draw, record, not network calls). Errors are logged.
 
         Raises:
-            ValueError: ``background_label`` is set but is not one of the model's labels.
+            OptionsError: ``background_label`` is set but is not one of the model's labels.
         """
         label = options.checkout.background_label
         if label is not None and label not in classifier.labels:
-            raise ValueError(f"background_label {label!r} is not a label of the model ({', '.join(classifier.labels)})")
+            raise OptionsError(f"background_label {label!r} is not a label of the model ({', '.join(classifier.labels)})")
         self.classifier = classifier
         self.options = options
         self.capture = Capture(source, options.capture)

@@ -105,4 +105,4 @@ def test_accuracy_control_needs_evaluation_and_then_meets_the_tolerance(tiny_mod
         labels=photos.labels_file, out=tmp_path / "b",
     )
     assert bundle.manifest.quantization["accuracy_control"] is True
-    assert bundle.manifest.metrics["accuracy"]["top1_drop"] <= bundle.manifest.metrics["accuracy"]["tolerance"]
+    assert bundle.manifest.metrics.accuracy.top1_drop <= bundle.manifest.metrics.accuracy.tolerance

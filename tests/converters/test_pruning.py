@@ -356,25 +356,24 @@ def test_prune_convert_load_classify_round_trip(spec, tiny_model_file, photos: P
         options=tillsight.ConversionOptions(pruning=pruning, allow_accuracy_drop=True),
     )
     metrics = bundle.manifest.metrics
-    report, accuracy = metrics["pruning"], metrics["accuracy"]
+    report, accuracy = metrics.pruning, metrics.accuracy
     assert bundle.manifest.profile["pruning"]["mode"] == spec.split(":")[0]
-    assert report["finetune"]["epochs"] == 4 and len(report["finetune"]["loss"]) == 4
-    steps = accuracy["steps"]
-    assert steps["float_to_pruned_drop"] == pytest.approx(accuracy["float_top1"] - accuracy["pruned_top1"], abs=1e-3)
-    assert steps["pruned_to_converted_drop"] == pytest.approx(accuracy["pruned_top1"] - accuracy["converted_top1"], abs=1e-3)
+    assert report.finetune.epochs == 4 and len(report.finetune.loss) == 4
+    assert accuracy.float_to_pruned_drop == pytest.approx(accuracy.float_top1 - accuracy.pruned_top1, abs=1e-3)
+    assert accuracy.pruned_to_converted_drop == pytest.approx(accuracy.pruned_top1 - accuracy.converted_top1, abs=1e-3)
     if spec.startswith("channels"):
-        assert report["kept_channels"] < report["prunable_channels"]
-        assert report["macs_after"] < 0.5 * report["macs_before"]
+        assert report.kept_channels < report.prunable_channels
+        assert report.macs_after < 0.5 * report.macs_before
     else:
-        assert report["sparsity"] == pytest.approx(0.5, abs=0.01)
-        assert report["gzip_bytes"] < report["gzip_bytes_unpruned"]
+        assert report.sparsity == pytest.approx(0.5, abs=0.01)
+        assert report.gzip_bytes < report.gzip_bytes_unpruned
 
     correct = 0
     with tillsight.load(bundle.path) as classifier:
         for path, label in photos.eval_items:
             correct += classifier.classify(read_image(path), top_k=1)[0].index == label
     top1 = 100.0 * correct / len(photos.eval_items)
-    assert top1 == pytest.approx(accuracy["converted_top1"], abs=0.01)  # the device path is what was measured
+    assert top1 == pytest.approx(accuracy.converted_top1, abs=0.01)  # the device path is what was measured
     assert top1 >= 70.0, f"{spec}: the pruned, fine-tuned bundle classifies only {top1:.1f}% of held-out photos"
 
 
@@ -389,13 +388,13 @@ def test_cli_prunes_from_the_profile_and_from_flags(tiny_model_file, photos: Pho
                  "--finetune", str(photos.train_list)]) == 0
     out = capsys.readouterr().out
     assert "pruning: 50.0% of" in out and "x the unpruned model" in out
-    assert read_bundle(tmp_path / "a" / "generic-x86-cpu").manifest.metrics["pruning"]["finetune"]["epochs"] == 1
+    assert read_bundle(tmp_path / "a" / "generic-x86-cpu").manifest.metrics.pruning.finetune.epochs == 1
 
     # the flags override the profile: one-shot channel pruning needs no fine-tuning data
     assert main(["convert", *common, "--profile", str(profile), "--out", str(tmp_path / "b"),
                  "--prune", "channels:0.25", "--finetune-epochs", "0"]) == 0
     manifest = read_bundle(tmp_path / "b" / "generic-x86-cpu").manifest
-    assert manifest.metrics["pruning"]["mode"] == "channels" and "finetune" not in manifest.metrics["pruning"]
+    assert manifest.metrics.pruning.mode == "channels" and manifest.metrics.pruning.finetune is None
     assert manifest.profile["pruning"]["target"] == 0.25
 
     # fine-tuning epochs without data: a one-line error before any work, nothing written
@@ -418,8 +417,8 @@ def test_one_shot_channel_pruning_converts_for_openvino(tiny_model_file, photos:
         tiny_model_file, "intel-celeron-uhd", calibration=photos.train_list, evaluation=photos.eval_list,
         labels=photos.labels_file, out=tmp_path, options=tillsight.ConversionOptions(pruning=pruning, allow_accuracy_drop=True),
     )
-    accuracy = bundle.manifest.metrics["accuracy"]
-    assert bundle.manifest.metrics["pruning"]["macs_after"] < 0.75 * bundle.manifest.metrics["pruning"]["macs_before"]
-    assert abs(accuracy["steps"]["pruned_to_converted_drop"]) <= 100.0 / accuracy["images"] + 1e-6  # FP16: at most one photo
+    accuracy = bundle.manifest.metrics.accuracy
+    assert bundle.manifest.metrics.pruning.macs_after < 0.75 * bundle.manifest.metrics.pruning.macs_before
+    assert abs(accuracy.pruned_to_converted_drop) <= 100.0 / accuracy.images + 1e-6  # FP16: at most one photo
     with tillsight.load(bundle.path) as classifier:
         assert classifier.engine.startswith("openvino")

@@ -81,7 +81,7 @@ def _counting_teacher(model):
 
 @pytest.mark.integration
 def test_teacher_outputs_are_computed_once_and_reused(tiny_model, photos: PhotoSplit):
-    from tillsight.converters.training import TeacherCache, distill
+    from tillsight.converters.training import TeacherCache, train_student
 
     teacher, counter = _counting_teacher(tiny_model)
     training = _training_photos(photos)
@@ -94,7 +94,7 @@ def test_teacher_outputs_are_computed_once_and_reused(tiny_model, photos: PhotoS
     np.testing.assert_allclose(cache.logits[:8, 1], np.log(np.clip(mirrored, 1e-7, 1)), atol=1e-4)
 
     student = build_tiny_classifier()
-    distill(student, cache, training, "softmax", 0.5, 4.0, epochs=2, learning_rate=1e-3)
+    train_student(student, cache, training, "softmax", 0.5, 4.0, epochs=2, learning_rate=1e-3)
     assert int(counter.seen.numpy()) == 2 * n  # two epochs of training never ran the teacher again
 
 
@@ -106,7 +106,7 @@ def _agreement(a, b, inputs) -> float:
 def test_student_learns_the_teacher_from_unlabeled_photos(tiny_model, photos: PhotoSplit):
     import keras
 
-    from tillsight.converters.training import TeacherCache, distill
+    from tillsight.converters.training import TeacherCache, train_student
 
     unlabeled = _training_photos(photos, labeled=False)
     assert unlabeled.labeled_count == 0
@@ -116,7 +116,7 @@ def test_student_learns_the_teacher_from_unlabeled_photos(tiny_model, photos: Ph
     student = build_tiny_classifier()
     agreement = [_agreement(tiny_model, student, held_out)]
     for _ in range(3):
-        distill(student, cache, unlabeled, "softmax", 0.5, 4.0, epochs=4, learning_rate=3e-3)
+        train_student(student, cache, unlabeled, "softmax", 0.5, 4.0, epochs=4, learning_rate=3e-3)
         agreement.append(_agreement(tiny_model, student, held_out))
     assert agreement[-1] >= agreement[0] + 0.3, agreement  # held-out photos: it learned the teacher, not the photos
     assert agreement[-1] >= 0.7, agreement
@@ -156,22 +156,23 @@ def test_qat_round_trip_converts_with_the_learned_ranges_and_classifies(tiny_mod
                  "--qat-epochs", "1", "--finetune", str(photos.train_list)]) == 0
     assert "quantization-aware fine-tuning: 1 epochs on" in capsys.readouterr().out
     bundle = tillsight.read_bundle(tmp_path / "qat" / "generic-x86-cpu")
-    qat = bundle.manifest.metrics["qat"]
-    assert qat["weight_layers"] == 4 and qat["activation_quantizers"] >= 3 and qat["teacher_images_run"] == qat["teacher_views"] * qat["photos"]
+    qat = bundle.manifest.metrics.qat
+    details = qat.training.details
+    assert details["weight_layers"] == 4 and qat.activation_quantizers >= 3 and details["teacher_images_run"] == details["teacher_views"] * qat.training.photos
 
     # the converter took the learned ranges: each activation quantizer's scale is a tensor scale of the model
     _, interpreter_class = import_interpreter()
     interpreter = interpreter_class(model_path=str(bundle.path / bundle.manifest.runtime.model_file))
     scales = [d["quantization"][0] for d in interpreter.get_tensor_details() if d["quantization"][0] > 0]
-    for low, high in qat["activation_ranges"].values():
+    for low, high in details["activation_ranges"].values():
         assert any(abs(s - (high - low) / 255) <= 1e-3 * s for s in scales), (low, high)
 
     # the bundle classifies real photos as the manifest measured
     with tillsight.load(bundle.path) as classifier:
         inputs, truth, frames = load_photos(photos.eval_items)
         top1 = np.array([classifier.classify(frame)[0].index for frame in frames])
-    assert 100.0 * np.mean(top1 == truth) == pytest.approx(bundle.manifest.metrics["accuracy"]["converted_top1"], abs=1e-3)
-    assert bundle.manifest.metrics["accuracy"]["converted_top1"] >= 70.0
+    assert 100.0 * np.mean(top1 == truth) == pytest.approx(bundle.manifest.metrics.accuracy.converted_top1, abs=1e-3)
+    assert bundle.manifest.metrics.accuracy.converted_top1 >= 70.0
 
 
 @pytest.mark.integration
@@ -247,10 +248,10 @@ def test_pruning_distills_from_the_original_model_on_unlabeled_frames(tiny_model
     )
     bundle = tillsight.convert(tiny_model_file, "generic-x86-cpu", calibration=photos.train_list, evaluation=photos.eval_list,
                                labels=photos.labels_file, out=tmp_path / "b", finetune=frames, options=options)
-    finetune = bundle.manifest.metrics["pruning"]["finetune"]
-    assert finetune["labeled_photos"] == 0 and finetune["photos"] == n and finetune["teacher_images_run"] == 2 * n
-    assert finetune["loss"][-1] < finetune["loss"][0]
-    assert bundle.manifest.metrics["accuracy"]["converted_top1"] >= 60.0  # half the channels, learned from frames alone
+    finetune = bundle.manifest.metrics.pruning.finetune
+    assert finetune.details["labeled_photos"] == 0 and finetune.photos == n and finetune.details["teacher_images_run"] == 2 * n
+    assert finetune.loss[-1] < finetune.loss[0]
+    assert bundle.manifest.metrics.accuracy.converted_top1 >= 60.0  # half the channels, learned from frames alone
 
 
 @pytest.mark.integration

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
-from ._version import __version__
-from .bundle import (
+from tillsight._version import __version__
+from tillsight.bundle import (
     Bundle,
     Manifest,
     OutputSpec,
@@ -31,12 +32,18 @@ from .bundle import (
     staged_directory,
     write_manifest,
 )
-from .classifier import load
-from .datasets import ImageSet, iter_images, read_image_set, read_labels
-from .errors import AccuracyError, CalibrationError, ConversionError, DataError
-from .preprocess import ColorOrder, InputRange, InputSpec, preprocess
-from .profiles import DistillationOptions, Profile, PruningMode, PruningOptions, QatOptions, SizePolicy, crop_problem, load_profile
+from tillsight.bundle_metrics import AccuracyMetrics, BundleMetrics, LatencyMetrics, PruningMetrics
+from tillsight.classifier import load
+from tillsight.datasets import ImageSet, iter_images, read_image_set, read_labels
+from tillsight.errors import AccuracyError, CalibrationError, ConversionError, DataError
+from tillsight.preprocess import InputSpec, preprocess
+from tillsight.profiles import Profile, PruningMode, SizePolicy, load_profile
+
+from . import ConversionJob, TargetResult, target_for
 from .compression import compress, training_set
+from .evaluate import evaluate, measure_latency
+from .options import ConversionOptions
+from .source import SourceModel, load_source_model
 from .steps import conversion_step
 
 __all__ = ["ConversionOptions", "convert"]
@@ -44,44 +51,6 @@ __all__ = ["ConversionOptions", "convert"]
 logger = logging.getLogger(__name__)
 
 _PROBE_IMAGES = 16  # calibration images used to tell probabilities from logits
-
-
-@dataclasses.dataclass(frozen=True)
-class ConversionOptions:
-    """How the source model expects its input, and what the conversion may do."""
-
-    color_order: ColorOrder = ColorOrder.RGB
-    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)  # in 0-255 pixel units
-    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    crop: float | None = None  # central fraction of each side kept before resizing; None: the profile's
-    allow_accuracy_drop: bool = False  # write the bundle even if the drop exceeds the tolerance
-    allow_unsafe_model: bool = False  # load model files with Keras safe mode off
-    progress: bool = False  # progress bars on stderr
-    pruning: PruningOptions | None = None  # replaces the profile's [pruning] table (e.g. from --prune)
-    distillation: DistillationOptions | None = None  # replaces the profile's [distillation] table (e.g. --distill)
-    qat: QatOptions | None = None  # replaces the profile's [qat] table (e.g. --qat)
-
-    def __post_init__(self) -> None:
-        if len(self.mean) != 3 or len(self.std) != 3:
-            raise ValueError("mean and std need 3 values each (one per channel)")
-        if any(s <= 0 for s in self.std):
-            raise ValueError(f"std values must be positive, got {self.std}")
-        if self.crop is not None and (problem := crop_problem(self.crop)):
-            raise ValueError(f"crop {problem}")
-
-    @classmethod
-    def from_input_range(cls, input_range: InputRange | str = InputRange.PIXELS, **kwargs: Any) -> ConversionOptions:
-        """Options for a model expecting one of the common value ranges.
-
-        Args:
-            input_range: ``0-255`` (preprocessing inside the model), ``0-1`` or ``-1-1``.
-            **kwargs: Any other field of :class:`ConversionOptions`.
-
-        Raises:
-            ValueError: Unknown range.
-        """
-        mean, std = InputRange(input_range).mean_std()
-        return cls(mean=mean, std=std, **kwargs)
 
 
 def _input_size(profile: Profile, model_size: tuple[int | None, int | None], description: str) -> tuple[int, int]:
@@ -107,7 +76,6 @@ def _load_calibration(
     skipped: list[Path] = []
     arrays: list[np.ndarray] = []
     first_frame = None
-    from tqdm import tqdm  # only converting needs progress bars: keep `import tillsight` light on the device
 
     with tqdm(total=wanted, desc="calibration", disable=not progress) as bar:
         for _item, image in iter_images(candidates, skipped):
@@ -174,92 +142,115 @@ def convert(
     """
     timings: dict[str, float] = {}
     with conversion_step("check inputs", timings):
-        resolved = load_profile(profile)
-        overrides = {"pruning": options.pruning, "distillation": options.distillation, "qat": options.qat}
-        resolved = dataclasses.replace(resolved, **{key: value for key, value in overrides.items() if value is not None})
-        from tillsight.converters import target_for  # the converter side: imports TensorFlow
-
+        resolved = options.apply_to(load_profile(profile))
         target = target_for(resolved.backend)
         label_names = tuple(labels) if isinstance(labels, (list, tuple)) else (read_labels(labels) if labels else None)
-
     with conversion_step("load model", timings):
-        from tillsight.converters.source import load_source_model
-
-        source = load_source_model(model, allow_unsafe=options.allow_unsafe_model)
-        if label_names is not None and len(label_names) != source.num_classes:
-            raise DataError(
-                f"{len(label_names)} labels for a model with {source.num_classes} outputs "
-                f"({source.description}); the labels file needs one line per output"
-            )
-
+        source = _load_model(model, label_names, options)
     with conversion_step("list data", timings):
         calibration_set = read_image_set(calibration, label_names)
-        evaluation_set = read_image_set(evaluation, label_names) if evaluation is not None else None
-        if evaluation_set is not None and not evaluation_set.labeled:
-            raise DataError(f"evaluation data {evaluation} has no labels: use a class folder or a list file")
-        if label_names is None:
-            label_names = _default_labels(calibration_set, source.num_classes)
+        evaluation_set = _evaluation_set(evaluation, label_names)
+        label_names = label_names or _default_labels(calibration_set, source.num_classes)
         finetune_set = training_set(resolved, source, finetune, label_names)
-
-    height, width = _input_size(resolved, source.input_size, source.description)
-    float_spec = InputSpec(
-        height=height,
-        width=width,
-        color_order=options.color_order,
-        resize=resolved.input.resize,
-        crop=resolved.input.crop if options.crop is None else options.crop,
-        mean=options.mean,
-        std=options.std,
-    )
+    float_spec = _float_spec(resolved, source, options)
     with conversion_step("calibration images", timings):
         calibration_arrays, calibration_skipped, sample_frame = _load_calibration(
             calibration_set, resolved, float_spec, options.progress
         )
         activation = output_activation(source, calibration_arrays)
-    original = source
     compressed = compress(resolved, source, finetune_set, float_spec, activation, calibration_arrays, options.progress, timings)
-    source, pruning_report = compressed.source, compressed.metrics.get("pruning")
 
     final_dir = Path(out) / resolved.name
     with staged_directory(final_dir) as staging:
-        from tillsight.converters import ConversionJob
-
         job = ConversionJob(
-            source, resolved, float_spec, calibration_arrays, activation == "softmax-added", staging, evaluation_set
+            compressed.source, resolved, float_spec, calibration_arrays, activation == "softmax-added", staging, evaluation_set
         )
         with conversion_step(f"convert for {resolved.name} ({resolved.backend.value})", timings) as step:
             result = target(job)
             step.artifact = staging / result.model_file
-        manifest = _manifest(resolved, source, label_names, result, activation, staging)
+        manifest = _manifest(resolved, compressed.source, label_names, result, activation, staging)
         manifest.quantization.update(
             calibration_images=len(calibration_arrays),
             calibration_skipped=calibration_skipped,
             calibration_source=str(calibration),
         )
-        write_manifest(staging, manifest)
-        metrics = manifest.metrics
-        metrics.update(compressed.metrics)
-        if pruning_report is not None:
-            pruning_report["gzip_bytes"] = gzip_bytes(staging / name for name in result.files)
-            if resolved.pruning.mode is PruningMode.UNSTRUCTURED:
-                with conversion_step("convert the unpruned model for comparison", timings):
-                    pruning_report["gzip_bytes_unpruned"] = _unpruned_gzip_bytes(target, job, original)
-        with conversion_step("load as on the device and measure", timings), load(staging) as classifier:
-            from tillsight.converters.evaluate import evaluate, measure_latency
-
-            metrics["latency_host"] = measure_latency(classifier, sample_frame)
-            if evaluation_set is not None:
-                report = evaluate(
-                    original, classifier, evaluation_set, float_spec, options.progress,
-                    pruned=compressed.pruned,
-                )
-                metrics["accuracy"] = {**report.to_dict(), "source": str(evaluation)}
-        metrics["budgets"] = _check_budgets(resolved, metrics)
-        metrics["conversion_seconds"] = timings
-        if evaluation_set is not None:
-            _check_accuracy(resolved, metrics["accuracy"], options.allow_accuracy_drop)
-        write_manifest(staging, manifest)
+        write_manifest(staging, manifest)  # the runtime reads it: the bundle is loaded as on the device next
+        pruning = _pruning_sizes(compressed.pruning, target, job, result, source, timings)
+        latency, accuracy = _measure(staging, sample_frame, source, compressed.pruned, evaluation_set, float_spec, options)
+        accuracy = _check_accuracy(resolved, accuracy, options.allow_accuracy_drop) if accuracy is not None else None
+        metrics = dataclasses.replace(
+            manifest.metrics, latency_host=latency, accuracy=accuracy, pruning=pruning, qat=compressed.qat,
+            budgets=_check_budgets(resolved, manifest.metrics.model_bytes), conversion_seconds=timings,
+        )
+        write_manifest(staging, dataclasses.replace(manifest, metrics=metrics))
     return read_bundle(final_dir)
+
+
+def _load_model(model: Any, labels: tuple[str, ...] | None, options: ConversionOptions) -> SourceModel:
+    """The source model, checked against the labels.
+
+    Raises:
+        ModelLoadError: The model cannot be loaded.
+        DataError: The labels do not match its outputs.
+    """
+    source = load_source_model(model, allow_unsafe=options.allow_unsafe_model)
+    if labels is not None and len(labels) != source.num_classes:
+        raise DataError(
+            f"{len(labels)} labels for a model with {source.num_classes} outputs "
+            f"({source.description}); the labels file needs one line per output"
+        )
+    return source
+
+
+def _evaluation_set(evaluation: str | Path | None, labels: tuple[str, ...] | None) -> ImageSet | None:
+    """The labeled evaluation photos, when given."""
+    if evaluation is None:
+        return None
+    evaluation_set = read_image_set(evaluation, labels)
+    if not evaluation_set.labeled:
+        raise DataError(f"evaluation data {evaluation} has no labels: use a class folder or a list file")
+    return evaluation_set
+
+
+def _float_spec(profile: Profile, source: SourceModel, options: ConversionOptions) -> InputSpec:
+    """The float model's input spec: the model's (or profile's) size, the options' colour, range and crop."""
+    height, width = _input_size(profile, source.input_size, source.description)
+    return InputSpec(
+        height=height,
+        width=width,
+        color_order=options.color_order,
+        resize=profile.input.resize,
+        crop=profile.input.crop if options.crop is None else options.crop,
+        mean=options.mean,
+        std=options.std,
+    )
+
+
+def _pruning_sizes(
+    pruning: PruningMetrics | None, target: Any, job: ConversionJob, result: TargetResult, original: SourceModel,
+    timings: dict[str, float],
+) -> PruningMetrics | None:
+    """The pruning metrics with the written model's gzip size (and, unstructured, the unpruned model's)."""
+    if pruning is None:
+        return None
+    pruning = dataclasses.replace(pruning, gzip_bytes=gzip_bytes(job.staging_dir / name for name in result.files))
+    if job.profile.pruning.mode is PruningMode.UNSTRUCTURED:
+        with conversion_step("convert the unpruned model for comparison", timings):
+            pruning = dataclasses.replace(pruning, gzip_bytes_unpruned=_unpruned_gzip_bytes(target, job, original))
+    return pruning
+
+
+def _measure(
+    staging: Path, sample_frame: np.ndarray, source: SourceModel, pruned: SourceModel | None,
+    evaluation_set: ImageSet | None, float_spec: InputSpec, options: ConversionOptions,
+) -> tuple[LatencyMetrics, AccuracyMetrics | None]:
+    """Host latency and, with evaluation photos, accuracy against the float model, of the bundle loaded as on the device."""
+    with load(staging) as classifier:
+        latency = measure_latency(classifier, sample_frame)
+        if evaluation_set is None:
+            return latency, None
+        accuracy = evaluate(source, classifier, evaluation_set, float_spec, options.progress, pruned=pruned)
+    return latency, dataclasses.replace(accuracy, source=str(evaluation_set.source))
 
 
 def _unpruned_gzip_bytes(target: Any, job: Any, original: Any) -> int:
@@ -309,23 +300,22 @@ def _manifest(
         profile=profile.to_dict(),
         source_model={"path": source.description, "format": source.format, "sha256": source.sha256},
         quantization=dict(result.quantization),
-        metrics={"model_bytes": size},
+        metrics=BundleMetrics(model_bytes=size),
         target_report=dict(result.report),
         sdk_version=__version__,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
 
 
-def _check_budgets(profile: Profile, metrics: dict[str, Any]) -> dict[str, Any]:
+def _check_budgets(profile: Profile, model_bytes: int) -> dict[str, Any]:
     budgets = profile.budgets
     checks: dict[str, Any] = {}
     if budgets.max_model_bytes:
-        within = metrics["model_bytes"] <= budgets.max_model_bytes
-        checks["model_bytes"] = {"limit": budgets.max_model_bytes, "actual": metrics["model_bytes"], "within": within}
+        within = model_bytes <= budgets.max_model_bytes
+        checks["model_bytes"] = {"limit": budgets.max_model_bytes, "actual": model_bytes, "within": within}
         if not within:
             logger.warning(
-                "model is %d bytes, over profile '%s' budget of %d bytes",
-                metrics["model_bytes"], profile.name, budgets.max_model_bytes,
+                "model is %d bytes, over profile '%s' budget of %d bytes", model_bytes, profile.name, budgets.max_model_bytes,
             )
     if budgets.max_latency_ms:
         checks["latency_ms"] = {"limit": budgets.max_latency_ms, "note": "check on the device; host latency is not comparable"}
@@ -334,23 +324,29 @@ def _check_budgets(profile: Profile, metrics: dict[str, Any]) -> dict[str, Any]:
     return checks
 
 
-def _check_accuracy(profile: Profile, accuracy: dict[str, Any], allowed: bool) -> None:
-    drop, tolerance = accuracy["top1_drop"], profile.max_top1_drop
-    accuracy["tolerance"] = tolerance
-    accuracy["within_tolerance"] = drop <= tolerance
-    if accuracy["images"] == 0:
-        raise DataError(f"no readable evaluation image in {accuracy['source']}")
+def _check_accuracy(profile: Profile, accuracy: AccuracyMetrics, allowed: bool) -> AccuracyMetrics:
+    """The accuracy with the profile's tolerance recorded.
+
+    Raises:
+        DataError: No evaluation image was readable.
+        AccuracyError: The drop exceeds the tolerance and ``allowed`` is false.
+    """
+    drop, tolerance = accuracy.top1_drop, profile.max_top1_drop
+    accuracy = dataclasses.replace(accuracy, tolerance=tolerance, within_tolerance=drop <= tolerance)
+    if accuracy.images == 0:
+        raise DataError(f"no readable evaluation image in {accuracy.source}")
     if drop <= tolerance:
         logger.info(
             "accuracy: float %.2f%%, converted %.2f%%, drop %.2f points (tolerance %.2f), agreement %.2f%%",
-            accuracy["float_top1"], accuracy["converted_top1"], drop, tolerance, accuracy["top1_agreement"],
+            accuracy.float_top1, accuracy.converted_top1, drop, tolerance, accuracy.top1_agreement,
         )
-        return
+        return accuracy
     message = (
-        f"converted model lost {drop:.2f} points of top-1 ({accuracy['float_top1']:.2f}% -> "
-        f"{accuracy['converted_top1']:.2f}%) on {accuracy['images']} images; profile '{profile.name}' allows "
+        f"converted model lost {drop:.2f} points of top-1 ({accuracy.float_top1:.2f}% -> "
+        f"{accuracy.converted_top1:.2f}%) on {accuracy.images} images; profile '{profile.name}' allows "
         f"{tolerance:.2f}"
     )
     if not allowed:
         raise AccuracyError(message + ": no bundle written (use more or better calibration images, or --allow-accuracy-drop)")
     logger.warning("%s: writing the bundle anyway (--allow-accuracy-drop)", message)
+    return accuracy

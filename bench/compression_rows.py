@@ -53,36 +53,34 @@ def pruning_benchmark(
     """
     rows = []
     for name, spec in settings.items():
-        pruning = tillsight.PruningOptions.from_spec(spec, base=tillsight.PruningOptions(finetune_epochs=epochs))
         _seed()
         started = time.monotonic()
         bundle = tillsight.convert(
             model, reference["name"], calibration=data / "train.txt", evaluation=data / "val.txt", labels=labels,
             out=out / name, finetune=data / "train.txt",
-            options=tillsight.ConversionOptions(
-                allow_accuracy_drop=True, crop=crop, pruning=pruning,
-                distillation=tillsight.DistillationOptions(enabled=True) if name in distilled else None,
+            options=tillsight.ConversionOptions.for_profile(
+                reference["name"], prune=spec, finetune_epochs=epochs, distill=name in distilled,
+                allow_accuracy_drop=True, crop=crop,
             ),
         )
         seconds = time.monotonic() - started
         summary = summarize_bundle(bundle.path)
         process = measure_process(bundle.path)
-        report = bundle.manifest.metrics["pruning"]
-        accuracy = bundle.manifest.metrics["accuracy"]
+        report, accuracy = bundle.manifest.metrics.pruning, bundle.manifest.metrics.accuracy
         rows.append({
             "name": name, "setting": spec + (" + distill" if name in distilled else ""), "epochs": epochs,
             "distilled": name in distilled, "profile": reference["name"], "path": str(bundle.path),
             "model_bytes": summary.model_bytes, "gzip_bytes": summary.gzip_bytes,
-            "float_top1": accuracy["float_top1"], "pruned_top1": accuracy["pruned_top1"],
-            "converted_top1": accuracy["converted_top1"], "top1_agreement": accuracy["top1_agreement"],
-            "drop_vs_unpruned_float": accuracy["top1_drop"], "process": process, "conversion_s": round(seconds, 1),
-            "finetune_s": report.get("finetune", {}).get("seconds"),
-            "sparsity": report.get("sparsity"), "removed_channels": report.get("removed_fraction"),
-            "macs_ratio": round(report["macs_after"] / report["macs_before"], 3) if "macs_after" in report else None,
+            "float_top1": accuracy.float_top1, "pruned_top1": accuracy.pruned_top1,
+            "converted_top1": accuracy.converted_top1, "top1_agreement": accuracy.top1_agreement,
+            "drop_vs_unpruned_float": accuracy.top1_drop, "process": process, "conversion_s": round(seconds, 1),
+            "finetune_s": report.finetune.seconds if report.finetune else None,
+            "sparsity": report.sparsity, "removed_channels": report.removed_fraction,
+            "macs_ratio": round(report.macs_after / report.macs_before, 3) if report.macs_after else None,
             "latency_ratio": round(process["p50_ms"] / reference["process"]["p50_ms"], 3),
             "gzip_ratio": round(summary.gzip_bytes / reference["gzip_bytes"], 3),
         })
-        print(f"pruning {name} ({spec}): top-1 {accuracy['converted_top1']}%, p50 {process['p50_ms']} ms, "
+        print(f"pruning {name} ({spec}): top-1 {accuracy.converted_top1}%, p50 {process['p50_ms']} ms, "
               f"gzip {summary.gzip_bytes / 1e6:.2f} MB, {seconds:.0f} s", flush=True)
     return rows
 
@@ -97,20 +95,20 @@ def qat_benchmark(
     bundle = tillsight.convert(
         model, reference["name"], calibration=data / "train.txt", evaluation=data / "val.txt", labels=labels, out=out,
         finetune=data / "train.txt",
-        options=tillsight.ConversionOptions(
-            allow_accuracy_drop=True, crop=crop, qat=tillsight.QatOptions(enabled=True, epochs=epochs)
+        options=tillsight.ConversionOptions.for_profile(
+            reference["name"], qat=True, qat_epochs=epochs, allow_accuracy_drop=True, crop=crop
         ),
     )
     seconds = time.monotonic() - started
     process = measure_process(bundle.path)
-    accuracy, qat = bundle.manifest.metrics["accuracy"], bundle.manifest.metrics["qat"]
-    print(f"QAT ({epochs} epochs): top-1 {accuracy['converted_top1']}%, agreement {accuracy['top1_agreement']}%, "
+    accuracy, qat = bundle.manifest.metrics.accuracy, bundle.manifest.metrics.qat
+    print(f"QAT ({epochs} epochs): top-1 {accuracy.converted_top1}%, agreement {accuracy.top1_agreement}%, "
           f"{seconds:.0f} s", flush=True)
     return {
-        "profile": reference["name"], "epochs": epochs, "path": str(bundle.path), "float_top1": accuracy["float_top1"],
-        "converted_top1": accuracy["converted_top1"], "top1_drop": accuracy["top1_drop"],
-        "top1_agreement": accuracy["top1_agreement"], "reference_agreement": reference["top1_agreement"],
-        "qat_s": qat["seconds"], "conversion_s": round(seconds, 1), "process": process,
+        "profile": reference["name"], "epochs": epochs, "path": str(bundle.path), "float_top1": accuracy.float_top1,
+        "converted_top1": accuracy.converted_top1, "top1_drop": accuracy.top1_drop,
+        "top1_agreement": accuracy.top1_agreement, "reference_agreement": reference["top1_agreement"],
+        "qat_s": qat.training.seconds, "conversion_s": round(seconds, 1), "process": process,
         "latency_ratio": round(process["p50_ms"] / reference["process"]["p50_ms"], 3),
     }
 
@@ -142,14 +140,14 @@ def student_benchmark(
     )
     summary = summarize_bundle(bundle.path)
     process = measure_process(bundle.path)
-    accuracy = result.report["accuracy"]
-    print(f"student {student} ({epochs} epochs): float top-1 {accuracy['student_top1']}% (teacher {accuracy['teacher_top1']}%), "
+    accuracy = result.report.accuracy
+    print(f"student {student} ({epochs} epochs): float top-1 {accuracy.student_top1}% (teacher {accuracy.teacher_top1}%), "
           f"int8 p50 {process['p50_ms']} ms, distilled in {distill_seconds:.0f} s", flush=True)
     return {
-        "student": student, "student_input": result.report["student_input"], "epochs": epochs, "profile": reference["name"], "path": str(bundle.path),
-        "teacher_float_top1": accuracy["teacher_top1"], "student_float_top1": accuracy["student_top1"],
-        "student_int8_top1": summary.converted_top1, "teacher_agreement": accuracy["top1_agreement"],
-        "teacher_parameters": result.report["teacher_parameters"], "student_parameters": result.report["student_parameters"],
+        "student": student, "student_input": list(result.report.student_input), "epochs": epochs, "profile": reference["name"], "path": str(bundle.path),
+        "teacher_float_top1": accuracy.teacher_top1, "student_float_top1": accuracy.student_top1,
+        "student_int8_top1": summary.converted_top1, "teacher_agreement": accuracy.top1_agreement,
+        "teacher_parameters": result.report.teacher_parameters, "student_parameters": result.report.student_parameters,
         "model_bytes": summary.model_bytes, "distill_s": round(distill_seconds, 1), "process": process,
         "latency_ratio": round(process["p50_ms"] / reference["process"]["p50_ms"], 3),
     }

@@ -18,14 +18,21 @@ from typing import Any
 
 import numpy as np
 
-from .conversion import ConversionOptions, output_activation
-from .datasets import read_image_set, read_labels
-from .errors import DataError, ModelLoadError, OptionsError, ProfileError
-from .preprocess import InputSpec
-from .profiles import DistillationOptions
-from .steps import conversion_step
+from tillsight.bundle_metrics import TrainingMetrics
+from tillsight.datasets import read_image_set, read_labels
+from tillsight.errors import DataError, ModelLoadError, OptionsError, ProfileError
+from tillsight.preprocess import InputSpec
+from tillsight.profiles import DistillationOptions
 
-__all__ = ["DistillResult", "distill"]
+from ._tf import keras
+from .conversion import output_activation
+from .options import ConversionOptions
+from .source import load_source_model
+from .steps import conversion_step
+from .training import TeacherCache, load_training_photos, train_student
+from .training.students import build_student
+
+__all__ = ["DistillReport", "DistillResult", "StudentAccuracy", "distill"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,11 +40,43 @@ _PROBE = 16  # photos used to tell the teacher's probabilities from logits
 
 
 @dataclasses.dataclass(frozen=True)
+class StudentAccuracy:
+    """Float top-1 of teacher and student on the same labeled photos (percent), and how often they agree."""
+
+    images: int
+    teacher_top1: float
+    student_top1: float
+    top1_agreement: float
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillReport:
+    """What a distillation run did and measured."""
+
+    teacher: str
+    student: str
+    teacher_parameters: int
+    student_parameters: int
+    student_input: tuple[int, int]  # (height, width)
+    training: TrainingMetrics  # epochs, seconds, loss per epoch, photos; details: alpha, temperature, teacher views
+    labeled_photos: int
+    teacher_images_run: int  # the teacher ran once per photo and view, before training
+    step_seconds: dict[str, float]
+    accuracy: StudentAccuracy | None = None  # with evaluation photos
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        data = dataclasses.asdict(self)
+        data["training"] = self.training.to_dict()
+        return data
+
+
+@dataclasses.dataclass(frozen=True)
 class DistillResult:
     """The written student and what the training measured."""
 
     path: Path
-    report: dict[str, Any]
+    report: DistillReport
 
 
 def distill(
@@ -93,11 +132,6 @@ def distill(
     if problem := distillation.problem():
         raise ProfileError(f"distillation settings (--alpha, --temperature): {problem}")
     timings: dict[str, float] = {}
-    from tillsight.converters.source import load_source_model
-    from tillsight.converters.training import TeacherCache, load_training_photos
-    from tillsight.converters.training import distill as train_student
-    from tillsight.converters.training.students import build_student
-
     with conversion_step("load teacher", timings):
         source = load_source_model(teacher, allow_unsafe=options.allow_unsafe_model)
         if source.keras_model is None:
@@ -134,18 +168,20 @@ def distill(
     with conversion_step("teacher outputs", timings):
         cache = TeacherCache(source.keras_model, photos, activation, options.progress)
     with conversion_step(f"distill ({epochs} epochs)", timings):
-        report = train_student(
+        training = train_student(
             model, cache, student_photos, student_activation, distillation.alpha, distillation.temperature, epochs,
             learning_rate, progress=options.progress,
         )
-    report.update(
-        teacher=source.description, student=str(student), teacher_parameters=int(source.keras_model.count_params()),
-        student_parameters=int(model.count_params()), student_input=[student_spec.height, student_spec.width],
-        step_seconds=timings,
-    )
+    accuracy = None
     if eval_photos is not None:
-        report["accuracy"] = _compare(source.keras_model, model, eval_photos[0], eval_photos[-1])
-        logger.info("distill: %s", report["accuracy"])
+        accuracy = _compare(source.keras_model, model, eval_photos[0], eval_photos[-1])
+        logger.info("distill: %s", accuracy)
+    report = DistillReport(
+        teacher=source.description, student=str(student), teacher_parameters=int(source.keras_model.count_params()),
+        student_parameters=int(model.count_params()), student_input=(student_spec.height, student_spec.width),
+        training=TrainingMetrics.from_dict(training, "distill"), labeled_photos=int(training["labeled_photos"]),
+        teacher_images_run=int(training["teacher_images_run"]), step_seconds=timings, accuracy=accuracy,
+    )
     _save_atomically(model, out)
     return DistillResult(out, report)
 
@@ -162,8 +198,6 @@ class _Probe:
 
 def _photos(data: Any, unlabeled: Any, labels: Any, spec: InputSpec, num_classes: int, progress: bool) -> Any:
     """Labeled photos, then unlabeled ones (labels ignored), as one set."""
-    from tillsight.converters.training import load_training_photos
-
     sets = []
     if data is not None:
         labeled = read_image_set(data, labels)
@@ -181,7 +215,7 @@ def _photos(data: Any, unlabeled: Any, labels: Any, spec: InputSpec, num_classes
     return photos
 
 
-def _compare(teacher: Any, student: Any, photos: Any, student_photos: Any) -> dict[str, Any]:
+def _compare(teacher: Any, student: Any, photos: Any, student_photos: Any) -> StudentAccuracy:
     """Float top-1 of teacher and student, and how often they agree, on the same labeled photos at each one's size."""
     teacher_top1, student_top1 = [], []
     for start in range(0, len(photos.labels), 64):
@@ -190,12 +224,12 @@ def _compare(teacher: Any, student: Any, photos: Any, student_photos: Any) -> di
         teacher_top1.append(np.argmax(np.asarray(teacher(batch, training=False)), axis=-1))
         student_top1.append(np.argmax(np.asarray(student(student_batch, training=False)), axis=-1))
     t, s = np.concatenate(teacher_top1), np.concatenate(student_top1)
-    return {
-        "images": int(len(t)),
-        "teacher_top1": round(100.0 * float(np.mean(t == photos.labels)), 2),
-        "student_top1": round(100.0 * float(np.mean(s == photos.labels)), 2),
-        "top1_agreement": round(100.0 * float(np.mean(t == s)), 2),
-    }
+    return StudentAccuracy(
+        images=int(len(t)),
+        teacher_top1=round(100.0 * float(np.mean(t == photos.labels)), 2),
+        student_top1=round(100.0 * float(np.mean(s == photos.labels)), 2),
+        top1_agreement=round(100.0 * float(np.mean(t == s)), 2),
+    )
 
 
 def _save_atomically(model: Any, out: Path) -> None:
@@ -203,8 +237,6 @@ def _save_atomically(model: Any, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".keras", dir=out.parent)
     os.close(handle)
-    import keras
-
     plain = keras.Model.from_config(model.get_config())  # without the training loss and optimizer: loads anywhere
     plain.set_weights(model.get_weights())
     try:

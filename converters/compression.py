@@ -18,11 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from .datasets import ImageSet, read_image_set
-from .errors import ConversionError, DataError
-from .preprocess import InputSpec
-from .profiles import Backend, Profile
+from tillsight.bundle_metrics import PruningMetrics, QatMetrics
+from tillsight.datasets import ImageSet, read_image_set
+from tillsight.errors import ConversionError, DataError
+from tillsight.preprocess import InputSpec
+from tillsight.profiles import Backend, Profile
+from .pruning import prune
 from .steps import conversion_step
+from .training import TeacherCache, load_training_photos, quantization_aware_finetune
 
 __all__ = ["Compressed", "compress", "training_set"]
 
@@ -35,7 +38,8 @@ class Compressed:
 
     source: Any  # the SourceModel to convert
     pruned: Any | None  # the pruned float SourceModel (before QAT), for the accuracy steps
-    metrics: dict[str, Any]  # manifest metrics: "pruning", "qat"
+    pruning: PruningMetrics | None = None
+    qat: QatMetrics | None = None
 
 
 def training_set(profile: Profile, source: Any, finetune: str | Path | None, labels: Sequence[str] | None) -> ImageSet | None:
@@ -103,8 +107,6 @@ def compress(
     Returns:
         The model to convert, the pruned float model when pruning ran, and their reports.
     """
-    from tillsight.converters.training import TeacherCache, load_training_photos, quantization_aware_finetune
-
     qat = profile.qat.enabled
     photos = teacher = None
     if photos_set is not None:
@@ -115,11 +117,9 @@ def compress(
         if qat or profile.distillation.enabled:
             with conversion_step("teacher outputs", timings):
                 teacher = TeacherCache(source.keras_model, photos, activation, progress)
-    metrics: dict[str, Any] = {}
-    current, pruned = source, None
+    current, pruned, qat_metrics = source, None, None
     if profile.pruning.enabled:
         pruned = _prune(profile, source, photos, teacher if profile.distillation.enabled else None, activation, progress, timings)
-        metrics["pruning"] = pruned.report
         current = pruned.model
     if qat:
         settings = profile.qat
@@ -129,27 +129,27 @@ def compress(
                 profile.distillation.temperature, settings.epochs, settings.learning_rate,
                 profile.quantization.per_channel, progress,
             )
-        metrics["qat"] = {**report, "finetune_source": str(photos_set.source)}
+        qat_metrics = QatMetrics.from_dict({**report, "finetune_source": str(photos_set.source)})
         current = current.with_model(model, "quantization-aware")
-    return Compressed(current, pruned.model if pruned is not None else None, metrics)
+    if pruned is None:
+        return Compressed(current, None, qat=qat_metrics)
+    return Compressed(current, pruned.model, pruned.report, qat_metrics)
 
 
 @dataclasses.dataclass(frozen=True)
 class _Pruned:
     model: Any  # SourceModel
-    report: dict[str, Any]
+    report: PruningMetrics
 
 
 def _prune(
     profile: Profile, source: Any, photos: Any, teacher: Any, activation: str, progress: bool, timings: dict[str, float]
 ) -> _Pruned:
     """The pruned, fine-tuned (or distilled) source model and the pruning report."""
-    from tillsight.converters.pruning import prune
-
     pruning, distillation = profile.pruning, profile.distillation
     setting = f"{pruning.mode.value}:{pruning.target:g}"
     how = " and distill" if teacher is not None and pruning.finetune_epochs else (" and fine-tune" if photos is not None else "")
     with conversion_step(f"prune ({setting}){how}", timings):
         result = prune(source.keras_model, pruning, photos, activation, progress, teacher=teacher, distillation=distillation)
-    result.report["finetune_source"] = photos.source if photos is not None else None
-    return _Pruned(source.with_model(result.model, f"pruned {setting}"), result.report)
+    report = {**result.report, "finetune_source": str(photos.source) if photos is not None else None}
+    return _Pruned(source.with_model(result.model, f"pruned {setting}"), PruningMetrics.from_dict(report))
