@@ -48,6 +48,10 @@ def test_int8_ir_with_embedded_preprocessing(openvino_bundles):
     embedded = manifest["quantization"]["embedded_preprocessing"]
     assert embedded["input"] == "u8 NHWC BGR" and embedded["color_order"] == "rgb"
     assert manifest["quantization"]["precision"] == "int8"
+    # 7-bit weights in every layer: no int16 overflow on CPUs without VNNI (the CPU fallback, this host)
+    weights = [op.get_data() for op in ov.Core().read_model(path / "model.xml").get_ops()
+               if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8]
+    assert len(weights) >= 3 and all(np.abs(w.astype(np.int32)).max() <= 64 for w in weights)
     assert manifest["runtime"]["options"]["device_fallbacks"] == ["CPU"]
     assert "FakeQuantize" in op_types(path)
     model = ov.Core().read_model(path / "model.xml")
