@@ -29,21 +29,21 @@ import importlib
 from collections.abc import Callable
 
 from tillsight.errors import ConversionError
-from tillsight.profiles import Backend
+from tillsight.profiles import BackendKind
 
 from .job import ConversionJob, TargetResult
 
 __all__ = ["TARGETS", "ConversionJob", "TargetResult", "target_for"]
 
 #: Profile backend -> module whose ``convert`` builds models for it.
-TARGETS: dict[Backend, str] = {
-    Backend.TFLITE: "tillsight.converters.tflite",
-    Backend.OPENVINO: "tillsight.converters.openvino",
-    Backend.EDGETPU: "tillsight.converters.edgetpu",
+TARGETS: dict[BackendKind, str] = {
+    BackendKind.TFLITE: "tillsight.converters.tflite",
+    BackendKind.OPENVINO: "tillsight.converters.openvino",
+    BackendKind.EDGETPU: "tillsight.converters.edgetpu",
 }
 
 
-def target_for(backend: Backend) -> Callable[[ConversionJob], TargetResult]:
+def target_for(backend: BackendKind) -> Callable[[ConversionJob], TargetResult]:
     """The conversion function for a profile's backend.
 
     Raises:

@@ -22,7 +22,7 @@ from tillsight.bundle_metrics import PruningMetrics, QatMetrics
 from tillsight.datasets import ImageSet, read_image_set
 from tillsight.errors import ConversionError, DataError
 from tillsight.preprocess import InputSpec
-from tillsight.profiles import Backend, Profile
+from tillsight.profiles import BackendKind, Profile
 from .pruning import prune
 from .steps import conversion_step
 from .training import TeacherCache, load_training_photos, quantization_aware_finetune
@@ -51,7 +51,7 @@ def training_set(profile: Profile, source: Any, finetune: str | Path | None, lab
     """
     finetunes = profile.pruning.enabled and profile.pruning.finetune_epochs > 0
     qat = profile.qat.enabled
-    if qat and profile.backend not in (Backend.TFLITE, Backend.EDGETPU):
+    if qat and profile.backend not in (BackendKind.TFLITE, BackendKind.EDGETPU):
         raise ConversionError(
             f"profile '{profile.name}' converts with {profile.backend.value}, which quantizes with its own tools; "
             "--qat is for TFLite and Edge TPU profiles"

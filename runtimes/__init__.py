@@ -10,7 +10,7 @@ import importlib
 
 from tillsight.bundle import Bundle
 from tillsight.errors import BackendUnavailableError
-from tillsight.profiles import Backend as BackendKind
+from tillsight.profiles import BackendKind
 
 from .base import Backend, TensorSpec
 

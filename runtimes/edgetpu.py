@@ -18,7 +18,7 @@ import numpy as np
 
 from tillsight.bundle import Bundle, artifact_path
 from tillsight.errors import BackendUnavailableError, BundleError
-from tillsight.profiles import Backend as BackendKind
+from tillsight.profiles import BackendKind
 
 from .tflite import TFLiteBackend, import_interpreter
 

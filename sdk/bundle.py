@@ -30,7 +30,7 @@ from ._version import __version__
 from .bundle_metrics import BundleMetrics
 from .errors import BundleError
 from .preprocess import InputSpec
-from .profiles import Backend
+from .profiles import BackendKind
 
 __all__ = [
     "MANIFEST_NAME",
@@ -73,10 +73,10 @@ class OutputSpec:
 class RuntimeSettings:
     """How the device runs the bundle (copied from the profile at conversion time)."""
 
-    backend: Backend
+    backend: BackendKind
     model_file: str
     threads: int
-    fallbacks: tuple[Backend, ...] = ()
+    fallbacks: tuple[BackendKind, ...] = ()
     device: str = ""
     options: dict[str, Any] = dataclasses.field(default_factory=dict)  # backend-specific, e.g. OpenVINO's
 
@@ -150,10 +150,10 @@ class Manifest:
             output = OutputSpec(**_typed(data, "output", dict))
             runtime_data = _typed(data, "runtime", dict)
             runtime = RuntimeSettings(
-                backend=Backend(runtime_data["backend"]),
+                backend=BackendKind(runtime_data["backend"]),
                 model_file=str(runtime_data["model_file"]),
                 threads=int(runtime_data["threads"]),
-                fallbacks=tuple(Backend(b) for b in runtime_data.get("fallbacks", [])),
+                fallbacks=tuple(BackendKind(b) for b in runtime_data.get("fallbacks", [])),
                 device=str(runtime_data.get("device", "")),
                 options=dict(runtime_data.get("options", {})),
             )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .bundle import Bundle, read_bundle, sha256_of_file, staged_directory, write_manifest
 from .errors import BundleError
-from .profiles import Backend
+from .profiles import BackendKind
 
 __all__ = ["check", "compile_bundle"]
 
@@ -51,7 +51,7 @@ def compile_bundle(bundle_dir: str | Path, compiler: str | None = None) -> Bundl
 
     bundle = read_bundle(bundle_dir)
     manifest = bundle.manifest
-    if manifest.runtime.backend is not Backend.EDGETPU:
+    if manifest.runtime.backend is not BackendKind.EDGETPU:
         raise BundleError(f"{bundle.path} is a {manifest.runtime.backend.value} bundle; compile only Edge TPU bundles")
     with staged_directory(bundle.path) as staging:
         for name in manifest.artifacts:

@@ -26,7 +26,7 @@ else:  # pragma: no cover - exercised only on older device images
     import tomli as tomllib
 
 __all__ = [
-    "Backend",
+    "BackendKind",
     "ResizeMode",
     "IODtype",
     "SizePolicy",
@@ -50,7 +50,7 @@ __all__ = [
 PROFILE_PACKAGE = "tillsight.device_profiles"
 
 
-class Backend(str, enum.Enum):
+class BackendKind(str, enum.Enum):
     """Runtime backend a bundle is built for."""
 
     TFLITE = "tflite"
@@ -261,8 +261,8 @@ class Profile:
 
     name: str
     description: str
-    backend: Backend
-    fallbacks: tuple[Backend, ...] = ()
+    backend: BackendKind
+    fallbacks: tuple[BackendKind, ...] = ()
     threads: int = 1
     device: str = ""  # backend device string, e.g. "GPU" (OpenVINO) or "usb:0" (Edge TPU)
     max_top1_drop: float = 1.0  # accuracy tolerance in top-1 points against the float model

@@ -7,7 +7,7 @@ from importlib import resources
 import pytest
 
 from tillsight import ProfileError, list_profiles, load_profile
-from tillsight.profiles import Backend, IODtype, ResizeMode
+from tillsight.profiles import BackendKind, IODtype, ResizeMode
 
 from .conftest import REQUIRED_PROFILES as REQUIRED
 
@@ -21,11 +21,11 @@ def test_required_profiles_ship_and_validate():
     profiles = {p.name: p for p in list_profiles()}
     assert REQUIRED <= set(profiles)
     pi4 = profiles["raspberry-pi-4"]
-    assert (pi4.backend, pi4.threads, pi4.max_top1_drop) == (Backend.TFLITE, 4, 1.0)
+    assert (pi4.backend, pi4.threads, pi4.max_top1_drop) == (BackendKind.TFLITE, 4, 1.0)
     assert pi4.input.io_dtype is IODtype.UINT8 and pi4.quantization.per_channel
     assert pi4.quantization.calibration_samples >= 200
-    assert profiles["coral-usb"].backend is Backend.EDGETPU and profiles["coral-usb"].fallbacks == (Backend.TFLITE,)
-    assert profiles["intel-nuc-iris-xe"].backend is Backend.OPENVINO
+    assert profiles["coral-usb"].backend is BackendKind.EDGETPU and profiles["coral-usb"].fallbacks == (BackendKind.TFLITE,)
+    assert profiles["intel-nuc-iris-xe"].backend is BackendKind.OPENVINO
 
 
 def test_user_profile_file_by_path(tmp_path):
