@@ -12,7 +12,6 @@ Each returns size, top-1, top-1 agreement with the float model and latency p50/p
 from __future__ import annotations
 
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -20,13 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from tillsight.bundle_metrics import latency_percentiles_ms, percent_equal
+
 
 def percentiles_ms(times: list[float]) -> dict[str, float]:
-    times = sorted(times)
-    return {
-        "p50_ms": round(statistics.median(times) * 1e3, 3),
-        "p95_ms": round(times[min(len(times) - 1, int(0.95 * len(times)))] * 1e3, 3),
-    }
+    p50_ms, p95_ms = latency_percentiles_ms(times)
+    return {"p50_ms": p50_ms, "p95_ms": p95_ms}
 
 
 def timed(call, runs: int, warmup: int = 5) -> dict[str, float]:
@@ -42,8 +40,8 @@ def timed(call, runs: int, warmup: int = 5) -> dict[str, float]:
 
 def scores_summary(predicted: np.ndarray, truth: np.ndarray, float_top1: np.ndarray) -> dict[str, float]:
     return {
-        "top1": round(100.0 * float(np.mean(predicted == truth)), 3),
-        "agreement": round(100.0 * float(np.mean(predicted == float_top1)), 3),
+        "top1": percent_equal(predicted, truth),
+        "agreement": percent_equal(predicted, float_top1),
     }
 
 

@@ -23,6 +23,7 @@ from tillsight.datasets import ImageSet, read_image_set
 from tillsight.errors import ConversionError, DataError
 from tillsight.preprocess import InputSpec
 from tillsight.profiles import BackendKind, Profile
+from tillsight.bundle import OutputActivation
 from .pruning import prune
 from .steps import conversion_step
 from .training import TeacherCache, load_training_photos, quantization_aware_finetune
@@ -87,7 +88,7 @@ def compress(
     source: Any,
     photos_set: ImageSet | None,
     float_spec: InputSpec,
-    activation: str,
+    activation: OutputActivation,
     calibration: np.ndarray,
     progress: bool,
     timings: dict[str, float],
@@ -143,7 +144,7 @@ class _Pruned:
 
 
 def _prune(
-    profile: Profile, source: Any, photos: Any, teacher: Any, activation: str, progress: bool, timings: dict[str, float]
+    profile: Profile, source: Any, photos: Any, teacher: Any, activation: OutputActivation, progress: bool, timings: dict[str, float]
 ) -> _Pruned:
     """The pruned, fine-tuned (or distilled) source model and the pruning report."""
     pruning, distillation = profile.pruning, profile.distillation

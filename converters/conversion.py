@@ -24,6 +24,7 @@ from tillsight._version import __version__
 from tillsight.bundle import (
     Bundle,
     Manifest,
+    OutputActivation,
     OutputSpec,
     RuntimeSettings,
     gzip_bytes,
@@ -50,7 +51,7 @@ __all__ = ["ConversionOptions", "convert"]
 
 logger = logging.getLogger(__name__)
 
-_PROBE_IMAGES = 16  # calibration images used to tell probabilities from logits
+PROBE_IMAGES = 16  # images used to tell a model's probabilities from its logits
 
 
 def _input_size(profile: Profile, model_size: tuple[int | None, int | None], description: str) -> tuple[int, int]:
@@ -94,20 +95,20 @@ def _load_calibration(
     return np.stack(arrays), len(skipped), first_frame
 
 
-def output_activation(source: Any, calibration: np.ndarray) -> str:
+def output_activation(source: Any, calibration: np.ndarray) -> OutputActivation:
     """What a model outputs, told from a few preprocessed images: ``softmax``, ``sigmoid`` or ``softmax-added`` (logits).
 
     Args:
         source: Anything with ``predict(images) -> scores`` (a SourceModel).
         calibration: Preprocessed images; the first 16 are used.
     """
-    outputs = source.predict(calibration[:_PROBE_IMAGES])
+    outputs = source.predict(calibration[:PROBE_IMAGES])
     in_unit_range = bool(np.all(outputs >= -1e-6) and np.all(outputs <= 1.0 + 1e-6))
     if in_unit_range and np.allclose(outputs.sum(axis=-1), 1.0, atol=1e-3):
-        return "softmax"
+        return OutputActivation.SOFTMAX
     if in_unit_range:
-        return "sigmoid"
-    return "softmax-added"
+        return OutputActivation.SIGMOID
+    return OutputActivation.SOFTMAX_ADDED
 
 
 def convert(
@@ -163,7 +164,7 @@ def convert(
     final_dir = Path(out) / resolved.name
     with staged_directory(final_dir) as staging:
         job = ConversionJob(
-            compressed.source, resolved, float_spec, calibration_arrays, activation == "softmax-added", staging, evaluation_set
+            compressed.source, resolved, float_spec, calibration_arrays, activation == OutputActivation.SOFTMAX_ADDED, staging, evaluation_set
         )
         with conversion_step(f"convert for {resolved.name} ({resolved.backend.value})", timings) as step:
             result = target(job)
@@ -279,7 +280,7 @@ def _manifest(
     source: Any,
     labels: Sequence[str],
     result: Any,
-    activation: str,
+    activation: OutputActivation,
     staging: Path,
 ) -> Manifest:
     tensor_out = result.output_tensor

@@ -1,5 +1,8 @@
 """The Edge TPU compiler step: run ``edgetpu_compiler`` when it is installed, parse its log.
 
+:func:`compile_bundle` (``tillsight compile-edgetpu``) compiles a bundle made where the compiler
+was missing and replaces it atomically with one that carries ``model_edgetpu.tflite``.
+
 The compiler exists for x86-64 Linux only and is never installed by tillsight. Where it is
 missing, bundles keep the plain int8 model and say that ``tillsight compile-edgetpu
 BUNDLE`` must run where the compiler is installed.
@@ -7,6 +10,7 @@ BUNDLE`` must run where the compiler is installed.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -14,9 +18,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tillsight.errors import ConversionError, summarize
+from tillsight.bundle import Bundle, read_bundle, sha256_of_file, staged_directory, write_manifest
+from tillsight.errors import BundleError, ConversionError, summarize
+from tillsight.profiles import BackendKind
 
-__all__ = ["COMPILED_MODEL_FILE", "COMPILER", "compile_model", "find_compiler", "not_compiled_note", "parse_compiler_log"]
+__all__ = [
+    "COMPILED_MODEL_FILE", "COMPILER", "compile_bundle", "compile_model", "find_compiler", "not_compiled_note", "parse_compiler_log",
+]
 
 COMPILER = "edgetpu_compiler"
 COMPILED_MODEL_FILE = "model_edgetpu.tflite"
@@ -113,3 +121,29 @@ def compile_model(model_path: Path, out_dir: Path, compiler: str | None = None, 
             raise ConversionError(f"{COMPILER} failed (exit {completed.returncode}): {summarize(log, prefer_errors=True)}")
         shutil.move(str(compiled), out_dir / COMPILED_MODEL_FILE)
     return {"status": "compiled", **parse_compiler_log(log)}
+
+
+def compile_bundle(bundle_dir: str | Path, compiler: str | None = None) -> Bundle:
+    """Compile an Edge TPU bundle's int8 model with ``edgetpu_compiler`` (x86-64 Linux).
+
+    Raises:
+        BundleError: Not an Edge TPU bundle.
+        ConversionError: The compiler is missing or failed; the bundle is left as it was.
+    """
+    bundle = read_bundle(bundle_dir)
+    manifest = bundle.manifest
+    if manifest.runtime.backend is not BackendKind.EDGETPU:
+        raise BundleError(f"{bundle.path} is a {manifest.runtime.backend.value} bundle; compile only Edge TPU bundles")
+    with staged_directory(bundle.path) as staging:
+        for name in manifest.artifacts:
+            shutil.copy2(bundle.path / name, staging / name)
+        report = compile_model(staging / manifest.runtime.model_file, staging, compiler)
+        compiled = staging / COMPILED_MODEL_FILE
+        artifacts = {
+            **manifest.artifacts,
+            COMPILED_MODEL_FILE: {"sha256": sha256_of_file(compiled), "bytes": compiled.stat().st_size},
+        }
+        runtime = dataclasses.replace(manifest.runtime, options={**manifest.runtime.options, "edgetpu_model": COMPILED_MODEL_FILE})
+        target_report = {**manifest.target_report, "edgetpu_compiler": report}
+        write_manifest(staging, dataclasses.replace(manifest, artifacts=artifacts, runtime=runtime, target_report=target_report))
+    return read_bundle(bundle.path)

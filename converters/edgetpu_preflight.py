@@ -6,7 +6,8 @@ shapes, only the three innermost dimensions larger than 1, and ops from the supp
 list (with their documented limitations). The compiler maps ops in order until the first
 one it cannot map; that op and everything after it run on the CPU. The report gives that
 first op, the share of ops and of multiply-accumulates expected on the TPU, and the
-parameter size against the ~8 MB on-chip cache.
+parameter size against the ~8 MB on-chip cache. :func:`check` (``tillsight edgetpu-check``)
+runs it on a ``.tflite`` file or a bundle.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from tillsight.bundle import read_bundle
 from tillsight.errors import BundleError
 
-__all__ = ["EDGETPU_CACHE_BYTES", "SUPPORTED_OPS", "OpVerdict", "PreflightReport", "preflight"]
+__all__ = ["EDGETPU_CACHE_BYTES", "SUPPORTED_OPS", "OpVerdict", "PreflightReport", "check", "preflight"]
 
 EDGETPU_CACHE_BYTES = 8 * 1024 * 1024
 
@@ -140,6 +142,26 @@ def preflight(model_path: str | Path) -> PreflightReport:
         len(model.buffers[subgraph.tensors[i].buffer].data) for i in constant
     )
     return PreflightReport(tuple(verdicts), parameters)
+
+
+def check(path: str | Path) -> PreflightReport:
+    """Edge TPU preflight of a ``.tflite`` file or of a bundle's int8 model.
+
+    Returns:
+        The :class:`PreflightReport`.
+
+    Raises:
+        BundleError: Not a readable model or bundle.
+    """
+    path = Path(path)
+    if path.is_dir():
+        bundle = read_bundle(path)
+        if not bundle.manifest.runtime.model_file.endswith(".tflite"):
+            raise BundleError(f"{path} is a {bundle.manifest.runtime.backend.value} bundle, not a TFLite one")
+        path = bundle.model_path
+    elif not path.is_file():
+        raise BundleError(f"{path} does not exist (expected a .tflite file or a bundle directory)")
+    return preflight(path)
 
 
 def _why_not(name: str, op: Any, subgraph: Any, constant: set[int], types: dict, activations: dict) -> str:

@@ -8,13 +8,12 @@ device's own :class:`tillsight.Classifier` (which applies that same function).
 from __future__ import annotations
 
 import platform
-import statistics
 import time
 
 import numpy as np
 from tqdm import tqdm
 
-from tillsight.bundle_metrics import AccuracyMetrics, LatencyMetrics
+from tillsight.bundle_metrics import AccuracyMetrics, LatencyMetrics, latency_percentiles_ms, percent_equal
 from tillsight.classifier import Classifier
 from tillsight.datasets import ImageSet, iter_images
 from tillsight.preprocess import InputSpec, preprocess
@@ -75,13 +74,13 @@ def evaluate(
     if count == 0:
         return AccuracyMetrics(0, len(skipped), 0.0, 0.0, 0.0)
     truth_array, float_array, converted_array = np.array(truth), np.array(float_top1), np.array(converted_top1)
-    pruned_accuracy = round(100.0 * float(np.mean(np.array(pruned_top1) == truth_array)), 3) if pruned else None
+    pruned_accuracy = percent_equal(pruned_top1, truth_array) if pruned else None
     return AccuracyMetrics(
         images=count,
         skipped=len(skipped),
-        float_top1=round(100.0 * float(np.mean(float_array == truth_array)), 3),
-        converted_top1=round(100.0 * float(np.mean(converted_array == truth_array)), 3),
-        top1_agreement=round(100.0 * float(np.mean(float_array == converted_array)), 3),
+        float_top1=percent_equal(float_array, truth_array),
+        converted_top1=percent_equal(converted_array, truth_array),
+        top1_agreement=percent_equal(float_array, converted_array),
         pruned_top1=pruned_accuracy,
     )
 
@@ -97,16 +96,16 @@ def measure_latency(classifier: Classifier, sample: np.ndarray, runs: int = 30, 
     """
     tensor = classifier.prepare(sample)
     for _ in range(warmup):
-        classifier.backend.infer(tensor)
-    times = []
+        classifier.infer(tensor)
+    seconds = []
     for _ in range(runs):
         start = time.perf_counter()
-        classifier.backend.infer(tensor)
-        times.append((time.perf_counter() - start) * 1e3)
-    times.sort()
+        classifier.infer(tensor)  # under the classifier's lock, as every frame of a kiosk app runs
+        seconds.append(time.perf_counter() - start)
+    p50_ms, p95_ms = latency_percentiles_ms(seconds)
     return LatencyMetrics(
-        p50_ms=round(statistics.median(times), 3),
-        p95_ms=round(times[min(len(times) - 1, int(0.95 * len(times)))], 3),
+        p50_ms=p50_ms,
+        p95_ms=p95_ms,
         runs=runs,
         threads=getattr(classifier.backend, "threads", None),
         engine=classifier.engine,

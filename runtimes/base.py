@@ -41,6 +41,8 @@ class Backend(abc.ABC):
     input_spec: TensorSpec
     #: The model's single output tensor.
     output_spec: TensorSpec
+    #: Why this runs in place of the accelerator the bundle asked for (None: it runs where asked).
+    fallback_reason: str | None = None
 
     @classmethod
     @abc.abstractmethod

@@ -130,7 +130,7 @@ class OpenVINOBackend(Backend):
         self.device, warning = select_device(device, fallbacks, list(core.available_devices))
         if warning:
             logger.warning(warning)
-        self.fallback_warning = warning
+        self.fallback_reason = warning
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         config: dict[str, Any] = {"PERFORMANCE_HINT": performance_hint, "CACHE_DIR": str(self.cache_dir)}

@@ -104,7 +104,6 @@ class TFLiteBackend(Backend):
         self.input_spec = _tensor_spec(inputs[0])
         self.output_spec = _tensor_spec(outputs[0])
         self.threads = threads
-        self.fallback_reason: str | None = None  # set when this runs in place of an accelerator
         logger.info("loaded %s with %s on %d thread(s)", model_path, self.engine, threads)
 
     @classmethod

@@ -42,6 +42,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from tillsight.bundle import staged_file  # noqa: E402
 from tillsight.converters.backbones import efficientnet_lite  # noqa: E402
 from tillsight.datasets import iter_images, read_image_set  # noqa: E402
 from tillsight.preprocess import InputSpec, model_pixels  # noqa: E402
@@ -161,10 +162,8 @@ def main() -> None:
     model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     _, val_accuracy = model.evaluate(val_x.astype(np.float32), val_y, verbose=0)
     print(f"float top-1 on {len(val_x)} val photos: {100 * val_accuracy:.2f}% (trained in {time.perf_counter() - start:.0f} s)")
-    args.out.mkdir(parents=True, exist_ok=True)
-    partial = args.out / f".{MODEL_FILE}.partial.keras"
-    model.save(partial)
-    partial.replace(args.out / MODEL_FILE)
+    with staged_file(args.out / MODEL_FILE) as partial:  # a killed run never leaves half a model
+        model.save(partial)
     (args.out / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
     print(f"wrote {args.out / MODEL_FILE} and {args.out / 'labels.txt'}")
 

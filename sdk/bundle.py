@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
 import hashlib
 import gzip
 import json
@@ -35,6 +36,7 @@ from .profiles import BackendKind
 __all__ = [
     "MANIFEST_NAME",
     "FORMAT_VERSION",
+    "OutputActivation",
     "OutputSpec",
     "RuntimeSettings",
     "Manifest",
@@ -45,6 +47,7 @@ __all__ = [
     "write_manifest",
     "sha256_of_file",
     "staged_directory",
+    "staged_file",
 ]
 
 logger = logging.getLogger(__name__)
@@ -52,6 +55,14 @@ logger = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.json"
 FORMAT_NAME = "tillsight-bundle"
 FORMAT_VERSION = 1
+
+
+class OutputActivation(str, enum.Enum):
+    """What the source model's output is, told from its values on a few images at conversion."""
+
+    SOFTMAX = "softmax"  # probabilities: the model ends in a softmax
+    SOFTMAX_ADDED = "softmax-added"  # logits: the converted model gets a softmax appended
+    SIGMOID = "sigmoid"  # independent per-class scores (multi-label)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,11 +73,14 @@ class OutputSpec:
     dtype: str  # uint8 | int8 | float32
     scale: float
     zero_point: int
-    activation: str  # "softmax" (in the model), "softmax-added" (by tillsight), "sigmoid"
+    activation: OutputActivation
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "activation", OutputActivation(self.activation))  # from JSON: the value
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form recorded in the manifest."""
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "activation": self.activation.value}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -329,6 +343,27 @@ def recover_interrupted(final_dir: str | Path) -> None:
         os.rename(backups.pop(), final_dir)
     for backup in backups:
         shutil.rmtree(backup, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_file(final_path: str | Path) -> Iterator[Path]:
+    """Write one file under a hidden temporary name beside ``final_path``; move it into place on success.
+
+    On an exception the temporary file is removed and ``final_path`` is left as it was.
+
+    Yields:
+        The temporary path to write (it has ``final_path``'s suffix, for writers that check it).
+    """
+    final_path = Path(final_path)
+    final_path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{final_path.stem}.", suffix=final_path.suffix, dir=final_path.parent)
+    os.close(handle)
+    try:
+        yield Path(temporary)
+        os.replace(temporary, final_path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 @contextlib.contextmanager

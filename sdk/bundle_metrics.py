@@ -9,17 +9,35 @@ Fields a reader does not need (per-layer pruning tables, loss curves) stay in ``
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import statistics
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 __all__ = [
     "AccuracyMetrics",
+    "latency_percentiles_ms",
+    "percent_equal",
     "BundleMetrics",
     "LatencyMetrics",
     "PruningMetrics",
     "QatMetrics",
     "TrainingMetrics",
 ]
+
+
+def percent_equal(a: Any, b: Any, digits: int = 3) -> float:
+    """Share of positions where two equally long label arrays agree, in percent (top-1, agreement)."""
+    a, b = np.asarray(a), np.asarray(b)
+    return round(100.0 * float(np.mean(a == b)), digits) if a.size else 0.0
+
+
+def latency_percentiles_ms(seconds: Sequence[float]) -> tuple[float, float]:
+    """Median and p95 (nearest rank) of measured durations, in milliseconds."""
+    ordered = sorted(seconds)
+    p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+    return round(statistics.median(ordered) * 1e3, 3), round(p95 * 1e3, 3)
 
 
 def _field(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], optional: bool = False) -> Any:

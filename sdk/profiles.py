@@ -18,7 +18,28 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import OptionsError, ProfileError
+from .errors import ProfileError
+from .profile_tables import (
+    BackendKind,
+    ResizeMode,
+    IODtype,
+    SizePolicy,
+    PruningMode,
+    PruningScope,
+    ChannelCriterion,
+    crop_problem,
+    InputPolicy,
+    WeightRounding,
+    QuantizationOptions,
+    PruningOptions,
+    DistillationOptions,
+    QatOptions,
+    Budgets,
+    Precision,
+    PerformanceHint,
+    OpenVINOOptions,
+    EdgeTPUOptions,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -34,6 +55,9 @@ __all__ = [
     "PruningScope",
     "ChannelCriterion",
     "InputPolicy",
+    "crop_problem",
+    "DistillationOptions",
+    "QatOptions",
     "QuantizationOptions",
     "WeightRounding",
     "PruningOptions",
@@ -48,211 +72,6 @@ __all__ = [
 ]
 
 PROFILE_PACKAGE = "tillsight.device_profiles"
-
-
-class BackendKind(str, enum.Enum):
-    """Runtime backend a bundle is built for."""
-
-    TFLITE = "tflite"
-    EDGETPU = "edgetpu"
-    OPENVINO = "openvino"
-
-
-class ResizeMode(str, enum.Enum):
-    """How a frame of any size is brought to the model's input size."""
-
-    CENTER_CROP = "center-crop"
-    STRETCH = "stretch"
-    LETTERBOX = "letterbox"
-
-
-class IODtype(str, enum.Enum):
-    """Integer type of the quantized model's input and output tensors."""
-
-    UINT8 = "uint8"
-    INT8 = "int8"
-
-
-class SizePolicy(str, enum.Enum):
-    """Where the model input size comes from."""
-
-    MODEL = "model"  # the model's own static size; the profile's size if it is dynamic
-    PROFILE = "profile"  # always the profile's size (the model must accept it)
-
-
-class PruningMode(str, enum.Enum):
-    """Kind of pruning applied before quantization."""
-
-    NONE = "none"
-    UNSTRUCTURED = "unstructured"
-    CHANNELS = "channels"
-
-
-class PruningScope(str, enum.Enum):
-    """How channel pruning shares out the fraction to remove."""
-
-    LAYER = "layer"  # every prunable channel group loses the same fraction
-    GLOBAL = "global"  # the weakest channels of the whole model go, wherever they are
-
-
-class ChannelCriterion(str, enum.Enum):
-    """How channel pruning ranks channels (the lowest go)."""
-
-    L1 = "l1"  # L1 norm of each filter, normalised per layer
-    BN_GAMMA = "bn-gamma"  # |gamma| of the BatchNorm on the channel (L1 where there is none)
-
-
-def crop_problem(crop: float) -> str | None:
-    """What is wrong with a centre crop fraction (the one check for profiles, options and input specs), or None."""
-    return None if 0.0 < crop <= 1.0 else f"must be a fraction in (0, 1], got {crop}"
-
-
-@dataclasses.dataclass(frozen=True)
-class InputPolicy:
-    """How camera frames become model inputs on this device."""
-
-    size_policy: SizePolicy = SizePolicy.MODEL
-    size: tuple[int, int] = (224, 224)  # (height, width)
-    resize: ResizeMode = ResizeMode.CENTER_CROP
-    crop: float = 1.0  # central fraction of each frame side kept before resizing (the model's training crop)
-    io_dtype: IODtype = IODtype.UINT8
-
-
-class WeightRounding(str, enum.Enum):
-    """How the TFLite targets round float weights to int8."""
-
-    COMPENSATED = "compensated"  # GPTQ: each rounding error spread over the weights not yet rounded (Keras models)
-    NEAREST = "nearest"  # the converter's own round-to-nearest
-
-
-@dataclasses.dataclass(frozen=True)
-class QuantizationOptions:
-    """Full-integer quantization settings."""
-
-    per_channel: bool = True
-    weight_rounding: WeightRounding = WeightRounding.COMPENSATED
-    calibration_samples: int = 300
-    min_calibration_samples: int = 100
-
-
-@dataclasses.dataclass(frozen=True)
-class PruningOptions:
-    """Pruning before quantization, with fine-tuning on labeled photos to recover accuracy.
-
-    Pruning runs when ``mode`` is not ``none`` and ``target`` is above 0.
-    """
-
-    mode: PruningMode = PruningMode.NONE
-    target: float = 0.0  # sparsity (unstructured) or channel fraction (channels)
-    scope: PruningScope = PruningScope.LAYER  # channels only
-    criterion: ChannelCriterion = ChannelCriterion.L1  # channels only
-    channel_multiple: int = 8  # channels only: kept counts rounded to this (SIMD width, accelerator tiles)
-    finetune_epochs: int = 3  # 0: prune in one shot, no fine-tuning data needed
-    learning_rate: float = 0.0005  # Adam, cosine-decayed over the fine-tuning
-
-    @property
-    def enabled(self) -> bool:
-        """Whether this conversion prunes at all."""
-        return self.mode is not PruningMode.NONE and self.target > 0.0
-
-    @classmethod
-    def from_spec(cls, spec: str, base: PruningOptions | None = None) -> PruningOptions:
-        """Parse ``none``, ``unstructured:0.5``, ``channels:0.3`` or a bare fraction (``base``'s mode) over ``base``.
-
-        Raises:
-            OptionsError: Not one of those forms, or a fraction outside (0, 1).
-        """
-        base = base or cls()
-        mode_text, _, fraction_text = spec.strip().rpartition(":") if ":" in spec else ("", "", spec.strip())
-        try:
-            if not mode_text and fraction_text.lower() == "none":
-                mode, fraction = PruningMode.NONE, 0.0
-            else:
-                mode = PruningMode(mode_text.strip().lower()) if mode_text else base.mode
-                fraction = float(fraction_text)
-        except ValueError:
-            raise OptionsError(f"'{spec}' is not a pruning setting: use none, unstructured:0.5 or channels:0.3") from None
-        if mode is PruningMode.NONE and fraction > 0:
-            raise OptionsError(f"'{spec}' gives no pruning mode and the profile has none: use channels:{fraction:g} or unstructured:{fraction:g}")
-        if mode is not PruningMode.NONE and not 0.0 < fraction < 1.0:
-            raise OptionsError(f"pruning fraction in '{spec}' must be between 0 and 1 (exclusive), e.g. channels:0.3")
-        return dataclasses.replace(base, mode=mode, target=fraction if mode is not PruningMode.NONE else 0.0)
-
-
-@dataclasses.dataclass(frozen=True)
-class DistillationOptions:
-    """Knowledge distillation from the original float model whenever the conversion fine-tunes.
-
-    The loss is ``alpha * CE(labels) + (1 - alpha) * T^2 * KL(teacher_T || student_T)``; photos
-    without labels get the second term alone, so unlabeled store frames are enough.
-    """
-
-    enabled: bool = False  # pruning's fine-tuning learns from the original model too (QAT always does)
-    alpha: float = 0.5  # weight of the label loss on labeled photos
-    temperature: float = 4.0  # softening of teacher and student outputs
-
-    def problem(self) -> str | None:
-        """What is wrong with these settings, or None."""
-        if not 0.0 <= self.alpha <= 1.0:
-            return f"'distillation.alpha' must be in [0, 1], got {self.alpha}"
-        if self.temperature <= 0.0:
-            return f"'distillation.temperature' must be positive, got {self.temperature}"
-        return None
-
-
-@dataclasses.dataclass(frozen=True)
-class QatOptions:
-    """Quantization-aware fine-tuning before the int8 conversion (TFLite and Edge TPU profiles).
-
-    The model fine-tunes as it will compute in int8 (fake-quantized weights and
-    activations), learning to reproduce the original float model's outputs (labels are
-    not used, so unlabeled photos are enough); the converter then takes the learned
-    activation ranges. Use it when post-training int8 misses ``max_top1_drop``.
-    """
-
-    enabled: bool = False
-    epochs: int = 2
-    learning_rate: float = 0.00005  # Adam, cosine-decayed; small: the model only has to absorb the rounding
-
-
-@dataclasses.dataclass(frozen=True)
-class Budgets:
-    """What the device can afford; 0 means no limit."""
-
-    max_model_bytes: int = 0
-    max_memory_bytes: int = 0
-    max_latency_ms: float = 0.0
-
-
-class Precision(str, enum.Enum):
-    """Numeric precision of an OpenVINO IR."""
-
-    INT8 = "int8"  # NNCF post-training quantization: fastest where the device has int8 units
-    FP16 = "fp16"  # FP16 weights: accuracy first, for iGPUs without int8 acceleration
-
-
-class PerformanceHint(str, enum.Enum):
-    """OpenVINO PERFORMANCE_HINT: one frame at a time, or many frames in flight."""
-
-    LATENCY = "LATENCY"
-    THROUGHPUT = "THROUGHPUT"
-
-
-@dataclasses.dataclass(frozen=True)
-class OpenVINOOptions:
-    """Knobs of the OpenVINO backend (read only by profiles whose backend is openvino)."""
-
-    precision: Precision = Precision.INT8
-    device_fallbacks: tuple[str, ...] = ()  # e.g. ["CPU"]: used, with a warning, when `device` is absent
-    performance_hint: PerformanceHint = PerformanceHint.LATENCY
-    accuracy_control: bool = False  # INT8 with nncf.quantize_with_accuracy_control (needs --eval)
-
-
-@dataclasses.dataclass(frozen=True)
-class EdgeTPUOptions:
-    """Knobs of the Edge TPU target (read only by profiles whose backend is edgetpu)."""
-
-    require_full_mapping: bool = False  # fail conversion when an op would run on the CPU
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,6 +22,7 @@ import numpy as np
 from .._tf import keras, tf
 from .finetune import fit
 from .photos import BATCH, UNLABELED, TrainingPhotos, shuffled_batches
+from tillsight.bundle import OutputActivation
 
 __all__ = ["DistillationLoss", "TeacherCache", "kd_loss", "logits_of", "train_student"]
 
@@ -31,13 +32,13 @@ VIEWS = ("photo", "mirror")  # the augmentations whose teacher outputs are cache
 _EPS = 1e-7
 
 
-def logits_of(outputs: Any, activation: str) -> Any:
+def logits_of(outputs: Any, activation: OutputActivation) -> Any:
     """Logits from a model's outputs (probabilities give logits up to a per-row constant, which softmax ignores)."""
     ops = keras.ops
-    if activation == "softmax-added":
+    if activation == OutputActivation.SOFTMAX_ADDED:
         return outputs
     clipped = ops.clip(outputs, _EPS, 1.0 - _EPS)
-    if activation == "sigmoid":
+    if activation == OutputActivation.SIGMOID:
         return ops.log(clipped) - ops.log(1.0 - clipped)
     return ops.log(clipped)
 
@@ -87,7 +88,7 @@ def kd_loss(
 class DistillationLoss(keras.losses.Loss):
     """:func:`kd_loss` on targets packed as ``[one-hot labels | labeled flag | teacher logits]``."""
 
-    def __init__(self, num_classes: int, student_activation: str, alpha: float, temperature: float) -> None:
+    def __init__(self, num_classes: int, student_activation: OutputActivation, alpha: float, temperature: float) -> None:
         super().__init__(name="distillation")
         self.num_classes, self.student_activation = num_classes, student_activation
         self.alpha, self.temperature = alpha, temperature
@@ -96,7 +97,7 @@ class DistillationLoss(keras.losses.Loss):
         c = self.num_classes
         return kd_loss(
             logits_of(y_pred, self.student_activation), y_true[:, c + 1 :], y_true[:, :c], y_true[:, c],
-            self.alpha, self.temperature, multi_label=self.student_activation == "sigmoid",
+            self.alpha, self.temperature, multi_label=self.student_activation == OutputActivation.SIGMOID,
         )
 
 
@@ -113,7 +114,7 @@ class TeacherCache:
         images_run: How many images the teacher has been run on (``N * len(VIEWS)`` after construction).
     """
 
-    def __init__(self, teacher: Any, photos: TrainingPhotos, activation: str, progress: bool = False) -> None:
+    def __init__(self, teacher: Any, photos: TrainingPhotos, activation: OutputActivation, progress: bool = False) -> None:
         from tqdm import tqdm
 
         count = len(photos.labels)
@@ -148,7 +149,7 @@ def train_student(
     student: Any,
     cache: TeacherCache,
     photos: TrainingPhotos,
-    student_activation: str,
+    student_activation: OutputActivation,
     alpha: float,
     temperature: float,
     epochs: int,

@@ -15,17 +15,18 @@ from typing import Any
 
 from .._tf import keras
 from .photos import TrainingPhotos
+from tillsight.bundle import OutputActivation
 
 __all__ = ["fine_tune", "fit"]
 
 logger = logging.getLogger(__name__)
 
 
-def _label_loss(activation: str) -> tuple[Any, bool]:
+def _label_loss(activation: OutputActivation) -> tuple[Any, bool]:
     """The training loss for the model's output kind, and whether labels go one-hot."""
-    if activation == "sigmoid":
+    if activation == OutputActivation.SIGMOID:
         return keras.losses.BinaryCrossentropy(), True
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=activation == "softmax-added"), False
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=activation == OutputActivation.SOFTMAX_ADDED), False
 
 
 class _EpochBar(keras.callbacks.Callback):
@@ -91,7 +92,7 @@ def fit(
 def fine_tune(
     model: Any,
     photos: TrainingPhotos,
-    activation: str,
+    activation: OutputActivation,
     epochs: int,
     learning_rate: float,
     callbacks: Sequence[Any] = (),

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from tillsight.errors import ConversionError
+from tillsight.bundle import OutputActivation
 
 from .._tf import keras, tf
 
@@ -290,7 +291,7 @@ def quantization_aware_finetune(
     photos: Any,
     calibration: np.ndarray,
     teacher: Any,
-    activation: str,
+    activation: OutputActivation,
     alpha: float,
     temperature: float,
     epochs: int,

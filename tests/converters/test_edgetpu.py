@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import tillsight
-from tillsight import cli, edgetpu
+from tillsight import cli
+from tillsight.converters.edgetpu_preflight import check
 from tillsight.converters.edgetpu_compiler import parse_compiler_log
 
 from ..conftest import SIZE, load_photos, requires_keras
@@ -128,7 +129,7 @@ def test_float_io_is_flagged_at_the_first_op(tmp_path):
 
     inputs = keras.Input((SIZE, SIZE, 3), batch_size=1)
     static = keras.Model(inputs, model_with(keras, activation="relu")(inputs))
-    report = edgetpu.check(plain_int8_tflite(static, tmp_path / "float_io.tflite"))
+    report = check(plain_int8_tflite(static, tmp_path / "float_io.tflite"))
     first = report.first_unmapped
     assert (first.index, first.op) == (0, "QUANTIZE") and "float32, not int8/uint8" in first.reason
     assert report.ops_on_tpu == 0 and report.ops[-1].op == "DEQUANTIZE" and not report.ops[-1].maps
@@ -139,7 +140,7 @@ def test_float_io_is_flagged_at_the_first_op(tmp_path):
 def test_dynamic_batch_is_flagged(tmp_path):
     import keras
 
-    report = edgetpu.check(plain_int8_tflite(model_with(keras, activation="relu"), tmp_path / "dynamic.tflite"))
+    report = check(plain_int8_tflite(model_with(keras, activation="relu"), tmp_path / "dynamic.tflite"))
     assert "dynamic shape" in report.first_unmapped.reason
     assert not any(verdict.maps for verdict in report.ops)
 

@@ -107,7 +107,7 @@ def test_every_checkout_threshold_is_a_flag_and_reaches_the_pipeline(capsys):
 
     from tillsight.pipelines import CheckoutOptions
 
-    assert set(cli._CHECKOUT_FLAGS) | {"roi", "background_label"} == {f.name for f in dataclasses.fields(CheckoutOptions)}
+    assert set(cli.CHECKOUT_FLAGS) | {"roi", "background_label"} == {f.name for f in dataclasses.fields(CheckoutOptions)}
     # No frame of the demo reaches a 0.999 score: no vote can win, every item goes to staff review.
     args = ["run", str(ASSETS / "classifier"), "--source", str(ASSETS / "checkout.mp4"), "--roi", ROI,
             "--min-score", "0.999", "--unknown-after", "2"]

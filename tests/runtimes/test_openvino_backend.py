@@ -64,7 +64,7 @@ def test_cache_dir_is_created_and_reused(nuc_bundle, tmp_path, monkeypatch):
     monkeypatch.setenv("TILLSIGHT_CACHE_DIR", str(tmp_path / "cache"))
     with tillsight.load(nuc_bundle) as classifier:
         assert classifier.backend.cache_dir == tmp_path / "cache" / "openvino"
-        assert classifier.backend.fallback_warning is not None  # no iGPU here: CPU, as allowed
+        assert classifier.backend.fallback_reason is not None  # no iGPU here: CPU, as allowed
     cached = sorted(p.name for p in (tmp_path / "cache" / "openvino").iterdir())
     assert cached, "compiled model not cached"
     with tillsight.load(nuc_bundle):

@@ -1,0 +1,218 @@
+"""The ``tillsight`` command line: one argument builder per command, and the argument types."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from . import __version__
+from .pipelines import CheckoutOptions
+from .preprocess import ColorOrder, InputRange
+from .profiles import DistillationOptions
+
+__all__ = ["CHECKOUT_FLAGS", "build_parser"]
+
+
+def _triple(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three numbers like 123.7,116.3,103.5, got {text!r}") from None
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        values = tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size like 160 or 160x128 (height x width), got {text!r}") from None
+    if len(values) not in (1, 2) or min(values) < 8:
+        raise argparse.ArgumentTypeError(f"expected a size like 160 or 160x128 of at least 8 pixels, got {text!r}")
+    return (values[0], values[-1])
+
+
+def _roi(text: str) -> tuple[int, int, int, int]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected x,y,width,height in pixels like 120,40,280,280, got {text!r}") from None
+    if len(values) != 4 or values[2] <= 0 or values[3] <= 0 or min(values[:2]) < 0:
+        raise argparse.ArgumentTypeError(f"expected x,y,width,height with a positive size, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+# Every threshold of CheckoutOptions is a flag of `tillsight run` (roi and background_label have their own).
+CHECKOUT_FLAGS = {
+    "min_score": "score a frame needs to vote",
+    "window": "frames the vote looks at (M)",
+    "min_votes": "votes a label needs in the window (N, a majority of M)",
+    "unknown_after": "seconds on the tray without a majority before an unknown_product event",
+    "background_frames": "frames that learn the empty tray at start",
+    "change_threshold": "pixel difference (0-255) from the empty tray that counts as a change",
+    "occupied_fraction": "share of the tray that must change for it to count as occupied",
+    "enter_frames": "consecutive occupied frames that start an item presence",
+    "leave_frames": "consecutive empty frames that end it",
+    "background_adapt": "how fast the empty-tray reference follows lighting drift (0-1)",
+}
+
+
+def _add_checkout_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--roi", type=_roi, help="tray region x,y,width,height in pixels (default: whole frame)")
+    command.add_argument("--jsonl", help="append events as JSON lines to this file")
+    command.add_argument("--threads", type=int, help="CPU threads (default: the profile's)")
+    defaults = CheckoutOptions()
+    for name, text in CHECKOUT_FLAGS.items():
+        default = getattr(defaults, name)
+        command.add_argument(
+            "--" + name.replace("_", "-"), type=type(default), default=default, help=f"{text} (default {default})"
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``tillsight`` command."""
+    parser = argparse.ArgumentParser(prog="tillsight", description="Edge deployment of Keras product classifiers.")
+    parser.add_argument("--version", action="version", version=f"tillsight {__version__}")
+    parser.add_argument("--debug", action="store_true", help="verbose logs and tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_convert(commands)
+    _add_distill(commands)
+    _add_profiles(commands)
+    _add_inspect(commands)
+    _add_classify(commands)
+    _add_edgetpu_check(commands)
+    _add_compile_edgetpu(commands)
+    _add_run(commands)
+    _add_report(commands)
+    _add_demo(commands)
+    return parser
+
+
+def _add_convert(commands: Any) -> None:
+    conv = commands.add_parser("convert", help="convert a Keras classifier into a bundle for a device profile")
+    conv.add_argument("model", help=".keras / .h5 file or SavedModel directory")
+    conv.add_argument("--profile", required=True, help="profile name (see 'tillsight profiles') or a .toml file")
+    conv.add_argument("--calibration", required=True, help="class folder or list file of representative images")
+    conv.add_argument("--eval", dest="evaluation", help="labeled class folder or list file for the accuracy check")
+    conv.add_argument("--labels", help="labels file: one label a line, in output-index order")
+    conv.add_argument("--out", required=True, help="output folder; the bundle goes to OUT/<profile>/")
+    _add_input_options(conv)
+    conv.add_argument("--allow-accuracy-drop", action="store_true", help="write the bundle even beyond the tolerance")
+    conv.add_argument("--unsafe-load", action="store_true", help="load a trusted model file with Keras safe mode off")
+    conv.add_argument(
+        "--prune", metavar="MODE:FRACTION",
+        help="prune before quantizing: channels:0.3 (filters removed), unstructured:0.5 (sparsity), a bare "
+        "fraction (the profile's mode) or none; default: the profile's [pruning]",
+    )
+    conv.add_argument(
+        "--finetune", metavar="DATA",
+        help="photos to fine-tune on after pruning and for --qat: class folder or list file (or unlabeled frames with --distill)",
+    )
+    conv.add_argument("--finetune-epochs", type=int, metavar="N", help="fine-tuning epochs after pruning (0: one shot)")
+    conv.add_argument(
+        "--distill", action="store_true", help="fine-tuning after pruning also learns from the original float model"
+    )
+    conv.add_argument(
+        "--qat", action="store_true",
+        help="quantization-aware fine-tuning before the int8 conversion (TFLite and Edge TPU profiles; needs --finetune)",
+    )
+    conv.add_argument("--qat-epochs", type=int, metavar="N", help="quantization-aware fine-tuning epochs (with --qat)")
+    conv.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_distill(commands: Any) -> None:
+    dist = commands.add_parser("distill", help="train a smaller student from a Keras classifier (the teacher)")
+    dist.add_argument("teacher", help="the teacher: .keras / .h5 file")
+    dist.add_argument(
+        "--student", required=True, help="efficientnet-lite0|1|2 (ImageNet-pretrained), mobilenetv2-0.35, mobilenetv3-small, "
+        "mobilenetv3-small-minimal (from scratch), or a .keras file with the teacher's input and outputs"
+    )
+    dist.add_argument(
+        "--student-size", type=_size, metavar="HxW", help="the student's input size, e.g. 160 (default: the teacher's)"
+    )
+    dist.add_argument("--data", help="labeled class folder or list file")
+    dist.add_argument("--unlabeled", metavar="FOLDER", help="folder of unlabeled photos (store frames): the teacher labels them")
+    dist.add_argument("--epochs", type=int, default=10, help="passes over the photos (default 10)")
+    dist.add_argument("--learning-rate", type=float, default=0.001, help="Adam's starting rate (default 0.001; pretrained students' backbones train at 1/10, students started from the teacher at 1/100)")
+    dist.add_argument("--alpha", type=float, help=f"weight of the label loss (default {DistillationOptions.alpha})")
+    dist.add_argument("--temperature", type=float, help=f"softening of the outputs (default {DistillationOptions.temperature:g})")
+    dist.add_argument("--eval", dest="evaluation", help="labeled photos to compare teacher and student on")
+    dist.add_argument("--labels", help="labels file: one label a line, in output-index order")
+    dist.add_argument("--out", required=True, help="the student .keras file to write")
+    _add_input_options(dist)
+    dist.add_argument("--unsafe-load", action="store_true", help="load trusted model files with Keras safe mode off")
+    dist.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_profiles(commands: Any) -> None:
+    commands.add_parser("profiles", help="list the shipped device profiles")
+
+
+def _add_inspect(commands: Any) -> None:
+    inspect = commands.add_parser("inspect", help="show what a bundle holds and how it was measured")
+    inspect.add_argument("bundle")
+    inspect.add_argument("--json", action="store_true", help="print the whole manifest")
+
+
+def _add_classify(commands: Any) -> None:
+    classify = commands.add_parser("classify", help="classify image files with a bundle")
+    classify.add_argument("bundle")
+    classify.add_argument("images", nargs="+")
+    classify.add_argument("--top-k", type=int, default=3)
+    classify.add_argument("--threads", type=int, help="CPU threads (default: the profile's)")
+    classify.add_argument("--json", action="store_true", help="one JSON object per image")
+
+
+def _add_edgetpu_check(commands: Any) -> None:
+    check = commands.add_parser("edgetpu-check", help="which ops of a model can run on the Coral Edge TPU")
+    check.add_argument("model", help="a .tflite file or a bundle directory")
+    check.add_argument("--json", action="store_true", help="the whole report, per op")
+
+
+def _add_compile_edgetpu(commands: Any) -> None:
+    compile_ = commands.add_parser("compile-edgetpu", help="compile an Edge TPU bundle with edgetpu_compiler")
+    compile_.add_argument("bundle")
+
+
+def _add_run(commands: Any) -> None:
+    run = commands.add_parser("run", help="run the checkout pipeline on a camera, stream, video or image folder")
+    run.add_argument("bundle")
+    run.add_argument("--source", required=True, help="camera index (0), rtsp://... or http://... URL, video file or folder")
+    _add_checkout_arguments(run)
+    run.add_argument("--device", help="accelerator device overriding the profile's (GPU.1, usb, pci:0...)")
+    run.add_argument("--fps", type=float, help="frame rate of an image folder (or of a video that does not say)")
+    run.add_argument("--background-label", help="model class meaning 'empty tray' (instead of the frame difference)")
+    run.add_argument("--tray-reference", help="picture of the empty tray region (default: learned from the first frames)")
+    run.add_argument("--realtime", action="store_true", help="play recorded sources at their frame rate, dropping late frames")
+    run.add_argument("--metrics-interval", type=float, default=30.0, help="seconds between metrics log lines (0: off)")
+    run.add_argument("--max-frames", type=int, help="stop after this many frames")
+    run.add_argument("--loop", action="store_true", help="play a video file again and again (demos, soak runs)")
+
+
+def _add_report(commands: Any) -> None:
+    report_ = commands.add_parser("report", help="compare bundles: markdown table and accuracy-vs-latency plot")
+    report_.add_argument("bundles", nargs="+")
+    report_.add_argument("--out", default="tillsight-report", help="folder for report.md and report.png")
+
+
+def _add_demo(commands: Any) -> None:
+    demo_ = commands.add_parser("demo", help="run the shipped checkout video through the pipeline and print the basket")
+    demo_.add_argument("--video", help="another video instead of the shipped one")
+    demo_.add_argument("--bundle", help="another bundle instead of the shipped classifier")
+    demo_.add_argument("--roi", type=_roi, help="tray region x,y,width,height (default: the shipped video's)")
+    demo_.add_argument("--jsonl", help="also append the events as JSON lines to this file")
+    demo_.add_argument("--threads", type=int, help="CPU threads")
+
+
+def _add_input_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--color-order", choices=[c.value for c in ColorOrder], default="rgb", help="model's channel order")
+    parser.add_argument(
+        "--input-range", choices=[r.value for r in InputRange], default="0-255", help="value range the model expects"
+    )
+    parser.add_argument("--mean", type=_triple, help="per-channel mean in 0-255 units (overrides --input-range)")
+    parser.add_argument("--std", type=_triple, help="per-channel std in 0-255 units (with --mean)")
+    parser.add_argument(
+        "--crop", type=float, help="central fraction of each frame side the model was trained on, e.g. 0.875 "
+        "(default: the profile's input.crop, 1.0 in the shipped profiles)"
+    )
