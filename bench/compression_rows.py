@@ -144,7 +144,7 @@ def student_benchmark(
     print(f"student {student} ({epochs} epochs): float top-1 {accuracy.student_top1}% (teacher {accuracy.teacher_top1}%), "
           f"int8 p50 {process['p50_ms']} ms, distilled in {distill_seconds:.0f} s", flush=True)
     return {
-        "student": student, "student_input": list(result.report.student_input), "epochs": epochs, "profile": reference["name"], "path": str(bundle.path),
+        "student": student, "started_from_teacher": result.report.started_from_teacher, "student_input": list(result.report.student_input), "epochs": epochs, "profile": reference["name"], "path": str(bundle.path),
         "teacher_float_top1": accuracy.teacher_top1, "student_float_top1": accuracy.student_top1,
         "student_int8_top1": summary.converted_top1, "teacher_agreement": accuracy.top1_agreement,
         "teacher_parameters": result.report.teacher_parameters, "student_parameters": result.report.student_parameters,

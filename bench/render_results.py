@@ -192,7 +192,7 @@ def _training_section(results: dict, reference: dict) -> list[str]:
         lines += [
             f"## Distilled student ({student['student']} at {'x'.join(map(str, student['student_input']))} px, "
             f"{student['epochs']} epochs on the train photos, "
-            f"{'from ImageNet weights' if student['student'].startswith('efficientnet') else 'from scratch'})",
+            f"{_student_start(student)})",
             "",
             _row(["model", "parameters", "float top-1", "int8 top-1", "p50 ms int8 (vs teacher)", "distill s"]),
             _row(["---", "---:", "---:", "---:", "---:", "---:"]),
@@ -204,6 +204,12 @@ def _training_section(results: dict, reference: dict) -> list[str]:
             "",
         ]
     return lines
+
+
+def _student_start(student: dict) -> str:
+    if student.get("started_from_teacher"):
+        return "from the teacher's weights: same architecture"
+    return "from ImageNet weights" if student["student"].startswith("efficientnet") else "from scratch"
 
 
 def _training_targets(results: dict) -> list[str]:
