@@ -17,7 +17,7 @@ import re
 import numpy as np
 
 from tillsight.bundle import Bundle, artifact_path
-from tillsight.errors import BackendUnavailableError, BundleError
+from tillsight.errors import BackendUnavailableError, OptionsError
 from tillsight.profiles import BackendKind
 
 from .tflite import TFLiteBackend, import_interpreter
@@ -34,10 +34,10 @@ def check_device(device: str) -> str:
     """Validate an Edge TPU device string: ``usb``, ``usb:N``, ``pci``, ``pci:N``, ``:N`` or empty.
 
     Raises:
-        BundleError: Anything else.
+        OptionsError: Anything else.
     """
     if not _DEVICE.match(device or ""):
-        raise BundleError(f"Edge TPU device {device!r} is not one of usb, usb:N, pci, pci:N, :N")
+        raise OptionsError(f"Edge TPU device {device!r} is not one of usb, usb:N, pci, pci:N, :N")
     return device
 
 

@@ -11,7 +11,8 @@ from tillsight.profiles import DistillationOptions, PruningMode, PruningOptions
 
 from .._tf import keras
 from ..training import TeacherCache, TrainingPhotos, fine_tune, train_student
-from .channels import apply_plan, choose_channels, count_macs, plan_channels
+from .channel_choice import choose_channels
+from .channels import apply_plan, count_macs, plan_channels
 from .magnitude import MagnitudePruner, SparsitySchedule, sparsity_report
 
 __all__ = ["PruneResult", "prune"]

@@ -26,7 +26,7 @@ from types import TracebackType
 import numpy as np
 
 from ..classifier import Classifier, Prediction
-from ..errors import OptionsError, SourceError, summarize
+from ..errors import OptionsError, SourceError, TillsightError, summarize
 from .capture import Capture, CaptureOptions, SourceState
 from .checkout import CheckoutLogic, CheckoutOptions, TrayMonitor
 from .events import Event
@@ -186,6 +186,7 @@ class CheckoutPipeline:
 
         Raises:
             SourceError: The source could not be opened, or was lost for good.
+            Exception: Whatever stopped the inference thread (a bug), as it was raised there.
         """
         self.start()
         try:
@@ -244,9 +245,9 @@ class CheckoutPipeline:
                 if interval and time.monotonic() >= next_log:
                     logger.info("%s", self.metrics().summary())
                     next_log = time.monotonic() + interval
-        except Exception as exc:  # never leave a kiosk app waiting on a dead thread
-            self.error = exc if isinstance(exc, SourceError) else SourceError(f"pipeline failed: {summarize(exc)}")
-            logger.error("%s", self.error, exc_info=not isinstance(exc, SourceError))
+        except Exception as exc:  # never leave a kiosk app waiting on a dead thread: run() raises it
+            self.error = exc  # a bug stays what it is; only what the SDK raises on purpose is a TillsightError
+            logger.error("pipeline stopped: %s", summarize(exc), exc_info=not isinstance(exc, TillsightError))
             self.capture.stop()
 
     def _process(self, frame: Frame) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import collections
 import importlib.util
-import io
 import pickle
 import struct
 

@@ -167,7 +167,8 @@ def test_one_shot_magnitude_pruning_zeroes_the_smallest_weights():
 
 @requires_keras
 def test_channel_pruning_of_residual_depthwise_se_model_matches_the_reference(photos: PhotoSplit):
-    from tillsight.converters.pruning.channels import apply_plan, choose_channels, count_macs, plan_channels
+    from tillsight.converters.pruning.channel_choice import choose_channels
+    from tillsight.converters.pruning.channels import apply_plan, count_macs, plan_channels
     from tillsight.profiles import ChannelCriterion, PruningScope
 
     model = build_blocks_model()
@@ -194,7 +195,8 @@ def test_channel_pruning_of_residual_depthwise_se_model_matches_the_reference(ph
 def test_channel_ranking_by_l1_keeps_the_strongest_filters():
     import keras
 
-    from tillsight.converters.pruning.channels import choose_channels, plan_channels
+    from tillsight.converters.pruning.channel_choice import choose_channels
+    from tillsight.converters.pruning.channels import plan_channels
     from tillsight.profiles import ChannelCriterion, PruningScope
 
     model = build_tiny_classifier()
@@ -210,7 +212,8 @@ def test_channel_ranking_by_l1_keeps_the_strongest_filters():
 
 @requires_keras
 def test_global_scope_removes_the_fraction_overall_and_never_empties_a_layer():
-    from tillsight.converters.pruning.channels import choose_channels, plan_channels
+    from tillsight.converters.pruning.channel_choice import choose_channels
+    from tillsight.converters.pruning.channels import plan_channels
     from tillsight.profiles import ChannelCriterion, PruningScope
 
     model = build_blocks_model()
@@ -227,7 +230,8 @@ def test_nested_base_model_is_pruned_inside():
     """Transfer learning's usual shape: a functional base model inside the classifier."""
     import keras
 
-    from tillsight.converters.pruning.channels import apply_plan, choose_channels, plan_channels
+    from tillsight.converters.pruning.channel_choice import choose_channels
+    from tillsight.converters.pruning.channels import apply_plan, plan_channels
     from tillsight.profiles import ChannelCriterion, PruningScope
 
     keras.utils.set_random_seed(0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tillsight.errors import BackendUnavailableError, BundleError
+from tillsight.errors import BackendUnavailableError, OptionsError
 from tillsight.runtimes.edgetpu import check_device, load_edgetpu_delegate
 
 
@@ -15,7 +15,7 @@ def test_valid_device_strings(device):
 
 @pytest.mark.parametrize("device", ["USB", "usb0", "gpu", "pci:x", "usb:1:2"])
 def test_invalid_device_strings_are_clear(device):
-    with pytest.raises(BundleError, match="usb, usb:N, pci, pci:N, :N"):
+    with pytest.raises(OptionsError, match="usb, usb:N, pci, pci:N, :N"):  # bad user input, not a bad bundle
         check_device(device)
 
 
