@@ -209,28 +209,26 @@ def _train(
     sample (EfficientNet-Lite0 at 160 px from the 224 px teacher, 900 train photos, 1 epoch, val
     top-1): 0.0% at rate 1e-3, 7.1% at 1e-4; 3 epochs on all 2640 photos at 1e-3 reached 7.1%.
     """
-    if not new_head or epochs < 2:
+
+    def run(run_epochs: int, rate: float, desc: str = "distill") -> dict[str, Any]:
         return train_student(
-            model, cache, photos, activation, distillation.alpha, distillation.temperature, epochs,
-            learning_rate * rate_factor, progress=progress,
+            model, cache, photos, activation, distillation.alpha, distillation.temperature, run_epochs, rate,
+            progress=progress, desc=desc,
         )
+
+    if not new_head or epochs < 2:
+        return run(epochs, learning_rate * rate_factor)
     head = model.get_layer("scores")
     trainable = [(layer, layer.trainable) for layer in model.layers]
     head_epochs = max(1, round(HEAD_EPOCH_SHARE * epochs))
     for layer, _ in trainable:
         layer.trainable = layer is head
     try:
-        first = train_student(
-            model, cache, photos, activation, distillation.alpha, distillation.temperature, head_epochs, learning_rate,
-            progress=progress, desc="distill (head)",
-        )
+        first = run(head_epochs, learning_rate, "distill (head)")
     finally:
         for layer, was in trainable:
             layer.trainable = was
-    rest = train_student(
-        model, cache, photos, activation, distillation.alpha, distillation.temperature, epochs - head_epochs,
-        learning_rate * BACKBONE_RATE_FACTOR, progress=progress,
-    )
+    rest = run(epochs - head_epochs, learning_rate * BACKBONE_RATE_FACTOR)
     return {
         **rest, "epochs": epochs, "head_epochs": head_epochs, "seconds": round(first["seconds"] + rest["seconds"], 1),
         "loss": first["loss"] + rest["loss"],

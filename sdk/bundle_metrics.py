@@ -63,6 +63,11 @@ def _field(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], opt
     return value
 
 
+def _all_numbers(values: Any) -> bool:
+    """Whether every value is an int or a float (a bool is not a number here)."""
+    return all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in values)
+
+
 def _mapping(data: Any, what: str) -> Mapping[str, Any]:
     if not isinstance(data, Mapping):
         raise TypeError(f"metrics '{what}' must be an object, got {type(data).__name__}")
@@ -182,7 +187,7 @@ class TrainingMetrics:
         """Raises KeyError or TypeError when malformed."""
         data = _mapping(data, what)
         loss = _field(data, "loss", list, optional=True) or []
-        if not all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in loss):
+        if not _all_numbers(loss):
             raise TypeError(f"metrics '{what}' loss must be a list of numbers")
         return cls(
             epochs=_field(data, "epochs", int),
@@ -304,7 +309,7 @@ class BundleMetrics:
         parsed = {name: kind.from_dict(data[name]) if data.get(name) is not None else None for name, kind in sections.items()}
         budgets = _mapping(data.get("budgets", {}), "budgets")
         seconds = _mapping(data.get("conversion_seconds", {}), "conversion_seconds")
-        if not all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in seconds.values()):
+        if not _all_numbers(seconds.values()):
             raise TypeError("metrics 'conversion_seconds' must map step names to numbers")
         return cls(
             model_bytes=_field(data, "model_bytes", int), budgets=dict(budgets), conversion_seconds=dict(seconds), **parsed
