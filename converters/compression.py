@@ -101,7 +101,7 @@ def compress(
         photos_set: From :func:`training_set`.
         float_spec: The model's float input spec.
         activation: What the model outputs.
-        calibration: Preprocessed calibration images (QAT's starting activation ranges).
+        calibration: Preprocessed calibration images (channel pruning's trials, QAT's starting activation ranges).
         progress: Progress bars.
         timings: Step timings, updated.
 
@@ -120,7 +120,8 @@ def compress(
                 teacher = TeacherCache(source.keras_model, photos, activation, progress)
     current, pruned, qat_metrics = source, None, None
     if profile.pruning.enabled:
-        pruned = _prune(profile, source, photos, teacher if profile.distillation.enabled else None, activation, progress, timings)
+        teaches = teacher if profile.distillation.enabled else None
+        pruned = _prune(profile, source, photos, teaches, activation, calibration, progress, timings)
         current = pruned.model
     if qat:
         settings = profile.qat
@@ -144,13 +145,17 @@ class _Pruned:
 
 
 def _prune(
-    profile: Profile, source: Any, photos: Any, teacher: Any, activation: OutputActivation, progress: bool, timings: dict[str, float]
+    profile: Profile, source: Any, photos: Any, teacher: Any, activation: OutputActivation, calibration: np.ndarray,
+    progress: bool, timings: dict[str, float],
 ) -> _Pruned:
     """The pruned, fine-tuned (or distilled) source model and the pruning report."""
     pruning, distillation = profile.pruning, profile.distillation
     setting = f"{pruning.mode.value}:{pruning.target:g}"
     how = " and distill" if teacher is not None and pruning.finetune_epochs else (" and fine-tune" if photos is not None else "")
     with conversion_step(f"prune ({setting}){how}", timings):
-        result = prune(source.keras_model, pruning, photos, activation, progress, teacher=teacher, distillation=distillation)
+        result = prune(
+            source.keras_model, pruning, photos, activation, progress, teacher=teacher, distillation=distillation,
+            images=calibration,
+        )
     report = {**result.report, "finetune_source": str(photos.source) if photos is not None else None}
     return _Pruned(source.with_model(result.model, f"pruned {setting}"), PruningMetrics.from_dict(report))

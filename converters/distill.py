@@ -28,7 +28,7 @@ from .conversion import PROBE_IMAGES, output_activation
 from .options import ConversionOptions
 from .source import load_source_model
 from .steps import conversion_step
-from .training import TeacherCache, load_training_photos, train_student
+from .training import STATISTICS_IMAGES, TeacherCache, load_training_photos, rebase_statistics, train_student
 from .training.students import PRETRAINED_STUDENTS, build_student
 
 __all__ = ["DistillReport", "DistillResult", "StudentAccuracy", "distill"]
@@ -163,6 +163,8 @@ def distill(
     with conversion_step("build student", timings):
         model = build_student(student, student_spec, source.num_classes, options.allow_unsafe_model)
         from_teacher = _start_from_teacher(model, source.keras_model)
+        if from_teacher:  # the teacher's statistics may not be its photos' (BatchNorm frozen in its fine-tuning)
+            rebase_statistics(model, student_photos.sample(STATISTICS_IMAGES))
         student_probe = np.asarray(student_photos.normalise(student_photos.pixels[:PROBE_IMAGES]))
         student_activation = output_activation(_Probe(model), student_probe)
     with conversion_step("teacher outputs", timings):

@@ -77,6 +77,7 @@ class PruningScope(str, enum.Enum):
 
     LAYER = "layer"  # every prunable channel group loses the same fraction
     GLOBAL = "global"  # the weakest channels of the whole model go, wherever they are
+    MEASURED = "measured"  # as many multiply-adds as "layer" removes, taken where trials on images hurt least
 
 
 class ChannelCriterion(str, enum.Enum):

@@ -3,11 +3,19 @@
 :func:`choose_channels` sets ``keep`` on every prunable group of a :class:`~.channels.ChannelPlan`,
 per group or across the model, by filter L1 norm or BatchNorm gamma; kept counts are rounded to
 the profile's channel multiple.
+
+How much each group loses is the ``scope``'s choice. ``layer`` takes the same share from every
+group, ``global`` the weakest channels wherever they are. ``measured`` removes the multiply-adds
+that ``layer`` would, but takes them where the model's outputs change least, as tried on a few
+calibration images (:func:`choose_channels_by_damage`). Groups differ a lot: on the sample
+EfficientNet-Lite0 (81.08% val top-1), taking 30% from one group alone left between 17.91%
+(the residual stream of blocks 1-2) and 80.41% (block 6's expansion).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -19,7 +27,10 @@ from .channels import ChannelGroup, ChannelPlan
 
 layers = keras.layers
 
-__all__ = ["choose_channels"]
+__all__ = ["DAMAGE_LEVELS", "choose_channels", "choose_channels_by_damage"]
+
+#: The shares of one group's channels whose removal :func:`choose_channels_by_damage` tries.
+DAMAGE_LEVELS = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75)
 
 
 def _filter_l1(layer: Any) -> np.ndarray:
@@ -64,6 +75,8 @@ def choose_channels(
         multiple: Kept channel counts are rounded to a multiple of this (1: exact).
     """
     prunable = plan.prunable
+    if scope is PruningScope.MEASURED:
+        raise ValueError("the measured scope needs a damage trial: use choose_channels_by_damage")
     scores = {id(group): _scores(group, criterion) for group in prunable}
     if scope is PruningScope.GLOBAL and prunable:
         pooled = np.sort(np.concatenate([scores[id(group)] for group in prunable]))
@@ -77,3 +90,83 @@ def choose_channels(
             keep_count = max(1, group.size - int(round(fraction * group.size)))
         order = np.argsort(-group_scores, kind="stable")
         group.keep = np.sort(order[: _aligned(keep_count, group.size, multiple)])
+
+
+def _strongest(scores: np.ndarray, count: int) -> np.ndarray:
+    return np.sort(np.argsort(-scores, kind="stable")[:count])
+
+
+def choose_channels_by_damage(
+    plan: ChannelPlan,
+    fraction: float,
+    criterion: ChannelCriterion,
+    multiple: int,
+    damage: Callable[[ChannelGroup], float],
+) -> dict[str, Any]:
+    """Set ``keep`` so as to remove the multiply-adds the ``layer`` scope would, where ``damage`` says it hurts least.
+
+    Each group is tried alone at each of :data:`DAMAGE_LEVELS` (its weakest channels by ``criterion``
+    going first). Then, greedily, the group whose next level costs the least damage per multiply-add
+    saved loses that level, until the model is as small as ``layer`` pruning would make it.
+
+    Args:
+        plan: From :func:`plan_channels`.
+        fraction: The ``layer`` scope's share, which sets the multiply-adds to remove.
+        criterion: How channels are ranked within a group.
+        multiple: Kept channel counts are rounded to a multiple of this (1: exact).
+        damage: How much the model's outputs change with only this group's ``keep`` applied (0: not at all).
+
+    Returns:
+        What was tried: the levels, the trials run and each group's damage at the level it got.
+    """
+    choose_channels(plan, fraction, PruningScope.LAYER, criterion, multiple)
+    target = plan.kept_macs()
+    levels = {id(group): _tried_levels(group, criterion, multiple, damage) for group in plan.prunable}
+    reached = {id(group): 0 for group in plan.prunable}  # levels taken; 0: untouched
+    while plan.kept_macs() > target:
+        group = _cheapest_step(plan, levels, reached)
+        if group is None:  # every group at its deepest level
+            break
+        reached[id(group)] += 1
+        group.keep = levels[id(group)][reached[id(group)] - 1][0]
+    return {
+        "levels": list(DAMAGE_LEVELS),
+        "trials": sum(len(each) for each in levels.values()),
+        "damage": {
+            group.name: round(levels[id(group)][reached[id(group)] - 1][1], 5) for group in plan.prunable if reached[id(group)]
+        },
+    }
+
+
+def _tried_levels(
+    group: ChannelGroup, criterion: ChannelCriterion, multiple: int, damage: Callable[[ChannelGroup], float]
+) -> list[tuple[np.ndarray, float]]:
+    """``(keep, damage)`` at each of :data:`DAMAGE_LEVELS`, fewer channels each step; the group keeps all afterwards."""
+    scores = _scores(group, criterion)
+    counts = {_aligned(group.size - int(round(share * group.size)), group.size, multiple) for share in DAMAGE_LEVELS}
+    tried = []
+    for count in sorted((count for count in counts if count < group.size), reverse=True):
+        group.keep = np.sort(np.argsort(-scores, kind="stable")[:count])
+        tried.append((group.keep, float(damage(group))))
+    group.keep = None
+    return tried
+
+
+def _cheapest_step(
+    plan: ChannelPlan, levels: dict[int, list[tuple[np.ndarray, float]]], reached: dict[int, int]
+) -> ChannelGroup | None:
+    """The group whose next level adds the least damage per multiply-add it saves (None: no group can go further)."""
+    before = plan.kept_macs()
+    best: tuple[float, ChannelGroup] | None = None
+    for group in plan.prunable:
+        taken, tried = reached[id(group)], levels[id(group)]
+        if taken >= len(tried):
+            continue
+        current, group.keep = group.keep, tried[taken][0]
+        saved = before - plan.kept_macs()
+        group.keep = current
+        if saved > 0:
+            cost = (tried[taken][1] - (tried[taken - 1][1] if taken else 0.0)) / saved
+            if best is None or cost < best[0]:
+                best = (cost, group)
+    return best[1] if best is not None else None

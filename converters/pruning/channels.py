@@ -11,8 +11,7 @@ freeze the groups they touch. Nested functional and Sequential models are walked
 
 Pruning a group removes the same channels from every producer of the group (their output
 filters), every channel-wise layer on it (BatchNorm statistics, depthwise kernels) and every
-consumer (the input rows of the next convolution or ``Dense``). The smaller model is rebuilt
-from the layers' configs with ``keras.models.clone_model`` and given the sliced weights.
+consumer (the input rows of the next convolution or ``Dense``): :mod:`.rebuild` does that.
 """
 
 from __future__ import annotations
@@ -28,13 +27,13 @@ from tillsight.errors import ConversionError
 
 from .._tf import keras
 
-__all__ = ["ChannelGroup", "ChannelPlan", "apply_plan", "count_macs", "plan_channels"]
+__all__ = ["ChannelGroup", "ChannelPlan", "LayerCost", "count_macs", "plan_channels"]
 
 layers = keras.layers
 
-_PRODUCERS = (layers.Conv1D, layers.Conv2D, layers.Conv3D, layers.Dense, layers.SeparableConv1D, layers.SeparableConv2D)
-_DEPTHWISE = (layers.DepthwiseConv1D, layers.DepthwiseConv2D)
-_WEIGHTED_CHANNELWISE = (layers.BatchNormalization, layers.PReLU)
+PRODUCERS = (layers.Conv1D, layers.Conv2D, layers.Conv3D, layers.Dense, layers.SeparableConv1D, layers.SeparableConv2D)
+DEPTHWISE = (layers.DepthwiseConv1D, layers.DepthwiseConv2D)
+WEIGHTED_CHANNELWISE = (layers.BatchNormalization, layers.PReLU)
 _PASSTHROUGH = (
     layers.ReLU, layers.LeakyReLU, layers.ELU, layers.Dropout, layers.SpatialDropout1D, layers.SpatialDropout2D,
     layers.SpatialDropout3D, layers.GaussianNoise, layers.GaussianDropout, layers.AlphaDropout,
@@ -76,6 +75,23 @@ class ChannelGroup:
         return self.size if self.keep is None else len(self.keep)
 
 
+@dataclasses.dataclass(frozen=True)
+class LayerCost:
+    """One convolution's or Dense layer's multiply-adds, and the groups they scale with."""
+
+    macs: int
+    inputs: ChannelGroup | None  # the group of its input channels
+    outputs: ChannelGroup | None  # the group of its output filters (None: a depthwise layer, one filter per input)
+
+    def kept(self) -> float:
+        """The multiply-adds left with the groups' current ``keep`` (exact: they are linear in each channel count)."""
+        share = 1.0
+        for group in (self.inputs, self.outputs):
+            if group is not None:
+                share *= group.kept / group.size
+        return self.macs * share
+
+
 @dataclasses.dataclass
 class ChannelPlan:
     """The model's channel groups and, once chosen, which channels each keeps."""
@@ -85,6 +101,11 @@ class ChannelPlan:
     input_group: dict[int, ChannelGroup]  # id(layer) -> the group of its (first) input channels
     output_group: dict[int, ChannelGroup]  # id(layer) -> the group of its output channels
     macs: int  # multiply-accumulates of one forward pass of the planned model
+    costs: list[LayerCost] = dataclasses.field(default_factory=list)
+
+    def kept_macs(self) -> float:
+        """Multiply-adds of one forward pass once the chosen channels are gone."""
+        return sum(cost.kept() for cost in self.costs)
 
     @property
     def prunable(self) -> list[ChannelGroup]:
@@ -148,7 +169,7 @@ class _Walker:
     def __init__(self) -> None:
         self.spaces = _Spaces()
         self.roles: dict[int, tuple[str, Any, list[int], list[int]]] = {}  # id(layer) -> role, layer, ins, outs
-        self.macs = 0
+        self.macs: list[tuple[Any, int]] = []  # (layer, multiply-adds) per call
 
     def walk(self, model: Any, input_spaces: Sequence[int]) -> list[int]:
         functional = _functional(model)
@@ -187,12 +208,12 @@ class _Walker:
             return self._frozen(layer, node, inputs, f"{kind} is channels-first")
         if len(inputs) != 1 and not _is_merge(layer):
             return self._frozen(layer, node, inputs, f"{kind} combines several inputs other than elementwise")
-        self.macs += _macs(layer, node)
-        if isinstance(layer, _PRODUCERS) and getattr(layer, "groups", 1) == 1 and getattr(layer, "depth_multiplier", 1) == 1:
+        self.macs.append((layer, _macs(layer, node)))
+        if isinstance(layer, PRODUCERS) and getattr(layer, "groups", 1) == 1 and getattr(layer, "depth_multiplier", 1) == 1:
             output = self.spaces.new(_channels(node.outputs[0]))
             self._record("producer", layer, inputs, [output])
             return [output]
-        if isinstance(layer, _DEPTHWISE) and layer.depth_multiplier == 1 or isinstance(layer, _WEIGHTED_CHANNELWISE):
+        if isinstance(layer, DEPTHWISE) and layer.depth_multiplier == 1 or isinstance(layer, WEIGHTED_CHANNELWISE):
             if isinstance(layer, layers.BatchNormalization) and layer.axis not in (-1, len(node.outputs[0].shape) - 1):
                 return self._frozen(layer, node, inputs, f"{kind} normalises another axis")
             self._record("channelwise", layer, inputs, inputs)
@@ -254,7 +275,7 @@ def _scalar_constants(node: Any) -> bool:
 
 def _macs(layer: Any, node: Any) -> int:
     """Multiply-accumulates of one call of a convolution or Dense layer: output positions x kernel size."""
-    if not isinstance(layer, (*_PRODUCERS, *_DEPTHWISE)):
+    if not isinstance(layer, (*PRODUCERS, *DEPTHWISE)):
         return 0
     positions = math.prod(int(d) for d in tuple(node.outputs[0].shape)[1:-1] if d is not None)
     kernels = [w for w in layer.weights if w.name in ("kernel", "depthwise_kernel", "pointwise_kernel")]
@@ -297,6 +318,10 @@ def plan_channels(model: Any) -> ChannelPlan:
 
     input_group: dict[int, ChannelGroup] = {}
     output_group: dict[int, ChannelGroup] = {}
+
+    def _role(layer: Any) -> str:
+        return walker.roles[id(layer)][0]
+
     for role, layer, inputs, outputs_ in walker.roles.values():
         if inputs:
             input_group[id(layer)] = group_of(inputs[0])
@@ -310,68 +335,9 @@ def plan_channels(model: Any) -> ChannelPlan:
     for group in groups.values():
         if not group.frozen_by and group.size < 2:
             group.frozen_by = "a single channel"
-    return ChannelPlan(model, list(groups.values()), input_group, output_group, walker.macs)
-
-
-def _slice(values: np.ndarray, axis: int, keep: np.ndarray | None) -> np.ndarray:
-    return values if keep is None else np.take(values, keep, axis=axis)
-
-
-def _sliced_weights(layer: Any, keep_in: np.ndarray | None, keep_out: np.ndarray | None) -> list[np.ndarray]:
-    """The layer's weights with removed input and output channels taken out."""
-    sliced = []
-    separable = isinstance(layer, (layers.SeparableConv1D, layers.SeparableConv2D))
-    channelwise = isinstance(layer, (*_DEPTHWISE, *_WEIGHTED_CHANNELWISE))
-    for weight in layer.weights:
-        values = np.asarray(weight.numpy())
-        if channelwise:
-            axis = -2 if weight.name == "kernel" else -1  # depthwise kernels are (..., channels, 1)
-            values = _slice(values, axis, keep_in)
-        elif weight.name == "kernel" or (separable and weight.name == "pointwise_kernel"):
-            values = _slice(_slice(values, -2, keep_in), -1, keep_out)
-        elif separable and weight.name == "depthwise_kernel":
-            values = _slice(values, -2, keep_in)
-        elif weight.name == "bias":
-            values = _slice(values, -1, keep_out)
-        sliced.append(values)
-    return sliced
-
-
-def apply_plan(plan: ChannelPlan) -> Any:
-    """Rebuild the model without the removed channels, weights sliced to match.
-
-    Returns:
-        A new Keras model; the planned model is not changed.
-
-    Raises:
-        ConversionError: A layer cannot be rebuilt from its config.
-    """
-    pairs: list[tuple[Any, Any]] = []
-
-    def rebuild(layer: Any) -> Any:
-        config = layer.get_config()
-        group = plan.output_group.get(id(layer))
-        if group is not None and group.keep is not None:
-            if any(layer is producer for producer in group.producers):
-                config["units" if isinstance(layer, layers.Dense) else "filters"] = int(len(group.keep))
-            elif isinstance(layer, layers.Reshape):  # the channel count is part of the target shape
-                config["target_shape"] = (*tuple(config["target_shape"])[:-1], int(len(group.keep)))
-        try:
-            clone = type(layer).from_config(config)
-        except Exception as exc:  # custom layers without a faithful get_config
-            raise ConversionError(
-                f"layer '{layer.name}' ({type(layer).__name__}) cannot be rebuilt from its config ({exc}); "
-                "give it a get_config() or use unstructured pruning"
-            ) from exc
-        pairs.append((layer, clone))
-        return clone
-
-    pruned = keras.models.clone_model(plan.model, clone_function=rebuild, recursive=True)
-    for original, clone in pairs:
-        if not getattr(original, "weights", None):
-            continue
-        in_group, out_group = plan.input_group.get(id(original)), plan.output_group.get(id(original))
-        keep_in = in_group.keep if in_group is not None else None
-        keep_out = out_group.keep if out_group is not None else None
-        clone.set_weights(_sliced_weights(original, keep_in, keep_out))
-    return pruned
+    costs = [
+        LayerCost(macs, input_group.get(id(layer)), output_group.get(id(layer)) if _role(layer) == "producer" else None)
+        for layer, macs in walker.macs
+        if macs
+    ]
+    return ChannelPlan(model, list(groups.values()), input_group, output_group, sum(macs for _, macs in walker.macs), costs)

@@ -2,20 +2,43 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
+from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 from tillsight.bundle import OutputActivation
 from tillsight.errors import ConversionError
-from tillsight.profiles import DistillationOptions, PruningMode, PruningOptions
+from tillsight.profiles import DistillationOptions, PruningMode, PruningOptions, PruningScope
 
 from .._tf import keras
-from ..training import TeacherCache, TrainingPhotos, fine_tune, train_student
-from .channel_choice import choose_channels
-from .channels import apply_plan, count_macs, plan_channels
+from ..training import (
+    STATISTICS_IMAGES,
+    TeacherCache,
+    TrainingPhotos,
+    fine_tune,
+    kd_loss,
+    rebase_statistics,
+    rebased_statistics,
+    reestimate_statistics,
+    train_student,
+)
+from ..training.distillation import logits_of
+from .channel_choice import choose_channels, choose_channels_by_damage
+from .channels import ChannelGroup, ChannelPlan, count_macs, plan_channels
+from .compensation import input_means, removal_weights, weights_applied
+from .rebuild import apply_plan
 from .magnitude import MagnitudePruner, SparsitySchedule, sparsity_report
 
-__all__ = ["PruneResult", "prune"]
+__all__ = ["TRIAL_IMAGES", "PruneResult", "prune"]
+
+logger = logging.getLogger(__name__)
+
+#: Of the images that measure BatchNorm statistics, those each trial of the ``measured`` scope runs on.
+TRIAL_IMAGES = 32
 
 _DEFAULT_DISTILLATION = DistillationOptions()  # the loss's alpha and temperature; used only with a teacher
 
@@ -43,6 +66,7 @@ def prune(
     progress: bool = False,
     teacher: TeacherCache | None = None,
     distillation: DistillationOptions = _DEFAULT_DISTILLATION,
+    images: np.ndarray | None = None,
 ) -> PruneResult:
     """Prune a float Keras classifier and fine-tune it.
 
@@ -54,6 +78,9 @@ def prune(
         progress: Progress bars per fine-tuning epoch.
         teacher: The original model's cached outputs on ``photos``: fine-tuning distills from them.
         distillation: Alpha and temperature of the distillation loss.
+        images: Preprocessed images (calibration; else some of ``photos`` are used). BatchNorm statistics are
+            measured on them (:mod:`..training.batchnorm`), removed channels' means are folded into the next
+            layer, and the ``measured`` scope tries its choices on them. Without any, none of that happens.
 
     Returns:
         The pruned model and a JSON-ready report (achieved sparsity or channels, parameters, MACs, fine-tuning).
@@ -62,36 +89,28 @@ def prune(
         ConversionError: Nothing in the model can be pruned the requested way.
     """
     epochs = options.finetune_epochs if photos is not None else 0
+    images = _statistics_images(images, photos)
+    training = _Training(photos, activation, options, progress, teacher, distillation)
     report: dict[str, Any] = {
         "mode": options.mode.value,
         "target": options.target,
         "parameters_before": int(model.count_params()),
     }
+    # BatchNorm statistics rebased on the images: the same outputs, and statistics that batches agree
+    # with, so the pruned model can be re-measured and fine-tuned
     if options.mode is PruningMode.CHANNELS:
-        plan = plan_channels(model)
-        if not plan.prunable:
-            reasons = sorted({group.frozen_by for group in plan.groups})
-            raise ConversionError(
-                f"no channel of model '{model.name}' can be removed ({'; '.join(reasons[:3])}); "
-                "use unstructured pruning for this architecture"
-            )
-        choose_channels(plan, options.target, options.scope, options.criterion, options.channel_multiple)
-        pruned = apply_plan(plan)
-        report.update(
-            scope=options.scope.value, criterion=options.criterion.value, channel_multiple=options.channel_multiple,
-            **plan.report(),
-        )
-        report["macs_before"], report["macs_after"] = plan.macs, count_macs(pruned)  # the plan walked the original
+        with rebased_statistics(model, images) if images is not None else contextlib.nullcontext(0) as rebased:
+            pruned = _without_channels(model, options, images, activation, report)
+        report["batchnorm_rebased"] = rebased
         if epochs:
-            report["finetune"] = _train(pruned, photos, activation, epochs, options, (), progress, teacher, distillation)
+            report["finetune"] = training.run(pruned, epochs)
     elif options.mode is PruningMode.UNSTRUCTURED:
         pruned = _copy(model)
+        report["batchnorm_rebased"] = rebase_statistics(pruned, images) if images is not None else 0
         steps = epochs * photos.steps_per_epoch() if photos is not None else 0
         pruner = MagnitudePruner(pruned, SparsitySchedule.for_training(options.target, steps))
         if epochs:
-            report["finetune"] = _train(
-                pruned, photos, activation, epochs, options, [pruner.callback()], progress, teacher, distillation
-            )
+            report["finetune"] = training.run(pruned, epochs, [pruner.callback()])
         pruner.set_sparsity(options.target)  # exact target, also in one shot
         pruner.strip()
         report.update(sparsity_report(pruned))
@@ -101,21 +120,93 @@ def prune(
     return PruneResult(pruned, report)
 
 
-def _train(
-    model: Any,
-    photos: TrainingPhotos,
-    activation: OutputActivation,
-    epochs: int,
-    options: PruningOptions,
-    callbacks: Any,
-    progress: bool,
-    teacher: TeacherCache | None,
-    distillation: DistillationOptions,
-) -> dict[str, Any]:
-    """Fine-tune on the labels, or distill from the teacher's cached outputs when there is one."""
-    if teacher is None:
-        return fine_tune(model, photos, activation, epochs, options.learning_rate, callbacks, progress)
-    return train_student(
-        model, teacher, photos, activation, distillation.alpha, distillation.temperature, epochs, options.learning_rate,
-        callbacks, progress, desc="fine-tune (distilled)",
+def _without_channels(
+    model: Any, options: PruningOptions, images: np.ndarray | None, activation: OutputActivation, report: dict[str, Any]
+) -> Any:
+    """The model rebuilt without the channels the options choose, removed means folded in, BatchNorm re-measured.
+
+    The trials of the ``measured`` scope change ``model``'s weights for a moment; ``report`` gets the plan.
+    """
+    plan = plan_channels(model)
+    if not plan.prunable:
+        reasons = sorted({group.frozen_by for group in plan.groups})
+        raise ConversionError(
+            f"no channel of model '{model.name}' can be removed ({'; '.join(reasons[:3])}); "
+            "use unstructured pruning for this architecture"
+        )
+    choice, means = _choose(plan, options, images[:TRIAL_IMAGES] if images is not None else None, activation)
+    pruned = apply_plan(plan, removal_weights(plan, plan.prunable, means))
+    if images is not None:
+        reestimate_statistics(pruned, images)
+    report.update(
+        scope=choice.pop("scope"), criterion=options.criterion.value, channel_multiple=options.channel_multiple,
+        choice=choice, **plan.report(),
     )
+    report["macs_before"], report["macs_after"] = plan.macs, count_macs(pruned)  # the plan walked the original
+    return pruned
+
+
+def _statistics_images(images: np.ndarray | None, photos: TrainingPhotos | None) -> np.ndarray | None:
+    if images is not None and len(images):
+        return np.asarray(images[:STATISTICS_IMAGES], np.float32)
+    if photos is not None and len(photos.labels):
+        return photos.sample(STATISTICS_IMAGES)
+    return None
+
+
+def _choose(
+    plan: ChannelPlan, options: PruningOptions, images: np.ndarray | None, activation: OutputActivation
+) -> tuple[dict[str, Any], dict[int, np.ndarray]]:
+    """Set each group's ``keep`` the options' way; returns what was tried and the consumers' input means."""
+    consumers = [consumer for group in plan.prunable for consumer in group.consumers]
+    means = input_means(plan.model, consumers, images) if images is not None else {}
+    scope = options.scope
+    if scope is PruningScope.MEASURED and images is None:
+        logger.warning("no images to try channel choices on: every group loses the same share (scope 'layer')")
+        scope = PruningScope.LAYER
+    choice: dict[str, Any] = {"scope": scope.value, "images": 0 if images is None else len(images)}
+    if scope is PruningScope.MEASURED:
+        damage = _output_change(plan, means, images, activation)
+        choice.update(choose_channels_by_damage(plan, options.target, options.criterion, options.channel_multiple, damage))
+    else:
+        choose_channels(plan, options.target, scope, options.criterion, options.channel_multiple)
+    return choice, means
+
+
+def _output_change(
+    plan: ChannelPlan, means: dict[int, np.ndarray], images: np.ndarray, activation: OutputActivation
+) -> Callable[[ChannelGroup], float]:
+    """How far the model's outputs move (mean KL divergence) when one group loses its removed channels."""
+    model, ops = plan.model, keras.ops
+    reference = logits_of(model(images, training=False), activation)
+    none = ops.zeros((len(images),))
+
+    def damage(group: ChannelGroup) -> float:
+        with weights_applied(removal_weights(plan, [group], means)):
+            logits = logits_of(model(images, training=False), activation)
+        change = kd_loss(logits, reference, reference, none, 0.0, 1.0, multi_label=activation == OutputActivation.SIGMOID)
+        return float(ops.convert_to_numpy(ops.mean(change)))
+
+    return damage
+
+
+@dataclasses.dataclass(frozen=True)
+class _Training:
+    """How a pruned model wins back accuracy: fine-tuning on labels, or distillation when there is a teacher."""
+
+    photos: TrainingPhotos
+    activation: OutputActivation
+    options: PruningOptions
+    progress: bool
+    teacher: TeacherCache | None
+    distillation: DistillationOptions
+
+    def run(self, model: Any, epochs: int, callbacks: Any = ()) -> dict[str, Any]:
+        """Train ``model`` in place."""
+        options, distillation = self.options, self.distillation
+        if self.teacher is None:
+            return fine_tune(model, self.photos, self.activation, epochs, options.learning_rate, callbacks, self.progress)
+        return train_student(
+            model, self.teacher, self.photos, self.activation, distillation.alpha, distillation.temperature, epochs,
+            options.learning_rate, callbacks, self.progress, desc="fine-tune (distilled)",
+        )

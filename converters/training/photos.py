@@ -56,6 +56,11 @@ class TrainingPhotos:
         std = tf.constant(self.spec.std, tf.float32)
         return (tf.cast(pixels, tf.float32) - mean) / std
 
+    def sample(self, count: int = BATCH) -> np.ndarray:
+        """Up to ``count`` photos spread evenly over the set (files sorted by class give every class a say), as model input."""
+        picks = np.unique(np.linspace(0, len(self.labels) - 1, min(count, len(self.labels))).astype(int))
+        return np.asarray(self.normalise(self.pixels[picks]), np.float32)
+
     def with_unlabeled(self, other: TrainingPhotos) -> TrainingPhotos:
         """These photos followed by ``other``'s, taken as unlabeled."""
         if other.pixels.shape[1:] != self.pixels.shape[1:]:

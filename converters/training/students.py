@@ -25,6 +25,7 @@ from tillsight.errors import ModelLoadError
 from tillsight.preprocess import InputSpec
 
 from .._tf import keras
+from .batchnorm import batchnorm_layers
 
 __all__ = ["PRETRAINED_STUDENTS", "STUDENTS", "build_student"]
 
@@ -80,9 +81,8 @@ def build_student(name_or_path: str | Path, spec: InputSpec, num_classes: int, a
             PRETRAINED_STUDENTS[str(name_or_path)], shape, num_classes, mean=spec.mean, std=spec.std,
             color_order=spec.color_order.value,
         )
-        for layer in model.layers:  # BatchNorm keeps its ImageNet statistics (inference mode): a short
-            if isinstance(layer, keras.layers.BatchNormalization):  # training on few photos cannot re-estimate
-                layer.trainable = False  # them, and batch statistics in training would not match inference
+        for layer in batchnorm_layers(model):  # BatchNorm keeps its ImageNet statistics (inference mode): a
+            layer.trainable = False  # short training on few photos cannot re-estimate them, and batch statistics differ
         return model
     if str(name_or_path) in STUDENTS:
         inputs = keras.Input(shape, name="image")

@@ -168,7 +168,8 @@ def test_one_shot_magnitude_pruning_zeroes_the_smallest_weights():
 @requires_keras
 def test_channel_pruning_of_residual_depthwise_se_model_matches_the_reference(photos: PhotoSplit):
     from tillsight.converters.pruning.channel_choice import choose_channels
-    from tillsight.converters.pruning.channels import apply_plan, count_macs, plan_channels
+    from tillsight.converters.pruning.channels import count_macs, plan_channels
+    from tillsight.converters.pruning.rebuild import apply_plan
     from tillsight.profiles import ChannelCriterion, PruningScope
 
     model = build_blocks_model()
@@ -226,12 +227,93 @@ def test_global_scope_removes_the_fraction_overall_and_never_empties_a_layer():
 
 
 @requires_keras
+def test_removed_channels_mean_is_folded_into_the_next_layer(photos: PhotoSplit):
+    """With one expansion pruned, the BatchNorm after its 1x1 projection keeps each channel's mean on the same photos."""
+    import keras
+
+    from tillsight.converters.pruning.channels import plan_channels
+    from tillsight.converters.pruning.rebuild import apply_plan
+    from tillsight.converters.pruning.compensation import input_means, removal_weights, weights_applied
+
+    model = build_blocks_model()
+    inputs = _eval_inputs(photos)
+    plan = plan_channels(model)
+    expansion = next(g for g in plan.prunable if g.size == 32 and any(isinstance(c, keras.layers.Conv2D) and c.filters == 16 for c in g.consumers))
+    expansion.keep = np.arange(0, 32, 2)  # half the channels, whatever their strength
+    projection = next(c for c in expansion.consumers if c.filters == 16)
+    bn = next(layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization) and layer.input is projection.output)
+    means = input_means(model, expansion.consumers, inputs)
+    weights = removal_weights(plan, [expansion], means)
+
+    def bn_means(candidate) -> np.ndarray:
+        values = keras.Model(candidate.inputs, candidate.get_layer(bn.name).output).predict(inputs, verbose=0)
+        return values.reshape(-1, values.shape[-1]).mean(axis=0)
+
+    original = bn_means(model)
+    np.testing.assert_allclose(bn_means(apply_plan(plan, weights)), original, atol=1e-4)
+    assert np.abs(bn_means(apply_plan(plan)) - original).max() > 1e-2, "removal moved no mean: the check proves nothing"
+    with weights_applied(weights):  # the full-size model with these weights computes what the pruned one does
+        expected = model.predict(inputs, verbose=0)
+    np.testing.assert_allclose(apply_plan(plan, weights).predict(inputs, verbose=0), expected, atol=1e-5)
+    assert np.abs(model.predict(inputs, verbose=0) - expected).max() > 1e-4  # and its own weights came back
+
+
+def _two_group_model():
+    """Conv A (16) -> conv B (16) -> Dense; the Dense ignores 12 of B's channels, whose filters are also weak."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = layers.Conv2D(16, 3, strides=2, padding="same", name="conv_a")(inputs)
+    x = layers.ReLU()(x)
+    x = layers.Conv2D(16, 3, strides=2, padding="same", name="conv_b")(x)
+    x = layers.ReLU()(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, layers.Dense(4, activation="softmax", name="scores")(x))
+    kernel, bias = model.get_layer("conv_b").get_weights()
+    kernel[..., 4:] *= 0.3
+    model.get_layer("conv_b").set_weights([kernel, bias])
+    kernel, bias = model.get_layer("scores").get_weights()
+    kernel[4:] *= 1e-3
+    model.get_layer("scores").set_weights([kernel, bias * 0])
+    return model
+
+
+@requires_keras
+def test_measured_scope_takes_channels_where_the_outputs_change_least(photos: PhotoSplit):
+    import dataclasses
+
+    from tillsight.bundle import OutputActivation
+    from tillsight.converters.pruning import prune
+    from tillsight.profiles import PruningOptions, PruningScope
+
+    model = _two_group_model()
+    inputs = _eval_inputs(photos) / 255.0
+    base = PruningOptions.from_spec("channels:0.5", base=PruningOptions(finetune_epochs=0, channel_multiple=1))
+    results = {
+        scope: prune(model, dataclasses.replace(base, scope=scope), None, OutputActivation.SOFTMAX, images=inputs)
+        for scope in (PruningScope.LAYER, PruningScope.MEASURED)
+    }
+    layer, measured = (results[scope].report for scope in (PruningScope.LAYER, PruningScope.MEASURED))
+    assert measured["scope"] == "measured" and measured["choice"]["trials"] > 0
+    assert measured["macs_after"] <= layer["macs_after"]  # at least as fast as the same share from every group
+    assert measured["per_group"]["conv_b"][1] < measured["per_group"]["conv_a"][1]  # B's weak channels went first
+    original = model.predict(inputs, verbose=0)
+    change = {scope: np.abs(results[scope].model.predict(inputs, verbose=0) - original).mean() for scope in results}
+    assert change[PruningScope.MEASURED] < 0.5 * change[PruningScope.LAYER]
+    no_images = prune(model, dataclasses.replace(base, scope=PruningScope.MEASURED), None, OutputActivation.SOFTMAX)
+    assert no_images.report["scope"] == "layer"  # nothing to try choices on: the same share everywhere
+
+
+@requires_keras
 def test_nested_base_model_is_pruned_inside():
     """Transfer learning's usual shape: a functional base model inside the classifier."""
     import keras
 
     from tillsight.converters.pruning.channel_choice import choose_channels
-    from tillsight.converters.pruning.channels import apply_plan, plan_channels
+    from tillsight.converters.pruning.channels import plan_channels
+    from tillsight.converters.pruning.rebuild import apply_plan
     from tillsight.profiles import ChannelCriterion, PruningScope
 
     keras.utils.set_random_seed(0)
@@ -324,8 +406,10 @@ def test_model_is_left_unchanged(photos: PhotoSplit):
 
     model = build_blocks_model()
     weights = [w.copy() for w in model.get_weights()]
+    images = _eval_inputs(photos)  # the measured scope tries its choices on the model itself, then restores it
     for spec in ("channels:0.5", "unstructured:0.5"):
-        result = prune(model, PruningOptions.from_spec(spec, base=PruningOptions(finetune_epochs=0)), None, "softmax")
+        options = PruningOptions.from_spec(spec, base=PruningOptions(finetune_epochs=0))
+        result = prune(model, options, None, "softmax", images=images)
         assert result.model is not model
     for before, after in zip(weights, model.get_weights(), strict=True):
         np.testing.assert_array_equal(before, after)

@@ -79,6 +79,45 @@ def _counting_teacher(model):
     return keras.Model(inputs, model(counter(inputs))), counter
 
 
+def _agreement_with_batch_statistics(model, images: np.ndarray) -> float:
+    """Share of ``images`` (one batch) with the same top class under batch statistics as under moving ones."""
+    import keras
+
+    from tillsight.converters.training import batchnorm_layers
+
+    saved = [layer.get_weights() for layer in batchnorm_layers(model)]
+    trained = keras.ops.convert_to_numpy(model(images, training=True))
+    for layer, weights in zip(batchnorm_layers(model), saved, strict=True):
+        layer.set_weights(weights)
+    return float(np.mean(trained.argmax(-1) == model.predict(images, verbose=0).argmax(-1)))
+
+
+@pytest.mark.integration
+def test_batchnorm_statistics_are_rebased_on_photos_without_changing_the_outputs(tiny_model, photos: PhotoSplit):
+    """Moving statistics that are not the photos' (BatchNorm frozen through fine-tuning) become theirs, outputs unchanged."""
+    import keras
+
+    from tillsight.converters.training import batchnorm_layers, rebase_statistics, reestimate_statistics
+
+    images, _, _ = load_photos(photos.eval_items[:32])
+    drifted = keras.models.clone_model(tiny_model)
+    drifted.set_weights(tiny_model.get_weights())
+    rng = np.random.default_rng(0)
+    for layer in batchnorm_layers(drifted):
+        gamma, beta, mean, variance = layer.get_weights()
+        layer.set_weights([gamma, beta, mean + rng.normal(0, 3, mean.shape) * np.sqrt(variance), variance * 0.05])
+    before = drifted.predict(images, verbose=0)
+    assert _agreement_with_batch_statistics(drifted, images) < 0.5  # fine-tuning it with batch statistics would break it
+
+    assert rebase_statistics(drifted, images) == 3
+    np.testing.assert_allclose(drifted.predict(images, verbose=0), before, rtol=1e-4, atol=1e-5)
+    assert _agreement_with_batch_statistics(drifted, images) >= 0.9
+    rebased = [w.copy() for layer in batchnorm_layers(drifted) for w in layer.get_weights()]
+    reestimate_statistics(drifted, images)  # measured again on the same photos: about the rebased statistics
+    for got, expected in zip([w for layer in batchnorm_layers(drifted) for w in layer.get_weights()], rebased, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=0.1, atol=0.05)  # the model flips photos at random in training
+
+
 @pytest.mark.integration
 def test_teacher_outputs_are_computed_once_and_reused(tiny_model, photos: PhotoSplit):
     from tillsight.converters.training import TeacherCache, train_student
