@@ -171,24 +171,6 @@ class OpenVINOBackend(Backend):
         except RuntimeError as exc:
             raise InferenceError(f"OpenVINO failed on an input of shape {tensor.shape}: {exc}") from exc
 
-    def infer_many(self, tensors: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Run many inputs with several requests in flight (the THROUGHPUT path), in order."""
-        import openvino
-
-        if self._request is None:
-            raise InferenceError("the OpenVINO backend is closed")
-        results: list[np.ndarray | None] = [None] * len(tensors)
-        queue = openvino.AsyncInferQueue(self._compiled)
-
-        def done(request: Any, index: int) -> None:
-            results[index] = np.array(request.get_output_tensor(0).data, copy=True)
-
-        queue.set_callback(done)
-        for index, tensor in enumerate(tensors):
-            queue.start_async({0: tensor}, index)
-        queue.wait_all()
-        return results  # type: ignore[return-value]
-
     def close(self) -> None:
         self._request = None
         self._compiled = None

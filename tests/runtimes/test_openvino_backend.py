@@ -70,16 +70,3 @@ def test_cache_dir_is_created_and_reused(nuc_bundle, tmp_path, monkeypatch):
     with tillsight.load(nuc_bundle):
         pass
     assert sorted(p.name for p in (tmp_path / "cache" / "openvino").iterdir()) == cached
-
-
-@pytest.mark.integration
-@requires_nncf
-def test_async_queue_matches_single_requests(nuc_bundle, photos):
-    backend = OpenVINOBackend.open(tillsight.read_bundle(nuc_bundle), threads=2)
-    with tillsight.load(nuc_bundle) as classifier:
-        _, _, frames = load_photos(photos.eval_items[:12])
-        tensors = [classifier.prepare(frame) for frame in frames]
-    single = [backend.infer(t) for t in tensors]
-    many = backend.infer_many(tensors)
-    assert all(np.allclose(a, b) for a, b in zip(single, many, strict=True))
-    backend.close()
