@@ -138,10 +138,21 @@ class _Handoff:
             return self._closed and not self._frames
 
 
-def _fresh_start() -> tuple[int, float, float, np.ndarray | None]:
-    """Per-connection read state: frames read, when opened, last picture change, last sample."""
-    now = time.monotonic()
-    return 0, now, now, None
+class _Connection:
+    """What the reader knows about one connection to the source; a reconnect starts a new one."""
+
+    def __init__(self) -> None:
+        self.opened_at = self.last_change = time.monotonic()
+        self.frames = 0  # read since it opened: a file's media time comes from this count
+        self.previous: np.ndarray | None = None  # a sparse sample of the last distinct picture
+
+    def unchanged_for(self, image: np.ndarray, now: float) -> float:
+        """Seconds the picture has stayed the same (0 when this one differs from the last)."""
+        sample = image[::8, ::8]
+        if self.previous is not None and self.previous.shape == sample.shape and np.array_equal(self.previous, sample):
+            return now - self.last_change
+        self.last_change, self.previous = now, sample.copy()
+        return 0.0
 
 
 class Capture:
@@ -249,7 +260,8 @@ class Capture:
 
     def _read_loop(self) -> None:
         source, options = self.source, self.options
-        read_since_open, opened_at, last_change, previous = _fresh_start()
+        frozen_after = options.freeze_timeout if source.live else 0.0
+        connection = _Connection()
         size: tuple[int, ...] | None = None
         while not self._stop.is_set():
             image = source.read()
@@ -262,51 +274,62 @@ class Capture:
                     self._read_failures += 1
                 if not self._reconnect("no frame"):
                     return
-                read_since_open, opened_at, last_change, previous = _fresh_start()
+                connection = _Connection()
                 continue
             if image.size == 0:  # a driver hiccup: skip it; on a live source, a run of them is a freeze
                 with self._lock:
                     self._empty += 1
-                if source.live and options.freeze_timeout and now - last_change > options.freeze_timeout:
-                    if not self._reconnect_frozen(f"only empty frames for {options.freeze_timeout:g} s"):
+                if frozen_after and now - connection.last_change > frozen_after:
+                    if not self._reconnect_frozen(f"only empty frames for {frozen_after:g} s"):
                         return
-                    read_since_open, opened_at, last_change, previous = _fresh_start()
+                    connection = _Connection()
                 continue
-            if size is not None and image.shape[:2] != size:
-                with self._lock:
-                    self._resolution_changes += 1
-                logger.warning("source %s changed resolution from %s to %s", source.source_id, size, image.shape[:2])
-            size = image.shape[:2]
-            if source.live and options.freeze_timeout:
-                sample = image[::8, ::8]
-                if previous is not None and previous.shape == sample.shape and np.array_equal(previous, sample):
-                    if now - last_change > options.freeze_timeout:
-                        if not self._reconnect_frozen(f"frozen: the same frame for {options.freeze_timeout:g} s"):
-                            return
-                        read_since_open, opened_at, last_change, previous = _fresh_start()
-                        continue
-                else:
-                    last_change, previous = now, sample.copy()
-            if image.ndim != 3 or image.shape[2] != 3:
-                try:
-                    image = to_bgr(image)
-                except ValueError as exc:
-                    logger.warning("source %s: skipping a frame: %s", source.source_id, exc)
-                    continue
-                with self._lock:
-                    self._converted += 1
-            media_time = source.media_time(read_since_open)
-            read_since_open += 1
-            if options.pace and media_time is not None:
-                wait = opened_at + media_time - time.monotonic()
-                if wait > 0 and self._stop.wait(wait):
+            size = self._note_size(size, image)
+            if frozen_after and connection.unchanged_for(image, now) > frozen_after:
+                if not self._reconnect_frozen(f"frozen: the same frame for {frozen_after:g} s"):
                     return
-            with self._lock:
-                frame_id = self._frames_read
-                self._frames_read += 1
-            timestamp = media_time if media_time is not None else time.time()
-            self._handoff.put(Frame(image, frame_id, timestamp, source.source_id), self._stop)
+                connection = _Connection()
+                continue
+            image = self._as_bgr(image)
+            if image is not None and not self._hand_off(image, connection):
+                return
         self._set_state(SourceState.ENDED)
+
+    def _note_size(self, size: tuple[int, ...] | None, image: np.ndarray) -> tuple[int, ...]:
+        """The frame's size; a change from the last one is counted and logged."""
+        if size is not None and image.shape[:2] != size:
+            with self._lock:
+                self._resolution_changes += 1
+            logger.warning("source %s changed resolution from %s to %s", self.source.source_id, size, image.shape[:2])
+        return image.shape[:2]
+
+    def _as_bgr(self, image: np.ndarray) -> np.ndarray | None:
+        """A 3-channel BGR frame (grey or BGRA converted and counted); None, with a warning, for what cannot be."""
+        if image.ndim == 3 and image.shape[2] == 3:
+            return image
+        try:
+            converted = to_bgr(image)
+        except ValueError as exc:
+            logger.warning("source %s: skipping a frame: %s", self.source.source_id, exc)
+            return None
+        with self._lock:
+            self._converted += 1
+        return converted
+
+    def _hand_off(self, image: np.ndarray, connection: _Connection) -> bool:
+        """Number the frame, wait for its media time when pacing, and queue it; False when stopped meanwhile."""
+        media_time = self.source.media_time(connection.frames)
+        connection.frames += 1
+        if self.options.pace and media_time is not None:
+            wait = connection.opened_at + media_time - time.monotonic()
+            if wait > 0 and self._stop.wait(wait):
+                return False
+        with self._lock:
+            frame_id = self._frames_read
+            self._frames_read += 1
+        timestamp = media_time if media_time is not None else time.time()
+        self._handoff.put(Frame(image, frame_id, timestamp, self.source.source_id), self._stop)
+        return True
 
     def _reconnect_frozen(self, reason: str) -> bool:
         with self._lock:
