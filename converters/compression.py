@@ -26,7 +26,7 @@ from tillsight.profiles import BackendKind, Profile
 from tillsight.bundle import OutputActivation
 from .pruning import prune
 from .steps import conversion_step
-from .training import TeacherCache, load_training_photos, quantization_aware_finetune
+from .training import TeacherCache, TrainingSchedule, load_training_photos, quantization_aware_finetune
 
 __all__ = ["Compressed", "compress", "training_set"]
 
@@ -126,10 +126,10 @@ def compress(
     if qat:
         settings = profile.qat
         with conversion_step(f"quantization-aware fine-tuning ({settings.epochs} epochs)", timings):
+            imitate = dataclasses.replace(profile.distillation, alpha=0.0)  # the float model's outputs only
             model, report = quantization_aware_finetune(
-                current.keras_model, photos, calibration, teacher, activation, 0.0,  # imitate the float model only
-                profile.distillation.temperature, settings.epochs, settings.learning_rate,
-                profile.quantization.per_channel, progress,
+                current.keras_model, photos, calibration, teacher, activation, imitate,
+                TrainingSchedule(settings.epochs, settings.learning_rate, progress=progress), profile.quantization.per_channel,
             )
         qat_metrics = QatMetrics.from_dict({**report, "finetune_source": str(photos_set.source)})
         current = current.with_model(model, "quantization-aware")

@@ -28,7 +28,14 @@ from .conversion import PROBE_IMAGES, output_activation
 from .options import ConversionOptions
 from .source import load_source_model
 from .steps import conversion_step
-from .training import STATISTICS_IMAGES, TeacherCache, load_training_photos, rebase_statistics, train_student
+from .training import (
+    STATISTICS_IMAGES,
+    TeacherCache,
+    TrainingSchedule,
+    load_training_photos,
+    rebase_statistics,
+    train_student,
+)
 from .training.students import PRETRAINED_STUDENTS, build_student
 
 __all__ = ["DistillReport", "DistillResult", "StudentAccuracy", "distill"]
@@ -213,10 +220,8 @@ def _train(
     """
 
     def run(run_epochs: int, rate: float, desc: str = "distill") -> dict[str, Any]:
-        return train_student(
-            model, cache, photos, activation, distillation.alpha, distillation.temperature, run_epochs, rate,
-            progress=progress, desc=desc,
-        )
+        schedule = TrainingSchedule(run_epochs, rate, progress=progress, desc=desc)
+        return train_student(model, cache, photos, activation, distillation, schedule)
 
     if not new_head or epochs < 2:
         return run(epochs, learning_rate * rate_factor)

@@ -19,6 +19,7 @@ from ..training import (
     STATISTICS_IMAGES,
     TeacherCache,
     TrainingPhotos,
+    TrainingSchedule,
     fine_tune,
     kd_loss,
     rebase_statistics,
@@ -203,10 +204,8 @@ class _Training:
 
     def run(self, model: Any, epochs: int, callbacks: Any = ()) -> dict[str, Any]:
         """Train ``model`` in place."""
-        options, distillation = self.options, self.distillation
+        schedule = TrainingSchedule(epochs, self.options.learning_rate, callbacks, self.progress)
         if self.teacher is None:
-            return fine_tune(model, self.photos, self.activation, epochs, options.learning_rate, callbacks, self.progress)
-        return train_student(
-            model, self.teacher, self.photos, self.activation, distillation.alpha, distillation.temperature, epochs,
-            options.learning_rate, callbacks, self.progress, desc="fine-tune (distilled)",
-        )
+            return fine_tune(model, self.photos, self.activation, schedule)
+        schedule = dataclasses.replace(schedule, desc="fine-tune (distilled)")
+        return train_student(model, self.teacher, self.photos, self.activation, self.distillation, schedule)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from .batchnorm import STATISTICS_IMAGES, batchnorm_layers, rebase_statistics, rebased_statistics, reestimate_statistics
 from .distillation import TeacherCache, kd_loss, train_student
-from .finetune import fine_tune, fit
+from .finetune import TrainingSchedule, fine_tune, fit
 from .photos import UNLABELED, TrainingPhotos, load_training_photos
 from .qat import QuantizationAwareModel, quantization_aware, quantization_aware_finetune
 
@@ -24,6 +24,7 @@ __all__ = [
     "QuantizationAwareModel",
     "TeacherCache",
     "TrainingPhotos",
+    "TrainingSchedule",
     "batchnorm_layers",
     "fine_tune",
     "fit",

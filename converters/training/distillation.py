@@ -14,15 +14,15 @@ teacher inside the training step.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from .._tf import keras, tf
-from .finetune import fit
+from .finetune import TrainingSchedule, fit
 from .photos import BATCH, UNLABELED, TrainingPhotos, shuffled_batches
 from tillsight.bundle import OutputActivation
+from tillsight.profiles import DistillationOptions
 
 __all__ = ["DistillationLoss", "TeacherCache", "kd_loss", "logits_of", "train_student"]
 
@@ -150,13 +150,8 @@ def train_student(
     cache: TeacherCache,
     photos: TrainingPhotos,
     student_activation: OutputActivation,
-    alpha: float,
-    temperature: float,
-    epochs: int,
-    learning_rate: float,
-    callbacks: Sequence[Any] = (),
-    progress: bool = False,
-    desc: str = "distill",
+    distillation: DistillationOptions,
+    schedule: TrainingSchedule,
 ) -> dict[str, Any]:
     """Train ``student`` in place on the teacher's cached outputs (and the labels where there are some).
 
@@ -165,21 +160,17 @@ def train_student(
         cache: The teacher's logits for ``photos``.
         photos: Labeled, unlabeled or mixed photos (the ones the cache was built on).
         student_activation: What the student outputs: ``softmax``, ``softmax-added`` or ``sigmoid``.
-        alpha: Weight of the label term on labeled photos.
-        temperature: Softening of teacher and student outputs.
-        epochs: Passes over the photos.
-        learning_rate: Adam's starting rate.
-        callbacks: Extra Keras callbacks.
-        progress: A progress bar per epoch.
-        desc: Label of the progress bars.
+        distillation: Alpha (weight of the label term on labeled photos) and temperature.
+        schedule: Epochs, rate, callbacks, progress.
 
     Returns:
         The :func:`~.finetune.fit` report plus photos, labeled photos, alpha, temperature and teacher images run.
     """
     if cache.logits.shape[0] != len(photos.labels):
         raise ValueError(f"teacher cache holds {cache.logits.shape[0]} photos, the set has {len(photos.labels)}")
+    alpha, temperature = distillation.alpha, distillation.temperature
     loss = DistillationLoss(photos.num_classes, student_activation, alpha, temperature)
-    report = fit(student, cache.dataset(photos), loss, photos.steps_per_epoch(), epochs, learning_rate, callbacks, progress, desc)
+    report = fit(student, cache.dataset(photos), loss, photos.steps_per_epoch(), schedule)
     return {
         **report,
         "photos": int(len(photos.labels)),

@@ -8,6 +8,7 @@ or independent sigmoid scores. Distillation (:mod:`.distillation`) feeds it teac
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from .._tf import keras
 from .photos import TrainingPhotos
 from tillsight.bundle import OutputActivation
 
-__all__ = ["fine_tune", "fit"]
+__all__ = ["TrainingSchedule", "fine_tune", "fit"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,17 +52,18 @@ class _EpochBar(keras.callbacks.Callback):
         self.bar.close()
 
 
-def fit(
-    model: Any,
-    dataset: Any,
-    loss: Any,
-    steps: int,
-    epochs: int,
-    learning_rate: float,
-    callbacks: Sequence[Any] = (),
-    progress: bool = False,
-    desc: str = "fine-tune",
-) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class TrainingSchedule:
+    """How long and how fast one training run goes, and what it shows while it runs."""
+
+    epochs: int  # passes over the photos
+    learning_rate: float  # Adam's starting rate, decayed to zero along a cosine
+    callbacks: Sequence[Any] = ()  # extra Keras callbacks (e.g. a pruning schedule)
+    progress: bool = False  # a progress bar per epoch
+    desc: str = "fine-tune"  # label of the progress bars and of the log line
+
+
+def fit(model: Any, dataset: Any, loss: Any, steps: int, schedule: TrainingSchedule) -> dict[str, Any]:
     """Train ``model`` in place on a dataset of ``(images, targets)`` batches.
 
     Args:
@@ -69,53 +71,35 @@ def fit(
         dataset: A ``tf.data.Dataset`` that shuffles itself each epoch.
         loss: A Keras loss taking the dataset's targets and the model's outputs.
         steps: Batches per epoch (sizes the progress bar and the learning-rate decay).
-        epochs: Passes over the dataset.
-        learning_rate: Adam's starting rate, decayed to zero along a cosine.
-        callbacks: Extra Keras callbacks (e.g. a pruning schedule).
-        progress: A progress bar per epoch.
-        desc: Label of the progress bars and of the log line.
+        schedule: Epochs, rate, callbacks, progress.
 
     Returns:
         ``{"epochs", "seconds", "loss"}`` with the mean loss of each epoch.
     """
-    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, epochs * steps))
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, jit_compile=False)
-    extra = [_EpochBar(epochs, steps, desc)] if progress else []
+    epochs = schedule.epochs
+    decay = keras.optimizers.schedules.CosineDecay(schedule.learning_rate, decay_steps=max(1, epochs * steps))
+    model.compile(optimizer=keras.optimizers.Adam(decay), loss=loss, jit_compile=False)
+    extra = [_EpochBar(epochs, steps, schedule.desc)] if schedule.progress else []
     start = time.perf_counter()
-    history = model.fit(dataset, epochs=epochs, verbose=0, shuffle=False, callbacks=[*callbacks, *extra])
+    history = model.fit(dataset, epochs=epochs, verbose=0, shuffle=False, callbacks=[*schedule.callbacks, *extra])
     seconds = time.perf_counter() - start
     losses = [round(float(value), 4) for value in history.history.get("loss", [])]
-    logger.info("%s: %d epochs in %.0f s, loss %s", desc, epochs, seconds, losses)
+    logger.info("%s: %d epochs in %.0f s, loss %s", schedule.desc, epochs, seconds, losses)
     return {"epochs": epochs, "seconds": round(seconds, 1), "loss": losses}
 
 
-def fine_tune(
-    model: Any,
-    photos: TrainingPhotos,
-    activation: OutputActivation,
-    epochs: int,
-    learning_rate: float,
-    callbacks: Sequence[Any] = (),
-    progress: bool = False,
-    desc: str = "fine-tune",
-) -> dict[str, Any]:
+def fine_tune(model: Any, photos: TrainingPhotos, activation: OutputActivation, schedule: TrainingSchedule) -> dict[str, Any]:
     """Train ``model`` in place on labeled photos.
 
     Args:
         model: The Keras model (changed in place).
         photos: Labeled photos from :func:`~.photos.load_training_photos`.
         activation: What the model outputs: ``softmax``, ``softmax-added`` (logits) or ``sigmoid``.
-        epochs: Passes over the photos.
-        learning_rate: Adam's starting rate.
-        callbacks: Extra Keras callbacks (e.g. a pruning schedule).
-        progress: A progress bar per epoch.
-        desc: Label of the progress bars.
+        schedule: Epochs, rate, callbacks, progress.
 
     Returns:
         ``{"epochs", "photos", "seconds", "loss"}`` with the mean loss of each epoch.
     """
     loss, one_hot = _label_loss(activation)
-    report = fit(
-        model, photos.dataset(one_hot), loss, photos.steps_per_epoch(), epochs, learning_rate, callbacks, progress, desc
-    )
+    report = fit(model, photos.dataset(one_hot), loss, photos.steps_per_epoch(), schedule)
     return {**report, "photos": int(len(photos.labels))}

@@ -34,8 +34,10 @@ import numpy as np
 
 from tillsight.errors import ConversionError
 from tillsight.bundle import OutputActivation
+from tillsight.profiles import DistillationOptions
 
 from .._tf import keras, tf
+from .finetune import TrainingSchedule
 
 __all__ = ["ActivationQuantizer", "QuantizationAwareModel", "quantization_aware", "quantization_aware_finetune"]
 
@@ -292,12 +294,9 @@ def quantization_aware_finetune(
     calibration: np.ndarray,
     teacher: Any,
     activation: OutputActivation,
-    alpha: float,
-    temperature: float,
-    epochs: int,
-    learning_rate: float,
+    distillation: DistillationOptions,
+    schedule: TrainingSchedule,
     per_channel: bool = True,
-    progress: bool = False,
 ) -> tuple[Any, dict[str, Any]]:
     """Fine-tune a float model as it will compute in int8, learning from the teacher's cached outputs.
 
@@ -307,12 +306,9 @@ def quantization_aware_finetune(
         calibration: Preprocessed calibration images: the starting activation ranges.
         teacher: A :class:`~.distillation.TeacherCache` built on ``photos`` (the original float model).
         activation: What ``model`` outputs (``softmax``, ``softmax-added``, ``sigmoid``).
-        alpha: Weight of the label loss on labeled photos.
-        temperature: Distillation temperature.
-        epochs: Passes over the photos.
-        learning_rate: Adam's starting rate.
+        distillation: Alpha (weight of the label loss on labeled photos) and temperature.
+        schedule: Epochs, rate, progress.
         per_channel: Weights per output channel, as the profile quantizes them.
-        progress: A progress bar per epoch.
 
     Returns:
         The model to convert (float kernels, activation quantizers with the learned ranges) and a report.
@@ -321,8 +317,6 @@ def quantization_aware_finetune(
 
     aware = quantization_aware(model, per_channel)
     aware.observe_ranges(calibration)
-    report = train_student(
-        aware.model, teacher, photos, activation, alpha, temperature, epochs, learning_rate, progress=progress, desc="QAT"
-    )
+    report = train_student(aware.model, teacher, photos, activation, distillation, dataclasses.replace(schedule, desc="QAT"))
     aware.set_weight_simulation(False)  # the converter rounds the float kernels to the same integers
     return aware.model, {**report, **aware.report()}

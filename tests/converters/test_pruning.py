@@ -107,7 +107,7 @@ def test_schedule_rises_polynomially_to_the_target_and_holds_it():
 def test_masks_hold_through_training_and_strip_leaves_a_plain_model(photos: PhotoSplit):
     import keras
 
-    from tillsight.converters.training import fine_tune, load_training_photos
+    from tillsight.converters.training import TrainingSchedule, fine_tune, load_training_photos
     from tillsight.converters.pruning.magnitude import MagnitudePruner, SparsitySchedule, _Mask, sparsity_report
     from tillsight.datasets import read_image_set
     from tillsight.preprocess import InputSpec
@@ -127,7 +127,7 @@ def test_masks_hold_through_training_and_strip_leaves_a_plain_model(photos: Phot
             if self.step == schedule.end_step + 1:  # masks final from here on
                 snapshots.update({name: np.asarray(kernel.numpy()).copy() for name, kernel in pruner.kernels})
 
-    fine_tune(model, training, "softmax", 3, 1e-3, callbacks=[pruner.callback(), Snapshot()])
+    fine_tune(model, training, "softmax", TrainingSchedule(3, 1e-3, callbacks=[pruner.callback(), Snapshot()]))
     assert snapshots, "the schedule's end step was never reached"
     moved = 0
     for name, kernel in pruner.kernels:

@@ -120,7 +120,8 @@ def test_batchnorm_statistics_are_rebased_on_photos_without_changing_the_outputs
 
 @pytest.mark.integration
 def test_teacher_outputs_are_computed_once_and_reused(tiny_model, photos: PhotoSplit):
-    from tillsight.converters.training import TeacherCache, train_student
+    from tillsight.converters.training import TeacherCache, TrainingSchedule, train_student
+    from tillsight.profiles import DistillationOptions
 
     teacher, counter = _counting_teacher(tiny_model)
     training = _training_photos(photos)
@@ -133,7 +134,7 @@ def test_teacher_outputs_are_computed_once_and_reused(tiny_model, photos: PhotoS
     np.testing.assert_allclose(cache.logits[:8, 1], np.log(np.clip(mirrored, 1e-7, 1)), atol=1e-4)
 
     student = build_tiny_classifier()
-    train_student(student, cache, training, "softmax", 0.5, 4.0, epochs=2, learning_rate=1e-3)
+    train_student(student, cache, training, "softmax", DistillationOptions(alpha=0.5, temperature=4.0), TrainingSchedule(2, 1e-3))
     assert int(counter.seen.numpy()) == 2 * n  # two epochs of training never ran the teacher again
 
 
@@ -145,7 +146,8 @@ def _agreement(a, b, inputs) -> float:
 def test_student_learns_the_teacher_from_unlabeled_photos(tiny_model, photos: PhotoSplit):
     import keras
 
-    from tillsight.converters.training import TeacherCache, train_student
+    from tillsight.converters.training import TeacherCache, TrainingSchedule, train_student
+    from tillsight.profiles import DistillationOptions
 
     unlabeled = _training_photos(photos, labeled=False)
     assert unlabeled.labeled_count == 0
@@ -155,7 +157,7 @@ def test_student_learns_the_teacher_from_unlabeled_photos(tiny_model, photos: Ph
     student = build_tiny_classifier()
     agreement = [_agreement(tiny_model, student, held_out)]
     for _ in range(3):
-        train_student(student, cache, unlabeled, "softmax", 0.5, 4.0, epochs=4, learning_rate=3e-3)
+        train_student(student, cache, unlabeled, "softmax", DistillationOptions(alpha=0.5, temperature=4.0), TrainingSchedule(4, 3e-3))
         agreement.append(_agreement(tiny_model, student, held_out))
     assert agreement[-1] >= agreement[0] + 0.3, agreement  # held-out photos: it learned the teacher, not the photos
     assert agreement[-1] >= 0.7, agreement
