@@ -127,64 +127,30 @@ def distill(
     distillation = distillation or DistillationOptions()
     options = options or ConversionOptions()
     out = Path(out)
-    if out.suffix != ".keras":
-        raise DataError(f"student output {out} must end in .keras")
-    if data is None and unlabeled is None:
-        raise DataError("distillation needs photos: pass --data (labeled) and/or --unlabeled (a folder of frames)")
-    if epochs < 1:
-        raise DataError(f"epochs must be at least 1, got {epochs}")
-    if student_size is not None and min(student_size) < 8:
-        raise OptionsError(f"student size must be at least 8x8, got {list(student_size)}")
-    if problem := distillation.problem():
-        raise ProfileError(f"distillation settings (--alpha, --temperature): {problem}")
+    _check_arguments(out, data, unlabeled, epochs, student_size, distillation)
     timings: dict[str, float] = {}
     with conversion_step("load teacher", timings):
-        source = load_source_model(teacher, allow_unsafe=options.allow_unsafe_model)
-        if source.keras_model is None:
-            raise ModelLoadError(f"teacher {source.description} is a SavedModel: pass the .keras or .h5 file")
-        if None in source.input_size:
-            raise ModelLoadError(f"teacher {source.description} has no fixed input size; export it with one")
-        label_names = read_labels(labels) if labels else None
-        height, width = source.input_size
-        spec = InputSpec(
-            height=height, width=width, color_order=options.color_order, crop=options.crop or 1.0, mean=options.mean,
-            std=options.std,
-        )
-        student_spec = spec if student_size is None else dataclasses.replace(spec, height=student_size[0], width=student_size[1])
+        source, label_names, spec, student_spec = _teacher(teacher, labels, options, student_size)
     with conversion_step("training photos", timings):
-        photos = _photos(data, unlabeled, label_names, spec, source.num_classes, options.progress)
-        student_photos = photos
-        if student_spec != spec:
-            student_photos = _photos(data, unlabeled, label_names, student_spec, source.num_classes, options.progress)
-        eval_photos = None
-        if evaluation is not None:
-            eval_set = read_image_set(evaluation, label_names)
-            if not eval_set.labeled:
-                raise DataError(f"evaluation data {evaluation} has no labels: use a class folder or a list file")
-            eval_photos = [
-                load_training_photos(eval_set, each, source.num_classes, options.progress, desc="evaluation photos")
-                for each in dict.fromkeys([spec, student_spec])
-            ]
-        probe_images = np.asarray(photos.normalise(photos.pixels[:PROBE_IMAGES]))
-        activation = output_activation(source, probe_images)
+        sets = _photo_sets(source, data, unlabeled, evaluation, label_names, spec, student_spec, options.progress)
     with conversion_step("build student", timings):
         model = build_student(student, student_spec, source.num_classes, options.allow_unsafe_model)
         from_teacher = _start_from_teacher(model, source.keras_model)
         if from_teacher:  # the teacher's statistics may not be its photos' (BatchNorm frozen in its fine-tuning)
-            rebase_statistics(model, student_photos.sample(STATISTICS_IMAGES))
-        student_probe = np.asarray(student_photos.normalise(student_photos.pixels[:PROBE_IMAGES]))
+            rebase_statistics(model, sets.student.sample(STATISTICS_IMAGES))
+        student_probe = np.asarray(sets.student.normalise(sets.student.pixels[:PROBE_IMAGES]))
         student_activation = output_activation(_Probe(model), student_probe)
     with conversion_step("teacher outputs", timings):
-        cache = TeacherCache(source.keras_model, photos, activation, options.progress)
+        cache = TeacherCache(source.keras_model, sets.teacher, sets.activation, options.progress)
     with conversion_step(f"distill ({epochs} epochs)", timings):
         training = _train(
-            model, cache, student_photos, student_activation, distillation, epochs, learning_rate,
+            model, cache, sets.student, student_activation, distillation, epochs, learning_rate,
             new_head=str(student) in PRETRAINED_STUDENTS and not from_teacher, progress=options.progress,
             rate_factor=FROM_TEACHER_RATE_FACTOR if from_teacher else 1.0,
         )
     accuracy = None
-    if eval_photos is not None:
-        accuracy = _compare(source.keras_model, model, eval_photos[0], eval_photos[-1])
+    if sets.evaluation is not None:
+        accuracy = _compare(source.keras_model, model, sets.evaluation[0], sets.evaluation[-1])
         logger.info("distill: %s", accuracy)
     report = DistillReport(
         teacher=source.description, student=str(student), teacher_parameters=int(source.keras_model.count_params()),
@@ -195,6 +161,71 @@ def distill(
     )
     _save_atomically(model, out)
     return DistillResult(out, report)
+
+
+def _check_arguments(
+    out: Path, data: Any, unlabeled: Any, epochs: int, student_size: tuple[int, int] | None, distillation: DistillationOptions
+) -> None:
+    """Refuse what cannot work before anything loads."""
+    if out.suffix != ".keras":
+        raise DataError(f"student output {out} must end in .keras")
+    if data is None and unlabeled is None:
+        raise DataError("distillation needs photos: pass --data (labeled) and/or --unlabeled (a folder of frames)")
+    if epochs < 1:
+        raise DataError(f"epochs must be at least 1, got {epochs}")
+    if student_size is not None and min(student_size) < 8:
+        raise OptionsError(f"student size must be at least 8x8, got {list(student_size)}")
+    if problem := distillation.problem():
+        raise ProfileError(f"distillation settings (--alpha, --temperature): {problem}")
+
+
+def _teacher(
+    teacher: Any, labels: Any, options: ConversionOptions, student_size: tuple[int, int] | None
+) -> tuple[Any, Any, InputSpec, InputSpec]:
+    """The teacher, the label names, and the input specs of teacher and student."""
+    source = load_source_model(teacher, allow_unsafe=options.allow_unsafe_model)
+    if source.keras_model is None:
+        raise ModelLoadError(f"teacher {source.description} is a SavedModel: pass the .keras or .h5 file")
+    if None in source.input_size:
+        raise ModelLoadError(f"teacher {source.description} has no fixed input size; export it with one")
+    label_names = read_labels(labels) if labels else None
+    height, width = source.input_size
+    spec = InputSpec(
+        height=height, width=width, color_order=options.color_order, crop=options.crop or 1.0, mean=options.mean,
+        std=options.std,
+    )
+    student_spec = spec if student_size is None else dataclasses.replace(spec, height=student_size[0], width=student_size[1])
+    return source, label_names, spec, student_spec
+
+
+@dataclasses.dataclass(frozen=True)
+class _PhotoSets:
+    teacher: Any  # TrainingPhotos at the teacher's size
+    student: Any  # the same photos at the student's size (the same object when the sizes match)
+    evaluation: list[Any] | None  # labeled evaluation photos at the teacher's size, then the student's if it differs
+    activation: OutputActivation  # what the teacher outputs
+
+
+def _photo_sets(
+    source: Any, data: Any, unlabeled: Any, evaluation: Any, label_names: Any, spec: InputSpec, student_spec: InputSpec,
+    progress: bool,
+) -> _PhotoSets:
+    """Training photos at both sizes, the evaluation photos, and the teacher's output kind."""
+    photos = _photos(data, unlabeled, label_names, spec, source.num_classes, progress)
+    student_photos = photos
+    if student_spec != spec:
+        student_photos = _photos(data, unlabeled, label_names, student_spec, source.num_classes, progress)
+    eval_photos = None
+    if evaluation is not None:
+        eval_set = read_image_set(evaluation, label_names)
+        if not eval_set.labeled:
+            raise DataError(f"evaluation data {evaluation} has no labels: use a class folder or a list file")
+        eval_photos = [
+            load_training_photos(eval_set, each, source.num_classes, progress, desc="evaluation photos")
+            for each in dict.fromkeys([spec, student_spec])
+        ]
+    probe_images = np.asarray(photos.normalise(photos.pixels[:PROBE_IMAGES]))
+    return _PhotoSets(photos, student_photos, eval_photos, output_activation(source, probe_images))
 
 
 #: A pretrained student's new classifier learns alone for this share of the epochs (at least one).
