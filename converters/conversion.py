@@ -30,7 +30,6 @@ from tillsight.bundle import (
     gzip_bytes,
     read_bundle,
     sha256_of_file,
-    staged_directory,
     write_manifest,
 )
 from tillsight.bundle_metrics import AccuracyMetrics, BundleMetrics, LatencyMetrics, PruningMetrics
@@ -39,6 +38,7 @@ from tillsight.datasets import ImageSet, iter_images, read_image_set, read_label
 from tillsight.errors import AccuracyError, CalibrationError, ConversionError, DataError
 from tillsight.preprocess import InputSpec, preprocess
 from tillsight.profiles import Profile, PruningMode, SizePolicy, load_profile
+from tillsight.staging import staged_directory
 
 from . import ConversionJob, TargetResult, target_for
 from .compression import compress, training_set

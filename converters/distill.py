@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from tillsight.bundle import OutputActivation, staged_file
+from tillsight.bundle import OutputActivation
+from tillsight.staging import staged_file
 from tillsight.bundle_metrics import TrainingMetrics, percent_equal
 from tillsight.datasets import read_image_set, read_labels
 from tillsight.errors import DataError, ModelLoadError, OptionsError, ProfileError

@@ -18,7 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tillsight.bundle import Bundle, read_bundle, sha256_of_file, staged_directory, write_manifest
+from tillsight.bundle import Bundle, read_bundle, sha256_of_file, write_manifest
+from tillsight.staging import staged_directory
 from tillsight.errors import BundleError, ConversionError, summarize
 from tillsight.profiles import BackendKind
 

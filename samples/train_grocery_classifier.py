@@ -42,7 +42,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tillsight.bundle import staged_file  # noqa: E402
+from tillsight.staging import staged_file  # noqa: E402
 from tillsight.converters.backbones import efficientnet_lite  # noqa: E402
 from tillsight.datasets import iter_images, read_image_set  # noqa: E402
 from tillsight.preprocess import InputSpec, model_pixels  # noqa: E402

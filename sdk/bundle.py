@@ -5,25 +5,20 @@ carries everything the runtime needs (labels, input and output specs, runtime se
 and the record of how the bundle was made (profile, source model sha256, quantization,
 measured metrics), plus the sha256 of every artifact, checked before anything is loaded.
 
-Bundles are written atomically: they are built in a hidden staging directory next to the
-output and renamed into place only when complete, so a failed or interrupted conversion
-never leaves a partial bundle and never replaces a good one.
+Bundles are written atomically (:mod:`.staging`): they are built in a hidden staging directory
+next to the output and renamed into place only when complete, so a failed or interrupted
+conversion never leaves a partial bundle and never replaces a good one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import enum
 import hashlib
 import gzip
 import json
-import logging
 import os
-import shutil
-import tempfile
-import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -46,11 +41,8 @@ __all__ = [
     "read_bundle",
     "write_manifest",
     "sha256_of_file",
-    "staged_directory",
-    "staged_file",
 ]
 
-logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_NAME = "tillsight-bundle"
@@ -297,107 +289,3 @@ def write_manifest(bundle_dir: Path, manifest: Manifest) -> None:
         handle.write("\n")
         handle.flush()
         os.fsync(handle.fileno())
-
-
-def _existing_ancestor(path: Path) -> Path:
-    for candidate in [path, *path.parents]:
-        if candidate.is_dir():
-            return candidate
-    return Path.cwd()
-
-
-def _staging_prefix(final_dir: Path) -> str:
-    """Name start of the staging folders for ``final_dir``; the writing process's pid follows it."""
-    return f".tillsight-staging-{final_dir.name}-"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
-def recover_interrupted(final_dir: str | Path) -> None:
-    """Clean up after a conversion that was killed (power cut, SIGKILL, OOM killer).
-
-    Removes staging directories of processes that no longer run, and, if a run died between
-    moving the old bundle aside and moving the new one in, puts the old bundle back.
-    """
-    final_dir = Path(final_dir).absolute()
-    stage_root = _existing_ancestor(final_dir.parent)
-    prefix = _staging_prefix(final_dir)
-    for stale in stage_root.glob(f"{prefix}*-*"):
-        pid = stale.name[len(prefix) :].split("-")[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            logger.info("removing %s, left by an interrupted conversion", stale)
-            shutil.rmtree(stale, ignore_errors=True)
-    if not final_dir.parent.is_dir():
-        return
-    backups = sorted(final_dir.parent.glob(f".{final_dir.name}.replaced-*"), key=lambda p: p.stat().st_mtime)
-    if backups and not final_dir.exists():
-        logger.warning("restoring %s: a conversion was interrupted while replacing it", final_dir)
-        os.rename(backups.pop(), final_dir)
-    for backup in backups:
-        shutil.rmtree(backup, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def staged_file(final_path: str | Path) -> Iterator[Path]:
-    """Write one file under a hidden temporary name beside ``final_path``; move it into place on success.
-
-    On an exception the temporary file is removed and ``final_path`` is left as it was.
-
-    Yields:
-        The temporary path to write (it has ``final_path``'s suffix, for writers that check it).
-    """
-    final_path = Path(final_path)
-    final_path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{final_path.stem}.", suffix=final_path.suffix, dir=final_path.parent)
-    os.close(handle)
-    try:
-        yield Path(temporary)
-        os.replace(temporary, final_path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-@contextlib.contextmanager
-def staged_directory(final_dir: str | Path) -> Iterator[Path]:
-    """Build a directory in a hidden staging place; rename it to ``final_dir`` on success.
-
-    The staging directory lives beside the output on the same file system (in the nearest
-    existing ancestor, so that a failed run creates no output directory at all). On an
-    exception it is removed and ``final_dir`` is left as it was. An existing ``final_dir``
-    is replaced only after the new one is complete. Leftovers of a killed earlier run are
-    cleaned up first (see :func:`recover_interrupted`).
-
-    Yields:
-        The staging directory to fill.
-    """
-    final_dir = Path(final_dir).absolute()
-    recover_interrupted(final_dir)
-    stage_root = _existing_ancestor(final_dir.parent)
-    staging = Path(tempfile.mkdtemp(prefix=f"{_staging_prefix(final_dir)}{os.getpid()}-", dir=stage_root))
-    try:
-        yield staging
-        final_dir.parent.mkdir(parents=True, exist_ok=True)
-        if final_dir.exists():
-            backup = final_dir.with_name(f".{final_dir.name}.replaced-{uuid.uuid4().hex[:8]}")
-            os.rename(final_dir, backup)
-            try:
-                os.rename(staging, final_dir)
-            except OSError:
-                os.rename(backup, final_dir)
-                raise
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            os.rename(staging, final_dir)
-        logger.info("wrote bundle %s", final_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from tillsight import BundleError, read_bundle
-from tillsight.bundle import staged_directory
+from tillsight.staging import staged_directory
 from tillsight.demo import ASSETS
 
 
@@ -74,7 +74,7 @@ def test_leftovers_of_a_killed_run_are_cleaned_and_a_half_swapped_bundle_restore
     import subprocess
     import sys
 
-    from tillsight.bundle import recover_interrupted
+    from tillsight.staging import recover_interrupted
 
     final = tmp_path / "out" / "raspberry-pi-4"
     with staged_directory(final) as staging:

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import tillsight
-from tillsight.bundle import staged_directory
+from tillsight.staging import staged_directory
 
 from ..conftest import one_photo_tolerance
 
