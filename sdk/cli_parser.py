@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
@@ -70,9 +72,26 @@ def _add_checkout_arguments(command: argparse.ArgumentParser) -> None:
         )
 
 
+#: Flags whose value may start with "-": argparse reads ``--input-range -1-1`` as a flag without its value.
+_DASHED_VALUE_FLAGS = frozenset({"--input-range"})
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that takes ``--input-range -1-1`` as ``--input-range=-1-1``, as the README writes it."""
+
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:
+        tokens, joined = list(sys.argv[1:] if args is None else args), []
+        while tokens:
+            token = tokens.pop(0)
+            if token in _DASHED_VALUE_FLAGS and tokens and tokens[0].startswith("-") and tokens[0][1:2].isdigit():
+                token = f"{token}={tokens.pop(0)}"
+            joined.append(token)
+        return super().parse_known_args(joined, namespace)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``tillsight`` command."""
-    parser = argparse.ArgumentParser(prog="tillsight", description="Edge deployment of Keras product classifiers.")
+    parser = _Parser(prog="tillsight", description="Edge deployment of Keras product classifiers.")
     parser.add_argument("--version", action="version", version=f"tillsight {__version__}")
     parser.add_argument("--debug", action="store_true", help="verbose logs and tracebacks")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -53,3 +53,14 @@ def test_unknown_command_is_a_usage_error():
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["deploy"])
     assert exit_info.value.code == 2
+
+
+def test_input_range_takes_a_value_that_starts_with_a_dash():
+    """``--input-range -1-1``, as the README writes it (Keras's MobileNetV2 expects that range)."""
+    from tillsight.cli_parser import build_parser
+
+    for spelling in (["--input-range", "-1-1"], ["--input-range=-1-1"]):
+        args = build_parser().parse_args(["distill", "teacher.keras", "--student", "s", "--out", "s.keras", *spelling])
+        assert args.input_range == "-1-1"
+    with pytest.raises(SystemExit):  # a missing value is still a usage error
+        build_parser().parse_args(["distill", "teacher.keras", "--out", "s.keras", "--input-range", "--debug"])
