@@ -110,6 +110,7 @@ class OpenVINOBackend(Backend):
         threads: int = 0,
         cache_dir: Path | None = None,
         core: Any = None,
+        cpu_precision: str | None = None,
     ):
         """Compile the IR.
 
@@ -121,6 +122,8 @@ class OpenVINOBackend(Backend):
             threads: CPU inference threads (0: OpenVINO's choice); ignored on other devices.
             cache_dir: Compiled-model cache; defaults to :func:`default_cache_dir`.
             core: An ``openvino.Core`` (defaults to the shared one).
+            cpu_precision: ``INFERENCE_PRECISION_HINT`` when the model runs on the CPU (``f32`` for a float IR);
+                None: the plugin's default (bfloat16 on CPUs that have it).
 
         Raises:
             BackendUnavailableError: openvino or the device is missing.
@@ -136,6 +139,8 @@ class OpenVINOBackend(Backend):
         config: dict[str, Any] = {"PERFORMANCE_HINT": performance_hint, "CACHE_DIR": str(self.cache_dir)}
         if threads and self.device.startswith("CPU"):
             config["INFERENCE_NUM_THREADS"] = threads
+        if cpu_precision and self.device.startswith("CPU"):
+            config["INFERENCE_PRECISION_HINT"] = cpu_precision
         try:
             self._compiled = core.compile_model(str(model_path), self.device, config)
         except RuntimeError as exc:
@@ -161,6 +166,7 @@ class OpenVINOBackend(Backend):
             fallbacks=tuple(options.get("device_fallbacks", ())),
             performance_hint=str(options.get("performance_hint", "LATENCY")),
             threads=threads,
+            cpu_precision=options.get("cpu_inference_precision"),
         )
 
     def infer(self, tensor: np.ndarray) -> np.ndarray:
