@@ -42,18 +42,17 @@ class ConversionOptions:
             raise OptionsError(f"crop {problem}")
 
     @classmethod
-    def from_input_range(cls, input_range: InputRange | str = InputRange.PIXELS, **kwargs: Any) -> ConversionOptions:
+    def from_input_range(cls, input_range: InputRange | str | None = InputRange.PIXELS, **kwargs: Any) -> ConversionOptions:
         """Options for a model expecting one of the common value ranges.
 
         Args:
-            input_range: ``0-255`` (preprocessing inside the model), ``0-1`` or ``-1-1``.
+            input_range: ``0-255`` (preprocessing inside the model), ``0-1`` or ``-1-1``; None: ``kwargs``' mean and std.
             **kwargs: Any other field of :class:`ConversionOptions`.
 
         Raises:
-            OptionsError: Unknown range.
+            OptionsError: Unknown range, or a range given with a mean and std.
         """
-        mean, std = InputRange(input_range).mean_std()
-        return cls(mean=mean, std=std, **kwargs)
+        return cls(**_with_input_range(input_range, kwargs))
 
     @classmethod
     def for_profile(
@@ -65,6 +64,7 @@ class ConversionOptions:
         distill: bool = False,
         qat: bool = False,
         qat_epochs: int | None = None,
+        input_range: InputRange | str | None = None,
         **fields: Any,
     ) -> ConversionOptions:
         """Options whose training tables are the profile's own with these overrides applied.
@@ -79,6 +79,7 @@ class ConversionOptions:
             distill: Pruning's fine-tuning also learns from the original float model.
             qat: Quantization-aware fine-tuning before the int8 conversion.
             qat_epochs: Its epochs (with ``qat``); the profile's by default.
+            input_range: The value range the model expects (``0-255``, ``0-1``, ``-1-1``), instead of a mean and std.
             **fields: Any other field of :class:`ConversionOptions`.
 
         Raises:
@@ -107,9 +108,23 @@ class ConversionOptions:
             overrides["distillation"] = dataclasses.replace(resolved.distillation, enabled=True)
         if qat:
             overrides["qat"] = dataclasses.replace(resolved.qat, enabled=True, epochs=qat_epochs or resolved.qat.epochs)
-        return cls(**overrides, **fields)
+        return cls(**overrides, **_with_input_range(input_range, fields))
 
     def apply_to(self, profile: Profile) -> Profile:
         """The profile with the tables these options replace."""
         tables = {"pruning": self.pruning, "distillation": self.distillation, "qat": self.qat}
         return dataclasses.replace(profile, **{name: table for name, table in tables.items() if table is not None})
+
+
+def _with_input_range(input_range: InputRange | str | None, fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` with the mean and std of ``input_range`` (None: as they are)."""
+    if input_range is None:
+        return fields
+    if fields.get("mean") is not None or fields.get("std") is not None:
+        raise OptionsError("give an input range or a mean and std, not both")
+    try:
+        mean, std = InputRange(input_range).mean_std()
+    except ValueError:
+        ranges = ", ".join(member.value for member in InputRange)
+        raise OptionsError(f"input range '{input_range}' is none of {ranges}") from None
+    return {**fields, "mean": mean, "std": std}

@@ -35,8 +35,9 @@ def convert_family(args: argparse.Namespace, check: Callable[[tillsight.Bundle],
     failures = 0
     for profile in args.profiles:
         try:
-            mean, std = tillsight.InputRange(args.input_range).mean_std()
-            options = tillsight.ConversionOptions.for_profile(profile, prune=args.prune, mean=mean, std=std, progress=True)
+            options = tillsight.ConversionOptions.for_profile(
+                profile, prune=args.prune, input_range=args.input_range, progress=True
+            )
             bundle = tillsight.convert(
                 Path(args.model), profile, calibration=args.calibration, out=args.out,
                 evaluation=args.evaluation, labels=args.labels, options=options, finetune=args.finetune,

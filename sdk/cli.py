@@ -24,7 +24,7 @@ from .cli_parser import CHECKOUT_FLAGS, build_parser
 from .converters.options import ConversionOptions
 from .datasets import read_image
 from .errors import OptionsError, TillsightError
-from .preprocess import ColorOrder, InputRange
+from .preprocess import ColorOrder
 from .pipelines import (
     Basket,
     CaptureOptions,
@@ -157,14 +157,15 @@ def _compile_edgetpu(args: argparse.Namespace) -> int:
 
 
 def _input_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The ConversionOptions fields from the input flags, safe loading and progress."""
+    """The ConversionOptions fields from the input flags (--mean and --std, else --input-range), safe loading, progress."""
     if (args.mean is None) != (args.std is None):
         raise OptionsError("--mean and --std go together: give both")
-    mean, std = (args.mean, args.std) if args.mean is not None else InputRange(args.input_range).mean_std()
-    return dict(
-        color_order=ColorOrder(args.color_order), mean=mean, std=std, crop=args.crop, allow_unsafe_model=args.unsafe_load,
-        progress=not args.quiet,
+    fields = dict(
+        color_order=ColorOrder(args.color_order), crop=args.crop, allow_unsafe_model=args.unsafe_load, progress=not args.quiet
     )
+    if args.mean is not None:
+        return {**fields, "mean": args.mean, "std": args.std, "input_range": None}
+    return {**fields, "input_range": args.input_range}
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -201,7 +202,7 @@ def _distill(args: argparse.Namespace) -> int:
     result = distill(
         args.teacher, args.student, args.out, data=args.data, unlabeled=args.unlabeled, epochs=args.epochs,
         learning_rate=args.learning_rate, distillation=distillation, evaluation=args.evaluation, labels=args.labels,
-        options=ConversionOptions(**_input_options(args)), student_size=args.student_size,
+        options=ConversionOptions.from_input_range(**_input_options(args)), student_size=args.student_size,
     )
     report = result.report
     print(f"student: {result.path} ({report.student_parameters:,} parameters; teacher {report.teacher_parameters:,})")

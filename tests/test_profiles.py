@@ -69,3 +69,17 @@ def test_unknown_name_lists_shipped_profiles():
         load_profile("pi-4")
     with pytest.raises(ProfileError, match="does not exist"):
         load_profile("missing/kiosk.toml")
+
+
+def test_an_input_range_gives_mean_and_std_in_one_place():
+    """The CLI, the samples and the API all turn --input-range into a mean and std through ConversionOptions."""
+    import tillsight
+
+    options = tillsight.ConversionOptions.for_profile("raspberry-pi-4", input_range="-1-1", prune="channels:0.3")
+    assert options.mean == (127.5,) * 3 and options.std == (127.5,) * 3 and options.pruning.target == 0.3
+    assert tillsight.ConversionOptions.from_input_range("0-1").std == (255.0,) * 3
+    assert tillsight.ConversionOptions.from_input_range(None, mean=(1.0, 2.0, 3.0), std=(4.0, 5.0, 6.0)).mean == (1.0, 2.0, 3.0)
+    with pytest.raises(tillsight.OptionsError, match="not both"):
+        tillsight.ConversionOptions.for_profile("raspberry-pi-4", input_range="0-1", mean=(0.0,) * 3, std=(1.0,) * 3)
+    with pytest.raises(tillsight.OptionsError, match="none of 0-255, 0-1, -1-1"):
+        tillsight.ConversionOptions.from_input_range("0-2")
