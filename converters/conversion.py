@@ -37,7 +37,7 @@ from tillsight.classifier import load
 from tillsight.datasets import ImageSet, iter_images, read_image_set, read_labels
 from tillsight.errors import AccuracyError, CalibrationError, ConversionError, DataError
 from tillsight.preprocess import InputSpec, preprocess
-from tillsight.profiles import Profile, PruningMode, SizePolicy, load_profile
+from tillsight.profiles import BackendKind, Precision, Profile, PruningMode, SizePolicy, load_profile
 from tillsight.staging import staged_directory
 
 from . import ConversionJob, TargetResult, target_for
@@ -347,6 +347,20 @@ def _check_accuracy(profile: Profile, accuracy: AccuracyMetrics, allowed: bool) 
         f"{tolerance:.2f}"
     )
     if not allowed:
-        raise AccuracyError(message + ": no bundle written (use more or better calibration images, or --allow-accuracy-drop)")
+        raise AccuracyError(f"{message}: no bundle written ({_remedy(profile, accuracy)}, or --allow-accuracy-drop)")
     logger.warning("%s: writing the bundle anyway (--allow-accuracy-drop)", message)
     return accuracy
+
+
+def _remedy(profile: Profile, accuracy: AccuracyMetrics) -> str:
+    """What to try when the drop is over the tolerance: for the step that lost the points."""
+    if accuracy.pruned_top1 is not None and accuracy.float_top1 - accuracy.pruned_top1 > profile.max_top1_drop:
+        return (
+            f"pruning alone took {accuracy.float_top1 - accuracy.pruned_top1:.2f} of them, the pruned float model "
+            f"scores {accuracy.pruned_top1:.2f}%: fine-tune longer (--finetune-epochs), add --distill, or prune less"
+        )
+    if profile.backend is not BackendKind.OPENVINO:
+        return "use more or better calibration images, or --qat"
+    if profile.openvino.precision is Precision.INT8:
+        return "use more or better calibration images, or accuracy_control = true in the profile's [openvino]"
+    return "a float IR should match the float model: check --input-range, --mean/--std and --color-order"

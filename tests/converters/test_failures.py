@@ -146,6 +146,7 @@ def test_accuracy_gate_keeps_the_good_bundle(tmp_path, tiny_model_file, photos, 
     argv = convert_args(tiny_model_file, photos, out, **{"--calibration": black.parent})
     code, err = run_cli(capfd, *argv, "--eval", photos.eval_list)
     assert code == 1 and "lost" in err[0] and "no bundle written" in err[0], err
+    assert "calibration images" in err[0] and "pruning" not in err[0], err  # the int8 step lost the points
     assert {p.name: sha256_of_file(p) for p in good.iterdir()} == before
     tillsight.load(good).close()
 
@@ -153,3 +154,13 @@ def test_accuracy_gate_keeps_the_good_bundle(tmp_path, tiny_model_file, photos, 
     assert code == 0
     accuracy = json.loads((good / "manifest.json").read_text())["metrics"]["accuracy"]
     assert accuracy["within_tolerance"] is False and accuracy["top1_drop"] > 1.0
+
+
+@pytest.mark.integration
+def test_accuracy_refusal_names_pruning_when_pruning_lost_the_points(tmp_path, tiny_model_file, photos, capfd):
+    argv = convert_args(tiny_model_file, photos, tmp_path / "out", **{"--prune": "channels:0.9", "--finetune-epochs": 0})
+    code, err = run_cli(capfd, *argv, "--eval", photos.eval_list)
+    assert code == 1 and "no bundle written" in err[0], err
+    assert "pruning alone took" in err[0] and "--finetune-epochs" in err[0] and "calibration" not in err[0], err
+    assert not (tmp_path / "out").exists()
+
