@@ -129,7 +129,7 @@ class PruningOptions:
 
     mode: PruningMode = PruningMode.NONE
     target: float = 0.0  # sparsity (unstructured) or channel fraction (channels)
-    scope: PruningScope = PruningScope.LAYER  # channels only
+    scope: PruningScope = PruningScope.MEASURED  # channels only
     criterion: ChannelCriterion = ChannelCriterion.L1  # channels only
     channel_multiple: int = 8  # channels only: kept counts rounded to this (SIMD width, accelerator tiles)
     finetune_epochs: int = 3  # 0: prune in one shot, no fine-tuning data needed
