@@ -290,6 +290,8 @@ def test_pruning_distills_from_the_original_model_on_unlabeled_frames(tiny_model
     bundle = tillsight.convert(tiny_model_file, "generic-x86-cpu", calibration=photos.train_list, evaluation=photos.eval_list,
                                labels=photos.labels_file, out=tmp_path / "b", finetune=frames, options=options)
     finetune = bundle.manifest.metrics.pruning.finetune
+    chosen = bundle.manifest.metrics.pruning.details  # by default, channels go where trials hurt least
+    assert chosen["scope"] == "measured" and chosen["choice"]["trials"] > 0 and chosen["batchnorm_rebased"] > 0
     assert finetune.details["labeled_photos"] == 0 and finetune.photos == n and finetune.details["teacher_images_run"] == 2 * n
     assert finetune.loss[-1] < finetune.loss[0]
     assert bundle.manifest.metrics.accuracy.converted_top1 >= 60.0  # half the channels, learned from frames alone
