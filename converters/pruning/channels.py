@@ -100,8 +100,12 @@ class ChannelPlan:
     groups: list[ChannelGroup]
     input_group: dict[int, ChannelGroup]  # id(layer) -> the group of its (first) input channels
     output_group: dict[int, ChannelGroup]  # id(layer) -> the group of its output channels
-    macs: int  # multiply-accumulates of one forward pass of the planned model
-    costs: list[LayerCost] = dataclasses.field(default_factory=list)
+    costs: list[LayerCost]  # every convolution and Dense call with multiply-adds
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates of one forward pass of the planned model."""
+        return sum(cost.macs for cost in self.costs)
 
     def kept_macs(self) -> float:
         """Multiply-adds of one forward pass once the chosen channels are gone."""
@@ -340,4 +344,4 @@ def plan_channels(model: Any) -> ChannelPlan:
         for layer, macs in walker.macs
         if macs
     ]
-    return ChannelPlan(model, list(groups.values()), input_group, output_group, sum(macs for _, macs in walker.macs), costs)
+    return ChannelPlan(model, list(groups.values()), input_group, output_group, costs)
