@@ -204,7 +204,7 @@ class _Training:
 
     def run(self, model: Any, epochs: int, callbacks: Any = ()) -> dict[str, Any]:
         """Train ``model`` in place."""
-        schedule = TrainingSchedule(epochs, self.options.learning_rate, callbacks, self.progress)
+        schedule = TrainingSchedule(epochs, self.options.learning_rate, callbacks, self.progress, restarts=True)
         if self.teacher is None:
             return fine_tune(model, self.photos, self.activation, schedule)
         schedule = dataclasses.replace(schedule, desc="fine-tune (distilled)")

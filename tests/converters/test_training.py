@@ -374,3 +374,31 @@ def test_profile_distillation_and_qat_tables_are_checked(tmp_path: Path):
         Profile.from_toml_text(text.replace("alpha = 0.5", "alpha = 1.5"), "bad")
     with pytest.raises(ProfileError, match="'qat.epochs' must be at least 1"):
         Profile.from_toml_text(text.replace("epochs = 2 ", "epochs = 0 "), "bad")
+
+
+@requires_keras
+def test_restarting_schedule_starts_each_epoch_at_half_the_last_peak():
+    import keras
+
+    from tillsight.converters.training import TrainingSchedule
+    from tillsight.converters.training.finetune import fit
+
+    def rates_after(restarts: bool) -> list[float]:
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        rates = []
+
+        class Record(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                rates.append(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)))
+
+        data = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
+        import tensorflow as tf
+
+        dataset = tf.data.Dataset.from_tensor_slices((data, data[:, :2])).batch(10)
+        schedule = TrainingSchedule(3, 0.008, callbacks=[Record()], restarts=restarts)
+        fit(model, dataset, keras.losses.MeanSquaredError(), 4, schedule)
+        return rates
+
+    assert rates_after(True) == pytest.approx([0.008, 0.004, 0.002])
+    one_cosine = rates_after(False)
+    assert one_cosine[0] == pytest.approx(0.008) and one_cosine[1] > 0.004 and one_cosine[2] < 0.002
