@@ -294,7 +294,7 @@ def _manifest(
         input=result.input_spec,
         output=OutputSpec(len(labels), tensor_out.dtype, tensor_out.scale, tensor_out.zero_point, activation),
         runtime=RuntimeSettings(
-            profile.backend, result.model_file, profile.threads, profile.fallbacks, profile.device, result.runtime_options
+            profile.backend, result.model_file, profile.threads, profile.backend_fallbacks, profile.device, result.runtime_options
         ),
         artifacts=artifacts,
         profile=profile.to_dict(),

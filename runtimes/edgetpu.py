@@ -90,7 +90,7 @@ class EdgeTPUBackend(TFLiteBackend):
             backend.infer(np.zeros(backend.input_spec.shape, dtype=backend.input_spec.dtype))
             return backend
         except BackendUnavailableError as exc:
-            if BackendKind.TFLITE not in runtime.fallbacks:
+            if BackendKind.TFLITE not in runtime.backend_fallbacks:
                 raise
             logger.warning("Edge TPU unavailable, running the int8 model on the CPU as the profile allows: %s", exc)
             fallback = TFLiteBackend(bundle.model_path, threads)

@@ -105,7 +105,7 @@ class OpenVINOBackend(Backend):
         self,
         model_path: Path,
         device: str,
-        fallbacks: Sequence[str] = (),
+        device_fallbacks: Sequence[str] = (),
         performance_hint: str = "LATENCY",
         threads: int = 0,
         cache_dir: Path | None = None,
@@ -117,7 +117,7 @@ class OpenVINOBackend(Backend):
         Args:
             model_path: ``model.xml`` (``model.bin`` beside it), verified against the manifest.
             device: Requested device.
-            fallbacks: Devices allowed when it is absent.
+            device_fallbacks: Devices allowed when it is absent (the profile's ``[openvino] device_fallbacks``).
             performance_hint: ``LATENCY`` (one frame at a time) or ``THROUGHPUT`` (many in flight).
             threads: CPU inference threads (0: OpenVINO's choice); ignored on other devices.
             cache_dir: Compiled-model cache; defaults to :func:`default_cache_dir`.
@@ -130,7 +130,7 @@ class OpenVINOBackend(Backend):
             BundleError: OpenVINO cannot read or compile the IR.
         """
         core = core or shared_core()
-        self.device, warning = select_device(device, fallbacks, list(core.available_devices))
+        self.device, warning = select_device(device, device_fallbacks, list(core.available_devices))
         if warning:
             logger.warning(warning)
         self.fallback_reason = warning
@@ -163,7 +163,7 @@ class OpenVINOBackend(Backend):
         return cls(
             bundle.model_path,
             device or runtime.device,
-            fallbacks=tuple(options.get("device_fallbacks", ())),
+            device_fallbacks=tuple(options.get("device_fallbacks", ())),
             performance_hint=str(options.get("performance_hint", "LATENCY")),
             threads=threads,
             cpu_precision=options.get("cpu_inference_precision"),

@@ -82,7 +82,7 @@ class RuntimeSettings:
     backend: BackendKind
     model_file: str
     threads: int
-    fallbacks: tuple[BackendKind, ...] = ()
+    backend_fallbacks: tuple[BackendKind, ...] = ()
     device: str = ""
     options: dict[str, Any] = dataclasses.field(default_factory=dict)  # backend-specific, e.g. OpenVINO's
 
@@ -92,7 +92,7 @@ class RuntimeSettings:
             "backend": self.backend.value,
             "model_file": self.model_file,
             "threads": self.threads,
-            "fallbacks": [b.value for b in self.fallbacks],
+            "backend_fallbacks": [b.value for b in self.backend_fallbacks],
             "device": self.device,
             "options": self.options,
         }
@@ -159,7 +159,10 @@ class Manifest:
                 backend=BackendKind(runtime_data["backend"]),
                 model_file=str(runtime_data["model_file"]),
                 threads=int(runtime_data["threads"]),
-                fallbacks=tuple(BackendKind(b) for b in runtime_data.get("fallbacks", [])),
+                # "fallbacks" in bundles written before the rename
+                backend_fallbacks=tuple(
+                    BackendKind(b) for b in runtime_data.get("backend_fallbacks", runtime_data.get("fallbacks", []))
+                ),
                 device=str(runtime_data.get("device", "")),
                 options=dict(runtime_data.get("options", {})),
             )

@@ -266,7 +266,8 @@ def _pruning_line(pruning: PruningMetrics, accuracy: AccuracyMetrics | None) -> 
 
 def _profiles(_args: argparse.Namespace) -> int:
     for profile in list_profiles():
-        fallback = f" (fallback: {', '.join(b.value for b in profile.fallbacks)})" if profile.fallbacks else ""
+        fallbacks = profile.backend_fallbacks
+        fallback = f" (fallback: {', '.join(b.value for b in fallbacks)})" if fallbacks else ""
         print(f"{profile.name:<20} {profile.backend.value:<9} {profile.description}{fallback}")
     return 0
 

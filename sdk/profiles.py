@@ -81,7 +81,9 @@ class Profile:
     name: str
     description: str
     backend: BackendKind
-    fallbacks: tuple[BackendKind, ...] = ()
+    # backends that may run the model when `backend` cannot (the Edge TPU's CPU fallback); an OpenVINO
+    # device that may stand in for the profile's is `[openvino] device_fallbacks`
+    backend_fallbacks: tuple[BackendKind, ...] = ()
     threads: int = 1
     device: str = ""  # backend device string, e.g. "GPU" (OpenVINO) or "usb:0" (Edge TPU)
     max_top1_drop: float = 1.0  # accuracy tolerance in top-1 points against the float model
@@ -126,8 +128,8 @@ class Profile:
                 f"{where}: 'qat.epochs' must be at least 1 and 'qat.learning_rate' positive, got {self.qat.epochs} and "
                 f"{self.qat.learning_rate}"
             )
-        if self.backend in self.fallbacks:
-            raise ProfileError(f"{where}: 'fallbacks' must not repeat the backend '{self.backend.value}'")
+        if self.backend in self.backend_fallbacks:
+            raise ProfileError(f"{where}: 'backend_fallbacks' must not repeat the backend '{self.backend.value}'")
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Profile:
@@ -160,6 +162,10 @@ class Profile:
         table = dict(table)
         if "name" in table or "source" in table:
             raise ProfileError(f"{where}: 'name' and 'source' are taken from the file name; remove the key")
+        if "fallbacks" in table:  # the old name, still read
+            if "backend_fallbacks" in table:
+                raise ProfileError(f"{where}: 'fallbacks' is the old name of 'backend_fallbacks'; keep only the latter")
+            table["backend_fallbacks"] = table.pop("fallbacks")
         table["name"] = name
         table["source"] = source
         return _build(cls, table, where, prefix="")

@@ -119,3 +119,17 @@ def test_malformed_metrics_are_refused_as_one_line_and_good_ones_read_as_types(t
             assert cli.main(command) == 1
             err = capsys.readouterr().err.strip()
             assert "malformed" in err and len(err.splitlines()) == 1 and "AttributeError" not in err
+
+
+def test_a_manifest_written_before_the_fallbacks_rename_still_reads(tmp_path):
+    from tillsight.profiles import BackendKind
+
+    bundle = shutil.copytree(ASSETS / "classifier", tmp_path / "bundle")
+    manifest_path = bundle / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["runtime"].pop("backend_fallbacks", None)
+    manifest["runtime"]["fallbacks"] = ["edgetpu"]
+    manifest_path.write_text(json.dumps(manifest))
+    runtime = read_bundle(bundle).manifest.runtime
+    assert runtime.backend_fallbacks == (BackendKind.EDGETPU,)
+    assert "fallbacks" not in runtime.to_dict() and runtime.to_dict()["backend_fallbacks"] == ["edgetpu"]

@@ -24,7 +24,7 @@ def test_required_profiles_ship_and_validate():
     assert (pi4.backend, pi4.threads, pi4.max_top1_drop) == (BackendKind.TFLITE, 4, 1.0)
     assert pi4.input.io_dtype is IODtype.UINT8 and pi4.quantization.per_channel
     assert pi4.quantization.calibration_samples >= 200
-    assert profiles["coral-usb"].backend is BackendKind.EDGETPU and profiles["coral-usb"].fallbacks == (BackendKind.TFLITE,)
+    assert profiles["coral-usb"].backend is BackendKind.EDGETPU and profiles["coral-usb"].backend_fallbacks == (BackendKind.TFLITE,)
     assert profiles["intel-nuc-iris-xe"].backend is BackendKind.OPENVINO
 
 
@@ -36,10 +36,18 @@ def test_user_profile_file_by_path(tmp_path):
     assert profile.to_dict()["input"]["resize"] == "letterbox"
 
 
+def test_a_profile_with_the_old_fallbacks_key_still_loads(tmp_path):
+    path = tmp_path / "old-coral.toml"
+    text = shipped_text("coral-usb")
+    assert 'backend_fallbacks = ["tflite"]' in text
+    path.write_text(text.replace("backend_fallbacks = ", "fallbacks = "))
+    assert load_profile(path).backend_fallbacks == (BackendKind.TFLITE,)
+
+
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
-        (("threads = 4", "threads = 4\ncolour = 1"), "unknown key 'colour' (allowed: backend, budgets, description"),
+        (("threads = 4", "threads = 4\ncolour = 1"), "unknown key 'colour' (allowed: backend, backend_fallbacks, budgets, description"),
         (('resize = "center-crop"', 'resize = "fill"'), "'input.resize' = 'fill' is not allowed (allowed: center-crop, stretch, letterbox)"),
         (('io_dtype = "uint8"', 'io_dtype = "float"'), "(allowed: uint8, int8)"),
         (('backend = "tflite"', 'backend = "onnx"'), "'backend' = 'onnx' is not allowed (allowed: tflite, edgetpu, openvino)"),
@@ -51,6 +59,7 @@ def test_user_profile_file_by_path(tmp_path):
         (("threads = 4", "threads = [4"), "invalid TOML"),
         (("crop = 1.0", "crop = 1.2"), "'input.crop' must be a fraction in (0, 1], got 1.2"),
         (('description = "Raspberry', 'describe = "Raspberry'), "unknown key 'describe'"),
+        (("backend_fallbacks = []", "backend_fallbacks = []\nfallbacks = []"), "keep only the latter"),
     ],
 )
 def test_bad_profile_names_file_key_and_allowed_values(tmp_path, edit, expected):

@@ -186,7 +186,7 @@ def test_compile_bundle_then_delegate_missing_falls_back_or_fails_clearly(coral_
         assert "libedgetpu.so.1 is not installed" in classifier.backend.fallback_reason
         assert "plug in the Coral device" in classifier.backend.fallback_reason
     manifest = json.loads((bundle / "manifest.json").read_text())
-    manifest["runtime"]["fallbacks"] = []
+    manifest["runtime"]["backend_fallbacks"] = []
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(tillsight.BackendUnavailableError, match="libedgetpu.so.1 is not installed.*libedgetpu1-std"):
         tillsight.load(bundle)
