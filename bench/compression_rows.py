@@ -64,25 +64,32 @@ def pruning_benchmark(
             ),
         )
         seconds = time.monotonic() - started
-        summary = summarize_bundle(bundle.path)
-        process = measure_process(bundle.path)
-        report, accuracy = bundle.manifest.metrics.pruning, bundle.manifest.metrics.accuracy
-        rows.append({
-            "name": name, "setting": spec + (" + distill" if name in distilled else ""), "epochs": epochs,
-            "distilled": name in distilled, "profile": reference["name"], "path": str(bundle.path),
-            "model_bytes": summary.model_bytes, "gzip_bytes": summary.gzip_bytes,
-            "float_top1": accuracy.float_top1, "pruned_top1": accuracy.pruned_top1,
-            "converted_top1": accuracy.converted_top1, "top1_agreement": accuracy.top1_agreement,
-            "drop_vs_unpruned_float": accuracy.top1_drop, "process": process, "conversion_s": round(seconds, 1),
-            "finetune_s": report.finetune.seconds if report.finetune else None,
-            "sparsity": report.sparsity, "removed_channels": report.removed_fraction,
-            "macs_ratio": round(report.macs_after / report.macs_before, 3) if report.macs_after else None,
-            "latency_ratio": round(process["p50_ms"] / reference["process"]["p50_ms"], 3),
-            "gzip_ratio": round(summary.gzip_bytes / reference["gzip_bytes"], 3),
-        })
-        print(f"pruning {name} ({spec}): top-1 {accuracy.converted_top1}%, p50 {process['p50_ms']} ms, "
-              f"gzip {summary.gzip_bytes / 1e6:.2f} MB, {seconds:.0f} s", flush=True)
+        row = _pruning_row(name, spec, name in distilled, epochs, bundle, reference, measure_process(bundle.path), seconds)
+        rows.append(row)
+        print(f"pruning {name} ({spec}): top-1 {row['converted_top1']}%, p50 {row['process']['p50_ms']} ms, "
+              f"gzip {row['gzip_bytes'] / 1e6:.2f} MB, {seconds:.0f} s", flush=True)
     return rows
+
+
+def _pruning_row(
+    name: str, spec: str, distilled: bool, epochs: int, bundle, reference: dict, process: dict, seconds: float
+) -> dict:
+    """One pruned bundle's figures and its ratios against the unpruned reference bundle."""
+    summary = summarize_bundle(bundle.path)
+    report, accuracy = bundle.manifest.metrics.pruning, bundle.manifest.metrics.accuracy
+    return {
+        "name": name, "setting": spec + (" + distill" if distilled else ""), "epochs": epochs,
+        "distilled": distilled, "profile": reference["name"], "path": str(bundle.path),
+        "model_bytes": summary.model_bytes, "gzip_bytes": summary.gzip_bytes,
+        "float_top1": accuracy.float_top1, "pruned_top1": accuracy.pruned_top1,
+        "converted_top1": accuracy.converted_top1, "top1_agreement": accuracy.top1_agreement,
+        "drop_vs_unpruned_float": accuracy.top1_drop, "process": process, "conversion_s": round(seconds, 1),
+        "finetune_s": report.finetune.seconds if report.finetune else None,
+        "sparsity": report.sparsity, "removed_channels": report.removed_fraction,
+        "macs_ratio": round(report.macs_after / report.macs_before, 3) if report.macs_after else None,
+        "latency_ratio": round(process["p50_ms"] / reference["process"]["p50_ms"], 3),
+        "gzip_ratio": round(summary.gzip_bytes / reference["gzip_bytes"], 3),
+    }
 
 
 def qat_benchmark(

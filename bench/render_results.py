@@ -23,11 +23,24 @@ def met(ok: bool, text: str) -> str:
 
 
 def render_markdown(results: dict) -> str:
-    baselines = {row["name"].split(" (")[0]: row for row in results["baselines"]}
-    keras, tfl_float = baselines["Keras float"], baselines["TFLite float"]
+    """RESULTS.md: header, baselines, bundles per profile, footprint, pipeline, compression rows, targets, analysis."""
     plain = next(row for row in results["baselines"] if row["name"].startswith("plain"))
-    openvino = baselines["OpenVINO FP32"]
-    lines = [
+    reference = next(b for b in results["bundles"] if b["name"] == results["pipeline"]["bundle"])
+    lines = _header(results) + _baselines_section(results) + _bundles_section(results, plain)
+    lines += _footprint_section(results, reference) + _pipeline_section(results["pipeline"])
+    lines += _pruning_section(results.get("pruning", []), reference) + _training_section(results, reference)
+    lines += ["## Targets", ""] + _bundle_targets(results, plain, reference["process"])
+    lines += _pruning_targets(results.get("pruning", []))
+    lines += _training_targets(results)
+    lines.append("")
+    lines.append("![accuracy vs latency, marker area by model size](plots/accuracy_latency.png)")
+    if ANALYSIS.exists():  # written by hand from measurements, for the misses a table cannot explain
+        lines += ["", ANALYSIS.read_text(encoding="utf-8").rstrip()]
+    return "\n".join(lines) + "\n"
+
+
+def _header(results: dict) -> list[str]:
+    return [
         "# Benchmark results",
         "",
         f"Host: {results['host']}. Date: {results['date']}. Run time: {results['wall_time_s'] / 60:.1f} minutes.",
@@ -39,6 +52,12 @@ def render_markdown(results: dict) -> str:
         "Refresh with `python bench/run_benchmarks.py` (see its docstring). This run: "
         f"`python bench/run_benchmarks.py {' '.join(results.get('arguments', []))}`".rstrip() + " (rows its arguments skip are absent).",
         "",
+    ]
+
+
+def _baselines_section(results: dict) -> list[str]:
+    keras = next(row for row in results["baselines"] if row["name"].startswith("Keras float"))
+    lines = [
         "## Baselines (measured in the same run)",
         "",
         _row(["baseline", "size MB", "top-1", "agreement with float", "latency p50 / p95 ms", "p50 vs Keras predict"]),
@@ -49,8 +68,12 @@ def render_markdown(results: dict) -> str:
             row["name"], f"{row['bytes'] / 1e6:.2f}", f"{row['top1']:.2f}%", f"{row['agreement']:.2f}%",
             f"{row['p50_ms']:.3f} / {row['p95_ms']:.3f}", _ratio(row["p50_ms"], keras["p50_ms"]),
         ]))
-    lines += [
-        "",
+    return lines + [""]
+
+
+def _bundles_section(results: dict, plain: dict) -> list[str]:
+    tfl_float = next(row for row in results["baselines"] if row["name"].startswith("TFLite float"))
+    lines = [
         "## tillsight bundles, per device profile",
         "",
         "Latency at the profile's thread count, in a process that runs only the bundle (median of 3 processes);",
@@ -69,13 +92,13 @@ def render_markdown(results: dict) -> str:
             _ratio(process["p50_ms"], tfl_float["p50_ms"]), f"{process['cold_start_s']:.2f}", f"{process['peak_rss_mb']:.0f}",
             f"{b['conversion_s']:.0f}",
         ]))
-    bare = results["bare_process"]
-    reference = next(b for b in results["bundles"] if b["name"] == results["pipeline"]["bundle"])
-    ours = reference["process"]
-    pipeline = results["pipeline"]
-    stages = ", ".join(f"{name} {values.get('p50', 0):.2f}/{values.get('p95', 0):.2f}" for name, values in pipeline["stage_latency_ms"].items())
-    lines += [
-        "",
+    return lines + [""]
+
+
+def _footprint_section(results: dict, reference: dict) -> list[str]:
+    bare, ours = results["bare_process"], reference["process"]
+    openvino = next(row for row in results["baselines"] if row["name"].startswith("OpenVINO FP32"))
+    return [
         f"Plain int8 recipe gzip size: {results['plain_int8_gzip_bytes'] / 1e6:.2f} MB. OpenVINO FP32 top-1 {openvino['top1']:.2f}%.",
         "",
         f"## Process footprint ({reference['name']} bundle vs a bare ai-edge-litert process on the same model)",
@@ -86,41 +109,42 @@ def render_markdown(results: dict) -> str:
         _row(["tillsight.load + classify", f"{ours['cold_start_s']:.2f}", f"{ours['peak_rss_mb']:.0f}", f"{ours['p50_ms']:.3f}"]),
         _row(["ratio", _ratio(ours["cold_start_s"], bare["cold_start_s"]), _ratio(ours["peak_rss_mb"], bare["peak_rss_mb"]), ""]),
         "",
+    ]
+
+
+def _pipeline_section(pipeline: dict) -> list[str]:
+    stages = ", ".join(f"{name} {values.get('p50', 0):.2f}/{values.get('p95', 0):.2f}" for name, values in pipeline["stage_latency_ms"].items())
+    age = pipeline["frame_age_ms"]
+    return [
         f"## Checkout pipeline ({pipeline['bundle']} bundle, {pipeline['threads']} threads, a video whose every frame shows a product)",
         "",
         f"- {pipeline['fps']:.0f} frames/s through the pipeline against a bare-inference bound of {pipeline['bare_bound_fps']:.0f} "
         f"frames/s (1 / {pipeline['bare_inference_ms']:.3f} ms): ratio {pipeline['ratio']:.2f}.",
         f"- Stage latency p50/p95 ms: {stages}.",
-        f"- Frame age at decision p50/p95/p99 ms: {pipeline['frame_age_ms'].get('p50', 0):.1f} / "
-        f"{pipeline['frame_age_ms'].get('p95', 0):.1f} / {pipeline['frame_age_ms'].get('p99', 0):.1f}.",
+        f"- Frame age at decision p50/p95/p99 ms: {age.get('p50', 0):.1f} / {age.get('p95', 0):.1f} / {age.get('p99', 0):.1f}.",
         "- The bound is one invoke of this small model on this host. Each frame also pays video decoding "
         "(capture thread, sharing the 2 cores), the tray check and preprocessing, together more than the "
         "invoke itself (stage latencies above); a model whose invoke takes tens of milliseconds, as on a "
         "Pi-class CPU, would make those fixed costs a small share. That has not been measured here.",
         "",
-        "## Targets",
-        "",
     ]
-    lines[-2:-2] = _pruning_section(results.get("pruning", []), reference) + _training_section(results, reference)
-    tflite = [b for b in results["bundles"] if b["backend"] == "tflite"]
-    for b in tflite:
+
+
+def _bundle_targets(results: dict, plain: dict, ours: dict) -> list[str]:
+    """The int8, pipeline and footprint targets, each met or missed by a measured amount."""
+    lines = []
+    for b in (b for b in results["bundles"] if b["backend"] == "tflite"):
         drop, agreement = b["top1_drop"], b["top1_agreement"]
         drop_text = met(drop <= 0.5, f"{drop:.2f} points")
         agreement_text = met(agreement >= 99.0, f"{agreement:.2f}%, plain recipe {plain['agreement']:.2f}%")
         versus_plain = met(agreement >= plain["agreement"], f"{agreement - plain['agreement']:+.2f} points")
         lines.append(f"- {b['name']}: int8 drop <= 0.5 point: {drop_text}; agreement >= 99%: {agreement_text}; "
                      f"agreement >= the plain recipe's: {versus_plain}")
-    ratio = pipeline["ratio"]
+    ratio, bare = results["pipeline"]["ratio"], results["bare_process"]
     lines.append(f"- pipeline >= 0.9x the bare-inference bound: {met(ratio >= 0.9, f'{ratio:.2f}x')}")
     rss, cold = ours["peak_rss_mb"] / bare["peak_rss_mb"], ours["cold_start_s"] / bare["cold_start_s"]
     lines.append(f"- peak RSS <= 1.5x bare: {met(rss <= 1.5, f'{rss:.2f}x')}; cold start <= 1.5x bare: {met(cold <= 1.5, f'{cold:.2f}x')}")
-    lines += _pruning_targets(results.get("pruning", []))
-    lines += _training_targets(results)
-    lines.append("")
-    lines.append("![accuracy vs latency, marker area by model size](plots/accuracy_latency.png)")
-    if ANALYSIS.exists():  # written by hand from measurements, for the misses a table cannot explain
-        lines += ["", ANALYSIS.read_text(encoding="utf-8").rstrip()]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _pruning_section(rows: list[dict], reference: dict) -> list[str]:

@@ -146,6 +146,39 @@ def pipeline_benchmark(bundle_dir: Path, frames: list[np.ndarray], work: Path, r
 
 
 def main() -> None:
+    args = parse_arguments()
+    began = time.monotonic()
+    args.out.mkdir(parents=True, exist_ok=True)
+    model_path, labels_path = ensure_model(args)
+
+    import keras
+
+    model = keras.saving.load_model(model_path)
+    labels = read_labels(labels_path)
+    size = int(model.input_shape[1])
+    inputs, truth, frames = load_eval(args.data, labels, size, args.crop, "val.txt")
+    calibration, _, _ = load_eval(args.data, labels, size, args.crop, "train.txt", PLAIN_RECIPE_IMAGES)
+    print(f"{len(inputs)} held-out photos, {len(calibration)} calibration photos for the plain recipe", flush=True)
+
+    results: dict = {"host": host_description(), "date": datetime.date.today().isoformat(), "model": str(model_path),
+                     "arguments": sys.argv[1:], "input_size": size, "crop": args.crop, "eval_images": int(len(inputs)), "versions": versions()}
+    results.update(baseline_rows(model, inputs, truth, calibration, args.runs))
+    print("baselines done", flush=True)
+
+    sample_image = args.out / "sample.jpg"
+    cv2.imwrite(str(sample_image), frames[0])
+    results["bundles"] = bundles = profile_rows(args, model_path, labels_path, sample_image)
+    reference = next((b for b in bundles if b["name"] == "generic-x86-cpu"), bundles[0])
+    with tempfile.TemporaryDirectory() as work:
+        results["bare_process"] = probe("bare", Path(reference["path"]) / "model.tflite", sample_image, args.runs, 2, size)
+        results["pipeline"] = pipeline_benchmark(Path(reference["path"]), frames, Path(work), args.runs)
+    results["pipeline"]["bundle"] = reference["name"]
+    results.update(compression_rows(args, model_path, labels_path, reference, sample_image))
+    results["wall_time_s"] = round(time.monotonic() - began, 1)
+    write_outputs(args, results, model.name)
+
+
+def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data" / "grocery-store")
     parser.add_argument("--model", help="a trained Keras classifier (default: train the sample one)")
@@ -168,32 +201,36 @@ def main() -> None:
     args = parser.parse_args()
     if args.model and not args.labels:
         parser.error("--model needs --labels")
-    began = time.monotonic()
-    args.out.mkdir(parents=True, exist_ok=True)
-    model_path, labels_path = ensure_model(args)
+    return args
 
-    import keras
 
-    model = keras.saving.load_model(model_path)
-    labels = read_labels(labels_path)
-    size = int(model.input_shape[1])
-    inputs, truth, frames = load_eval(args.data, labels, size, args.crop, "val.txt")
-    calibration, _, _ = load_eval(args.data, labels, size, args.crop, "train.txt", PLAIN_RECIPE_IMAGES)
-    print(f"{len(inputs)} held-out photos, {len(calibration)} calibration photos for the plain recipe", flush=True)
+def baseline_rows(model, inputs: np.ndarray, truth: np.ndarray, calibration: np.ndarray, runs: int) -> dict:
+    """Keras predict, float TFLite, the plain TFLiteConverter int8 recipe and OpenVINO FP32, on the same photos."""
+    keras_row, float_top1 = baselines.keras_float(model, inputs, truth, max(20, runs // 10))
+    rows = [keras_row, baselines.tflite_float(model, inputs, truth, float_top1, 2, runs)]
+    plain = baselines.tflite_plain_int8(model, inputs, truth, float_top1, calibration, 2, runs)
+    gzip_size = len(gzip.compress(plain.pop("model_bytes"), compresslevel=9))
+    rows += [plain, baselines.openvino_fp32(model, inputs, truth, float_top1, 2, runs)]
+    return {"baselines": rows, "plain_int8_gzip_bytes": gzip_size}
 
-    results: dict = {"host": host_description(), "date": datetime.date.today().isoformat(), "model": str(model_path),
-                     "arguments": sys.argv[1:], "input_size": size, "crop": args.crop, "eval_images": int(len(inputs)), "versions": versions()}
-    keras_row, float_top1 = baselines.keras_float(model, inputs, truth, max(20, args.runs // 10))
-    rows = [keras_row,
-            baselines.tflite_float(model, inputs, truth, float_top1, 2, args.runs)]
-    plain = baselines.tflite_plain_int8(model, inputs, truth, float_top1, calibration, 2, args.runs)
-    results["plain_int8_gzip_bytes"] = len(gzip.compress(plain.pop("model_bytes"), compresslevel=9))
-    rows += [plain, baselines.openvino_fp32(model, inputs, truth, float_top1, 2, args.runs)]
-    results["baselines"] = rows
-    print("baselines done", flush=True)
 
-    sample_image = args.out / "sample.jpg"
-    cv2.imwrite(str(sample_image), frames[0])
+def write_outputs(args: argparse.Namespace, results: dict, model_name: str) -> None:
+    """results.json, results.md and the plot under OUT; RESULTS.md and its plot in bench/."""
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot = plot_accuracy_latency(plot_points(results), args.out / "accuracy_latency.png", f"grocery {model_name}, held-out val photos")
+    committed_plot = args.results_md.parent / "plots" / "accuracy_latency.png"
+    committed_plot.parent.mkdir(parents=True, exist_ok=True)
+    committed_plot.write_bytes(plot.read_bytes())
+    markdown = render_markdown(results)
+    (args.out / "results.md").write_text(markdown)
+    args.results_md.write_text(markdown)
+    print(markdown)
+    print(f"wrote {args.out / 'results.json'}, {committed_plot} and {args.results_md} "
+          f"in {results['wall_time_s'] / 60:.1f} minutes")
+
+
+def profile_rows(args: argparse.Namespace, model_path: Path, labels_path: Path, sample_image: Path) -> list[dict]:
+    """Convert for every profile and measure each bundle (summary, conversion time, a process running only it)."""
     bundles = []
     for profile in args.profiles:
         started = time.monotonic()
@@ -207,55 +244,47 @@ def main() -> None:
         process = probe("tillsight", bundle.path, sample_image, args.runs)
         bundles.append({**summary.__dict__, "conversion_s": round(seconds, 1), "process": process})
         print(f"{profile}: converted in {seconds:.0f} s, top-1 {summary.converted_top1}%, p50 {process['p50_ms']} ms", flush=True)
-    results["bundles"] = bundles
+    return bundles
 
-    reference = next((b for b in bundles if b["name"] == "generic-x86-cpu"), bundles[0])
-    with tempfile.TemporaryDirectory() as work:
-        results["bare_process"] = probe("bare", Path(reference["path"]) / "model.tflite", sample_image, args.runs, 2, size)
-        results["pipeline"] = pipeline_benchmark(Path(reference["path"]), frames, Path(work), args.runs)
-    results["pipeline"]["bundle"] = reference["name"]
+
+def compression_rows(args: argparse.Namespace, model_path: Path, labels_path: Path, reference: dict, sample_image: Path) -> dict:
+    """The pruning, QAT and student rows the arguments ask for, each against the reference bundle."""
+    rows: dict = {}
+    measure = lambda path: probe("tillsight", path, sample_image, args.runs)  # noqa: E731
     if args.finetune_epochs > 0:
         settings = {f"{spec.replace(':', '-')}-distilled": spec for spec in args.prune_structured}
         settings["unstructured"] = args.prune_unstructured
-        results["pruning"] = pruning_benchmark(
-            model_path, labels_path, args.data, args.out / "pruned", reference,
-            lambda path: probe("tillsight", path, sample_image, args.runs), settings, args.finetune_epochs,
+        rows["pruning"] = pruning_benchmark(
+            model_path, labels_path, args.data, args.out / "pruned", reference, measure, settings, args.finetune_epochs,
             distilled=tuple(name for name in settings if name.endswith("-distilled")), crop=args.crop,
         )
     if args.qat_epochs > 0:
-        results["qat"] = qat_benchmark(
-            model_path, labels_path, args.data, args.out / "qat", reference,
-            lambda path: probe("tillsight", path, sample_image, args.runs), args.qat_epochs, crop=args.crop,
+        rows["qat"] = qat_benchmark(
+            model_path, labels_path, args.data, args.out / "qat", reference, measure, args.qat_epochs, crop=args.crop,
         )
     if args.student_epochs > 0:
-        results["student"] = student_benchmark(
-            model_path, labels_path, args.data, args.out / "student", reference,
-            lambda path: probe("tillsight", path, sample_image, args.runs), args.student, args.student_epochs,
+        rows["student"] = student_benchmark(
+            model_path, labels_path, args.data, args.out / "student", reference, measure, args.student, args.student_epochs,
             student_size=(args.student_size, args.student_size) if args.student_size else None, crop=args.crop,
         )
-    results["wall_time_s"] = round(time.monotonic() - began, 1)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    points = [(b["name"], b["process"]["p50_ms"], b["converted_top1"], b["model_bytes"]) for b in bundles]
-    points += [(r["name"], r["p50_ms"], r["top1"], r["bytes"]) for r in rows]
+    return rows
+
+
+def plot_points(results: dict) -> list[tuple[str, float, float, int]]:
+    """(label, p50 ms, top-1, bytes) of every bundle and baseline, for the accuracy-latency plot."""
+    reference = next(b for b in results["bundles"] if b["name"] == results["pipeline"]["bundle"])
+    points = [(b["name"], b["process"]["p50_ms"], b["converted_top1"], b["model_bytes"]) for b in results["bundles"]]
+    points += [(r["name"], r["p50_ms"], r["top1"], r["bytes"]) for r in results["baselines"]]
     points += [(f"{r['profile']} {r['setting']}", r["process"]["p50_ms"], r["converted_top1"], r["model_bytes"])
                for r in results.get("pruning", [])]
     if "qat" in results:
-        points.append((f"{reference['name']} QAT", results["qat"]["process"]["p50_ms"], results["qat"]["converted_top1"],
-                       reference["model_bytes"]))
+        qat = results["qat"]
+        points.append((f"{reference['name']} QAT", qat["process"]["p50_ms"], qat["converted_top1"], reference["model_bytes"]))
     if "student" in results:
         student = results["student"]
         points.append((f"student {student['student']}", student["process"]["p50_ms"], student["student_int8_top1"],
                        student["model_bytes"]))
-    plot = plot_accuracy_latency(points, args.out / "accuracy_latency.png", f"grocery {model.name}, held-out val photos")
-    committed_plot = args.results_md.parent / "plots" / "accuracy_latency.png"
-    committed_plot.parent.mkdir(parents=True, exist_ok=True)
-    committed_plot.write_bytes(plot.read_bytes())
-    markdown = render_markdown(results)
-    (args.out / "results.md").write_text(markdown)
-    args.results_md.write_text(markdown)
-    print(markdown)
-    print(f"wrote {args.out / 'results.json'}, {committed_plot} and {args.results_md} "
-          f"in {results['wall_time_s'] / 60:.1f} minutes")
+    return points
 
 
 def versions() -> dict[str, str]:
