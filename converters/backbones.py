@@ -153,35 +153,13 @@ def efficientnet_lite(
     """
     spec = _variant(variant)
     shape = input_shape or (spec.resolution, spec.resolution, 3)
-    if len(shape) != 3 or shape[2] != 3 or any(d is not None and d < _MIN_SIZE for d in shape[:2]):
-        raise OptionsError(f"input_shape must be (height, width, 3) with sides of at least {_MIN_SIZE}, got {shape}")
-    if weights not in ("imagenet", None):
-        raise OptionsError(f"weights must be 'imagenet' or None, got {weights!r}")
-    if num_classes is not None and num_classes < 0:
-        raise OptionsError(f"num_classes must be None, 0 or positive, got {num_classes}")
-    if color_order not in ("rgb", "bgr") or len(mean) != 3 or len(std) != 3 or 0.0 in std:
-        raise OptionsError(f"need color_order rgb|bgr and 3 means and 3 non-zero stds, got {color_order}, {mean}, {std}")
+    _check_arguments(shape, weights, num_classes, color_order, mean, std)
 
     layers = keras.layers
     inputs = keras.Input(shape, name="image")
-    # (pixels - 127) / 128 with pixels = input * std + mean: one scale and offset (per channel when they differ)
-    scale = [s / 128.0 for s in std]
-    offset = [(m - 127.0) / 128.0 for m in mean]
-    uniform = len(set(scale)) == 1 and len(set(offset)) == 1
-    x = layers.Rescaling(scale[0] if uniform else scale, offset[0] if uniform else offset, name="normalize")(inputs)
-    x = _conv_bn(x, _STEM_FILTERS, 3, 2, "stem")
-    for index, (filters_in, filters_out, kernel, stride, expand) in enumerate(_blocks(spec)):
-        name = f"block{index}"
-        block_input = x
-        if expand != 1:
-            x = _conv_bn(x, filters_in * expand, 1, 1, f"{name}_expand")
-        x = layers.DepthwiseConv2D(kernel, stride, padding="same", use_bias=False, name=f"{name}_dwconv")(x)
-        x = layers.BatchNormalization(epsilon=_BN_EPSILON, name=f"{name}_dwconv_bn")(x)
-        x = layers.ReLU(6.0, name=f"{name}_dwconv_relu6")(x)
-        x = layers.Conv2D(filters_out, 1, padding="same", use_bias=False, name=f"{name}_project")(x)
-        x = layers.BatchNormalization(epsilon=_BN_EPSILON, name=f"{name}_project_bn")(x)
-        if stride == 1 and filters_in == filters_out:
-            x = layers.Add(name=f"{name}_add")([x, block_input])
+    x = _conv_bn(_normalization(inputs, mean, std), _STEM_FILTERS, 3, 2, "stem")
+    for index, block in enumerate(_blocks(spec)):
+        x = _mobile_block(x, f"block{index}", *block)
     x = _conv_bn(x, _HEAD_FILTERS, 1, 1, "head")
     features = layers.GlobalAveragePooling2D(name="pool")(x)
     if num_classes == 0:
@@ -199,6 +177,45 @@ def efficientnet_lite(
             stem = model.get_layer("stem_conv")
             stem.kernel.assign(stem.kernel.numpy()[:, :, ::-1, :])
     return model
+
+
+def _check_arguments(
+    shape: tuple[int | None, ...], weights: str | None, num_classes: int | None, color_order: str,
+    mean: tuple[float, ...], std: tuple[float, ...],
+) -> None:
+    """Raises OptionsError for arguments :func:`efficientnet_lite` cannot build from."""
+    if len(shape) != 3 or shape[2] != 3 or any(d is not None and d < _MIN_SIZE for d in shape[:2]):
+        raise OptionsError(f"input_shape must be (height, width, 3) with sides of at least {_MIN_SIZE}, got {shape}")
+    if weights not in ("imagenet", None):
+        raise OptionsError(f"weights must be 'imagenet' or None, got {weights!r}")
+    if num_classes is not None and num_classes < 0:
+        raise OptionsError(f"num_classes must be None, 0 or positive, got {num_classes}")
+    if color_order not in ("rgb", "bgr") or len(mean) != 3 or len(std) != 3 or 0.0 in std:
+        raise OptionsError(f"need color_order rgb|bgr and 3 means and 3 non-zero stds, got {color_order}, {mean}, {std}")
+
+
+def _normalization(inputs: Any, mean: tuple[float, ...], std: tuple[float, ...]) -> Any:
+    """``(pixels - 127) / 128`` with ``pixels = input * std + mean``: one scale and offset (per channel when they differ)."""
+    scale = [s / 128.0 for s in std]
+    offset = [(m - 127.0) / 128.0 for m in mean]
+    uniform = len(set(scale)) == 1 and len(set(offset)) == 1
+    return keras.layers.Rescaling(scale[0] if uniform else scale, offset[0] if uniform else offset, name="normalize")(inputs)
+
+
+def _mobile_block(x: Any, name: str, filters_in: int, filters_out: int, kernel: int, stride: int, expand: int) -> Any:
+    """One inverted-residual block of EfficientNet-Lite: expand, depthwise, project (no squeeze-excitation)."""
+    layers = keras.layers
+    block_input = x
+    if expand != 1:
+        x = _conv_bn(x, filters_in * expand, 1, 1, f"{name}_expand")
+    x = layers.DepthwiseConv2D(kernel, stride, padding="same", use_bias=False, name=f"{name}_dwconv")(x)
+    x = layers.BatchNormalization(epsilon=_BN_EPSILON, name=f"{name}_dwconv_bn")(x)
+    x = layers.ReLU(6.0, name=f"{name}_dwconv_relu6")(x)
+    x = layers.Conv2D(filters_out, 1, padding="same", use_bias=False, name=f"{name}_project")(x)
+    x = layers.BatchNormalization(epsilon=_BN_EPSILON, name=f"{name}_project_bn")(x)
+    if stride == 1 and filters_in == filters_out:
+        x = layers.Add(name=f"{name}_add")([x, block_input])
+    return x
 
 
 def _conv_bn(x: Any, filters: int, kernel: int, stride: int, name: str) -> Any:

@@ -123,6 +123,9 @@ def convert(
 ) -> Bundle:
     """Convert a Keras classifier into a bundle for one device profile.
 
+    Longer than 60 lines on purpose: the body is the outline of a conversion, one call per step in the
+    order they run, each timed under its name; the staging ``with`` must enclose every write to the bundle.
+
     Args:
         model: ``.keras`` / ``.h5`` file, SavedModel directory, or an in-memory ``keras.Model``.
         profile: Shipped profile name, path to a profile TOML file, or a :class:`Profile`.
@@ -168,16 +171,12 @@ def convert(
         with conversion_step(f"convert for {resolved.name} ({resolved.backend.value})", timings) as step:
             result = target(job)
             step.artifact = staging / result.model_file
-        manifest = _manifest(resolved, compressed.source, label_names, result, activation, staging)
-        manifest.quantization.update(
-            calibration_images=len(calibration_arrays),
-            calibration_skipped=calibration_skipped,
-            calibration_source=str(calibration),
-        )
+        calibration_record = {"calibration_images": len(calibration_arrays), "calibration_skipped": calibration_skipped,
+                              "calibration_source": str(calibration)}
+        manifest = _manifest(resolved, compressed.source, label_names, result, activation, staging, calibration_record)
         write_manifest(staging, manifest)  # the runtime reads it: the bundle is loaded as on the device next
         pruning = _pruning_sizes(compressed.pruning, target, job, result, source, timings)
-        latency, accuracy = _measure(staging, sample_frame, source, compressed.pruned, evaluation_set, float_spec, options)
-        accuracy = _check_accuracy(resolved, accuracy, options.allow_accuracy_drop) if accuracy is not None else None
+        latency, accuracy = _measure(staging, sample_frame, source, compressed.pruned, job, options)
         metrics = dataclasses.replace(
             manifest.metrics, latency_host=latency, accuracy=accuracy, pruning=pruning, qat=compressed.qat,
             budgets=_check_budgets(resolved, manifest.metrics.model_bytes), conversion_seconds=timings,
@@ -241,16 +240,22 @@ def _pruning_sizes(
 
 
 def _measure(
-    staging: Path, sample_frame: np.ndarray, source: SourceModel, pruned: SourceModel | None,
-    evaluation_set: ImageSet | None, float_spec: InputSpec, options: ConversionOptions,
+    staging: Path, sample_frame: np.ndarray, source: SourceModel, pruned: SourceModel | None, job: ConversionJob,
+    options: ConversionOptions,
 ) -> tuple[LatencyMetrics, AccuracyMetrics | None]:
-    """Host latency and, with evaluation photos, accuracy against the float model, of the bundle loaded as on the device."""
+    """Host latency and, with evaluation photos, accuracy against the float model, of the bundle loaded as on the device.
+
+    Raises:
+        AccuracyError: The accuracy is outside the profile's tolerance (and the options do not allow it).
+    """
+    evaluation_set = job.evaluation
     with load(staging) as classifier:
         latency = measure_latency(classifier, sample_frame)
         if evaluation_set is None:
             return latency, None
-        accuracy = evaluate(source, classifier, evaluation_set, float_spec, options.progress, pruned=pruned)
-    return latency, dataclasses.replace(accuracy, source=str(evaluation_set.source))
+        accuracy = evaluate(source, classifier, evaluation_set, job.input_spec, options.progress, pruned=pruned)
+    accuracy = dataclasses.replace(accuracy, source=str(evaluation_set.source))
+    return latency, _check_accuracy(job.profile, accuracy, options.allow_accuracy_drop)
 
 
 def _unpruned_gzip_bytes(target: Any, job: Any, original: Any) -> int:
@@ -281,7 +286,9 @@ def _manifest(
     result: Any,
     activation: OutputActivation,
     staging: Path,
+    calibration: dict[str, Any],
 ) -> Manifest:
+    """The manifest of the model just written to ``staging``; ``calibration`` says what it was calibrated on."""
     tensor_out = result.output_tensor
     artifacts = {
         name: {"sha256": sha256_of_file(staging / name), "bytes": (staging / name).stat().st_size}
@@ -299,7 +306,7 @@ def _manifest(
         artifacts=artifacts,
         profile=profile.to_dict(),
         source_model={"path": source.description, "format": source.format, "sha256": source.sha256},
-        quantization=dict(result.quantization),
+        quantization={**result.quantization, **calibration},
         metrics=BundleMetrics(model_bytes=size),
         target_report=dict(result.report),
         sdk_version=__version__,

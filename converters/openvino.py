@@ -49,6 +49,20 @@ def _import_openvino() -> tuple[Any, Any]:
     return openvino, nncf
 
 
+def _quantized(nncf: Any, model: Any, job: ConversionJob) -> Any:
+    """The IR quantized to int8 on the calibration images the profile's way (as it is for FP16)."""
+    options = job.profile.openvino
+    if options.precision is not Precision.INT8:
+        return model
+    calibration = nncf.Dataset(list(job.calibration), lambda image: image[np.newaxis])
+    if options.accuracy_control:
+        return _quantize_with_accuracy_control(nncf, model, calibration, job)
+    return nncf.quantize(
+        model, calibration, subset_size=len(job.calibration), fast_bias_correction=False,
+        advanced_parameters=_quantization_parameters(nncf),
+    )
+
+
 def convert(job: ConversionJob) -> TargetResult:
     """Convert the source model to an OpenVINO IR in ``job.staging_dir``.
 
@@ -66,16 +80,7 @@ def convert(job: ConversionJob) -> TargetResult:
             native_stderr_to_log("OpenVINO conversion"),
             contextlib.redirect_stdout(io.StringIO()),
         ):
-            model = ov.convert_model(str(saved_model))
-            calibration = nncf.Dataset(list(job.calibration), lambda image: image[np.newaxis])
-            if options.precision is Precision.INT8 and options.accuracy_control:
-                model = _quantize_with_accuracy_control(nncf, model, calibration, job)
-            elif options.precision is Precision.INT8:
-                model = nncf.quantize(
-                    model, calibration, subset_size=len(job.calibration), fast_bias_correction=False,
-                    advanced_parameters=_quantization_parameters(nncf),
-                )
-            model = _embed_preprocessing(ov, model, spec)
+            model = _embed_preprocessing(ov, _quantized(nncf, ov.convert_model(str(saved_model)), job), spec)
             ov.save_model(model, str(job.staging_dir / MODEL_FILE), compress_to_fp16=options.precision is Precision.FP16)
     except (ConversionError, BackendUnavailableError):
         raise

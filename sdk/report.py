@@ -113,53 +113,86 @@ def plot_accuracy_latency(
     usable = [p for p in points if p[1] is not None and p[2] is not None]
     if not usable:
         return None
-    width, height, margin = 1080, 600, 80
-    legend_x = 660  # the plot takes the left part, a legend names the points on the right
-    image = np.full((height, width, 3), 255, np.uint8)
-    xs, ys = [p[1] for p in usable], [p[2] for p in usable]
-    log_x = min(xs) > 0 and max(xs) / min(xs) > 10  # baselines far slower than the int8 models
-    scale = (lambda v: math.log10(v)) if log_x else (lambda v: v)
-    x_lo, x_hi = (scale(min(xs)) - 0.2, scale(max(xs)) + 0.2) if log_x else (0.0, max(xs) * 1.15)
-    y_lo, y_hi = max(0.0, min(ys) - 5), min(100.0, max(ys) + 5)
-    if y_hi - y_lo < 1:
-        y_lo, y_hi = y_lo - 1, y_hi + 1
-
-    def to_pixel(x: float, y: float) -> tuple[int, int]:  # x already on the axis scale
-        px = margin + (x - x_lo) / (x_hi - x_lo) * (legend_x - 40 - margin)
-        py = height - margin - (y - y_lo) / (y_hi - y_lo) * (height - 2 * margin)
-        return int(round(px)), int(round(py))
-
-    black, grey = (0, 0, 0), (200, 200, 200)
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    for k in range(6):  # grid and tick labels
-        x = x_lo + (x_hi - x_lo) * k / 5
-        y = y_lo + (y_hi - y_lo) * k / 5
-        cv2.line(image, to_pixel(x, y_lo), to_pixel(x, y_hi), grey, 1)
-        cv2.line(image, to_pixel(x_lo, y), to_pixel(x_hi, y), grey, 1)
-        cv2.putText(image, f"{10 ** x if log_x else x:.2f}", (to_pixel(x, y_lo)[0] - 18, height - margin + 22), font, 0.45, black, 1, cv2.LINE_AA)
-        cv2.putText(image, f"{y:.1f}", (12, to_pixel(x_lo, y)[1] + 5), font, 0.45, black, 1, cv2.LINE_AA)
-    cv2.rectangle(image, to_pixel(x_lo, y_hi), to_pixel(x_hi, y_lo), black, 1)
-    axis = "latency p50 (ms, log scale)" if log_x else "latency p50 (ms)"
-    cv2.putText(image, axis, ((margin + legend_x) // 2 - 90, height - 20), font, 0.55, black, 1, cv2.LINE_AA)
-    cv2.putText(image, "top-1 (%)", (10, margin - 30), font, 0.55, black, 1, cv2.LINE_AA)
-    cv2.putText(image, f"{title} (marker area ~ model size)", (margin, 30), font, 0.6, black, 1, cv2.LINE_AA)
-    largest = max(p[3] for p in usable) or 1
-    palette = [(180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 103, 148), (75, 86, 140), (194, 119, 227)]
-    for k, (label, x, y, size) in enumerate(usable):
-        radius = max(4, int(round(28 * math.sqrt(size / largest))))
-        center = to_pixel(scale(x), y)
-        colour = palette[k % len(palette)]
-        overlay = image.copy()
-        cv2.circle(overlay, center, radius, colour, -1, cv2.LINE_AA)
-        image[:] = cv2.addWeighted(overlay, 0.6, image, 0.4, 0)  # see-through: close points stay visible
-        cv2.circle(image, center, radius, black, 1, cv2.LINE_AA)
-        cv2.putText(image, str(k + 1), (center[0] - 5, center[1] + 5), font, 0.45, black, 1, cv2.LINE_AA)
-        row_y = margin + 22 * k
-        cv2.circle(image, (legend_x + 8, row_y - 5), 7, colour, -1, cv2.LINE_AA)
-        text = f"{k + 1} {label}: {y:.1f}%, {x:.2f} ms, {size / 1e6:.2f} MB"
-        cv2.putText(image, text, (legend_x + 22, row_y), font, 0.42, black, 1, cv2.LINE_AA)
+    axes = _Axes.around([p[1] for p in usable], [p[2] for p in usable])
+    image = np.full((axes.height, axes.width, 3), 255, np.uint8)
+    _draw_axes(image, axes, title)
+    _draw_points(image, axes, usable)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), image):
         raise TillsightError(f"cannot write the plot {path}: check that its folder is writable")
     return path
+
+
+_BLACK, _GREY, _FONT = (0, 0, 0), (200, 200, 200), cv2.FONT_HERSHEY_SIMPLEX
+_PALETTE = [(180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 103, 148), (75, 86, 140), (194, 119, 227)]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Axes:
+    """Where the plot's values land: latency on x (log when it spans over 10x), top-1 on y; a legend on the right."""
+
+    x_lo: float
+    x_hi: float
+    y_lo: float
+    y_hi: float
+    log_x: bool
+    width: int = 1080
+    height: int = 600
+    margin: int = 80
+    legend_x: int = 660
+
+    @classmethod
+    def around(cls, xs: list[float], ys: list[float]) -> _Axes:
+        log_x = min(xs) > 0 and max(xs) / min(xs) > 10  # baselines far slower than the int8 models
+        x_lo, x_hi = (math.log10(min(xs)) - 0.2, math.log10(max(xs)) + 0.2) if log_x else (0.0, max(xs) * 1.15)
+        y_lo, y_hi = max(0.0, min(ys) - 5), min(100.0, max(ys) + 5)
+        if y_hi - y_lo < 1:
+            y_lo, y_hi = y_lo - 1, y_hi + 1
+        return cls(x_lo, x_hi, y_lo, y_hi, log_x)
+
+    def scale(self, latency: float) -> float:
+        """A latency on the x axis's scale."""
+        return math.log10(latency) if self.log_x else latency
+
+    def pixel(self, x: float, y: float) -> tuple[int, int]:
+        """The pixel of ``(x on the axis scale, y)``."""
+        px = self.margin + (x - self.x_lo) / (self.x_hi - self.x_lo) * (self.legend_x - 40 - self.margin)
+        py = self.height - self.margin - (y - self.y_lo) / (self.y_hi - self.y_lo) * (self.height - 2 * self.margin)
+        return int(round(px)), int(round(py))
+
+
+def _draw_axes(image: np.ndarray, axes: _Axes, title: str) -> None:
+    """Grid, tick labels, frame, axis names and title."""
+    a, margin, height = axes, axes.margin, axes.height
+    for k in range(6):
+        x = a.x_lo + (a.x_hi - a.x_lo) * k / 5
+        y = a.y_lo + (a.y_hi - a.y_lo) * k / 5
+        cv2.line(image, a.pixel(x, a.y_lo), a.pixel(x, a.y_hi), _GREY, 1)
+        cv2.line(image, a.pixel(a.x_lo, y), a.pixel(a.x_hi, y), _GREY, 1)
+        tick = f"{10 ** x if a.log_x else x:.2f}"
+        cv2.putText(image, tick, (a.pixel(x, a.y_lo)[0] - 18, height - margin + 22), _FONT, 0.45, _BLACK, 1, cv2.LINE_AA)
+        cv2.putText(image, f"{y:.1f}", (12, a.pixel(a.x_lo, y)[1] + 5), _FONT, 0.45, _BLACK, 1, cv2.LINE_AA)
+    cv2.rectangle(image, a.pixel(a.x_lo, a.y_hi), a.pixel(a.x_hi, a.y_lo), _BLACK, 1)
+    name = "latency p50 (ms, log scale)" if a.log_x else "latency p50 (ms)"
+    cv2.putText(image, name, ((margin + a.legend_x) // 2 - 90, height - 20), _FONT, 0.55, _BLACK, 1, cv2.LINE_AA)
+    cv2.putText(image, "top-1 (%)", (10, margin - 30), _FONT, 0.55, _BLACK, 1, cv2.LINE_AA)
+    cv2.putText(image, f"{title} (marker area ~ model size)", (margin, 30), _FONT, 0.6, _BLACK, 1, cv2.LINE_AA)
+
+
+def _draw_points(image: np.ndarray, axes: _Axes, points: Sequence[tuple[str, float, float, int]]) -> None:
+    """One numbered see-through disc per point (area ~ size), and its legend row."""
+    largest = max(p[3] for p in points) or 1
+    for k, (label, x, y, size) in enumerate(points):
+        radius = max(4, int(round(28 * math.sqrt(size / largest))))
+        center = axes.pixel(axes.scale(x), y)
+        colour = _PALETTE[k % len(_PALETTE)]
+        overlay = image.copy()
+        cv2.circle(overlay, center, radius, colour, -1, cv2.LINE_AA)
+        image[:] = cv2.addWeighted(overlay, 0.6, image, 0.4, 0)  # see-through: close points stay visible
+        cv2.circle(image, center, radius, _BLACK, 1, cv2.LINE_AA)
+        cv2.putText(image, str(k + 1), (center[0] - 5, center[1] + 5), _FONT, 0.45, _BLACK, 1, cv2.LINE_AA)
+        row_y = axes.margin + 22 * k
+        cv2.circle(image, (axes.legend_x + 8, row_y - 5), 7, colour, -1, cv2.LINE_AA)
+        text = f"{k + 1} {label}: {y:.1f}%, {x:.2f} ms, {size / 1e6:.2f} MB"
+        cv2.putText(image, text, (axes.legend_x + 22, row_y), _FONT, 0.42, _BLACK, 1, cv2.LINE_AA)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import shutil
 
-import numpy as np
 import pytest
 
 import tillsight
 from tillsight.errors import BackendUnavailableError
-from tillsight.runtimes.openvino import OpenVINOBackend, select_device
+from tillsight.runtimes.openvino import select_device
 
-from ..conftest import load_photos, requires_nncf
+from ..conftest import requires_nncf
 
 
 @pytest.mark.parametrize(
