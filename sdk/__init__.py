@@ -18,12 +18,14 @@ import importlib
 from typing import Any
 
 from ._version import __version__
+from .benchmarking import BenchmarkReport, benchmark, read_benchmark
 from .bundle import Bundle, Manifest, read_bundle
 from .classifier import Classifier, Prediction, load
 from .converters.options import ConversionOptions
 from .errors import (
     AccuracyError,
     BackendUnavailableError,
+    BudgetError,
     BundleError,
     CalibrationError,
     ConversionError,
@@ -40,8 +42,11 @@ from .profiles import DistillationOptions, Profile, PruningOptions, QatOptions, 
 
 __all__ = [
     "__version__",
+    "benchmark",
     "AccuracyError",
     "BackendUnavailableError",
+    "BenchmarkReport",
+    "BudgetError",
     "Bundle",
     "BundleError",
     "CalibrationError",
@@ -71,6 +76,7 @@ __all__ = [
     "load",
     "load_profile",
     "preprocess",
+    "read_benchmark",
     "read_bundle",
 ]
 

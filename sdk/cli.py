@@ -16,7 +16,7 @@ from typing import Any
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import demo, report
+from . import benchmarking, demo, report
 from .bundle import Manifest, read_bundle
 from .bundle_metrics import AccuracyMetrics, PruningMetrics
 from .classifier import load
@@ -116,6 +116,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     summaries = [report.summarize_bundle(path) for path in args.bundles]
+    if args.benchmark:
+        summaries = report.with_device_latency(summaries, [benchmarking.read_benchmark(path) for path in args.benchmark])
     table = report.markdown_table(summaries)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -127,6 +129,22 @@ def _report(args: argparse.Namespace) -> int:
         print(f"\nwrote {out / 'report.md'}; no plot: no bundle has both an accuracy and a latency measurement")
     else:
         print(f"\nwrote {out / 'report.md'} and {png}")
+    return 0
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    max_memory = None if args.max_memory_mb is None else int(args.max_memory_mb * 1e6)
+    results = benchmarking.benchmark(
+        args.bundles, args.frames, args.threads, args.source, max_latency_ms=args.max_latency_ms, max_memory_bytes=max_memory,
+    )
+    table_out = sys.stderr if args.json == "-" else sys.stdout
+    print(benchmarking.format_table(results), file=table_out)
+    if args.json == "-":
+        print(json.dumps(results.to_dict(), indent=2))
+    elif args.json:
+        benchmarking.write_benchmark(results, args.json)
+        print(f"wrote {args.json}", file=table_out)
+    benchmarking.raise_over_budget(results)
     return 0
 
 
@@ -310,6 +328,7 @@ _COMMANDS = {
     "run": _run,
     "demo": _demo,
     "report": _report,
+    "benchmark": _benchmark,
 }
 
 

@@ -104,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compile_edgetpu(commands)
     _add_run(commands)
     _add_report(commands)
+    _add_benchmark(commands)
     _add_demo(commands)
     return parser
 
@@ -213,6 +214,23 @@ def _add_report(commands: Any) -> None:
     report_ = commands.add_parser("report", help="compare bundles: markdown table and accuracy-vs-latency plot")
     report_.add_argument("bundles", nargs="+")
     report_.add_argument("--out", default="tillsight-report", help="folder for report.md and report.png")
+    report_.add_argument(
+        "--benchmark", nargs="+", default=[], metavar="JSON",
+        help="'tillsight benchmark --json' files: their device latency replaces the conversion host's, labelled with the device",
+    )
+
+
+def _add_benchmark(commands: Any) -> None:
+    bench = commands.add_parser(
+        "benchmark", help="measure bundles on this machine: cold start, latency p50/p95/p99, peak memory, budgets",
+    )
+    bench.add_argument("bundles", nargs="+", metavar="BUNDLE")
+    bench.add_argument("--frames", type=int, default=100, help="timed runs per measurement (default: 100)")
+    bench.add_argument("--threads", type=int, help="CPU threads (default: the profile's)")
+    bench.add_argument("--source", metavar="IMAGE|VIDEO", help="what to classify (default: a synthetic 1280x720 frame)")
+    bench.add_argument("--json", metavar="FILE", help="also write the results as JSON ('-': to stdout, the table to stderr)")
+    bench.add_argument("--max-latency-ms", type=float, help="latency budget for the classify() p50 (default: the profile's)")
+    bench.add_argument("--max-memory-mb", type=float, help="peak RSS budget in MB (default: the profile's)")
 
 
 def _add_demo(commands: Any) -> None:

@@ -14,7 +14,8 @@ message is one line that says what is wrong and what to do about it::
     ├── BundleError               missing, malformed or tampered bundle
     ├── BackendUnavailableError   the runtime package or device for a backend is missing
     ├── InferenceError            the backend failed on an input
-    └── SourceError               a camera, stream, video file or image folder cannot be read
+    ├── SourceError               a camera, stream, video file or image folder cannot be read
+    └── BudgetError               a bundle measured on this machine is over its profile's budget
 
 Errors from TensorFlow, LiteRT and friends are translated at the boundary with
 ``raise ... from exc`` so that callers only ever need to catch ``TillsightError``.
@@ -35,6 +36,7 @@ __all__ = [
     "BackendUnavailableError",
     "InferenceError",
     "SourceError",
+    "BudgetError",
     "summarize",
 ]
 
@@ -88,6 +90,10 @@ class InferenceError(TillsightError):
 
 class SourceError(TillsightError):
     """A frame source (camera, stream, video file, image folder) cannot be opened or read."""
+
+
+class BudgetError(TillsightError):
+    """A bundle measured here is slower or bigger than its profile's budget allows."""
 
 
 def summarize(text: object, prefer_errors: bool = False, limit: int = 300) -> str:

@@ -16,10 +16,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .benchmarking import BenchmarkReport
 from .bundle import gzip_bytes, read_bundle
 from .errors import TillsightError
 
-__all__ = ["BundleSummary", "summarize_bundle", "markdown_table", "plot_accuracy_latency"]
+__all__ = ["BundleSummary", "summarize_bundle", "with_device_latency", "markdown_table", "plot_accuracy_latency"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +40,8 @@ class BundleSummary:
     latency_p50_ms: float | None
     latency_p95_ms: float | None
     threads: int
-    host: str
+    host: str  # where the latency was measured
+    model_sha256: str = ""
 
 
 def summarize_bundle(path: str | Path) -> BundleSummary:
@@ -67,8 +69,34 @@ def summarize_bundle(path: str | Path) -> BundleSummary:
         latency_p50_ms=latency.p50_ms if latency else None,
         latency_p95_ms=latency.p95_ms if latency else None,
         threads=latency.threads if latency and latency.threads is not None else manifest.runtime.threads,
-        host=latency.host if latency else "",
+        host=f"{latency.host} (at conversion)" if latency else "",
+        model_sha256=str(manifest.artifacts[manifest.runtime.model_file]["sha256"]),
     )
+
+
+def with_device_latency(summaries: Sequence[BundleSummary], benchmarks: Sequence[BenchmarkReport]) -> list[BundleSummary]:
+    """The summaries with latency measured by ``tillsight benchmark`` where one measured the same model.
+
+    A bundle is matched by its model's sha256, so a bundle copied to the device still matches. Its
+    p50/p95 become the benchmark's bare inference (what conversion measures too), and ``host`` names
+    the device; bundles no benchmark measured keep the conversion host's figures.
+    """
+    measured = {}
+    for document in benchmarks:
+        for result in document.results:
+            measured[result.model_sha256] = (result, document.host)
+    updated = []
+    for summary in summaries:
+        found = measured.get(summary.model_sha256)
+        if found is None:
+            updated.append(summary)
+            continue
+        result, host = found
+        updated.append(dataclasses.replace(
+            summary, latency_p50_ms=result.invoke.p50_ms, latency_p95_ms=result.invoke.p95_ms, threads=result.threads or 0,
+            host=f"{host.describe()} (tillsight benchmark)",
+        ))
+    return updated
 
 
 def _number(value: float | None, digits: int = 2, suffix: str = "") -> str:
@@ -76,21 +104,23 @@ def _number(value: float | None, digits: int = 2, suffix: str = "") -> str:
 
 
 def markdown_table(summaries: Sequence[BundleSummary]) -> str:
-    """One markdown table row per bundle."""
+    """One markdown table row per bundle; a footnote names where latency was measured ([k] per row when hosts differ)."""
+    hosts = list(dict.fromkeys(s.host for s in summaries if s.host))
     lines = [
         "| bundle | backend | size MB | gzip MB | float top-1 | converted top-1 | drop (points) | agreement | latency p50 / p95 ms | threads |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for s in summaries:
+        where = f" [{hosts.index(s.host) + 1}]" if len(hosts) > 1 and s.host else ""
         lines.append(
             f"| {s.name} | {s.backend} | {s.model_bytes / 1e6:.2f} | {s.gzip_bytes / 1e6:.2f} | {_number(s.float_top1, 2, '%')} | "
             f"{_number(s.converted_top1, 2, '%')} | {_number(s.top1_drop)} | {_number(s.top1_agreement, 2, '%')} | "
-            f"{_number(s.latency_p50_ms)} / {_number(s.latency_p95_ms)} | {s.threads} |"
+            f"{_number(s.latency_p50_ms)} / {_number(s.latency_p95_ms)}{where} | {s.threads} |"
         )
-    hosts = sorted({s.host for s in summaries if s.host})
-    if hosts:
-        lines.append("")
-        lines.append(f"Latency measured at conversion on: {'; '.join(hosts)}.")
+    if len(hosts) == 1:
+        lines += ["", f"Latency measured on: {hosts[0]}."]
+    elif hosts:
+        lines += ["", "Latency measured on: " + "; ".join(f"[{k}] {host}" for k, host in enumerate(hosts, 1)) + "."]
     return "\n".join(lines) + "\n"
 
 

@@ -83,10 +83,19 @@ def staged_file(final_path: str | Path) -> Iterator[Path]:
     os.close(handle)
     try:
         yield Path(temporary)
+        _make_readable(Path(temporary), directory=False)
         os.replace(temporary, final_path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _make_readable(path: Path, directory: bool) -> None:
+    """The mode an ordinary ``open``/``mkdir`` would give (0644/0755 under the usual umask), not mkstemp's
+    and mkdtemp's owner-only 0600/0700: a kiosk's service user must read what a deploy user wrote."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if directory else 0o666) & ~umask)
 
 
 @contextlib.contextmanager
@@ -108,6 +117,7 @@ def staged_directory(final_dir: str | Path) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f"{_staging_prefix(final_dir)}{os.getpid()}-", dir=stage_root))
     try:
         yield staging
+        _make_readable(staging, directory=True)
         final_dir.parent.mkdir(parents=True, exist_ok=True)
         if final_dir.exists():
             backup = final_dir.with_name(f".{final_dir.name}.replaced-{uuid.uuid4().hex[:8]}")

@@ -26,6 +26,21 @@ def test_staged_directory_appears_only_when_complete(tmp_path):
     assert (final / "model.tflite").read_bytes() == b"v1"
 
 
+def test_staged_outputs_are_readable_by_other_users_as_ordinary_files_are(tmp_path):
+    from tillsight.staging import staged_file
+
+    umask = os.umask(0o022)
+    try:
+        with staged_directory(tmp_path / "bundle") as staging:
+            (staging / "model.tflite").write_bytes(b"v1")
+        with staged_file(tmp_path / "bundle" / "extra.json") as temporary:
+            temporary.write_text("{}")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "bundle").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "bundle" / "extra.json").stat().st_mode & 0o777 == 0o644
+
+
 def test_failed_run_keeps_the_previous_directory_and_success_replaces_it(tmp_path):
     final = tmp_path / "raspberry-pi-4"
     with staged_directory(final) as staging:

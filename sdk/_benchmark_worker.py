@@ -1,0 +1,113 @@
+"""The process ``tillsight benchmark`` starts for one bundle: load, classify, time, report one JSON line.
+
+    python -m tillsight._benchmark_worker BUNDLE --frames 100 [--threads N] [--source IMAGE|VIDEO]
+
+``first_result_unix`` lets the parent compute process start to first result; ``peak_rss_bytes``
+is this process's high-water mark. A TillsightError is reported as ``{"error", "kind"}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+#: Untimed runs before each timed loop (caches, lazy allocations).
+WARMUP = 5
+CAMERA_FRAME = (720, 1280)  # height, width of the synthetic frame
+VIDEO_FRAMES = 30  # decoded ahead and classified in turn (more would only raise the peak RSS)
+
+
+def peak_rss_bytes() -> int:
+    """This process's RSS high-water mark. VmHWM, not getrusage: ru_maxrss survives exec on Linux,
+    so a child of a big parent would report the parent's peak."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def read_frames(source: str | None, count: int) -> tuple[list, str]:
+    """Frames to classify, and what they are."""
+    import cv2
+    import numpy as np
+
+    from tillsight.errors import SourceError
+
+    if source is None:
+        frame = np.random.default_rng(0).integers(0, 256, (*CAMERA_FRAME, 3), dtype=np.uint8)
+        return [frame], f"synthetic {CAMERA_FRAME[1]}x{CAMERA_FRAME[0]} frame"
+    image = cv2.imread(source, cv2.IMREAD_COLOR)
+    if image is not None:
+        return [image], f"{Path(source).name} ({image.shape[1]}x{image.shape[0]})"
+    capture = cv2.VideoCapture(source)
+    frames = []
+    while len(frames) < min(count, VIDEO_FRAMES):
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    if not frames:
+        raise SourceError(f"benchmark source {source} is neither an image nor a video OpenCV can decode")
+    return frames, f"{Path(source).name} ({len(frames)} frames, {frames[0].shape[1]}x{frames[0].shape[0]})"
+
+
+def timed(function, inputs: list, runs: int) -> list[float]:
+    """Seconds of ``runs`` calls, cycling over ``inputs``, after WARMUP untimed calls."""
+    for k in range(WARMUP):
+        function(inputs[k % len(inputs)])
+    seconds = []
+    for k in range(runs):
+        start = time.perf_counter()
+        function(inputs[k % len(inputs)])
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def measure(bundle: str, frames: int, threads: int | None, source: str | None) -> dict:
+    import tillsight
+
+    images, described = read_frames(source, frames)  # a kiosk opens its camera before the first result too
+    with tillsight.load(bundle, threads=threads) as classifier:
+        classifier.classify(images[0], top_k=1)
+        first = time.time()
+        classify_s = timed(lambda image: classifier.classify(image, top_k=1), images, frames)
+        tensors = [classifier.prepare(image) for image in images[:8]]
+        invoke_s = timed(classifier.infer, tensors, frames)
+        backend = classifier.backend
+        return {
+            "first_result_unix": first, "engine": classifier.engine, "fallback_reason": backend.fallback_reason,
+            "threads": getattr(backend, "threads", threads), "source": described,
+            "classify_s": classify_s, "invoke_s": invoke_s,
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bundle")
+    parser.add_argument("--frames", type=int, default=100)
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--source")
+    args = parser.parse_args()
+    from tillsight.errors import TillsightError
+
+    try:
+        result = measure(args.bundle, args.frames, args.threads, args.source)
+    except TillsightError as exc:
+        result = {"error": str(exc), "kind": type(exc).__name__}
+    result["peak_rss_bytes"] = peak_rss_bytes()
+    result["imported_tensorflow"] = "tensorflow" in sys.modules  # the device side never should
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
