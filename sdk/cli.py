@@ -16,7 +16,7 @@ from typing import Any
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import benchmarking, demo, report
+from . import benchmarking, demo, report, validation
 from .bundle import Manifest, read_bundle
 from .bundle_metrics import AccuracyMetrics, PruningMetrics
 from .classifier import load
@@ -145,6 +145,17 @@ def _benchmark(args: argparse.Namespace) -> int:
         benchmarking.write_benchmark(results, args.json)
         print(f"wrote {args.json}", file=table_out)
     benchmarking.raise_over_budget(results)
+    return 0
+
+
+def _val(args: argparse.Namespace) -> int:
+    result = validation.validate(args.bundle, args.data, args.labels, progress=not args.quiet)
+    markdown, picture = validation.write_report(result, args.out)
+    print(result.markdown(), end="")
+    written = [str(markdown)] + ([str(picture)] if picture else []) + ([args.json] if args.json else [])
+    if args.json:
+        validation.write_json(result, args.json)
+    print(f"\nwrote {', '.join(written)}")
     return 0
 
 
@@ -329,6 +340,7 @@ _COMMANDS = {
     "demo": _demo,
     "report": _report,
     "benchmark": _benchmark,
+    "val": _val,
 }
 
 

@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(commands)
     _add_report(commands)
     _add_benchmark(commands)
+    _add_val(commands)
     _add_demo(commands)
     return parser
 
@@ -218,6 +219,16 @@ def _add_report(commands: Any) -> None:
         "--benchmark", nargs="+", default=[], metavar="JSON",
         help="'tillsight benchmark --json' files: their device latency replaces the conversion host's, labelled with the device",
     )
+
+
+def _add_val(commands: Any) -> None:
+    val = commands.add_parser("val", help="accuracy of a bundle on labeled photos: top-1/5, recall per product, confusions")
+    val.add_argument("bundle")
+    val.add_argument("data", help="labeled photos: class folder or list file")
+    val.add_argument("--labels", help="labels file, when the data's classes are named otherwise than the bundle's labels")
+    val.add_argument("--out", default="tillsight-val", help="folder for val.md and confusion.png (default: tillsight-val)")
+    val.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    val.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _add_benchmark(commands: Any) -> None:
