@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import site
 import subprocess
 import sys
@@ -11,18 +12,100 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, REQUIRED_PROFILES
+from .conftest import DATA, REPO, REQUIRED_PROFILES
 
 pytestmark = pytest.mark.integration
 
 
-def test_wheel_installs_into_a_fresh_venv_and_ships_the_profiles(tmp_path):
-    # No build isolation and no index: nothing is downloaded at test time.
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel built from this checkout. No build isolation and no index: nothing is downloaded at test time."""
+    dist = tmp_path_factory.mktemp("dist")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(REPO)],
         check=True, capture_output=True, timeout=300,
     )
-    (wheel,) = (tmp_path / "dist").glob("tillsight-*.whl")
+    (built,) = dist.glob("tillsight-*.whl")
+    return built
+
+
+def _requirements_closure(names: list[str]) -> set[str]:
+    """The installed distributions ``names`` need, themselves included (markers evaluated here, extras not followed)."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    found: set[str] = set()
+    pending = list(names)
+    while pending:
+        name = pending.pop()
+        key = name.lower().replace("_", "-")
+        if key in found:
+            continue
+        found.add(key)
+        for line in metadata.distribution(name).requires or []:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                pending.append(requirement.name)
+    return found
+
+
+def _device_site(folder: Path, distributions: set[str]) -> Path:
+    """A site folder holding links to exactly these distributions' files (their top-level entries)."""
+    from importlib import metadata
+
+    folder.mkdir()
+    for name in distributions:
+        dist = metadata.distribution(name)
+        base = Path(dist.locate_file(""))
+        for entry in {Path(str(f)).parts[0] for f in dist.files or []} - {"..", "__pycache__"}:
+            if not (folder / entry).exists():
+                (folder / entry).symlink_to(base / entry)
+    return folder
+
+
+def test_the_device_wheel_with_only_the_tflite_extra_benchmarks_and_validates_without_tensorflow(wheel: Path, tmp_path: Path):
+    # Only what `tillsight[tflite]` needs is visible (no TensorFlow, no OpenVINO), as on a device;
+    # the packages come from this interpreter instead of the index.
+    device = _requirements_closure(["numpy", "opencv-python-headless", "tqdm", "ai-edge-litert"])
+    assert not any(name.startswith(("tensorflow", "keras", "openvino")) for name in device)
+    env_dir = tmp_path / "device-venv"
+    venv.create(env_dir, with_pip=True)
+    python = env_dir / "bin" / "python"
+    venv_site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        check=True, capture_output=True, text=True, timeout=120,
+    ).stdout.strip()
+    (Path(venv_site) / "device-packages.pth").write_text(f"{_device_site(tmp_path / 'device-site', device)}\n")
+    subprocess.run(  # the extra's requirements must be met by what is there: --no-index fails otherwise
+        [str(python), "-m", "pip", "install", "--no-index", f"tillsight[tflite] @ {wheel.as_uri()}"],
+        check=True, capture_output=True, timeout=300,
+    )
+    assert subprocess.run([str(python), "-c", "import tensorflow"], capture_output=True, timeout=120).returncode != 0
+
+    tillsight_cli = str(env_dir / "bin" / "tillsight")
+    bundle = subprocess.run(
+        [str(python), "-c", "from tillsight.demo import ASSETS; print(ASSETS / 'classifier')"],
+        check=True, capture_output=True, text=True, timeout=120,
+    ).stdout.strip()
+    assert bundle.startswith(str(env_dir))
+    bench = subprocess.run(
+        [tillsight_cli, "benchmark", bundle, "--frames", "10", "--json", str(tmp_path / "device.json")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert bench.returncode == 0, bench.stderr
+    document = json.loads((tmp_path / "device.json").read_text())
+    (result,) = document["results"]
+    assert result["engine"].startswith("ai_edge_litert") and "tensorflow" not in document["versions"]
+    val = subprocess.run(
+        [tillsight_cli, "val", bundle, str(DATA / "val.txt"), "--out", str(tmp_path / "val"), "--quiet"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert val.returncode == 0, val.stderr
+    assert "top-1" in val.stdout and (tmp_path / "val" / "val.md").is_file()
+
+
+def test_wheel_installs_into_a_fresh_venv_and_ships_the_profiles(wheel: Path, tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert {f"tillsight/device_profiles/{name}.toml" for name in REQUIRED_PROFILES} <= set(names)
     assert "tillsight/converters/tflite.py" in names and "tillsight/runtimes/tflite.py" in names
