@@ -232,6 +232,7 @@ def benchmark(
     source: str | Path | None = None,
     max_latency_ms: float | None = None,
     max_memory_bytes: int | None = None,
+    launcher: Sequence[str] = (),
 ) -> BenchmarkReport:
     """Measure each bundle in a fresh process on this machine.
 
@@ -243,6 +244,8 @@ def benchmark(
             1280x720 camera frame.
         max_latency_ms: Overrides the profile's latency budget (compared with the ``classify()`` p50).
         max_memory_bytes: Overrides the profile's memory budget (compared with the peak RSS).
+        launcher: A command the measuring process runs under, e.g. ``["taskset", "-c", "2"]`` to pin it
+            to one core, or an emulator.
 
     Returns:
         The report; nothing is raised for an overrun (see :attr:`BundleBenchmark.over_budget`).
@@ -260,7 +263,7 @@ def benchmark(
     results = []
     for path in bundles:
         bundle = read_bundle(path)
-        measured = _run_worker(Path(path), frames, threads, source)
+        measured = _run_worker(Path(path), frames, threads, source, launcher)
         budgets = _budget_checks(bundle.manifest.profile.get("budgets", {}), measured, max_latency_ms, max_memory_bytes)
         manifest = bundle.manifest
         results.append(BundleBenchmark(
@@ -331,15 +334,20 @@ def _budget_checks(
     return tuple(checks)
 
 
-def _run_worker(bundle: Path, frames: int, threads: int | None, source: str | Path | None) -> dict[str, Any]:
+def _run_worker(
+    bundle: Path, frames: int, threads: int | None, source: str | Path | None, launcher: Sequence[str]
+) -> dict[str, Any]:
     """Run the bundle in a fresh Python process; its last stdout line is the JSON of what it measured."""
-    command = [sys.executable, "-m", "tillsight._benchmark_worker", str(bundle), "--frames", str(frames)]
+    command = [*launcher, sys.executable, "-m", "tillsight._benchmark_worker", str(bundle), "--frames", str(frames)]
     if threads is not None:
         command += ["--threads", str(threads)]
     if source is not None:
         command += ["--source", str(source)]
     started = time.time()
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    except OSError as exc:
+        raise OptionsError(f"cannot start the benchmark process {command[0]}: {exc.strerror or exc}; check --launcher") from exc
     lines = done.stdout.strip().splitlines()
     try:
         measured = json.loads(lines[-1]) if lines else None
@@ -373,18 +381,22 @@ def cpu_model() -> str:
 
 
 def describe_cpu(cpuinfo: str, board: str = "", lscpu_model: Any = lambda: "") -> str:
-    """The CPU named from ``/proc/cpuinfo`` text: x86's ``model name``; on ARM, lscpu's model name or the
-    core decoded from ``CPU part``, after the board (cpuinfo's ``Model`` line or the device tree's)."""
+    """The CPU named from ``/proc/cpuinfo`` text: x86's ``model name``; on ARM, the core decoded from
+    ``CPU part`` (else lscpu's model name), after the board (cpuinfo's ``Model`` line or the device tree's)."""
     fields: dict[str, str] = {}
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
         key, value = key.strip().lower(), value.strip()
         if value and key not in fields:
             fields[key] = value
-    core = fields.get("model name") or lscpu_model() or _ARM_CORES.get(fields.get("cpu part", "").lower(), "")
+    named = fields.get("model name", "")
+    if named and not named.startswith("ARMv"):  # x86; ARM kernels may say only "ARMv8 Processor rev 3 (v8l)"
+        core = named
+    else:
+        core = _ARM_CORES.get(fields.get("cpu part", "").lower(), "") or lscpu_model() or named
     named_board = fields.get("model", "")
     board = board or ("" if named_board.isdigit() else named_board)  # x86's "model" is a number
-    if board and core and not fields.get("model name"):
+    if board and core and core != named:
         return f"{board} ({core})"
     return core or board
 

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import shlex
 import sys
 from typing import Any
 from collections.abc import Sequence
@@ -136,6 +137,7 @@ def _benchmark(args: argparse.Namespace) -> int:
     max_memory = None if args.max_memory_mb is None else int(args.max_memory_mb * 1e6)
     results = benchmarking.benchmark(
         args.bundles, args.frames, args.threads, args.source, max_latency_ms=args.max_latency_ms, max_memory_bytes=max_memory,
+        launcher=shlex.split(args.launcher or ""),
     )
     table_out = sys.stderr if args.json == "-" else sys.stdout
     print(benchmarking.format_table(results), file=table_out)

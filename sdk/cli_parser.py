@@ -242,6 +242,9 @@ def _add_benchmark(commands: Any) -> None:
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON ('-': to stdout, the table to stderr)")
     bench.add_argument("--max-latency-ms", type=float, help="latency budget for the classify() p50 (default: the profile's)")
     bench.add_argument("--max-memory-mb", type=float, help="peak RSS budget in MB (default: the profile's)")
+    bench.add_argument(
+        "--launcher", metavar="COMMAND", help="run each measuring process under this command, e.g. 'taskset -c 2' (one core)",
+    )
 
 
 def _add_demo(commands: Any) -> None:

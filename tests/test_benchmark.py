@@ -113,6 +113,8 @@ def test_a_file_that_is_not_a_benchmark_is_refused_by_report(bundle: Path, tmp_p
 def test_the_cpu_is_named_from_cpuinfo_on_x86_and_on_a_raspberry_pi():
     assert describe_cpu("processor\t: 0\nmodel name\t: AMD EPYC 7B13\nmodel\t: 1\n") == "AMD EPYC 7B13"
     assert describe_cpu(PI4_CPUINFO) == "Raspberry Pi 4 Model B Rev 1.4 (Cortex-A72)"
+    armv8 = PI4_CPUINFO.replace("BogoMIPS", "model name\t: ARMv8 Processor rev 3 (v8l)\nBogoMIPS")  # 32-bit kernels
+    assert describe_cpu(armv8) == "Raspberry Pi 4 Model B Rev 1.4 (Cortex-A72)"
     assert describe_cpu(PI4_CPUINFO.replace("Model\t\t: Raspberry Pi 4 Model B Rev 1.4\n", ""), "Coral Dev Board") == (
         "Coral Dev Board (Cortex-A72)"
     )

@@ -25,6 +25,13 @@ print(json.dumps({"machine": platform.machine(), "engine": classifier.engine, "s
 """
 
 
+BENCHMARK = """
+import sys
+from tillsight.cli import main
+sys.exit(main(["benchmark", sys.argv[1], "--frames", "3", "--json", "-", "--launcher", sys.argv[2]]))
+"""
+
+
 @pytest.fixture(scope="module")
 def arm_python(tmp_path_factory):
     try:
@@ -54,3 +61,16 @@ def test_raspberry_pi_bundle_gives_the_same_results_on_aarch64(arm_python, bundl
     assert arm_scores.shape == host.shape
     assert (arm_scores.argmax(axis=1) == host.argmax(axis=1)).all()
     assert np.abs(arm_scores - host).max() <= step + 1e-6  # within one quantization step
+
+
+@pytest.mark.integration
+def test_tillsight_benchmark_runs_the_pi_bundle_on_aarch64_and_names_the_core(arm_python, bundle_dir):
+    # The measuring process is started through QEMU again: there is no binfmt handler on this host.
+    launcher = f"{arm_python.qemu} -cpu cortex-a72 -L {arm_python.rootfs}"
+    result = arm_python.run(BENCHMARK, str(bundle_dir), launcher, cpu="cortex-a72")
+    assert result.returncode == 0, result.stderr[-2000:]
+    document = json.loads(result.stdout[result.stdout.index("{"):])
+    assert document["host"]["machine"] == "aarch64" and "Cortex-A72" in document["host"]["cpu"]
+    (measured,) = document["results"]
+    assert measured["engine"].startswith("ai_edge_litert") and measured["profile"] == "raspberry-pi-4"
+    assert measured["classify"]["runs"] == 3 and measured["invoke"]["p50_ms"] > 0
