@@ -3,7 +3,8 @@
 In the order a conversion runs (:func:`tillsight.convert` is :func:`.conversion.convert`):
 
 * :mod:`.options`: :class:`ConversionOptions`, what the source model expects and what may be done.
-* :mod:`.conversion`: the steps (check inputs, load, calibrate, compress, convert, measure, write).
+* :mod:`.conversion`: the steps (check inputs, load, calibrate, compress, convert, measure, write);
+  :mod:`.input_checks` checks the inputs before TensorFlow is imported.
 * :mod:`.source`: the Keras model (or SavedModel) behind one ``predict``.
 * :mod:`.compression`: the training steps before quantization, using :mod:`.pruning` and :mod:`.training`.
 * the targets, one module per backend, registered in :data:`TARGETS`: :mod:`.tflite` (with
@@ -17,7 +18,7 @@ Beside the conversion: :mod:`.distill` (:func:`tillsight.distill`, a smaller stu
 teacher) and :mod:`.backbones` (ImageNet-pretrained EfficientNet-Lite, read by
 :mod:`.torch_checkpoint`).
 
-What imports TensorFlow: this package's ``__init__``, :mod:`.options`, :mod:`.job`, :mod:`.steps`,
+What imports TensorFlow: this package's ``__init__``, :mod:`.options`, :mod:`.input_checks`, :mod:`.job`, :mod:`.steps`,
 :mod:`.openvino` (OpenVINO and NNCF only, when it runs), :mod:`.edgetpu_preflight`,
 :mod:`.edgetpu_compiler` and :mod:`.torch_checkpoint` do not; every other module does, directly or
 through :mod:`._tf`. The device side imports none of those.

@@ -43,6 +43,7 @@ from tillsight.staging import staged_directory
 from . import ConversionJob, TargetResult, target_for
 from .compression import compress, training_set
 from .evaluate import evaluate, measure_latency
+from .input_checks import check_conversion_inputs
 from .options import ConversionOptions
 from .source import SourceModel, load_source_model
 from .steps import conversion_step
@@ -88,7 +89,9 @@ def _load_calibration(
     if len(arrays) < quant.min_calibration_samples:
         raise CalibrationError(
             f"calibration data {image_set.source} has {len(arrays)} usable images ({len(skipped)} unreadable "
-            f"skipped); profile '{profile.name}' needs at least {quant.min_calibration_samples}: add images"
+            f"skipped); profile '{profile.name}' needs at least {quant.min_calibration_samples}: add images, or accept "
+            "fewer with --min-calibration N (ConversionOptions.min_calibration_images; profile key "
+            "quantization.min_calibration_samples)"
         )
     if skipped:
         logger.warning("calibration: skipped %d unreadable or non-image files", len(skipped))
@@ -147,6 +150,7 @@ def convert(
     timings: dict[str, float] = {}
     with conversion_step("check inputs", timings):
         resolved = options.apply_to(load_profile(profile))
+        check_conversion_inputs(model, resolved, calibration, evaluation, labels, finetune)
         target = target_for(resolved.backend)
         label_names = tuple(labels) if isinstance(labels, (list, tuple)) else (read_labels(labels) if labels else None)
     with conversion_step("load model", timings):

@@ -28,6 +28,7 @@ class ConversionOptions:
     allow_accuracy_drop: bool = False  # write the bundle even if the drop exceeds the tolerance
     allow_unsafe_model: bool = False  # load model files with Keras safe mode off
     progress: bool = False  # progress bars on stderr
+    min_calibration_images: int | None = None  # the fewest usable calibration images accepted; None: the profile's
     # Each replaces the profile's whole table when set; build them with for_profile() to change one knob.
     pruning: PruningOptions | None = None  # the profile's [pruning] table
     distillation: DistillationOptions | None = None  # the profile's [distillation] table
@@ -40,6 +41,8 @@ class ConversionOptions:
             raise OptionsError(f"std values must be positive, got {self.std}")
         if self.crop is not None and (problem := crop_problem(self.crop)):
             raise OptionsError(f"crop {problem}")
+        if self.min_calibration_images is not None and self.min_calibration_images < 1:
+            raise OptionsError(f"the calibration minimum must be at least 1 image, got {self.min_calibration_images}")
 
     @classmethod
     def from_input_range(cls, input_range: InputRange | str | None = InputRange.PIXELS, **kwargs: Any) -> ConversionOptions:
@@ -113,7 +116,14 @@ class ConversionOptions:
     def apply_to(self, profile: Profile) -> Profile:
         """The profile with the tables these options replace."""
         tables = {"pruning": self.pruning, "distillation": self.distillation, "qat": self.qat}
-        return dataclasses.replace(profile, **{name: table for name, table in tables.items() if table is not None})
+        profile = dataclasses.replace(profile, **{name: table for name, table in tables.items() if table is not None})
+        if self.min_calibration_images is None:
+            return profile
+        quantization = dataclasses.replace(
+            profile.quantization, min_calibration_samples=self.min_calibration_images,
+            calibration_samples=max(profile.quantization.calibration_samples, self.min_calibration_images),
+        )
+        return dataclasses.replace(profile, quantization=quantization)
 
 
 def _with_input_range(input_range: InputRange | str | None, fields: dict[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,12 +22,12 @@ from tillsight.bundle import sha256_of_file
 from tillsight.errors import ModelLoadError, summarize
 
 from ._tf import keras, tf
+from .input_checks import model_file_kind
 
 __all__ = ["SourceModel", "load_source_model"]
 
 logger = logging.getLogger(__name__)
 
-_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,24 +103,9 @@ def load_source_model(model: str | Path | keras.Model, allow_unsafe: bool = Fals
     if isinstance(model, keras.Model):
         return _from_keras(model, f"in-memory model '{model.name}'", "in-memory", _sha256_of_keras_model(model))
     path = Path(model)
-    if not path.exists():
-        raise ModelLoadError(f"model path {path} does not exist")
-    if path.is_dir():
-        if not (path / "saved_model.pb").is_file():
-            raise ModelLoadError(f"{path} is a directory but not a TensorFlow SavedModel (no saved_model.pb)")
+    kind = model_file_kind(path)
+    if kind == "saved_model":
         return _from_saved_model(path)
-    with open(path, "rb") as handle:
-        head = handle.read(8)
-    if zipfile.is_zipfile(path):
-        kind = "keras"
-    elif head == _HDF5_MAGIC:
-        kind = "h5"
-    elif path.suffix in (".keras", ".h5", ".hdf5"):
-        raise ModelLoadError(f"{path} is not a valid {path.suffix} model file (corrupt or truncated); export it again")
-    else:
-        raise ModelLoadError(
-            f"{path} is not a Keras model: expected a .keras file, a .h5 file or a SavedModel directory"
-        )
     try:
         keras_model = keras.models.load_model(path, compile=False, safe_mode=not allow_unsafe)
     except Exception as exc:  # Keras raises ValueError, KeyError, OSError, ... for bad files

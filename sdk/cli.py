@@ -37,7 +37,7 @@ from .pipelines import (
     open_source,
 )
 from .pipelines.events import Event
-from .profiles import DistillationOptions, list_profiles
+from .profiles import DistillationOptions, list_profiles, load_profile
 
 __all__ = ["main", "build_parser"]
 
@@ -202,8 +202,13 @@ def _input_options(args: argparse.Namespace) -> dict[str, Any]:
 def _convert(args: argparse.Namespace) -> int:
     options = ConversionOptions.for_profile(
         args.profile, prune=args.prune, finetune_epochs=args.finetune_epochs, distill=args.distill, qat=args.qat,
-        qat_epochs=args.qat_epochs, allow_accuracy_drop=args.allow_accuracy_drop, **_input_options(args),
+        qat_epochs=args.qat_epochs, allow_accuracy_drop=args.allow_accuracy_drop,
+        min_calibration_images=args.min_calibration, **_input_options(args),
     )
+    from .converters.input_checks import check_conversion_inputs  # no TensorFlow: bad input fails in a second
+
+    profile = options.apply_to(load_profile(args.profile))
+    check_conversion_inputs(args.model, profile, args.calibration, args.evaluation, args.labels, args.finetune)
     from .converters.conversion import convert  # imports TensorFlow: only when converting
 
     bundle = convert(

@@ -120,6 +120,10 @@ def _add_convert(commands: Any) -> None:
     conv.add_argument("--out", required=True, help="output folder; the bundle goes to OUT/<profile>/")
     _add_input_options(conv)
     conv.add_argument("--allow-accuracy-drop", action="store_true", help="write the bundle even beyond the tolerance")
+    conv.add_argument(
+        "--min-calibration", type=int, metavar="N",
+        help="accept as few as N usable calibration images (default: the profile's, 100 for the shipped int8 profiles)",
+    )
     conv.add_argument("--unsafe-load", action="store_true", help="load a trusted model file with Keras safe mode off")
     conv.add_argument(
         "--prune", metavar="MODE:FRACTION",

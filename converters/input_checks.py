@@ -1,0 +1,119 @@
+"""The inputs of a conversion checked before TensorFlow is imported (no TensorFlow here).
+
+Importing TensorFlow and loading a model take 5-20 s; a missing file, a photo given as the model,
+an empty folder, a labels file that does not fit the model or too few calibration photos must not
+wait for that. :func:`check_conversion_inputs` raises the same one-line errors ``convert`` would,
+from what can be told by reading file headers and listing folders.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tillsight.datasets import ImageSet, read_image_set, read_labels
+from tillsight.errors import CalibrationError, DataError, ModelLoadError
+from tillsight.profiles import Profile
+
+__all__ = ["ModelFileKind", "model_file_kind", "check_conversion_inputs"]
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+ModelFileKind = str  # "saved_model" | "keras" | "h5"
+
+
+def model_file_kind(path: Path) -> ModelFileKind:
+    """What kind of model file ``path`` is, from its header.
+
+    Raises:
+        ModelLoadError: Missing, a folder that is no SavedModel, or not a Keras file.
+    """
+    if not path.exists():
+        raise ModelLoadError(f"model path {path} does not exist")
+    if path.is_dir():
+        if not (path / "saved_model.pb").is_file():
+            raise ModelLoadError(f"{path} is a directory but not a TensorFlow SavedModel (no saved_model.pb)")
+        return "saved_model"
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if zipfile.is_zipfile(path):
+        return "keras"
+    if head == HDF5_MAGIC:
+        return "h5"
+    if path.suffix in (".keras", ".h5", ".hdf5"):
+        raise ModelLoadError(f"{path} is not a valid {path.suffix} model file (corrupt or truncated); export it again")
+    raise ModelLoadError(f"{path} is not a Keras model: expected a .keras file, a .h5 file or a SavedModel directory")
+
+
+def check_conversion_inputs(
+    model: Any,
+    profile: Profile,
+    calibration: str | Path,
+    evaluation: str | Path | None,
+    labels: str | Path | Sequence[str] | None,
+    finetune: str | Path | None,
+) -> None:
+    """Raise what ``convert`` would raise for these inputs, without TensorFlow.
+
+    Args:
+        model: The model argument of ``convert`` (an in-memory model is not checked here).
+        profile: The profile with the options applied (its calibration minimum).
+        calibration, evaluation, labels, finetune: As given to ``convert``.
+
+    Raises:
+        ModelLoadError, DataError, CalibrationError: The first problem found.
+    """
+    label_names = tuple(labels) if isinstance(labels, (list, tuple)) else (read_labels(labels) if labels else None)
+    if isinstance(model, (str, Path)):
+        path = Path(model)
+        if model_file_kind(path) == "keras" and label_names is not None:
+            outputs = keras_file_outputs(path)
+            if outputs is not None and outputs != len(label_names):
+                raise DataError(
+                    f"{len(label_names)} labels for a model with {outputs} outputs ({path}); "
+                    "the labels file needs one line per output"
+                )
+    calibration_set = read_image_set(calibration, label_names)
+    _check_calibration_count(calibration_set, profile)
+    if evaluation is not None and not read_image_set(evaluation, label_names).labeled:
+        raise DataError(f"evaluation data {evaluation} has no labels: use a class folder or a list file")
+    if finetune is not None and not Path(finetune).exists():
+        raise DataError(f"fine-tuning data {finetune} does not exist (expected a class folder, a list file or a folder of frames)")
+
+
+def _check_calibration_count(image_set: ImageSet, profile: Profile) -> None:
+    needed = profile.quantization.min_calibration_samples
+    if len(image_set.images) < needed:
+        raise CalibrationError(
+            f"calibration data {image_set.source} has {len(image_set.images)} image files; profile '{profile.name}' "
+            f"needs at least {needed}: add images, or accept fewer with --min-calibration N "
+            "(ConversionOptions.min_calibration_images; profile key quantization.min_calibration_samples)"
+        )
+
+
+def keras_file_outputs(path: Path) -> int | None:
+    """The output width of a ``.keras`` file whose output layer is a Dense layer, read from its config; else None."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (KeyError, OSError, ValueError, zipfile.BadZipFile):
+        return None
+    inner = config.get("config", {}) if isinstance(config, dict) else {}
+    layers = inner.get("layers") if isinstance(inner, dict) else None
+    if not isinstance(layers, list) or not layers:
+        return None
+    outputs = inner.get("output_layers")
+    if isinstance(outputs, list) and outputs and isinstance(outputs[0], str):  # one output: ["name", 0, 0]
+        outputs = [outputs]
+    if config.get("class_name") == "Sequential":
+        last = layers[-1]
+    elif isinstance(outputs, list) and len(outputs) == 1 and isinstance(outputs[0], list) and outputs[0]:
+        last = next((layer for layer in layers if isinstance(layer, dict) and layer.get("name") == outputs[0][0]), None)
+    else:
+        return None
+    if not isinstance(last, dict) or last.get("class_name") != "Dense":
+        return None
+    units = last.get("config", {}).get("units")
+    return units if isinstance(units, int) else None
