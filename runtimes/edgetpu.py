@@ -19,6 +19,7 @@ import numpy as np
 from tillsight.bundle import Bundle, artifact_path
 from tillsight.errors import BackendUnavailableError, OptionsError
 from tillsight.profiles import BackendKind
+from tillsight.staging import published_path
 
 from .tflite import TFLiteBackend, import_interpreter
 
@@ -79,9 +80,10 @@ class EdgeTPUBackend(TFLiteBackend):
         compiled = runtime.options.get("edgetpu_model")
         try:
             if not compiled:
+                where = published_path(bundle.path)  # a conversion measures its bundle before publishing it
                 raise BackendUnavailableError(
-                    f"bundle {bundle.path} holds no Edge TPU-compiled model: run "
-                    f"'tillsight compile-edgetpu {bundle.path}' where edgetpu_compiler is installed"
+                    f"bundle {where} holds no Edge TPU-compiled model: run "
+                    f"'tillsight compile-edgetpu {where}' where edgetpu_compiler is installed"
                 )
             delegate = load_edgetpu_delegate(device)
             backend = cls(artifact_path(bundle.path, compiled), threads, delegates=(delegate,))

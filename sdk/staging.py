@@ -29,6 +29,17 @@ def _existing_ancestor(path: Path) -> Path:
     return Path.cwd()
 
 
+#: Staging directory -> the bundle directory it becomes, while a conversion fills it.
+_BECOMES: dict[Path, Path] = {}
+
+
+def published_path(path: str | Path) -> Path:
+    """Where ``path`` will be once published: the final bundle folder for a staging folder still being
+    filled (so that messages never name a folder that vanishes), else ``path`` itself."""
+    path = Path(path)
+    return _BECOMES.get(path.absolute(), path)
+
+
 def _staging_prefix(final_dir: Path) -> str:
     """Name start of the staging folders for ``final_dir``; the writing process's pid follows it."""
     return f".tillsight-staging-{final_dir.name}-"
@@ -115,6 +126,7 @@ def staged_directory(final_dir: str | Path) -> Iterator[Path]:
     recover_interrupted(final_dir)
     stage_root = _existing_ancestor(final_dir.parent)
     staging = Path(tempfile.mkdtemp(prefix=f"{_staging_prefix(final_dir)}{os.getpid()}-", dir=stage_root))
+    _BECOMES[staging.absolute()] = final_dir
     try:
         yield staging
         _make_readable(staging, directory=True)
@@ -132,5 +144,6 @@ def staged_directory(final_dir: str | Path) -> Iterator[Path]:
             os.rename(staging, final_dir)
         logger.info("wrote bundle %s", final_dir)
     finally:
+        _BECOMES.pop(staging.absolute(), None)
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

@@ -91,6 +91,22 @@ def test_mobilenetv2_maps_fully_and_runs_on_cpu_fallback(coral_bundle, photos):
 
 
 @pytest.mark.integration
+def test_a_fallback_while_converting_names_the_bundle_folder_not_the_staging_one(coral_bundle, tmp_path):
+    import shutil
+
+    from tillsight.staging import staged_directory
+
+    final = tmp_path / "coral-usb"
+    with staged_directory(final) as staging:  # as convert measures the bundle before publishing it
+        shutil.copytree(coral_bundle, staging, dirs_exist_ok=True)
+        with tillsight.load(staging) as classifier:
+            reason = classifier.backend.fallback_reason
+    assert f"compile-edgetpu {final}'" in reason and ".tillsight-staging" not in reason
+    with tillsight.load(final) as classifier:
+        assert f"compile-edgetpu {final}'" in classifier.backend.fallback_reason
+
+
+@pytest.mark.integration
 @requires_keras
 def test_unsupported_op_is_named_and_a_strict_profile_refuses_it(photos, tmp_path, capfd):
     import keras
