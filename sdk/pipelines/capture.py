@@ -297,7 +297,7 @@ class Capture:
 
     def _note_size(self, size: tuple[int, ...] | None, image: np.ndarray) -> tuple[int, ...]:
         """The frame's size; a change from the last one is counted and logged."""
-        if size is not None and image.shape[:2] != size:
+        if size is not None and image.shape[:2] != size and not self.source.stills:  # photos differ in size
             with self._lock:
                 self._resolution_changes += 1
             logger.warning("source %s changed resolution from %s to %s", self.source.source_id, size, image.shape[:2])

@@ -144,6 +144,8 @@ class TrayMonitor:
         if self._reference is None:
             # Learn from a run of steady frames; an item or a hand passing restarts the run.
             options = self.options
+            if self._learning and small.shape != self._learning[-1].shape:  # the camera changed resolution or aspect
+                self._learning.clear()
             if self._learning and _share_changed(small - self._learning[-1], options.change_threshold) > options.occupied_fraction:
                 self._learning.clear()
             self._learning.append(small)
@@ -190,6 +192,15 @@ class CheckoutLogic:
         """True when the model itself says the tray is empty (``background_label`` mode)."""
         label = self.options.background_label
         return label is not None and prediction.label == label and prediction.score >= self.options.min_score
+
+    def decide_photo(self, timestamp: float, prediction: Prediction) -> list[Event]:
+        """The event for a photo that shows one item by itself (a folder of product photos).
+
+        Recognized when its top score reaches ``min_score``, else unknown with that label as the candidate.
+        """
+        if prediction.score >= self.options.min_score:
+            return [ProductRecognized(prediction.label, round(prediction.score, 4), timestamp, timestamp, 1, self.source_id)]
+        return [UnknownProduct(timestamp, timestamp, 1, ((prediction.label, 1),), self.source_id)]
 
     def update(self, timestamp: float, occupied: bool, prediction: Prediction | None) -> list[Event]:
         """Advance by one frame.

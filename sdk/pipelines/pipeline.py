@@ -7,6 +7,7 @@
                  ▼
     worker thread: tray crop ─► TrayMonitor ─► Classifier (only while the tray is occupied)
                  │                               ─► CheckoutLogic ─► events
+                 │              (a folder of photos: every photo classified, one event each)
                  ▼
     SinkDispatcher (own thread; bounded) ─► sinks (plain callables)
 
@@ -146,6 +147,7 @@ class CheckoutPipeline:
         self._worker = threading.Thread(target=self._run, name="tillsight-inference", daemon=True)
         self._started = False
         self._on_frame = on_frame
+        self._stills = source.stills  # photos of one item each (an image folder), not a scene
         self.error: Exception | None = None
 
     # -- control -----------------------------------------------------------------------
@@ -255,7 +257,10 @@ class CheckoutPipeline:
         started = time.perf_counter()
         tray = crop_roi(frame.image, checkout.roi)
         model_decides = checkout.background_label is not None
-        occupied = None if model_decides else self.monitor.update(tray, empty_hint=not self.logic.occupied)
+        if self._stills:  # a photo of one item: always classified, decided alone
+            occupied = True
+        else:
+            occupied = None if model_decides else self.monitor.update(tray, empty_hint=not self.logic.occupied)
         after_tray = time.perf_counter()
         metrics.stage("tray", after_tray - started)
         prediction = None
@@ -276,7 +281,10 @@ class CheckoutPipeline:
             if model_decides:
                 occupied = not self.logic.is_empty_prediction(prediction)
         decision_started = time.perf_counter()
-        events = self.logic.update(frame.timestamp, occupied, prediction) if occupied is not None else []
+        if self._stills:
+            events = self.logic.decide_photo(frame.timestamp, prediction)
+        else:
+            events = self.logic.update(frame.timestamp, occupied, prediction) if occupied is not None else []
         for event in events:  # occupied None: still learning the empty tray
             metrics.count("events")
             logger.debug("%s", event)

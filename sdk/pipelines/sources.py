@@ -33,6 +33,7 @@ class Source(abc.ABC):
     source_id: str
     live: bool  # a live source keeps producing frames; the consumer must not fall behind it
     fps: float  # nominal frames per second (0 when unknown)
+    stills: bool = False  # separate photos, one item each, rather than frames of one scene
 
     @abc.abstractmethod
     def open(self) -> None:
@@ -196,9 +197,14 @@ class VideoFileSource(_VideoCaptureSource):
 
 
 class ImageFolderSource(Source):
-    """The images of a folder in name order, as if a camera had taken them at ``fps``."""
+    """The images of a folder in name order, as if a camera had taken them at ``fps``.
+
+    Each image is taken to be a photo of one item (``stills``): the pipeline classifies every
+    photo as its own item, whatever its size, with no empty-tray comparison and no voting.
+    """
 
     live = False
+    stills = True
 
     def __init__(self, folder: str | Path, fps: float = 10.0):
         """Args:

@@ -127,3 +127,14 @@ def test_tray_monitor_restarts_learning_when_the_tray_is_busy(photos):
         monitor.update(image)
     assert monitor.ready
     assert monitor.update(tray) is False and monitor.update(other) is True
+
+
+def test_tray_monitor_restarts_learning_when_the_camera_changes_aspect(photos):
+    import cv2
+
+    photo = cv2.imread(str(photos.eval_items[0][0]))
+    wide, square = cv2.resize(photo, (320, 180)), cv2.resize(photo, (240, 240))
+    monitor = TrayMonitor(CheckoutOptions(background_frames=3))
+    for image in (wide, wide, square, square, square):  # no broadcast error: learning starts again
+        monitor.update(image)
+    assert monitor.ready and monitor.update(square) is False

@@ -114,3 +114,32 @@ def test_every_checkout_threshold_is_a_flag_and_reaches_the_pipeline(capsys):
     assert cli.main(args) == 0
     kinds = [json.loads(line)["event"] for line in capsys.readouterr().out.splitlines()]
     assert kinds == ["unknown_product"] * len(EXPECTED)
+
+
+def test_run_on_a_folder_of_product_photos_classifies_each_photo_whatever_its_size(tmp_path, capsys, caplog):
+    from tillsight import load
+
+    from ..conftest import DATA
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photos = sorted(DATA.glob("val/**/*.jpg"))[::4][:12]
+    for k, path in enumerate(photos):  # every third photo squashed: photos of a folder differ in size
+        image = cv2.imread(str(path))
+        if k % 3 == 0:
+            image = cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 3))
+        cv2.imwrite(str(folder / f"{k:02d}.jpg"), image)
+    caplog.set_level("WARNING")
+    assert cli.main(["run", str(ASSETS / "classifier"), "--source", str(folder)]) == 0
+    captured = capsys.readouterr()
+    events = [json.loads(line) for line in captured.out.splitlines()]
+    assert len(events) == len(photos)  # one decision per photo, none waits for an empty tray
+    with load(ASSETS / "classifier") as classifier:
+        expected = [classifier.classify(cv2.imread(str(path)), top_k=1)[0] for path in sorted(folder.iterdir())]
+    for event, top in zip(events, expected, strict=True):
+        if event["event"] == "product_recognized":
+            assert event["label"] == top.label and top.score >= 0.5
+        else:
+            assert event["candidates"][0]["label"] == top.label and top.score < 0.5
+    assert f"{len(photos)} frames ({len(photos)} classified, 0 dropped, 0 failed)" in captured.err
+    assert "broadcast" not in caplog.text and "changed resolution" not in caplog.text
