@@ -99,14 +99,22 @@ def _print_event(event: Event) -> None:
 
 def _demo(args: argparse.Namespace) -> int:
     script = demo.demo_script()
-    print(f"tillsight demo: {script['frames']} frames of a checkout camera at {script['fps']} fps, tray {script['roi']}")
-    print(f"products recognized by the int8 demo classifier ({script['credit']}):")
+    if args.video:
+        print(f"tillsight demo: video {args.video} (not the shipped one), tray {args.roi or 'the whole frame'}")
+    else:
+        print(f"tillsight demo: {script['frames']} frames of a checkout camera at {script['fps']} fps, tray {script['roi']}")
+    if args.bundle:
+        print(f"products recognized by the bundle {args.bundle}:")
+    else:
+        print(f"products recognized by the int8 demo classifier ({script['credit']}):")
     with JsonLines(args.jsonl) if args.jsonl else contextlib.nullcontext() as jsonl:
         sinks = [_print_event] + ([jsonl] if jsonl else [])
         result = demo.run_demo(video=args.video, bundle=args.bundle, roi=args.roi, sinks=sinks, threads=args.threads)
     print(f"basket: {_basket_text(result.basket, result.unknown_items)}")
     print(f"pipeline: {result.metrics.summary()}")
     if result.matches is None:
+        replaced = " and ".join(name for name, given in (("video", args.video), ("classifier", args.bundle)) if given)
+        print(f"no basket check: the script describes the shipped video and classifier, and the {replaced} was replaced")
         return 0
     if result.matches:
         print("the basket matches the video's script")

@@ -95,6 +95,16 @@ def test_demo_prints_the_events_and_the_right_basket(capsys):
     assert "matches the video's script" in out
 
 
+def test_demo_with_another_bundle_says_so_and_that_it_checks_no_basket(tmp_path, capsys):
+    import shutil
+
+    bundle = shutil.copytree(ASSETS / "classifier", tmp_path / "mine")
+    assert cli.main(["demo", "--bundle", str(bundle)]) == 0
+    out = capsys.readouterr().out
+    assert f"recognized by the bundle {bundle}:" in out and "int8 demo classifier" not in out
+    assert "no basket check" in out and "the classifier was replaced" in out and "matches" not in out
+
+
 def test_run_demo_returns_the_basket_and_metrics():
     result = run_demo()
     assert result.basket == SCRIPT["expected_basket"] and result.matches
