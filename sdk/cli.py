@@ -17,6 +17,8 @@ from typing import Any
 from collections.abc import Sequence
 from pathlib import Path
 
+import cv2
+
 from . import benchmarking, demo, report, validation
 from .bundle import Manifest, read_bundle
 from .bundle_metrics import AccuracyMetrics, PruningMetrics
@@ -34,6 +36,7 @@ from .pipelines import (
     JsonLines,
     PipelineOptions,
     ProductRecognized,
+    ImageFolderSource,
     open_source,
 )
 from .pipelines.events import Event
@@ -73,7 +76,7 @@ def _run(args: argparse.Namespace) -> int:
         reference = read_image(Path(args.tray_reference))
         if reference is None:
             raise TillsightError(f"--tray-reference {args.tray_reference} is not a readable image")
-    source = open_source(args.source, fps=args.fps, loop=args.loop)
+    source = open_source(args.source, fps=args.fps, loop=args.loop, photos=args.photos)
     basket = Basket()
     # Events as JSON lines: to the --jsonl file (with readable lines on stdout), else to stdout.
     with JsonLines(args.jsonl if args.jsonl else sys.stdout) as jsonl:
@@ -83,6 +86,11 @@ def _run(args: argparse.Namespace) -> int:
             metrics = pipeline.run()
     print(f"basket: {_basket_text(basket.items(), basket.unknown)}", file=sys.stderr)
     print(f"pipeline: {metrics.summary()}", file=sys.stderr)
+    if isinstance(source, ImageFolderSource) and not source.stills and metrics.frames_classified == 0:
+        print(
+            f"note: nothing was classified: the images of {args.source} were read as frames of one camera, the first "
+            "ones as the empty tray (or pass --tray-reference); for photos of one item each, add --photos", file=sys.stderr,
+        )
     return 0
 
 
@@ -362,6 +370,8 @@ _COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     args = build_parser().parse_args(argv)
+    if not args.debug:  # OpenCV's own "[ WARN ]" lines (a missing camera): the CLI says what is wrong, once
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

@@ -213,6 +213,10 @@ def _add_run(commands: Any) -> None:
     run.add_argument("--metrics-interval", type=float, default=30.0, help="seconds between metrics log lines (0: off)")
     run.add_argument("--max-frames", type=int, help="stop after this many frames")
     run.add_argument("--loop", action="store_true", help="play a video file again and again (demos, soak runs)")
+    run.add_argument(
+        "--photos", action="store_true",
+        help="the --source folder holds photos of one item each (any size): classify every photo as its own item",
+    )
 
 
 def _add_report(commands: Any) -> None:

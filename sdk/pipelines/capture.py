@@ -223,8 +223,9 @@ class Capture:
 
     def _set_state(self, state: SourceState) -> None:
         with self._lock:
-            if state is not self._state:
-                logger.info("source %s: %s", self.source.source_id, state.value)
+            if state is not self._state:  # a failure's reason is in self.error (the pipeline's run() raises it)
+                level = logging.WARNING if state is SourceState.FAILED else logging.INFO
+                logger.log(level, "source %s: %s", self.source.source_id, state.value)
             self._state = state
 
     def _run(self) -> None:
@@ -233,8 +234,8 @@ class Capture:
                 self._read_loop()
         except Exception as exc:  # a source implementation bug must not leave the consumer waiting
             self.error = SourceError(f"source {self.source.source_id} failed: {summarize(exc)}")
+            logger.debug("%s", self.error, exc_info=True)
             self._set_state(SourceState.FAILED)
-            logger.error("%s", self.error)
         finally:
             self.source.close()
             self._handoff.close()
@@ -249,9 +250,8 @@ class Capture:
                 return True
             except SourceError as exc:
                 if time.monotonic() + delay > deadline or self._stop.is_set():
-                    self.error = exc
+                    self.error = exc  # raised by the pipeline's run(); the state change is logged
                     self._set_state(SourceState.FAILED)
-                    logger.error("%s", exc)
                     return False
                 logger.warning("%s; retrying in %.1f s", exc, delay)
             if self._stop.wait(delay):
@@ -350,7 +350,6 @@ class Capture:
                     "check the camera or raise max_reconnects"
                 )
                 self._set_state(SourceState.FAILED)
-                logger.error("%s", self.error)
                 return False
             if self._stop.wait(delay):
                 break

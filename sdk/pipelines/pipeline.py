@@ -249,7 +249,10 @@ class CheckoutPipeline:
                     next_log = time.monotonic() + interval
         except Exception as exc:  # never leave a kiosk app waiting on a dead thread: run() raises it
             self.error = exc  # a bug stays what it is; only what the SDK raises on purpose is a TillsightError
-            logger.error("pipeline stopped: %s", summarize(exc), exc_info=not isinstance(exc, TillsightError))
+            if isinstance(exc, TillsightError):  # run() raises it, with its fix: one line, not two
+                logger.debug("pipeline stopped: %s", exc)
+            else:
+                logger.error("pipeline stopped: %s", summarize(exc), exc_info=True)
             self.capture.stop()
 
     def _process(self, frame: Frame) -> None:

@@ -199,18 +199,19 @@ class VideoFileSource(_VideoCaptureSource):
 class ImageFolderSource(Source):
     """The images of a folder in name order, as if a camera had taken them at ``fps``.
 
-    Each image is taken to be a photo of one item (``stills``): the pipeline classifies every
-    photo as its own item, whatever its size, with no empty-tray comparison and no voting.
+    With ``photos``, each image is a photo of one item instead (``stills``): the pipeline classifies
+    every photo as its own item, whatever its size, with no empty-tray comparison and no voting.
     """
 
     live = False
-    stills = True
 
-    def __init__(self, folder: str | Path, fps: float = 10.0):
+    def __init__(self, folder: str | Path, fps: float = 10.0, photos: bool = False):
         """Args:
         folder: Folder of image files (subfolders are ignored).
         fps: Frame rate the images stand for, for timestamps.
+        photos: The images are photos of one item each, not frames of one camera.
         """
+        self.stills = photos
         self._folder = Path(folder)
         self.source_id = str(self._folder)
         self.fps = float(fps)
@@ -247,7 +248,7 @@ def _redact(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
-def open_source(spec: str | int | Path, fps: float | None = None, loop: bool = False) -> Source:
+def open_source(spec: str | int | Path, fps: float | None = None, loop: bool = False, photos: bool = False) -> Source:
     """Build the source a user names: camera index, stream URL, image folder or video file.
 
     Args:
@@ -255,6 +256,7 @@ def open_source(spec: str | int | Path, fps: float | None = None, loop: bool = F
             or a video file.
         fps: Frame rate for timestamps of folders, and of video files that do not say theirs.
         loop: Play a video file again and again.
+        photos: A folder holds photos of one item each (see :class:`ImageFolderSource`).
 
     Returns:
         An unopened source.
@@ -269,7 +271,7 @@ def open_source(spec: str | int | Path, fps: float | None = None, loop: bool = F
         return StreamSource(text)
     path = Path(text[len("file://") :] if text.lower().startswith("file://") else text)
     if path.is_dir():
-        return ImageFolderSource(path, fps or 10.0)
+        return ImageFolderSource(path, fps or 10.0, photos)
     if path.is_file():
         return VideoFileSource(path, fps, loop)
     raise SourceError(

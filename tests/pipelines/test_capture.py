@@ -165,11 +165,15 @@ def test_a_frozen_stream_is_detected_and_reopened():
     assert len({number_of(f.image) for f in frames}) == 5  # fresh, moving frames again
 
 
-def test_a_missing_camera_fails_after_the_open_timeout_naming_the_fix():
+def test_a_missing_camera_fails_after_the_open_timeout_naming_the_fix(caplog):
+    caplog.set_level("INFO", logger="tillsight.pipelines")
     capture = _started(Capture(CameraSource(57), CaptureOptions(open_timeout=0.3, reconnect_delay=0.05)))
     assert drain(capture) == []
     assert capture.state is SourceState.FAILED
     assert "cannot open camera 57" in str(capture.error) and "cable" in str(capture.error)
+    # the error is the caller's to report (run() raises it): the log says the state, not the message again
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    assert any(r.getMessage() == "source 57: failed" and r.levelname == "WARNING" for r in caplog.records)
 
 
 @pytest.mark.parametrize("convert", [lambda im: cv2.cvtColor(im, cv2.COLOR_BGR2GRAY), lambda im: cv2.cvtColor(im, cv2.COLOR_BGR2BGRA)])

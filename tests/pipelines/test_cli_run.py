@@ -139,8 +139,11 @@ def test_run_on_a_folder_of_product_photos_classifies_each_photo_whatever_its_si
         if k % 3 == 0:
             image = cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 3))
         cv2.imwrite(str(folder / f"{k:02d}.jpg"), image)
+    assert cli.main(["run", str(ASSETS / "classifier"), "--source", str(folder)]) == 0  # read as camera frames
+    assert "add --photos" in capsys.readouterr().err and "broadcast" not in caplog.text
+    caplog.clear()
     caplog.set_level("WARNING")
-    assert cli.main(["run", str(ASSETS / "classifier"), "--source", str(folder)]) == 0
+    assert cli.main(["run", str(ASSETS / "classifier"), "--source", str(folder), "--photos"]) == 0
     captured = capsys.readouterr()
     events = [json.loads(line) for line in captured.out.splitlines()]
     assert len(events) == len(photos)  # one decision per photo, none waits for an empty tray
@@ -153,3 +156,23 @@ def test_run_on_a_folder_of_product_photos_classifies_each_photo_whatever_its_si
             assert event["candidates"][0]["label"] == top.label and top.score < 0.5
     assert f"{len(photos)} frames ({len(photos)} classified, 0 dropped, 0 failed)" in captured.err
     assert "broadcast" not in caplog.text and "changed resolution" not in caplog.text
+
+
+def test_a_setup_error_is_said_once_and_opencv_warnings_stay_quiet(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "tillsight", "run", str(ASSETS / "classifier"), "--source", str(ASSETS / "checkout.mp4"),
+         "--roi", "900,900,10,10"], capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 1
+    assert done.stderr.count("lies outside the 480x360 frame") == 1 and "ERROR" not in done.stderr
+    import cv2
+
+    level = cv2.utils.logging.getLogLevel()
+    try:
+        assert cli.main(["profiles"]) == 0  # any command: OpenCV's own [ WARN ] lines are off
+        assert cv2.utils.logging.getLogLevel() == cv2.utils.logging.LOG_LEVEL_ERROR
+    finally:
+        cv2.utils.logging.setLogLevel(level)
