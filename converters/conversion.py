@@ -79,13 +79,15 @@ def _load_calibration(
     arrays: list[np.ndarray] = []
     first_frame = None
 
-    with tqdm(total=wanted, desc="calibration", disable=not progress) as bar:
+    with tqdm(total=min(wanted, len(candidates)), desc="calibration", disable=not progress) as bar:
         for _item, image in iter_images(candidates, skipped):
             first_frame = image if first_frame is None else first_frame
             arrays.append(preprocess(image, spec))
             bar.update(1)
             if len(arrays) == wanted:
                 break
+        bar.total = bar.n  # fewer usable images than listed (unreadable ones skipped): the bar still ends at 100%
+        bar.refresh()
     if len(arrays) < quant.min_calibration_samples:
         raise CalibrationError(
             f"calibration data {image_set.source} has {len(arrays)} usable images ({len(skipped)} unreadable "

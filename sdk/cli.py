@@ -25,7 +25,7 @@ from .bundle_metrics import AccuracyMetrics, PruningMetrics
 from .classifier import load
 from .cli_parser import CHECKOUT_FLAGS, build_parser
 from .converters.options import ConversionOptions
-from .datasets import read_image
+from .datasets import read_image, why_unreadable
 from .errors import OptionsError, TillsightError
 from .preprocess import ColorOrder
 from .pipelines import (
@@ -75,7 +75,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.tray_reference:
         reference = read_image(Path(args.tray_reference))
         if reference is None:
-            raise TillsightError(f"--tray-reference {args.tray_reference} is not a readable image")
+            raise TillsightError(f"--tray-reference {args.tray_reference} {why_unreadable(Path(args.tray_reference))}")
     source = open_source(args.source, fps=args.fps, loop=args.loop, photos=args.photos)
     basket = Basket()
     # Events as JSON lines: to the --jsonl file (with readable lines on stdout), else to stdout.
@@ -340,7 +340,7 @@ def _classify(args: argparse.Namespace) -> int:
         for name in args.images:
             image = read_image(Path(name))
             if image is None:
-                print(f"error: {name} is not a readable image", file=sys.stderr)
+                print(f"error: {name} {why_unreadable(Path(name))}", file=sys.stderr)
                 failures += 1
                 continue
             predictions = classifier.classify(image, top_k=args.top_k)

@@ -184,7 +184,7 @@ def _add_classify(commands: Any) -> None:
     classify = commands.add_parser("classify", help="classify image files with a bundle")
     classify.add_argument("bundle")
     classify.add_argument("images", nargs="+")
-    classify.add_argument("--top-k", type=int, default=3)
+    classify.add_argument("--top-k", type=int, default=3, help="how many labels to print per image, best first (default: 3)")
     classify.add_argument("--threads", type=int, help="CPU threads (default: the profile's)")
     classify.add_argument("--json", action="store_true", help="one JSON object per image")
 

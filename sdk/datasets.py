@@ -190,6 +190,17 @@ def read_image(path: Path) -> np.ndarray | None:
     return image
 
 
+def why_unreadable(path: Path) -> str:
+    """Why :func:`read_image` returned None for ``path``, as the end of a sentence starting with the path."""
+    if not path.exists():
+        return "does not exist"
+    if path.is_dir():
+        return "is a folder, not an image file"
+    if path.stat().st_size == 0:
+        return "is empty (0 bytes)"
+    return "is not an image OpenCV can decode (JPEG, PNG, BMP, WebP, TIFF...)"
+
+
 def iter_images(items: Sequence[LabeledImage], skipped: list[Path]) -> Iterator[tuple[LabeledImage, np.ndarray]]:
     """Yield ``(item, bgr_image)`` for each readable file; unreadable paths go to ``skipped``."""
     for item in items:

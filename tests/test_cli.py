@@ -40,7 +40,9 @@ def test_classify_prints_labels_and_fails_on_unreadable_images(bundle_dir, photo
     junk.write_text("no")
     assert cli.main(["classify", str(bundle_dir), images[0], str(junk)]) == 1
     captured = capsys.readouterr()
-    assert captured.out.startswith(images[0]) and "junk.jpg is not a readable image" in captured.err
+    assert captured.out.startswith(images[0]) and "junk.jpg is not an image OpenCV can decode" in captured.err
+    assert cli.main(["classify", str(bundle_dir), str(tmp_path / "gone.jpg")]) == 1
+    assert "gone.jpg does not exist" in capsys.readouterr().err
 
 
 def test_inspect_of_a_non_bundle_is_one_line(tmp_path, capsys):
