@@ -134,7 +134,7 @@ def compile_bundle(bundle_dir: str | Path, compiler: str | None = None) -> Bundl
     bundle = read_bundle(bundle_dir)
     manifest = bundle.manifest
     if manifest.runtime.backend is not BackendKind.EDGETPU:
-        raise BundleError(f"{bundle.path} is a {manifest.runtime.backend.value} bundle; compile only Edge TPU bundles")
+        raise BundleError(f"{bundle.path} is a bundle for the {manifest.runtime.backend.value} backend; compile only Edge TPU bundles")
     with staged_directory(bundle.path) as staging:
         for name in manifest.artifacts:
             shutil.copy2(bundle.path / name, staging / name)

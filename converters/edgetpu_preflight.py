@@ -157,7 +157,7 @@ def check(path: str | Path) -> PreflightReport:
     if path.is_dir():
         bundle = read_bundle(path)
         if not bundle.manifest.runtime.model_file.endswith(".tflite"):
-            raise BundleError(f"{path} is a {bundle.manifest.runtime.backend.value} bundle, not a TFLite one")
+            raise BundleError(f"{path} is a bundle for the {bundle.manifest.runtime.backend.value} backend, not a TFLite one")
         path = bundle.model_path
     elif not path.is_file():
         raise BundleError(f"{path} does not exist (expected a .tflite file or a bundle directory)")

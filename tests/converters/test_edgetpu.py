@@ -244,3 +244,15 @@ def test_the_compiler_runs_without_a_shell_and_is_stopped_by_its_timeout(tmp_pat
         compile_model(nasty, tmp_path, compiler=str(echo))
     assert not (tmp_path / "injected").exists()
     assert (tmp_path / "args").read_text().splitlines()[-1] == str(nasty)
+
+
+def test_compiling_a_bundle_of_another_backend_says_which_backend_in_one_line(tmp_path, capsys):
+    import shutil
+
+    from tillsight import cli
+    from tillsight.demo import ASSETS
+
+    bundle = shutil.copytree(ASSETS / "classifier", tmp_path / "cpu-bundle")
+    assert cli.main(["compile-edgetpu", str(bundle)]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error == f"error: {bundle} is a bundle for the tflite backend; compile only Edge TPU bundles"
