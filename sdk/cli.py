@@ -297,6 +297,21 @@ def _print_summary(manifest: Manifest) -> None:
     latency = metrics.latency_host
     if latency is not None:
         print(f"latency on this host: p50 {latency.p50_ms:.2f} ms, p95 {latency.p95_ms:.2f} ms ({latency.engine})")
+    for line in _edgetpu_lines(manifest.target_report):
+        print(line)
+
+
+def _edgetpu_lines(target_report: dict[str, Any]) -> list[str]:
+    """The Edge TPU preflight and compiler status recorded by a Coral conversion (none for other backends)."""
+    lines = []
+    preflight = target_report.get("edgetpu_preflight")
+    if isinstance(preflight, dict) and preflight.get("summary"):
+        lines.append(f"Edge TPU preflight: {preflight['summary']}")
+    compiler = target_report.get("edgetpu_compiler")
+    if isinstance(compiler, dict) and compiler.get("status"):
+        step = compiler.get("next_step")
+        lines.append(f"Edge TPU compiler: {compiler['status']}" + (f"; next: {step}" if step else ""))
+    return lines
 
 
 def _pruning_line(pruning: PruningMetrics, accuracy: AccuracyMetrics | None) -> str:

@@ -73,9 +73,14 @@ def coral_bundle(photos, tmp_path_factory):
 
 
 @pytest.mark.integration
-def test_mobilenetv2_maps_fully_and_runs_on_cpu_fallback(coral_bundle, photos):
+def test_mobilenetv2_maps_fully_and_runs_on_cpu_fallback(coral_bundle, photos, capsys):
     manifest = json.loads((coral_bundle / "manifest.json").read_text())
     report = manifest["target_report"]["edgetpu_preflight"]
+    from tillsight import cli
+
+    assert cli.main(["inspect", str(coral_bundle)]) == 0  # inspect shows what the manifest holds
+    shown = capsys.readouterr().out
+    assert f"Edge TPU preflight: {report['summary']}" in shown and "Edge TPU compiler: not-compiled; next: run" in shown
     assert report["fully_mapped"] and report["first_unmapped"] is None
     assert report["ops_on_tpu"] == report["ops_total"] and report["mac_share_on_tpu"] == 1.0
     assert {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD"} <= {op["op"] for op in report["ops"]}
