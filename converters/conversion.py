@@ -100,6 +100,21 @@ def _load_calibration(
     return np.stack(arrays), len(skipped), first_frame
 
 
+def _probe_images(image_set: ImageSet | None, spec: InputSpec) -> tuple[np.ndarray, int, np.ndarray]:
+    """Images that tell what the model outputs and time it when nothing is calibrated: the first evaluation
+    photos, else seeded noise (any input tells softmax, sigmoid and logits apart)."""
+    arrays, frames, skipped = [], [], []
+    if image_set is not None:
+        for _item, image in iter_images(image_set.images[:PROBE_IMAGES], skipped):
+            frames.append(image)
+            arrays.append(preprocess(image, spec))
+    if not arrays:
+        noise = np.random.default_rng(0).integers(0, 256, (PROBE_IMAGES, spec.height, spec.width, 3), dtype=np.uint8)
+        frames = list(noise)
+        arrays = [preprocess(image, spec) for image in frames]
+    return np.stack(arrays), len(skipped), frames[0]
+
+
 def output_activation(source: Any, calibration: np.ndarray) -> OutputActivation:
     """What a model outputs, told from a few preprocessed images: ``softmax``, ``sigmoid`` or ``softmax-added`` (logits).
 
@@ -119,7 +134,7 @@ def output_activation(source: Any, calibration: np.ndarray) -> OutputActivation:
 def convert(
     model: Any,
     profile: str | Path | Profile,
-    calibration: str | Path,
+    calibration: str | Path | None,
     out: str | Path,
     evaluation: str | Path | None = None,
     labels: str | Path | Sequence[str] | None = None,
@@ -134,7 +149,8 @@ def convert(
     Args:
         model: ``.keras`` / ``.h5`` file, SavedModel directory, or an in-memory ``keras.Model``.
         profile: Shipped profile name, path to a profile TOML file, or a :class:`Profile`.
-        calibration: Class folder or list file of representative images.
+        calibration: Class folder or list file of representative images; None for a profile that quantizes
+            nothing (an OpenVINO FP16 or FP32 IR).
         out: Output folder; the bundle is written to ``out/<profile name>/``.
         evaluation: Labeled class folder or list file for the accuracy check.
         labels: Labels file or sequence of labels, in output-index order.
@@ -158,15 +174,18 @@ def convert(
     with conversion_step("load model", timings):
         source = _load_model(model, label_names, options)
     with conversion_step("list data", timings):
-        calibration_set = read_image_set(calibration, label_names)
         evaluation_set = _evaluation_set(evaluation, label_names)
+        calibration_set = read_image_set(calibration, label_names) if calibration is not None else evaluation_set
         label_names = label_names or _default_labels(calibration_set, source.num_classes)
         finetune_set = training_set(resolved, source, finetune, label_names)
     float_spec = _float_spec(resolved, source, options)
     with conversion_step("calibration images", timings):
-        calibration_arrays, calibration_skipped, sample_frame = _load_calibration(
-            calibration_set, resolved, float_spec, options.progress
-        )
+        if calibration is None:  # a float IR quantizes nothing: a few photos (or pixels) tell the outputs and time it
+            calibration_arrays, calibration_skipped, sample_frame = _probe_images(calibration_set, float_spec)
+        else:
+            calibration_arrays, calibration_skipped, sample_frame = _load_calibration(
+                calibration_set, resolved, float_spec, options.progress
+            )
         activation = output_activation(source, calibration_arrays)
     compressed = compress(resolved, source, finetune_set, float_spec, activation, calibration_arrays, options.progress, timings)
 
@@ -177,8 +196,9 @@ def convert(
         with conversion_step(f"convert for {resolved.name} ({resolved.backend.value})", timings) as step:
             result = target(job)
             step.artifact = staging / result.model_file
-        calibration_record = {"calibration_images": len(calibration_arrays), "calibration_skipped": calibration_skipped,
-                              "calibration_source": str(calibration)}
+        calibration_record = {"calibration_images": len(calibration_arrays) if calibration else 0,
+                              "calibration_skipped": calibration_skipped,
+                              "calibration_source": str(calibration) if calibration else None}
         manifest = _manifest(resolved, compressed.source, label_names, result, activation, staging, calibration_record)
         write_manifest(staging, manifest)  # the runtime reads it: the bundle is loaded as on the device next
         pruning = _pruning_sizes(compressed.pruning, target, job, result, source, timings)
@@ -275,9 +295,9 @@ def _unpruned_gzip_bytes(target: Any, job: Any, original: Any) -> int:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _default_labels(calibration_set: ImageSet, num_classes: int) -> tuple[str, ...]:
+def _default_labels(calibration_set: ImageSet | None, num_classes: int) -> tuple[str, ...]:
     """Labels when no labels file is given: class folder names, else generic names."""
-    if calibration_set.source.is_dir() and calibration_set.labeled:
+    if calibration_set is not None and calibration_set.source.is_dir() and calibration_set.labeled:
         names = sorted(p.name for p in calibration_set.source.iterdir() if p.is_dir() and not p.name.startswith("."))
         if len(names) == num_classes:
             return tuple(names)

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from tillsight.datasets import ImageSet, read_image_set, read_labels
-from tillsight.errors import CalibrationError, DataError, ModelLoadError
-from tillsight.profiles import Profile
+from tillsight.errors import CalibrationError, DataError, ModelLoadError, OptionsError
+from tillsight.profiles import BackendKind, Precision, Profile
 
 __all__ = ["ModelFileKind", "model_file_kind", "check_conversion_inputs"]
 
@@ -50,7 +50,7 @@ def model_file_kind(path: Path) -> ModelFileKind:
 def check_conversion_inputs(
     model: Any,
     profile: Profile,
-    calibration: str | Path,
+    calibration: str | Path | None,
     evaluation: str | Path | None,
     labels: str | Path | Sequence[str] | None,
     finetune: str | Path | None,
@@ -64,6 +64,7 @@ def check_conversion_inputs(
 
     Raises:
         ModelLoadError, DataError, CalibrationError: The first problem found.
+        OptionsError: No calibration photos for a profile that quantizes.
     """
     label_names = tuple(labels) if isinstance(labels, (list, tuple)) else (read_labels(labels) if labels else None)
     if isinstance(model, (str, Path)):
@@ -75,12 +76,23 @@ def check_conversion_inputs(
                     f"{len(label_names)} labels for a model with {outputs} outputs ({path}); "
                     "the labels file needs one line per output"
                 )
-    calibration_set = read_image_set(calibration, label_names)
-    _check_calibration_count(calibration_set, profile)
+    if calibration is None:
+        if quantizes(profile):
+            raise OptionsError(
+                f"profile '{profile.name}' quantizes to int8 ({profile.backend.value}): pass --calibration DATA, "
+                f"{profile.quantization.calibration_samples} or so photos like the ones the kiosk will see"
+            )
+    else:
+        _check_calibration_count(read_image_set(calibration, label_names), profile)
     if evaluation is not None and not read_image_set(evaluation, label_names).labeled:
         raise DataError(f"evaluation data {evaluation} has no labels: use a class folder or a list file")
     if finetune is not None and not Path(finetune).exists():
         raise DataError(f"fine-tuning data {finetune} does not exist (expected a class folder, a list file or a folder of frames)")
+
+
+def quantizes(profile: Profile) -> bool:
+    """Whether the profile's model is integer-quantized (and so needs calibration photos)."""
+    return profile.backend is not BackendKind.OPENVINO or profile.openvino.precision is Precision.INT8
 
 
 def _check_calibration_count(image_set: ImageSet, profile: Profile) -> None:

@@ -50,7 +50,7 @@ def _import_openvino() -> tuple[Any, Any]:
 
 
 def _quantized(nncf: Any, model: Any, job: ConversionJob) -> Any:
-    """The IR quantized to int8 on the calibration images the profile's way (as it is for FP16)."""
+    """The IR quantized to int8 on the calibration images the profile's way; an FP16 or FP32 IR is returned unchanged."""
     options = job.profile.openvino
     if options.precision is not Precision.INT8:
         return model

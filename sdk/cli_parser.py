@@ -114,7 +114,10 @@ def _add_convert(commands: Any) -> None:
     conv = commands.add_parser("convert", help="convert a Keras classifier into a bundle for a device profile")
     conv.add_argument("model", help=".keras / .h5 file or SavedModel directory")
     conv.add_argument("--profile", required=True, help="profile name (see 'tillsight profiles') or a .toml file")
-    conv.add_argument("--calibration", required=True, help="class folder or list file of representative images")
+    conv.add_argument(
+        "--calibration", help="class folder or list file of representative images (needed by every int8 profile; "
+        "an OpenVINO FP16 profile quantizes nothing)",
+    )
     conv.add_argument("--eval", dest="evaluation", help="labeled class folder or list file for the accuracy check")
     conv.add_argument("--labels", help="labels file: one label a line, in output-index order")
     conv.add_argument("--out", required=True, help="output folder; the bundle goes to OUT/<profile>/")

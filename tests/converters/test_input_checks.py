@@ -54,6 +54,7 @@ def test_bad_convert_inputs_fail_in_one_line_without_importing_tensorflow(tmp_pa
          "2 labels for a model with 3 outputs"),
         (["convert", str(model), "--calibration", val, *common], "--min-calibration N"),
         (["convert", str(model), "--calibration", train, "--eval", str(tmp_path / "nowhere"), *common], "does not exist"),
+        (["convert", str(model), *common], "quantizes to int8 (tflite): pass --calibration DATA"),
     ]
     done = subprocess.run([sys.executable, "-c", CASES, json.dumps([argv for argv, _ in cases])],
                           capture_output=True, text=True, timeout=120)

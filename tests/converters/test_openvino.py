@@ -24,9 +24,9 @@ def openvino_bundles(tiny_model_file, photos, tmp_path_factory):
     out = tmp_path_factory.mktemp("openvino")
     profiles = tmp_path_factory.mktemp("openvino_profiles")
     return {
-        name: tillsight.convert(
-            tiny_model_file, one_photo_tolerance(name, profiles, photos), calibration=photos.train_list,
-            evaluation=photos.eval_list,
+        name: tillsight.convert(  # an FP16 IR quantizes nothing: no calibration photos
+            tiny_model_file, one_photo_tolerance(name, profiles, photos),
+            calibration=photos.train_list if name == "intel-nuc-iris-xe" else None, evaluation=photos.eval_list,
             labels=photos.labels_file, out=out,
         ).path
         for name in ("intel-nuc-iris-xe", "intel-celeron-uhd")
@@ -61,10 +61,16 @@ def test_int8_ir_with_embedded_preprocessing(openvino_bundles):
     assert accuracy["within_tolerance"] and accuracy["top1_drop"] <= accuracy["tolerance"]
 
 
-def test_fp16_ir_keeps_float_activations(openvino_bundles):
+def test_fp16_ir_keeps_float_activations(openvino_bundles, tiny_model_file, photos, tmp_path, capsys):
     path = openvino_bundles["intel-celeron-uhd"]
     manifest = json.loads((path / "manifest.json").read_text())
     assert manifest["quantization"]["precision"] == "fp16"
+    assert manifest["quantization"]["calibration_images"] == 0 and manifest["quantization"]["calibration_source"] is None
+    from tillsight.cli import main  # from the CLI, with no photos at all: the outputs are told from noise
+
+    assert main(["convert", str(tiny_model_file), "--profile", "intel-celeron-uhd", "--out", str(tmp_path), "--quiet"]) == 0
+    assert "bundle:" in capsys.readouterr().out
+    assert tillsight.read_bundle(tmp_path / "intel-celeron-uhd").manifest.output.activation == "softmax"
     assert "FakeQuantize" not in op_types(path)
     constants = [op for op in ov.Core().read_model(path / "model.xml").get_ops() if op.get_type_name() == "Constant"]
     assert any(op.get_output_element_type(0) == ov.Type.f16 for op in constants)
