@@ -66,3 +66,15 @@ def test_input_range_takes_a_value_that_starts_with_a_dash():
         assert args.input_range == "-1-1"
     with pytest.raises(SystemExit):  # a missing value is still a usage error
         build_parser().parse_args(["distill", "teacher.keras", "--out", "s.keras", "--input-range", "--debug"])
+
+
+def test_every_flag_of_every_command_says_what_it_does():
+    import argparse
+
+    from tillsight.cli_parser import build_parser
+
+    (commands,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    silent = [f"{name} {action.option_strings[0]}" for name, parser in commands.choices.items()
+              for action in parser._actions if action.option_strings and not action.help]
+    assert silent == []
+    assert "how many labels" in commands.choices["classify"].format_help()
