@@ -29,6 +29,18 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return built
 
 
+def _venv_seeing(env_dir: Path, folders: list[Path]) -> Path:
+    """A fresh venv whose interpreter also imports from ``folders`` (one .pth path line each); its python."""
+    venv.create(env_dir, with_pip=True)
+    python = env_dir / "bin" / "python"
+    venv_site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        check=True, capture_output=True, text=True, timeout=120,
+    ).stdout.strip()
+    (Path(venv_site) / "outer-packages.pth").write_text("".join(f"{folder}\n" for folder in folders))
+    return python
+
+
 def _requirements_closure(names: list[str]) -> set[str]:
     """The installed distributions ``names`` need, themselves included (markers evaluated here, extras not followed)."""
     from importlib import metadata
@@ -70,13 +82,7 @@ def test_the_device_wheel_with_only_the_tflite_extra_benchmarks_and_validates_wi
     device = _requirements_closure(["numpy", "opencv-python-headless", "tqdm", "ai-edge-litert"])
     assert not any(name.startswith(("tensorflow", "keras", "openvino")) for name in device)
     env_dir = tmp_path / "device-venv"
-    venv.create(env_dir, with_pip=True)
-    python = env_dir / "bin" / "python"
-    venv_site = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-        check=True, capture_output=True, text=True, timeout=120,
-    ).stdout.strip()
-    (Path(venv_site) / "device-packages.pth").write_text(f"{_device_site(tmp_path / 'device-site', device)}\n")
+    python = _venv_seeing(env_dir, [_device_site(tmp_path / "device-site", device)])
     subprocess.run(  # the extra's requirements must be met by what is there: --no-index fails otherwise
         [str(python), "-m", "pip", "install", "--no-index", f"tillsight[tflite] @ {wheel.as_uri()}"],
         check=True, capture_output=True, timeout=300,
@@ -119,13 +125,7 @@ def test_wheel_installs_into_a_fresh_venv_and_ships_the_profiles(wheel: Path, tm
     # interpreter's, not those of a venv running this test. Path lines run no .pth hooks of those
     # folders, so this checkout's editable install stays out of the venv.
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, with_pip=True)
-    python = env_dir / "bin" / "python"
-    venv_site = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-        check=True, capture_output=True, text=True, timeout=120,
-    ).stdout.strip()
-    (Path(venv_site) / "outer-site-packages.pth").write_text("".join(f"{folder}\n" for folder in site.getsitepackages()))
+    python = _venv_seeing(env_dir, [Path(folder) for folder in site.getsitepackages()])
     subprocess.run(
         [str(python), "-m", "pip", "install", "--no-deps", "--no-index", str(wheel)],
         check=True, capture_output=True, timeout=300,
