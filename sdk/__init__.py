@@ -11,14 +11,14 @@ Camera-frame pipelines for unmanned checkout live in :mod:`tillsight.pipelines`.
 
 Importing this package never imports TensorFlow. :func:`convert`, :func:`distill` and
 :class:`DistillResult` are re-exported from the converting side (:mod:`tillsight.converters`),
-which is imported the first time one of them is used.
+which is imported the first time one of them is used; so are :func:`benchmark`,
+:func:`read_benchmark` and :class:`BenchmarkReport` (:mod:`tillsight.benchmarking`).
 """
 
 import importlib
 from typing import Any
 
 from ._version import __version__
-from .benchmarking import BenchmarkReport, benchmark, read_benchmark
 from .bundle import Bundle, Manifest, read_bundle
 from .classifier import Classifier, Prediction, load
 from .converters.options import ConversionOptions
@@ -80,16 +80,20 @@ __all__ = [
     "read_bundle",
 ]
 
-#: Public names that live on the converting side (TensorFlow), and their modules.
-_CONVERTING_SIDE = {
+#: Public names imported the first time they are used, and their modules: the converting side
+#: (TensorFlow), and on-device benchmarking (kept out of a kiosk app's start-up).
+_LAZY = {
     "convert": "tillsight.converters.conversion",
     "distill": "tillsight.converters.distill",
     "DistillResult": "tillsight.converters.distill",
+    "benchmark": "tillsight.benchmarking",
+    "read_benchmark": "tillsight.benchmarking",
+    "BenchmarkReport": "tillsight.benchmarking",
 }
 
 
 def __getattr__(name: str) -> Any:
-    """Import the converting side only when one of its names is used (PEP 562)."""
-    if name in _CONVERTING_SIDE:
-        return getattr(importlib.import_module(_CONVERTING_SIDE[name]), name)
+    """Import the converting side and benchmarking only when one of their names is used (PEP 562)."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'tillsight' has no attribute '{name}'")

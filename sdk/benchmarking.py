@@ -22,11 +22,9 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -338,6 +336,8 @@ def _run_worker(
     bundle: Path, frames: int, threads: int | None, source: str | Path | None, launcher: Sequence[str]
 ) -> dict[str, Any]:
     """Run the bundle in a fresh Python process; its last stdout line is the JSON of what it measured."""
+    import subprocess  # here, not at the top: `import tillsight` stays quick for kiosk apps
+
     command = [*launcher, sys.executable, "-m", "tillsight._benchmark_worker", str(bundle), "--frames", str(frames)]
     if threads is not None:
         command += ["--threads", str(threads)]
@@ -402,6 +402,8 @@ def describe_cpu(cpuinfo: str, board: str = "", lscpu_model: Any = lambda: "") -
 
 
 def _lscpu_model() -> str:
+    import subprocess
+
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5, env={**os.environ, "LC_ALL": "C"}).stdout
     except (OSError, subprocess.SubprocessError):
@@ -415,6 +417,8 @@ def _lscpu_model() -> str:
 
 def package_versions() -> dict[str, str]:
     """Versions of tillsight and of the runtime packages installed here."""
+    from importlib import metadata  # here, not at the top: it costs `import tillsight` about 20 ms
+
     versions = {"tillsight": __version__, "python": platform.python_version()}
     for name in ("numpy", "opencv-python-headless", "opencv-python", "ai-edge-litert", "tflite-runtime", "openvino"):
         try:
