@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import math
 import os
 import platform
 import sys
@@ -30,6 +29,7 @@ from typing import Any
 
 from ._version import __version__
 from .bundle import read_bundle
+from .bundle_metrics import latency_percentiles_ms
 from .staging import staged_file
 from .errors import BudgetError, DataError, OptionsError, SourceError, TillsightError
 from . import errors as _errors
@@ -58,13 +58,9 @@ _ARM_CORES = {
 }
 
 
-def _nearest_rank(ordered: Sequence[float], q: float) -> float:
-    return ordered[min(len(ordered), max(1, math.ceil(q * len(ordered)))) - 1]
-
-
 @dataclasses.dataclass(frozen=True)
 class LatencyStats:
-    """Percentiles (nearest rank) of one timed loop, in milliseconds."""
+    """Percentiles of one timed loop, in milliseconds (:func:`~tillsight.bundle_metrics.latency_percentiles_ms`)."""
 
     p50_ms: float
     p95_ms: float
@@ -73,11 +69,10 @@ class LatencyStats:
 
     @classmethod
     def from_seconds(cls, seconds: Sequence[float]) -> LatencyStats:
-        ordered = sorted(seconds)
-        if not ordered:
+        if not seconds:
             raise OptionsError("no timed run to summarise: ask for at least one frame")
-        p50, p95, p99 = (round(_nearest_rank(ordered, q) * 1e3, 3) for q in (0.50, 0.95, 0.99))
-        return cls(p50, p95, p99, len(ordered))
+        p50, p95, p99 = latency_percentiles_ms(seconds, (50, 95, 99))
+        return cls(p50, p95, p99, len(seconds))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LatencyStats:

@@ -9,7 +9,6 @@ Fields a reader does not need (per-layer pruning tables, loss curves) stay in ``
 from __future__ import annotations
 
 import dataclasses
-import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,11 +32,10 @@ def percent_equal(a: Any, b: Any, digits: int = 3) -> float:
     return round(100.0 * float(np.mean(a == b)), digits) if a.size else 0.0
 
 
-def latency_percentiles_ms(seconds: Sequence[float]) -> tuple[float, float]:
-    """Median and p95 (nearest rank) of measured durations, in milliseconds."""
-    ordered = sorted(seconds)
-    p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
-    return round(statistics.median(ordered) * 1e3, 3), round(p95 * 1e3, 3)
+def latency_percentiles_ms(seconds: Sequence[float], quantiles: Sequence[float] = (50, 95)) -> tuple[float, ...]:
+    """Percentiles of measured durations in milliseconds (linear interpolation, so p50 is the median);
+    the one definition behind every latency the SDK, the pipeline and the bench report."""
+    return tuple(round(float(v), 3) for v in np.percentile(np.asarray(seconds, np.float64), quantiles) * 1e3)
 
 
 def _field(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], optional: bool = False) -> Any:

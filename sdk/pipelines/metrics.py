@@ -8,7 +8,7 @@ import threading
 import time
 from typing import Any
 
-import numpy as np
+from ..bundle_metrics import latency_percentiles_ms
 
 __all__ = ["LatencyWindow", "PipelineMetrics", "MetricsRecorder"]
 
@@ -28,8 +28,7 @@ class LatencyWindow:
         """``{"p50": ..., "p95": ...}`` in milliseconds (empty when nothing was recorded)."""
         if not self._values:
             return {}
-        values = np.percentile(np.fromiter(self._values, float), qs) * 1000.0
-        return {f"p{q:g}": round(float(v), 3) for q, v in zip(qs, values, strict=True)}
+        return dict(zip((f"p{q:g}" for q in qs), latency_percentiles_ms(list(self._values), qs), strict=True))
 
 
 @dataclasses.dataclass(frozen=True)
