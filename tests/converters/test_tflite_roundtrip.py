@@ -48,7 +48,7 @@ def test_manifest_records_what_the_device_and_the_user_need(bundle_dir, tiny_mod
     assert (spec["height"], spec["width"], spec["dtype"], spec["color_order"]) == (SIZE, SIZE, "uint8", "rgb")
     assert spec["resize"] == "center-crop" and spec["scale"] > 0
     assert manifest["runtime"] == {
-        "backend": "tflite", "model_file": "model.tflite", "threads": 4, "fallbacks": [], "device": "", "options": {},
+        "backend": "tflite", "model_file": "model.tflite", "threads": 4, "backend_fallbacks": [], "device": "", "options": {},
     }
     assert manifest["quantization"]["per_channel"] is True
     assert manifest["quantization"]["calibration_images"] == len(photos.train_list.read_text().splitlines())
