@@ -18,14 +18,13 @@ from tillsight.datasets import ImageSet, read_image_set, read_labels
 from tillsight.errors import CalibrationError, DataError, ModelLoadError, OptionsError
 from tillsight.profiles import BackendKind, Precision, Profile
 
-__all__ = ["ModelFileKind", "model_file_kind", "check_conversion_inputs"]
+__all__ = ["model_file_kind", "check_conversion_inputs"]
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-ModelFileKind = str  # "saved_model" | "keras" | "h5"
 
 
-def model_file_kind(path: Path) -> ModelFileKind:
-    """What kind of model file ``path`` is, from its header.
+def model_file_kind(path: Path) -> str:
+    """What kind of model file ``path`` is, from its header: ``saved_model``, ``keras`` or ``h5``.
 
     Raises:
         ModelLoadError: Missing, a folder that is no SavedModel, or not a Keras file.

@@ -100,6 +100,14 @@ def test_bad_benchmark_arguments_are_one_line(bundle: Path, capsys, args, expect
     assert expected in error and len(error.splitlines()) == 1
 
 
+def test_a_tampered_bundle_is_refused_by_the_measuring_process_in_one_line(bundle: Path, capsys):
+    model = bundle / "model.tflite"
+    model.write_bytes(model.read_bytes()[:-1] + b"\0")
+    assert cli.main(["benchmark", str(bundle), "--frames", "3"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert "sha256" in error and len(error.splitlines()) == 1
+
+
 def test_a_file_that_is_not_a_benchmark_is_refused_by_report(bundle: Path, tmp_path: Path, capsys):
     for text, expected in [("{", "is not JSON"), ('{"format": "other"}', "is not a 'tillsight benchmark --json' file"),
                            ('{"format": "tillsight-benchmark", "format_version": 1, "host": []}', "is malformed")]:
