@@ -22,7 +22,7 @@ def test_public_names_are_pinned():
     assert set(tillsight.pipelines.__all__) == {
         "Basket", "CameraSource", "Capture", "CaptureOptions", "CaptureStats", "CheckoutLogic", "CheckoutOptions",
         "CheckoutPipeline", "Event", "Frame", "FrameResult", "ImageFolderSource", "JsonLines", "PipelineMetrics", "PipelineOptions",
-        "ProductRecognized", "Sink", "SinkDispatcher", "Source", "SourceState", "StreamSource", "TrayMonitor",
+        "ProductRecognized", "Sink", "SinkDispatcher", "SinkStats", "Source", "SourceState", "StreamSource", "TrayMonitor",
         "UnknownProduct", "VideoFileSource", "crop_roi", "open_source",
     }
     assert all(hasattr(tillsight.pipelines, name) for name in tillsight.pipelines.__all__)

@@ -14,7 +14,7 @@ from .events import Event, ProductRecognized, UnknownProduct
 from .frames import Frame
 from .metrics import PipelineMetrics
 from .pipeline import CheckoutPipeline, FrameResult, PipelineOptions, crop_roi
-from .sinks import Basket, JsonLines, Sink, SinkDispatcher
+from .sinks import Basket, JsonLines, Sink, SinkDispatcher, SinkStats
 from .sources import CameraSource, ImageFolderSource, Source, StreamSource, VideoFileSource, open_source
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "ProductRecognized",
     "Sink",
     "SinkDispatcher",
+    "SinkStats",
     "Source",
     "SourceState",
     "StreamSource",

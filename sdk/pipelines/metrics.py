@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from ..bundle_metrics import latency_percentiles_ms
+from .sinks import SinkStats
 
 __all__ = ["LatencyWindow", "PipelineMetrics", "MetricsRecorder"]
 
@@ -50,7 +51,8 @@ class PipelineMetrics:
         frame_errors: Frames skipped because processing them failed unexpectedly.
         events: Events emitted.
         sink_errors: Sink calls that raised (logged and skipped).
-        events_dropped: Events not delivered because the sinks fell too far behind.
+        events_dropped: Deliveries dropped because a sink fell too far behind (all sinks).
+        sinks: Per sink: delivered, failed, dropped and waiting events.
         fps: Processed frames per second over the recent window.
         stage_latency_ms: p50/p95 per stage (tray, preprocess, inference, decision).
         frame_age_ms: p50/p95/p99 of a frame's age (capture to decision).
@@ -76,6 +78,7 @@ class PipelineMetrics:
     stage_latency_ms: dict[str, dict[str, float]]
     frame_age_ms: dict[str, float]
     elapsed_s: float
+    sinks: tuple[SinkStats, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -89,6 +92,7 @@ class PipelineMetrics:
             f"{self.frames_dropped} dropped, {self.inference_errors + self.frame_errors} failed), inference p50 "
             f"{inference.get('p50', 0):.1f} ms, frame age p50 {age.get('p50', 0):.1f} ms p95 {age.get('p95', 0):.1f} ms, "
             f"{self.events} events, source {self.source_state}, {self.reconnects} reconnects"
+            + "".join(f", sink {s.name} dropped {s.dropped}" for s in self.sinks if s.dropped)
         )
 
 
@@ -130,7 +134,7 @@ class MetricsRecorder:
             span = self._done_at[-1] - self._done_at[0]
             return (len(self._done_at) - 1) / span if span > 0 else 0.0
 
-    def snapshot(self, capture_stats, sink_errors: int, events_dropped: int) -> PipelineMetrics:
+    def snapshot(self, capture_stats, sinks: tuple[SinkStats, ...]) -> PipelineMetrics:
         fps = self.fps()
         with self._lock:
             return PipelineMetrics(
@@ -147,10 +151,11 @@ class MetricsRecorder:
                 resolution_changes=capture_stats.resolution_changes,
                 frame_errors=self.frame_errors,
                 events=self.events,
-                sink_errors=sink_errors,
-                events_dropped=events_dropped,
+                sink_errors=sum(stats.errors for stats in sinks),
+                events_dropped=sum(stats.dropped for stats in sinks),
                 fps=round(fps, 2),
                 stage_latency_ms={name: window.percentiles_ms(50, 95) for name, window in self.stages.items()},
                 frame_age_ms=self.frame_age.percentiles_ms(50, 95, 99),
                 elapsed_s=round(time.monotonic() - self.started, 3),
+                sinks=sinks,
             )

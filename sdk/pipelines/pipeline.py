@@ -9,7 +9,7 @@
                  │                               ─► CheckoutLogic ─► events
                  │              (a folder of photos: every photo classified, one event each)
                  ▼
-    SinkDispatcher (own thread; bounded) ─► sinks (plain callables)
+    SinkDispatcher ─► one bounded queue and thread per sink ─► sinks (plain callables)
 
 Only the worker thread calls the model, so the interpreter is never used from two threads.
 Collaborators are built by the caller and passed in, with one options object.
@@ -49,7 +49,8 @@ class PipelineOptions:
         checkout: Tray region, voting and empty-tray thresholds.
         capture: Frame dropping, pacing, reconnection and freeze detection.
         metrics_interval: Seconds between metrics log lines (0: never).
-        sink_capacity: Events that may wait for slow sinks before new ones are dropped.
+        sink_capacity: Events that may wait for one slow sink before new ones are dropped for it
+            (a sink with ``never_drop`` is waited for instead).
         max_frames: Stop after processing this many frames (None: run until the source ends).
     """
 
@@ -206,7 +207,7 @@ class CheckoutPipeline:
 
     def metrics(self) -> PipelineMetrics:
         """Current measurements (thread-safe)."""
-        return self._metrics.snapshot(self.capture.stats(), self._sinks.errors, self._sinks.dropped)
+        return self._metrics.snapshot(self.capture.stats(), self._sinks.stats())
 
     def _shutdown(self, timeout: float = 5.0) -> None:
         self.capture.stop(timeout)

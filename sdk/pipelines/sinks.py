@@ -2,18 +2,22 @@
 
 Any ``callable(event)`` is a sink (that is the callback sink). Built in: :class:`JsonLines`
 (one JSON object a line, to stdout or a file) and :class:`Basket` (counts recognized
-products). The pipeline calls sinks on a thread of their own, so a slow or failing sink
-never holds up the camera or the model (see :class:`SinkDispatcher`).
+products); :class:`tillsight.pipelines.mqtt.MqttSink` publishes to a broker through a durable
+outbox. The pipeline calls each sink on a thread of its own, so a slow or failing sink never
+holds up the camera, the model or the other sinks (see :class:`SinkDispatcher`).
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
+import os
 import logging
 import queue
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
@@ -21,7 +25,7 @@ from typing import IO
 from ..errors import summarize
 from .events import Event, ProductRecognized, UnknownProduct
 
-__all__ = ["Sink", "JsonLines", "Basket", "SinkDispatcher"]
+__all__ = ["Sink", "JsonLines", "Basket", "SinkDispatcher", "SinkStats", "SinkWorker", "sink_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +33,14 @@ Sink = Callable[[Event], None]
 
 
 class JsonLines:
-    """Writes each event as one JSON line, flushed at once (safe to tail)."""
+    """Writes each event as one JSON line, flushed at once (safe to tail): the audit log.
+
+    It never drops an event (``never_drop``): when it falls behind, the pipeline waits for it.
+    A file it opens is also synced to disk after each event, so a power cut loses none.
+    """
+
+    never_drop = True
+    name = "jsonl"
 
     def __init__(self, target: str | Path | IO[str] | None = None):
         """Args:
@@ -45,6 +56,8 @@ class JsonLines:
     def __call__(self, event: Event) -> None:
         self._stream.write(json.dumps(event.to_dict()) + "\n")
         self._stream.flush()
+        if self._owned:
+            os.fsync(self._stream.fileno())
 
     def close(self) -> None:
         """Close the file this sink opened (a stream it was given stays open)."""
@@ -60,6 +73,8 @@ class JsonLines:
 
 class Basket:
     """Counts recognized products (and unknown items) as they are reported."""
+
+    name = "basket"
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -79,54 +94,145 @@ class Basket:
             return dict(self._counts)
 
 
-class SinkDispatcher:
-    """Delivers events to the sinks on its own thread, through a bounded queue.
+@dataclasses.dataclass(frozen=True)
+class SinkStats:
+    """How one sink is keeping up.
 
-    A sink that raises is logged and skipped for that event; a sink that blocks holds up
-    only later events, and once ``capacity`` events wait, new ones are dropped and counted
-    rather than stalling the pipeline.
+    Attributes:
+        name: The sink's name (its ``name`` attribute, else its function or class name).
+        delivered: Events the sink took without raising.
+        errors: Events on which the sink raised (logged and skipped).
+        dropped: Events not given to it because it fell ``capacity`` events behind.
+        waiting: Events queued for it now.
+        never_drops: Whether the pipeline waits for this sink rather than drop (audit sinks).
     """
 
-    def __init__(self, sinks: Sequence[Sink], capacity: int = 256):
-        self.sinks = tuple(sinks)
+    name: str
+    delivered: int
+    errors: int
+    dropped: int
+    waiting: int
+    never_drops: bool
+
+
+def sink_name(sink: Sink) -> str:
+    """A sink's name in logs and metrics: its ``name`` attribute, else its function or class name."""
+    name = getattr(sink, "name", None)
+    if isinstance(name, str) and name:
+        return name
+    return getattr(sink, "__name__", None) or type(sink).__name__
+
+
+class SinkWorker:
+    """One sink's delivery path: its own bounded queue and thread.
+
+    A sink that hangs holds up only its own queue. Once ``capacity`` events wait for it, new
+    events are dropped for this sink alone and counted, with a log line, unless the sink says
+    ``never_drop = True`` (an audit log, an outbox): then :meth:`submit` waits for room, and
+    the pipeline slows down rather than lose an event.
+    """
+
+    def __init__(self, sink: Sink, name: str, capacity: int = 256):
+        self.sink, self.name = sink, name
+        self.never_drops = bool(getattr(sink, "never_drop", False))
         self._queue: queue.Queue[Event | None] = queue.Queue(capacity)
         self._lock = threading.Lock()
-        self.errors = 0
-        self.dropped = 0
-        self._thread = threading.Thread(target=self._run, name="tillsight-sinks", daemon=True)
+        self.delivered = self.errors = self.dropped = 0
+        self._behind = False  # logged once per stretch of falling behind, not once per event
+        self._thread = threading.Thread(target=self._run, name=f"tillsight-sink-{name}", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def submit(self, event: Event) -> None:
-        """Queue one event for every sink (never blocks)."""
+        """Queue one event: never blocks, except for a never-dropping sink that is full."""
         try:
             self._queue.put_nowait(event)
+            self._behind = False
+            return
         except queue.Full:
-            with self._lock:
-                self.dropped += 1
-            logger.error("event sinks are %d events behind; dropped %s", self._queue.maxsize, event)
+            pass
+        if self.never_drops:
+            if not self._behind:
+                logger.warning("sink %s is %d events behind; waiting for it (it never drops events)", self.name, self._queue.maxsize)
+            self._behind = True
+            self._queue.put(event)
+            return
+        with self._lock:
+            self.dropped += 1
+        if not self._behind or self.dropped % 100 == 0:
+            logger.error("sink %s is %d events behind; dropping events for it (%d so far)", self.name, self._queue.maxsize, self.dropped)
+        self._behind = True
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Deliver what is queued (waiting up to ``timeout`` seconds), then stop."""
+    def close(self, deadline: float) -> None:
+        """Let the sink finish what is queued until ``deadline`` (``time.monotonic()``), then stop."""
         if not self._thread.is_alive():
             return
         try:
-            self._queue.put(None, timeout=timeout)
+            self._queue.put(None, timeout=max(0.0, deadline - time.monotonic()))
         except queue.Full:
-            logger.error("event sinks did not drain within %.1f s; giving up on %d events", timeout, self._queue.qsize())
+            logger.error("sink %s did not drain in time; giving up on %d events", self.name, self._queue.qsize())
             return
-        self._thread.join(timeout)
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        if self._thread.is_alive():
+            logger.error("sink %s did not finish in time; giving up on %d events", self.name, self._queue.qsize())
+
+    def stats(self) -> SinkStats:
+        with self._lock:
+            return SinkStats(self.name, self.delivered, self.errors, self.dropped, self._queue.qsize(), self.never_drops)
 
     def _run(self) -> None:
         while True:
             event = self._queue.get()
             if event is None:
                 return
-            for sink in self.sinks:
-                try:
-                    sink(event)
-                except Exception as exc:  # logged before it is counted: a count seen means its line was written
-                    logger.warning("sink %s failed on %s: %s", getattr(sink, "__name__", type(sink).__name__), event.kind, summarize(exc))
-                    with self._lock:
-                        self.errors += 1
+            try:
+                self.sink(event)
+            except Exception as exc:  # logged before it is counted: a count seen means its line was written
+                logger.warning("sink %s failed on %s: %s", self.name, event.kind, summarize(exc))
+                with self._lock:
+                    self.errors += 1
+            else:
+                with self._lock:
+                    self.delivered += 1
+
+
+class SinkDispatcher:
+    """Delivers each event to every sink, each sink on a :class:`SinkWorker` of its own.
+
+    A sink that raises is logged and skipped for that event; one that hangs delays only its
+    own events; one that falls ``capacity`` events behind loses new events (counted per sink),
+    except a sink with ``never_drop = True``, which the pipeline waits for.
+    """
+
+    def __init__(self, sinks: Sequence[Sink], capacity: int = 256):
+        self.sinks = tuple(sinks)
+        names = [sink_name(sink) for sink in self.sinks]
+        unique = [name if names.count(name) == 1 else f"{name}#{i}" for i, name in enumerate(names)]
+        self.workers = tuple(SinkWorker(sink, name, capacity) for sink, name in zip(self.sinks, unique, strict=True))
+
+    def start(self) -> None:
+        for worker in self.workers:
+            worker.start()
+
+    def submit(self, event: Event) -> None:
+        """Queue one event for every sink."""
+        for worker in self.workers:
+            worker.submit(event)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Deliver what is queued (all sinks together waiting up to ``timeout`` seconds), then stop."""
+        deadline = time.monotonic() + timeout
+        for worker in self.workers:
+            worker.close(deadline)
+
+    def stats(self) -> tuple[SinkStats, ...]:
+        return tuple(worker.stats() for worker in self.workers)
+
+    @property
+    def errors(self) -> int:
+        return sum(stats.errors for stats in self.stats())
+
+    @property
+    def dropped(self) -> int:
+        return sum(stats.dropped for stats in self.stats())

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import threading
+import time
 
 import cv2
 import numpy as np
 
-from tillsight.pipelines import CaptureOptions, CheckoutOptions, CheckoutPipeline, PipelineOptions
+from tillsight.pipelines import Basket, CaptureOptions, CheckoutOptions, CheckoutPipeline, JsonLines, PipelineOptions
 from tillsight.testing import fake_classifier
 
 from .helpers import ListSource, colour_classifier, colour_scores, run_pipeline, tray_frames
@@ -92,18 +96,44 @@ def test_a_tray_region_that_stops_fitting_skips_frames_instead_of_stopping():
     assert metrics.frame_errors == len(tiny) and metrics.frames_read == len(small) + len(tiny)
 
 
-def test_sinks_that_block_are_bounded_and_never_stall_the_frames():
+def test_a_hanging_sink_delays_only_itself_and_drops_are_counted_for_it_alone(caplog):
     release = threading.Event()
 
     def stuck(event):
         release.wait(30)
 
+    basket = Basket()
     options = PipelineOptions(checkout=CheckoutOptions(roi=None), metrics_interval=0, sink_capacity=1)
-    pipeline = CheckoutPipeline(ListSource(tray_frames(["red", "green", "blue", "red"])), colour_classifier(), [stuck], options)
-    pipeline.start()
-    pipeline._worker.join(20)  # the frames all go through while the sink hangs
+    frames = tray_frames(["red", "green", "blue", "red"])
+    with caplog.at_level(logging.ERROR, logger="tillsight.pipelines.sinks"):
+        pipeline = CheckoutPipeline(ListSource(frames), colour_classifier(), [stuck, basket], options)
+        pipeline.start()
+        pipeline._worker.join(20)  # the frames all go through while the sink hangs
+        deadline = time.monotonic() + 5
+        while sum(basket.items().values()) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
     metrics = pipeline.metrics()
     assert metrics.frames_processed == metrics.frames_read and metrics.events == 4
-    assert metrics.events_dropped == 2  # one in the sink, one queued, the rest dropped and counted
+    assert basket.items() == {"red": 2, "green": 1, "blue": 1}  # the other sink got every event at once
+    per_sink = {stats.name: stats for stats in metrics.sinks}
+    assert per_sink["stuck"].dropped == 2 and per_sink["basket"].dropped == 0  # one in the sink, one queued
+    assert metrics.events_dropped == 2 and "sink stuck dropped 2" in metrics.summary()
+    assert [r.getMessage() for r in caplog.records] == ["sink stuck is 1 events behind; dropping events for it (1 so far)"]
     release.set()
     assert pipeline.join(timeout=10)
+    assert 0 < metrics.frames_classified < 130  # the empty tray needs no model
+    assert pipeline.metrics().sinks[0].delivered == 2
+
+
+def test_the_audit_log_never_drops_an_event_it_slows_the_pipeline_instead():
+    class SlowDisk(io.StringIO):
+        def write(self, text):
+            time.sleep(0.2)
+            return super().write(text)
+
+    stream = SlowDisk()
+    options = PipelineOptions(checkout=CheckoutOptions(roi=None), metrics_interval=0, sink_capacity=1)
+    frames = tray_frames(["red", "green", "blue", "red", "green"])
+    _, metrics, _ = run_pipeline(ListSource(frames), colour_classifier(), options, sinks=[JsonLines(stream)])
+    assert [json.loads(line)["label"] for line in stream.getvalue().splitlines()] == ["red", "green", "blue", "red", "green"]
+    assert metrics.events_dropped == 0 and metrics.sinks[1].never_drops and not metrics.sinks[0].never_drops
