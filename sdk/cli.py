@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import shlex
 import sys
 from typing import Any
@@ -65,9 +66,10 @@ def _run(args: argparse.Namespace) -> int:
     if not args.debug:  # source state changes and the periodic metrics line go to stderr
         logging.getLogger("tillsight.pipelines").setLevel(logging.INFO)
     checkout = _checkout_options(args, background_label=args.background_label)
+    paced = args.realtime or args.speed is not None
     options = PipelineOptions(
         checkout=checkout,
-        capture=CaptureOptions(pace=args.realtime, drop_frames=True if args.realtime else None),
+        capture=CaptureOptions(pace=paced, speed=1.0 if args.speed is None else args.speed, drop_frames=True if paced else None),
         metrics_interval=args.metrics_interval,
         max_frames=args.max_frames,
     )
@@ -78,12 +80,15 @@ def _run(args: argparse.Namespace) -> int:
             raise TillsightError(f"--tray-reference {args.tray_reference} {why_unreadable(Path(args.tray_reference))}")
     source = open_source(args.source, fps=args.fps, loop=args.loop, photos=args.photos)
     basket = Basket()
-    # Events as JSON lines: to the --jsonl file (with readable lines on stdout), else to stdout.
-    with JsonLines(args.jsonl if args.jsonl else sys.stdout) as jsonl:
+    with contextlib.ExitStack() as stack:
+        # Events as JSON lines: to the --jsonl file (with readable lines on stdout), else to stdout.
+        jsonl = stack.enter_context(JsonLines(args.jsonl if args.jsonl else sys.stdout))
         sinks = [basket, jsonl, _print_event] if args.jsonl else [basket, jsonl]
-        with load(args.bundle, threads=args.threads, device=args.device) as classifier:
-            pipeline = CheckoutPipeline(source, classifier, sinks, options, tray_reference=reference)
-            metrics = pipeline.run()
+        if args.mqtt:
+            sinks.append(_mqtt_sink(args, stack))
+        classifier = stack.enter_context(load(args.bundle, threads=args.threads, device=args.device))
+        pipeline = CheckoutPipeline(source, classifier, sinks, options, tray_reference=reference)
+        metrics = pipeline.run()
     print(f"basket: {_basket_text(basket.items(), basket.unknown)}", file=sys.stderr)
     print(f"pipeline: {metrics.summary()}", file=sys.stderr)
     if isinstance(source, ImageFolderSource) and not source.stills and metrics.frames_classified == 0:
@@ -92,6 +97,18 @@ def _run(args: argparse.Namespace) -> int:
             "ones as the empty tray (or pass --tray-reference); for photos of one item each, add --photos", file=sys.stderr,
         )
     return 0
+
+
+def _mqtt_sink(args: argparse.Namespace, stack: contextlib.ExitStack) -> Any:
+    from .pipelines.mqtt import MqttOptions, MqttSink
+
+    options = MqttOptions.from_url(
+        args.mqtt, username=args.mqtt_user, password=os.environ.get("TILLSIGHT_MQTT_PASSWORD") or None,
+        ca_file=args.mqtt_ca, outbox=Path(args.mqtt_outbox) if args.mqtt_outbox else None,
+    )
+    sink = MqttSink(options)
+    stack.callback(sink.close, args.mqtt_drain_timeout)  # after the pipeline has handed it every event
+    return sink
 
 
 def _basket_text(items: dict[str, int], unknown: int) -> str:

@@ -213,12 +213,26 @@ def _add_run(commands: Any) -> None:
     run.add_argument("--background-label", help="model class meaning 'empty tray' (instead of the frame difference)")
     run.add_argument("--tray-reference", help="picture of the empty tray region (default: learned from the first frames)")
     run.add_argument("--realtime", action="store_true", help="play recorded sources at their frame rate, dropping late frames")
+    run.add_argument("--speed", type=float, metavar="X", help="play recorded sources X times faster than recorded (implies --realtime)")
     run.add_argument("--metrics-interval", type=float, default=30.0, help="seconds between metrics log lines (0: off)")
     run.add_argument("--max-frames", type=int, help="stop after this many frames")
     run.add_argument("--loop", action="store_true", help="play a video file again and again (demos, soak runs)")
     run.add_argument(
         "--photos", action="store_true",
         help="the --source folder holds photos of one item each (any size): classify every photo as its own item",
+    )
+    mqtt = run.add_argument_group("MQTT (pip install \"tillsight[mqtt]\")")
+    mqtt.add_argument(
+        "--mqtt", metavar="URL",
+        help="also publish events (QoS 1, through a durable outbox) to mqtt[s]://[USER@]HOST[:PORT]/TOPIC; "
+        "the password comes from $TILLSIGHT_MQTT_PASSWORD",
+    )
+    mqtt.add_argument("--mqtt-user", help="MQTT user name (instead of USER@ in the URL)")
+    mqtt.add_argument("--mqtt-ca", metavar="PEM", help="certificate authorities to trust for mqtts:// (default: the system's)")
+    mqtt.add_argument("--mqtt-outbox", metavar="FILE", help="the outbox file (default: $XDG_STATE_HOME/tillsight/mqtt-outbox.sqlite)")
+    mqtt.add_argument(
+        "--mqtt-drain-timeout", type=float, default=10.0, metavar="S",
+        help="seconds to wait at the end for the broker to take what the outbox holds (default 10; the rest waits for the next run)",
     )
 
 

@@ -12,9 +12,11 @@ message is one line that says what is wrong and what to do about it::
     ├── ConversionError           the converter failed or produced a non-integer model
     ├── AccuracyError             the converted model lost more accuracy than allowed
     ├── BundleError               missing, malformed or tampered bundle
+    │   └── SignatureError        unsigned, or not signed by a trusted key, while keys are configured
     ├── BackendUnavailableError   the runtime package or device for a backend is missing
     ├── InferenceError            the backend failed on an input
     ├── SourceError               a camera, stream, video file or image folder cannot be read
+    ├── SinkError                 an event sink cannot be set up (an MQTT outbox that cannot be opened)
     └── BudgetError               a bundle measured on this machine is over its profile's budget
 
 Errors from TensorFlow, LiteRT and friends are translated at the boundary with
@@ -36,6 +38,8 @@ __all__ = [
     "BackendUnavailableError",
     "InferenceError",
     "SourceError",
+    "SinkError",
+    "SignatureError",
     "BudgetError",
     "summarize",
 ]
@@ -90,6 +94,14 @@ class InferenceError(TillsightError):
 
 class SourceError(TillsightError):
     """A frame source (camera, stream, video file, image folder) cannot be opened or read."""
+
+
+class SinkError(TillsightError):
+    """An event sink cannot be set up (an MQTT outbox that cannot be opened)."""
+
+
+class SignatureError(BundleError):
+    """With trusted keys configured: the bundle is unsigned, signed by another key, or edited since."""
 
 
 class BudgetError(TillsightError):

@@ -46,6 +46,7 @@ class CaptureOptions:
     Attributes:
         drop_frames: Keep only the newest frame for the consumer. None: on live sources only.
         pace: Deliver recorded sources at their own frame rate, as a camera would.
+        speed: With ``pace``, play recorded sources this many times faster than recorded.
         queue_size: Frames buffered from recorded sources when not dropping.
         open_timeout: Seconds a live source may take to open at start before the capture fails.
         reconnect_delay: First wait in seconds before reopening a lost live source; doubles each try.
@@ -57,6 +58,7 @@ class CaptureOptions:
 
     drop_frames: bool | None = None
     pace: bool = False
+    speed: float = 1.0
     queue_size: int = 4
     open_timeout: float = 10.0
     reconnect_delay: float = 0.5
@@ -67,6 +69,8 @@ class CaptureOptions:
     def __post_init__(self) -> None:
         if self.queue_size < 1:
             raise OptionsError(f"queue_size must be at least 1, got {self.queue_size}")
+        if not self.speed > 0:
+            raise OptionsError(f"speed must be positive, got {self.speed}")
         for name in ("open_timeout", "reconnect_delay", "reconnect_max_delay", "freeze_timeout"):
             if getattr(self, name) < 0:
                 raise OptionsError(f"{name} must not be negative, got {getattr(self, name)}")
@@ -321,7 +325,7 @@ class Capture:
         media_time = self.source.media_time(connection.frames)
         connection.frames += 1
         if self.options.pace and media_time is not None:
-            wait = connection.opened_at + media_time - time.monotonic()
+            wait = connection.opened_at + media_time / self.options.speed - time.monotonic()
             if wait > 0 and self._stop.wait(wait):
                 return False
         with self._lock:

@@ -1,11 +1,24 @@
-"""Checkout events: what the pipeline tells the kiosk app."""
+"""Checkout events: what the pipeline tells the kiosk app.
+
+Every event has an ``event_id``: the same item on the same source at the same time always
+gets the same id, so a kiosk that is restarted and replays a recording, or an outbox that
+sends an event twice, produces duplicates a consumer can drop by id.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from typing import Any, Union
 
-__all__ = ["ProductRecognized", "UnknownProduct", "Event"]
+__all__ = ["ProductRecognized", "UnknownProduct", "Event", "event_id"]
+
+_EVENT_NAMESPACE = uuid.UUID("5b3c8f0e-3d1a-4c55-9a0e-7f2d6c1b9e41")
+
+
+def event_id(kind: str, source_id: str, first_seen: float) -> str:
+    """The id of the event of ``kind`` for the item that arrived at ``first_seen`` on ``source_id``."""
+    return str(uuid.uuid5(_EVENT_NAMESPACE, f"{kind}|{source_id}|{first_seen:.6f}"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,9 +43,14 @@ class ProductRecognized:
 
     kind = "product_recognized"
 
+    @property
+    def event_id(self) -> str:
+        """Unique per item presence and source; the same again when a recording is replayed."""
+        return event_id(self.kind, self.source_id, self.first_seen)
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form: the event kind first, then the fields."""
-        return {"event": self.kind, **dataclasses.asdict(self)}
+        """JSON-ready form: the event kind and id first, then the fields."""
+        return {"event": self.kind, "id": self.event_id, **dataclasses.asdict(self)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,11 +73,16 @@ class UnknownProduct:
 
     kind = "unknown_product"
 
+    @property
+    def event_id(self) -> str:
+        """Unique per item presence and source; the same again when a recording is replayed."""
+        return event_id(self.kind, self.source_id, self.first_seen)
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form: the event kind first, then the fields."""
+        """JSON-ready form: the event kind and id first, then the fields."""
         data = dataclasses.asdict(self)
         data["candidates"] = [{"label": label, "votes": votes} for label, votes in self.candidates]
-        return {"event": self.kind, **data}
+        return {"event": self.kind, "id": self.event_id, **data}
 
 
 Event = Union[ProductRecognized, UnknownProduct]
