@@ -38,6 +38,7 @@ from tillsight.datasets import ImageSet, iter_images, read_image_set, read_label
 from tillsight.errors import AccuracyError, CalibrationError, ConversionError, DataError
 from tillsight.preprocess import InputSpec, preprocess
 from tillsight.profiles import BackendKind, Precision, Profile, PruningMode, SizePolicy, load_profile
+from tillsight.signing import load_private_key, sign_bundle
 from tillsight.staging import staged_directory
 
 from . import ConversionJob, TargetResult, target_for
@@ -171,6 +172,7 @@ def convert(
         check_conversion_inputs(model, resolved, calibration, evaluation, labels, finetune)
         target = target_for(resolved.backend)
         label_names = tuple(labels) if isinstance(labels, (list, tuple)) else (read_labels(labels) if labels else None)
+        signing_key = load_private_key(options.sign_key) if options.sign_key is not None else None
     with conversion_step("load model", timings):
         source = _load_model(model, label_names, options)
     with conversion_step("list data", timings):
@@ -208,6 +210,8 @@ def convert(
             budgets=_check_budgets(resolved, manifest.metrics.model_bytes), conversion_seconds=timings,
         )
         write_manifest(staging, dataclasses.replace(manifest, metrics=metrics))
+        if signing_key is not None:  # the final manifest, before the bundle is published
+            sign_bundle(staging, signing_key)
     return read_bundle(final_dir)
 
 

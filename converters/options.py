@@ -29,6 +29,7 @@ class ConversionOptions:
     allow_unsafe_model: bool = False  # load model files with Keras safe mode off
     progress: bool = False  # progress bars on stderr
     min_calibration_images: int | None = None  # the fewest usable calibration images accepted; None: the profile's
+    sign_key: str | Path | None = None  # Ed25519 private key (PKCS#8 PEM): the bundle is signed before it is published
     # Each replaces the profile's whole table when set; build them with for_profile() to change one knob.
     pruning: PruningOptions | None = None  # the profile's [pruning] table
     distillation: DistillationOptions | None = None  # the profile's [distillation] table

@@ -34,6 +34,8 @@ from .errors import (
     ModelLoadError,
     OptionsError,
     ProfileError,
+    SignatureError,
+    SinkError,
     SourceError,
     TillsightError,
 )
@@ -68,6 +70,8 @@ __all__ = [
     "ProfileError",
     "PruningOptions",
     "QatOptions",
+    "SignatureError",
+    "SinkError",
     "SourceError",
     "TillsightError",
     "convert",

@@ -18,7 +18,7 @@ import hashlib
 import gzip
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -27,6 +27,7 @@ from .bundle_metrics import BundleMetrics
 from .errors import BundleError
 from .preprocess import InputSpec
 from .profiles import BackendKind
+from .signing import TrustedKey, verify_signature
 
 __all__ = [
     "MANIFEST_NAME",
@@ -242,12 +243,14 @@ def artifact_path(bundle_dir: Path, name: str) -> Path:
     return resolved
 
 
-def read_bundle(path: str | Path, verify: bool = True) -> Bundle:
+def read_bundle(path: str | Path, verify: bool = True, trusted_keys: Sequence[TrustedKey] = ()) -> Bundle:
     """Read and verify a bundle directory.
 
     Args:
         path: The bundle directory (``OUT/<profile>``).
         verify: Check every artifact's size and sha256 against the manifest.
+        trusted_keys: When given, the manifest must be signed by one of them (see
+            :mod:`tillsight.signing`), checked before anything else is read.
 
     Returns:
         The bundle.
@@ -255,6 +258,8 @@ def read_bundle(path: str | Path, verify: bool = True) -> Bundle:
     Raises:
         BundleError: Not a bundle, a malformed manifest, or an artifact that is missing or
             does not match its recorded sha256.
+        SignatureError: ``trusted_keys`` given, and the bundle is unsigned, signed by another
+            key, or its manifest changed after signing.
     """
     bundle_dir = Path(path)
     manifest_path = bundle_dir / MANIFEST_NAME
@@ -263,8 +268,14 @@ def read_bundle(path: str | Path, verify: bool = True) -> Bundle:
             f"{bundle_dir} is not a tillsight bundle (no {MANIFEST_NAME}); make one with 'tillsight convert'"
         )
     try:
-        data = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        manifest_bytes = manifest_path.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"{manifest_path} cannot be read ({exc.strerror}); check the bundle's permissions") from exc
+    if trusted_keys:  # the same bytes are verified and parsed
+        verify_signature(bundle_dir, manifest_bytes, trusted_keys)
+    try:
+        data = json.loads(manifest_bytes.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{manifest_path} cannot be read as JSON ({exc}); convert the model again") from exc
     manifest = Manifest.from_dict(data, str(manifest_path))
     for name, record in manifest.artifacts.items():

@@ -22,6 +22,7 @@ from .errors import BundleError, InferenceError
 from .preprocess import InputSpec, model_input
 from .runtimes import open_backend
 from .runtimes.base import Backend
+from .signing import TRUSTED_KEYS_VARIABLE, TrustedKey, load_trusted_keys, trusted_keys_from_environment
 
 __all__ = ["Prediction", "Classifier", "load"]
 
@@ -155,7 +156,12 @@ class Classifier:
         self.close()
 
 
-def load(bundle_dir: str | Path, threads: int | None = None, device: str | None = None) -> Classifier:
+def load(
+    bundle_dir: str | Path,
+    threads: int | None = None,
+    device: str | None = None,
+    trusted_keys: Sequence[str | Path | TrustedKey] | None = None,
+) -> Classifier:
     """Load a bundle for inference.
 
     Args:
@@ -163,18 +169,38 @@ def load(bundle_dir: str | Path, threads: int | None = None, device: str | None 
         threads: CPU threads; defaults to the thread count of the bundle's profile.
         device: Accelerator device overriding the profile's: OpenVINO ``GPU.1``, Edge TPU
             ``usb``, ``usb:N``, ``pci``, ``pci:N`` or ``:N``.
+        trusted_keys: Public keys (PEM paths or loaded :class:`~tillsight.signing.TrustedKey`)
+            the bundle must be signed with; None: those ``TILLSIGHT_TRUSTED_KEYS`` names. With
+            none configured the bundle loads unchecked, with a warning.
 
     Returns:
         A classifier; close it (or use it as a context manager) when done.
 
     Raises:
         BundleError: Not a bundle, or an artifact does not match the manifest.
+        SignatureError: Trusted keys are configured and the bundle is not signed by one of
+            them, or was changed after signing (before its model is opened).
+        OptionsError: A trusted key file cannot be read.
         BackendUnavailableError: The bundle's runtime package is not installed.
     """
-    bundle = read_bundle(bundle_dir)
+    keys = _trusted_keys(trusted_keys)
+    if not keys:
+        logger.warning(
+            "bundle %s: its origin is not checked (no trusted keys); set %s or pass trusted_keys= to refuse unsigned bundles",
+            bundle_dir, TRUSTED_KEYS_VARIABLE,
+        )
+    bundle = read_bundle(bundle_dir, trusted_keys=keys)
     backend = open_backend(bundle, threads, device)
     try:
         return Classifier(backend, bundle.manifest.labels, bundle.manifest.input, bundle)
     except BundleError:
         backend.close()
         raise
+
+
+def _trusted_keys(given: Sequence[str | Path | TrustedKey] | None) -> tuple[TrustedKey, ...]:
+    """The trusted keys ``load`` checks against: those given, else those the environment names."""
+    entries = trusted_keys_from_environment() if given is None else tuple(given)
+    loaded = tuple(entry for entry in entries if isinstance(entry, TrustedKey))
+    paths = [entry for entry in entries if not isinstance(entry, TrustedKey)]
+    return loaded + (load_trusted_keys(paths) if paths else ())

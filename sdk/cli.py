@@ -20,7 +20,7 @@ from pathlib import Path
 
 import cv2
 
-from . import benchmarking, demo, report, validation
+from . import benchmarking, demo, report, signing, validation
 from .bundle import Manifest, read_bundle
 from .bundle_metrics import AccuracyMetrics, PruningMetrics
 from .classifier import load
@@ -86,7 +86,7 @@ def _run(args: argparse.Namespace) -> int:
         sinks = [basket, jsonl, _print_event] if args.jsonl else [basket, jsonl]
         if args.mqtt:
             sinks.append(_mqtt_sink(args, stack))
-        classifier = stack.enter_context(load(args.bundle, threads=args.threads, device=args.device))
+        classifier = stack.enter_context(load(args.bundle, threads=args.threads, device=args.device, trusted_keys=args.trusted_key))
         pipeline = CheckoutPipeline(source, classifier, sinks, options, tray_reference=reference)
         metrics = pipeline.run()
     print(f"basket: {_basket_text(basket.items(), basket.unknown)}", file=sys.stderr)
@@ -236,12 +236,14 @@ def _convert(args: argparse.Namespace) -> int:
     options = ConversionOptions.for_profile(
         args.profile, prune=args.prune, finetune_epochs=args.finetune_epochs, distill=args.distill, qat=args.qat,
         qat_epochs=args.qat_epochs, allow_accuracy_drop=args.allow_accuracy_drop,
-        min_calibration_images=args.min_calibration, **_input_options(args),
+        min_calibration_images=args.min_calibration, sign_key=args.sign_key, **_input_options(args),
     )
     from .converters.input_checks import check_conversion_inputs  # no TensorFlow: bad input fails in a second
 
     profile = options.apply_to(load_profile(args.profile))
     check_conversion_inputs(args.model, profile, args.calibration, args.evaluation, args.labels, args.finetune)
+    if args.sign_key:
+        signing.load_private_key(args.sign_key)  # a wrong key fails now, not after the conversion
     from .converters.conversion import convert  # imports TensorFlow: only when converting
 
     bundle = convert(
@@ -368,7 +370,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def _classify(args: argparse.Namespace) -> int:
     failures = 0
-    with load(args.bundle, threads=args.threads) as classifier:
+    with load(args.bundle, threads=args.threads, trusted_keys=args.trusted_key) as classifier:
         for name in args.images:
             image = read_image(Path(name))
             if image is None:
@@ -383,6 +385,19 @@ def _classify(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _keygen(args: argparse.Namespace) -> int:
+    identifier = signing.generate_keys(f"{args.name}.pem", f"{args.name}.pub.pem")
+    print(f"key {identifier}: private {args.name}.pem (keep it secret), public {args.name}.pub.pem (give it to the kiosks)")
+    return 0
+
+
+def _sign(args: argparse.Namespace) -> int:
+    read_bundle(args.bundle)  # only a bundle whose files match its manifest is worth signing
+    identifier = signing.sign_bundle(args.bundle, args.key)
+    print(f"signed {args.bundle} with key {identifier}")
+    return 0
+
+
 _COMMANDS = {
     "convert": _convert,
     "distill": _distill,
@@ -392,6 +407,8 @@ _COMMANDS = {
     "edgetpu-check": _edgetpu_check,
     "compile-edgetpu": _compile_edgetpu,
     "run": _run,
+    "keygen": _keygen,
+    "sign": _sign,
     "demo": _demo,
     "report": _report,
     "benchmark": _benchmark,

@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_benchmark(commands)
     _add_val(commands)
     _add_demo(commands)
+    _add_keys(commands)
     return parser
 
 
@@ -146,6 +147,7 @@ def _add_convert(commands: Any) -> None:
         help="quantization-aware fine-tuning before the int8 conversion (TFLite and Edge TPU profiles; needs --finetune)",
     )
     conv.add_argument("--qat-epochs", type=int, metavar="N", help="quantization-aware fine-tuning epochs (with --qat)")
+    conv.add_argument("--sign-key", metavar="PEM", help="sign the bundle with this Ed25519 private key (see 'tillsight keygen') as it is written")
     conv.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -190,6 +192,22 @@ def _add_classify(commands: Any) -> None:
     classify.add_argument("--top-k", type=int, default=3, help="how many labels to print per image, best first (default: 3)")
     classify.add_argument("--threads", type=int, help="CPU threads (default: the profile's)")
     classify.add_argument("--json", action="store_true", help="one JSON object per image")
+    _add_trusted_key(classify)
+
+
+def _add_trusted_key(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--trusted-key", action="append", metavar="PEM",
+        help="refuse the bundle unless signed by this public key (repeatable; default: the files $TILLSIGHT_TRUSTED_KEYS names)",
+    )
+
+
+def _add_keys(commands: Any) -> None:
+    keygen = commands.add_parser("keygen", help="make an Ed25519 key pair for signing bundles (PKCS#8 + SubjectPublicKeyInfo PEM)")
+    keygen.add_argument("name", help="writes NAME.pem (private, mode 0600; encrypted when $TILLSIGHT_KEY_PASSWORD is set) and NAME.pub.pem")
+    sign = commands.add_parser("sign", help="sign a bundle with an Ed25519 private key: writes signature.json beside its manifest")
+    sign.add_argument("bundle")
+    sign.add_argument("--key", required=True, metavar="PEM", help="the private key (PKCS#8 PEM; encrypted ones with $TILLSIGHT_KEY_PASSWORD)")
 
 
 def _add_edgetpu_check(commands: Any) -> None:
@@ -221,6 +239,7 @@ def _add_run(commands: Any) -> None:
         "--photos", action="store_true",
         help="the --source folder holds photos of one item each (any size): classify every photo as its own item",
     )
+    _add_trusted_key(run)
     mqtt = run.add_argument_group("MQTT (pip install \"tillsight[mqtt]\")")
     mqtt.add_argument(
         "--mqtt", metavar="URL",

@@ -185,8 +185,20 @@ def one_photo_tolerance(name: str, folder: Path, photos: PhotoSplit) -> Path:
 
 
 @pytest.fixture(scope="session")
-def bundle_dir(tiny_model_file: Path, photos: PhotoSplit, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny model converted for raspberry-pi-4, with the accuracy check on held-out photos."""
+def retailer_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A retailer's Ed25519 key pair: (private PEM, public PEM)."""
+    from tillsight.signing import generate_keys
+
+    folder = tmp_path_factory.mktemp("keys")
+    generate_keys(folder / "retailer.pem", folder / "retailer.pub.pem")
+    return folder / "retailer.pem", folder / "retailer.pub.pem"
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(
+    tiny_model_file: Path, photos: PhotoSplit, retailer_key: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The tiny model converted for raspberry-pi-4, with the accuracy check on held-out photos, signed by ``retailer_key``."""
     import tillsight
 
     out = tmp_path_factory.mktemp("bundles")
@@ -197,6 +209,7 @@ def bundle_dir(tiny_model_file: Path, photos: PhotoSplit, tmp_path_factory: pyte
         evaluation=photos.eval_list,
         labels=photos.labels_file,
         out=out,
+        options=tillsight.ConversionOptions(sign_key=retailer_key[0]),
     )
     return bundle.path
 

@@ -13,7 +13,7 @@ def test_public_names_are_pinned():
         "__version__", "AccuracyError", "BackendUnavailableError", "Bundle", "BundleError", "CalibrationError",
         "Classifier", "ColorOrder", "ConversionError", "ConversionOptions", "DataError", "DistillResult", "DistillationOptions", "InferenceError",
         "InputRange", "InputSpec", "Manifest", "ModelLoadError", "OptionsError", "Prediction", "Profile", "ProfileError",
-        "PruningOptions", "QatOptions", "SourceError", "TillsightError", "convert", "distill", "list_profiles", "load", "load_profile", "preprocess", "read_bundle",
+        "PruningOptions", "QatOptions", "SignatureError", "SinkError", "SourceError", "TillsightError", "convert", "distill", "list_profiles", "load", "load_profile", "preprocess", "read_bundle",
         "BenchmarkReport", "BudgetError", "benchmark", "read_benchmark",
     }
     assert all(hasattr(tillsight, name) for name in tillsight.__all__)
@@ -30,6 +30,6 @@ def test_public_names_are_pinned():
 
 def test_every_error_is_a_tillsight_error():
     errors = [getattr(tillsight, name) for name in tillsight.__all__ if name.endswith("Error")]
-    assert len(errors) == 13
+    assert len(errors) == 15
     assert all(issubclass(error, tillsight.TillsightError) for error in errors)
     assert issubclass(tillsight.CalibrationError, tillsight.DataError)
