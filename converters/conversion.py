@@ -194,7 +194,9 @@ def convert(
     final_dir = Path(out) / resolved.name
     with staged_directory(final_dir) as staging:
         adds_softmax = activation == OutputActivation.SOFTMAX_ADDED
-        job = ConversionJob(compressed.source, resolved, float_spec, calibration_arrays, adds_softmax, staging, evaluation_set)
+        job = ConversionJob(
+            compressed.source, resolved, float_spec, calibration_arrays, adds_softmax, staging, evaluation_set, tuple(label_names)
+        )
         with conversion_step(f"convert for {resolved.name} ({resolved.backend.value})", timings) as step:
             result = target(job)
             step.artifact = staging / result.model_file

@@ -52,5 +52,5 @@ def convert(job: ConversionJob) -> TargetResult:
         result,
         files=files,
         runtime_options={"edgetpu_model": COMPILED_MODEL_FILE if compiler else None},
-        report={"edgetpu_preflight": report.to_dict(), "edgetpu_compiler": compiled},
+        report={**result.report, "edgetpu_preflight": report.to_dict(), "edgetpu_compiler": compiled},
     )

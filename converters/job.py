@@ -33,6 +33,7 @@ class ConversionJob:
     add_softmax: bool  # the source outputs logits: append a softmax
     staging_dir: Path  # where the target writes its model file(s)
     evaluation: ImageSet | None = None  # labeled photos, for targets that tune against accuracy
+    labels: tuple[str, ...] = ()  # class labels in output order, for targets that write them into the model
 
     @contextlib.contextmanager
     def saved_model(self) -> Iterator[Path]:

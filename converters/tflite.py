@@ -4,13 +4,15 @@
 otherwise; for a Keras source their rounding is chosen first by
 :mod:`~tillsight.converters.weight_rounding`) and activations (int8), calibrated on the
 representative images, with integer input and output tensors of the profile's IO type. The result is checked to be fully
-integer: a float tensor left in the graph fails the conversion.
+integer: a float tensor left in the graph fails the conversion. The model then gets its TFLite Metadata (labels,
+normalisation; :mod:`~tillsight.converters.tflite_metadata`) before the manifest hashes it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,11 +26,14 @@ from tillsight.runtimes.tflite import import_interpreter
 
 from ._tf import tf
 from .job import ConversionJob, TargetResult
+from .tflite_metadata import add_metadata
 from .weight_rounding import RoundingReport, compensated_weights
 
 __all__ = ["MODEL_FILE", "convert"]
 
 MODEL_FILE = "model.tflite"
+
+logger = logging.getLogger(__name__)
 
 _TF_IO_TYPES = {IODtype.UINT8: tf.uint8, IODtype.INT8: tf.int8}
 
@@ -44,11 +49,16 @@ def convert(job: ConversionJob) -> TargetResult:
     model_path = Path(job.staging_dir) / MODEL_FILE
     model_path.write_bytes(flatbuffer)
     input_tensor, output_tensor = _check_fully_integer(model_path)
+    input_spec = dataclasses.replace(
+        job.input_spec, dtype=input_tensor.dtype, scale=input_tensor.scale, zero_point=input_tensor.zero_point
+    )
+    with native_stderr_to_log("writing TFLite metadata"):  # before the manifest hashes the file
+        metadata = add_metadata(model_path, job.labels, input_spec, f"Product classifier, full-integer for {job.profile.name} (tillsight)")
+    if metadata.note:
+        logger.info("TFLite metadata: readers such as MediaPipe's ImageClassifier see other input than tillsight: %s", metadata.note)
     return TargetResult(
         files=(MODEL_FILE,),
-        input_spec=dataclasses.replace(
-            job.input_spec, dtype=input_tensor.dtype, scale=input_tensor.scale, zero_point=input_tensor.zero_point
-        ),
+        input_spec=input_spec,
         output_tensor=output_tensor,
         quantization={
             "scheme": "full-integer",
@@ -59,6 +69,7 @@ def convert(job: ConversionJob) -> TargetResult:
             "io_dtype": job.profile.input.io_dtype.value,
             "converter": f"tensorflow {tf.__version__} TFLiteConverter",
         },
+        report={"tflite_metadata": metadata.to_dict()},
     )
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from .errors import OptionsError
 from .profiles import ResizeMode, crop_problem
 
-__all__ = ["ColorOrder", "InputRange", "InputSpec", "model_input", "model_pixels", "preprocess", "quantize", "to_bgr"]
+__all__ = ["ColorOrder", "InputRange", "InputSpec", "input_region", "model_input", "model_pixels", "preprocess", "quantize", "to_bgr"]
 
 
 class ColorOrder(str, enum.Enum):
@@ -129,6 +129,25 @@ def to_bgr(image: np.ndarray) -> np.ndarray:
     if image.ndim == 3 and image.shape[2] == 3:
         return image
     raise ValueError(f"expected an HxW, HxWx3 or HxWx4 image, got shape {image.shape}")
+
+
+def input_region(spec: InputSpec, image_width: int, image_height: int) -> tuple[int, int, int, int]:
+    """The part of a frame the model sees, ``(left, top, right, bottom)`` in pixels.
+
+    For runtimes that take a region of interest rather than a crop (MediaPipe's
+    ``ImageProcessingOptions.region_of_interest``, normalised by the frame size), so they read
+    what tillsight reads. A letterboxed input sees the whole frame (with padding).
+    """
+    left, top, width, height = 0, 0, image_width, image_height
+    if spec.crop < 1.0:
+        height, width = max(1, round(image_height * spec.crop)), max(1, round(image_width * spec.crop))
+        top, left = (image_height - height) // 2, (image_width - width) // 2
+    if spec.resize is ResizeMode.CENTER_CROP:
+        crop_w = min(width, round(height * spec.width / spec.height))
+        crop_h = min(height, round(width * spec.height / spec.width))
+        top, left = top + (height - crop_h) // 2, left + (width - crop_w) // 2
+        width, height = crop_w, crop_h
+    return left, top, left + width, top + height
 
 
 def _resize(image: np.ndarray, height: int, width: int, mode: ResizeMode, crop: float = 1.0) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -105,3 +107,15 @@ def test_model_input_fast_path_equals_preprocess_then_quantize(photos, color_ord
             expected = quantize(preprocess(image, spec), spec.dtype, spec.scale, spec.zero_point)
             got = model_input(image, spec)
             assert got.dtype == expected.dtype and np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("resize", ["center-crop", "stretch"])
+@pytest.mark.parametrize("crop", [1.0, 0.875])
+def test_input_region_is_the_part_of_the_frame_the_model_sees(resize, crop):
+    from tillsight.preprocess import input_region, model_pixels
+
+    spec = InputSpec(height=96, width=128, resize=ResizeMode(resize), crop=crop)
+    frame = np.random.default_rng(1).integers(0, 255, (301, 517, 3), dtype=np.uint8)
+    left, top, right, bottom = input_region(spec, 517, 301)
+    stretched = dataclasses.replace(spec, resize=ResizeMode.STRETCH, crop=1.0)
+    assert np.array_equal(model_pixels(frame[top:bottom, left:right], stretched), model_pixels(frame, spec))
