@@ -24,13 +24,14 @@ BACKENDS: dict[BackendKind, str] = {
 }
 
 
-def open_backend(bundle: Bundle, threads: int | None = None, device: str | None = None) -> Backend:
+def open_backend(bundle: Bundle, threads: int | None = None, device: str | None = None, throughput: bool = False) -> Backend:
     """Open the backend a verified bundle was built for.
 
     Args:
         bundle: A bundle from :func:`tillsight.bundle.read_bundle`.
         threads: CPU threads; defaults to the profile's thread count in the manifest.
         device: Accelerator device, overriding the manifest's (``GPU.1``, ``usb:1``...).
+        throughput: Several frames will be in flight (see :meth:`Backend.open`).
 
     Returns:
         The loaded backend.
@@ -47,4 +48,4 @@ def open_backend(bundle: Bundle, threads: int | None = None, device: str | None 
         )
     module_name, class_name = BACKENDS[kind].split(":")
     backend_class = getattr(importlib.import_module(module_name), class_name)
-    return backend_class.open(bundle, threads or bundle.manifest.runtime.threads, device)
+    return backend_class.open(bundle, threads or bundle.manifest.runtime.threads, device, throughput)

@@ -1,4 +1,4 @@
-"""The runtime backend interface: load, input/output specs, infer, close.
+"""The runtime backend interface: load, input/output specs, infer (one or many), close.
 
 A backend only moves tensors in and out of one inference engine. Task logic (preprocessing,
 dequantization, top-k, voting) lives above it in :class:`tillsight.Classifier` and never
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -46,13 +47,16 @@ class Backend(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def open(cls, bundle: Bundle, threads: int, device: str | None = None) -> Backend:
+    def open(cls, bundle: Bundle, threads: int, device: str | None = None, throughput: bool = False) -> Backend:
         """Load a verified bundle's model with the settings its manifest records.
 
         Args:
             bundle: The verified bundle.
             threads: CPU threads.
             device: Overrides the manifest's device (e.g. ``GPU.1``, ``usb:1``).
+            throughput: Several frames will be in flight (:meth:`infer_many`, multi-lane
+                kiosks): engines that can overlap requests set up for it (OpenVINO's
+                ``THROUGHPUT`` hint); the others ignore it.
         """
 
     @abc.abstractmethod
@@ -62,6 +66,16 @@ class Backend(abc.ABC):
         Raises:
             InferenceError: The engine failed on this input.
         """
+
+    def infer_many(self, tensors: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Run the model on several input tensors; raw outputs in the same order.
+
+        Engines with parallel requests overlap them; by default they run one after another.
+
+        Raises:
+            InferenceError: The engine failed on one of them.
+        """
+        return [self.infer(tensor) for tensor in tensors]
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -74,7 +74,7 @@ class EdgeTPUBackend(TFLiteBackend):
     name = "edgetpu"
 
     @classmethod
-    def open(cls, bundle: Bundle, threads: int, device: str | None = None) -> TFLiteBackend:
+    def open(cls, bundle: Bundle, threads: int, device: str | None = None, throughput: bool = False) -> TFLiteBackend:
         runtime = bundle.manifest.runtime
         device = check_device(device if device is not None else runtime.device)
         compiled = runtime.options.get("edgetpu_model")

@@ -107,7 +107,7 @@ class TFLiteBackend(Backend):
         logger.info("loaded %s with %s on %d thread(s)", model_path, self.engine, threads)
 
     @classmethod
-    def open(cls, bundle: Bundle, threads: int, device: str | None = None) -> TFLiteBackend:
+    def open(cls, bundle: Bundle, threads: int, device: str | None = None, throughput: bool = False) -> TFLiteBackend:
         return cls(bundle.model_path, threads)
 
     def infer(self, tensor: np.ndarray) -> np.ndarray:

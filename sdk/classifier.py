@@ -118,6 +118,18 @@ class Classifier:
         out = self.backend.output_spec
         return dequantize(raw.reshape(-1), out.scale, out.zero_point)
 
+    def infer_many(self, tensors: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Scores for several tensors made by :meth:`prepare`, in order (one call: engines that
+        overlap requests, such as OpenVINO loaded with ``throughput=True``, run them in parallel).
+
+        Raises:
+            InferenceError: The backend failed.
+        """
+        with self._lock:
+            raws = self.backend.infer_many(list(tensors))
+        out = self.backend.output_spec
+        return [dequantize(raw.reshape(-1), out.scale, out.zero_point) for raw in raws]
+
     def top(self, scores: np.ndarray, top_k: int = 5) -> list[Prediction]:
         """The ``top_k`` highest of ``scores`` as predictions, highest first."""
         k = max(1, min(top_k, scores.size))
@@ -161,6 +173,7 @@ def load(
     threads: int | None = None,
     device: str | None = None,
     trusted_keys: Sequence[str | Path | TrustedKey] | None = None,
+    throughput: bool = False,
 ) -> Classifier:
     """Load a bundle for inference.
 
@@ -172,6 +185,8 @@ def load(
         trusted_keys: Public keys (PEM paths or loaded :class:`~tillsight.signing.TrustedKey`)
             the bundle must be signed with; None: those ``TILLSIGHT_TRUSTED_KEYS`` names. With
             none configured the bundle loads unchecked, with a warning.
+        throughput: Several frames will be in flight (multi-lane kiosks, :meth:`Classifier.infer_many`):
+            OpenVINO compiles with its ``THROUGHPUT`` hint; other backends ignore it.
 
     Returns:
         A classifier; close it (or use it as a context manager) when done.
@@ -190,7 +205,7 @@ def load(
             bundle_dir, TRUSTED_KEYS_VARIABLE,
         )
     bundle = read_bundle(bundle_dir, trusted_keys=keys)
-    backend = open_backend(bundle, threads, device)
+    backend = open_backend(bundle, threads, device, throughput)
     try:
         return Classifier(backend, bundle.manifest.labels, bundle.manifest.input, bundle)
     except BundleError:

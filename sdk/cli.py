@@ -40,6 +40,7 @@ from .pipelines import (
     ImageFolderSource,
     open_source,
 )
+from .pipelines.lanes import Lane, LaneSpec, MultiLanePipeline, parse_lane, read_lanes_file
 from .pipelines.events import Event
 from .profiles import DistillationOptions, list_profiles, load_profile
 
@@ -49,13 +50,14 @@ logger = logging.getLogger("tillsight.cli")
 
 
 def _describe(event: Event) -> str:
+    lane = f"lane {event.lane}  " if event.lane else ""
     if isinstance(event, ProductRecognized):
         return (
-            f"{event.last_seen:7.1f} s  {event.label}  (score {event.score:.2f}, {event.frames} frames, "
+            f"{lane}{event.last_seen:7.1f} s  {event.label}  (score {event.score:.2f}, {event.frames} frames, "
             f"on the tray since {event.first_seen:.1f} s)"
         )
     candidates = ", ".join(f"{label} x{votes}" for label, votes in event.candidates) or "none"
-    return f"{event.last_seen:7.1f} s  unknown product, for staff review  (on the tray since {event.first_seen:.1f} s; votes: {candidates})"
+    return f"{lane}{event.last_seen:7.1f} s  unknown product, for staff review  (on the tray since {event.first_seen:.1f} s; votes: {candidates})"
 
 
 def _checkout_options(args: argparse.Namespace, **extra) -> CheckoutOptions:
@@ -65,6 +67,7 @@ def _checkout_options(args: argparse.Namespace, **extra) -> CheckoutOptions:
 def _run(args: argparse.Namespace) -> int:
     if not args.debug:  # source state changes and the periodic metrics line go to stderr
         logging.getLogger("tillsight.pipelines").setLevel(logging.INFO)
+    lanes = _lane_specs(args)
     checkout = _checkout_options(args, background_label=args.background_label)
     paced = args.realtime or args.speed is not None
     options = PipelineOptions(
@@ -78,14 +81,12 @@ def _run(args: argparse.Namespace) -> int:
         reference = read_image(Path(args.tray_reference))
         if reference is None:
             raise TillsightError(f"--tray-reference {args.tray_reference} {why_unreadable(Path(args.tray_reference))}")
+    if lanes:
+        return _run_lanes(args, lanes, options)
     source = open_source(args.source, fps=args.fps, loop=args.loop, photos=args.photos)
     basket = Basket()
     with contextlib.ExitStack() as stack:
-        # Events as JSON lines: to the --jsonl file (with readable lines on stdout), else to stdout.
-        jsonl = stack.enter_context(JsonLines(args.jsonl if args.jsonl else sys.stdout))
-        sinks = [basket, jsonl, _print_event] if args.jsonl else [basket, jsonl]
-        if args.mqtt:
-            sinks.append(_mqtt_sink(args, stack))
+        sinks = _run_sinks(args, stack, [basket])
         classifier = stack.enter_context(load(args.bundle, threads=args.threads, device=args.device, trusted_keys=args.trusted_key))
         pipeline = CheckoutPipeline(source, classifier, sinks, options, tray_reference=reference)
         metrics = pipeline.run()
@@ -97,6 +98,47 @@ def _run(args: argparse.Namespace) -> int:
             "ones as the empty tray (or pass --tray-reference); for photos of one item each, add --photos", file=sys.stderr,
         )
     return 0
+
+
+def _lane_specs(args: argparse.Namespace) -> list[LaneSpec]:
+    """The lanes of --lane / --lanes (empty for a one-lane --source run)."""
+    specs = [parse_lane(text) for text in args.lane] + (read_lanes_file(args.lanes) if args.lanes else [])
+    if specs and args.source is not None:
+        raise OptionsError("give either --source (one lane) or --lane/--lanes (several), not both")
+    if not specs and args.source is None:
+        raise OptionsError("run needs a source: --source SOURCE, or --lane ID:SOURCE[:X,Y,W,H] per lane, or --lanes FILE")
+    if specs and args.tray_reference:
+        raise OptionsError("--tray-reference is a picture of one tray; with several lanes each learns its empty tray")
+    return specs
+
+
+def _run_lanes(args: argparse.Namespace, specs: list[LaneSpec], options: PipelineOptions) -> int:
+    lanes = [
+        Lane(spec.lane_id, open_source(spec.source, fps=args.fps, loop=args.loop, photos=args.photos), spec.roi)
+        for spec in specs
+    ]
+    baskets = [Basket(lane=spec.lane_id) for spec in specs]
+    with contextlib.ExitStack() as stack:
+        sinks = _run_sinks(args, stack, baskets)
+        classifier = stack.enter_context(
+            load(args.bundle, threads=args.threads, device=args.device, trusted_keys=args.trusted_key, throughput=len(lanes) > 1)
+        )
+        metrics = MultiLanePipeline(lanes, classifier, sinks, options).run()
+    for basket in baskets:
+        print(f"lane {basket.lane} basket: {_basket_text(basket.items(), basket.unknown)}", file=sys.stderr)
+    for lane_id, lane_metrics in metrics.items():
+        print(f"lane {lane_id} pipeline: {lane_metrics.summary()}", file=sys.stderr)
+    return 0
+
+
+def _run_sinks(args: argparse.Namespace, stack: contextlib.ExitStack, baskets: list[Basket]) -> list[Any]:
+    """The baskets, then the events as JSON lines: to the --jsonl file (with readable lines on
+    stdout), else to stdout; then MQTT when asked."""
+    jsonl = stack.enter_context(JsonLines(args.jsonl if args.jsonl else sys.stdout))
+    sinks: list[Any] = [*baskets, jsonl, _print_event] if args.jsonl else [*baskets, jsonl]
+    if args.mqtt:
+        sinks.append(_mqtt_sink(args, stack))
+    return sinks
 
 
 def _mqtt_sink(args: argparse.Namespace, stack: contextlib.ExitStack) -> Any:

@@ -224,7 +224,12 @@ def _add_compile_edgetpu(commands: Any) -> None:
 def _add_run(commands: Any) -> None:
     run = commands.add_parser("run", help="run the checkout pipeline on a camera, stream, video or image folder")
     run.add_argument("bundle")
-    run.add_argument("--source", required=True, help="camera index (0), rtsp://... or http://... URL, video file or folder")
+    run.add_argument("--source", help="camera index (0), rtsp://... or http://... URL, video file or folder")
+    run.add_argument(
+        "--lane", action="append", default=[], metavar="ID:SOURCE[:X,Y,W,H]",
+        help="a lane of a multi-lane kiosk, with its source and tray region (repeat per lane; instead of --source)",
+    )
+    run.add_argument("--lanes", metavar="TOML", help="the lanes from a file of [[lane]] tables with id, source and roi")
     _add_checkout_arguments(run)
     run.add_argument("--device", help="accelerator device overriding the profile's (GPU.1, usb, pci:0...)")
     run.add_argument("--fps", type=float, help="frame rate of an image folder (or of a video that does not say)")

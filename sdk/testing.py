@@ -37,7 +37,7 @@ class FakeBackend(Backend):
         self.closed = False
 
     @classmethod
-    def open(cls, bundle: Bundle, threads: int, device: str | None = None) -> FakeBackend:
+    def open(cls, bundle: Bundle, threads: int, device: str | None = None, throughput: bool = False) -> FakeBackend:
         raise NotImplementedError("a FakeBackend is built directly, never opened from a bundle")
 
     def infer(self, tensor: np.ndarray) -> np.ndarray:

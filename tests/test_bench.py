@@ -83,3 +83,22 @@ def test_results_render_says_which_targets_were_missed_and_by_how_much():
     assert "agreement >= 99%: met (99.50%, plain recipe 96.00%)" in text
     assert "pipeline >= 0.9x the bare-inference bound: MISSED (0.10x)" in text
     assert "peak RSS <= 1.5x bare: met (1.17x)" in text
+
+
+def test_lanes_section_gives_ratios_to_one_lane_and_replaces_its_old_self_in_results():
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        from lanes import render, splice
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    row = {"bundle": "b", "profile": "generic-x86-cpu", "engine": "litert", "hint": None, "classified_share": 0.7, "runs": 5}
+    rows = [{**row, "lanes": 1, "lane_fps": 60.0, "total_fps": 60.0, "baskets_ok": 5},
+            {**row, "lanes": 2, "lane_fps": 33.0, "total_fps": 66.0, "baskets_ok": 4}]
+    section = render(rows, 5, "test host")
+    assert "| generic-x86-cpu | litert | 2 | 33.0 | 0.55x | 66.0 | 1.10x | 4/5 |" in section
+    results = "# Benchmark results\n\n## Pipeline\nx\n\n## Targets\n- t\n"
+    once = splice(results, section)
+    assert once.index("## Pipeline") < once.index("## Multi-lane kiosk") < once.index("## Targets")
+    twice = splice(once, section.replace("33.0", "34.0"))
+    assert twice.count("## Multi-lane kiosk") == 1 and "| 34.0 |" in twice and "| 33.0 |" not in twice
+    assert twice.endswith("## Targets\n- t\n")

@@ -21,7 +21,7 @@ def test_public_names_are_pinned():
     assert set(tillsight.testing.__all__) == {"FakeBackend", "fake_classifier"}
     assert set(tillsight.pipelines.__all__) == {
         "Basket", "CameraSource", "Capture", "CaptureOptions", "CaptureStats", "CheckoutLogic", "CheckoutOptions",
-        "CheckoutPipeline", "Event", "Frame", "FrameResult", "ImageFolderSource", "JsonLines", "PipelineMetrics", "PipelineOptions",
+        "CheckoutPipeline", "Event", "Frame", "FrameResult", "ImageFolderSource", "JsonLines", "Lane", "MultiLanePipeline", "PipelineMetrics", "PipelineOptions",
         "ProductRecognized", "Sink", "SinkDispatcher", "SinkStats", "Source", "SourceState", "StreamSource", "TrayMonitor",
         "UnknownProduct", "VideoFileSource", "crop_roi", "open_source",
     }

@@ -12,6 +12,7 @@ from .capture import Capture, CaptureOptions, CaptureStats, SourceState
 from .checkout import CheckoutLogic, CheckoutOptions, TrayMonitor
 from .events import Event, ProductRecognized, UnknownProduct
 from .frames import Frame
+from .lanes import Lane, MultiLanePipeline
 from .metrics import PipelineMetrics
 from .pipeline import CheckoutPipeline, FrameResult, PipelineOptions, crop_roi
 from .sinks import Basket, JsonLines, Sink, SinkDispatcher, SinkStats
@@ -31,6 +32,8 @@ __all__ = [
     "FrameResult",
     "ImageFolderSource",
     "JsonLines",
+    "Lane",
+    "MultiLanePipeline",
     "PipelineMetrics",
     "PipelineOptions",
     "ProductRecognized",

@@ -96,12 +96,13 @@ class CaptureStats:
 class _Handoff:
     """Frames between the capture thread and the consumer: bounded, newest-wins or blocking."""
 
-    def __init__(self, capacity: int, drop_oldest: bool):
+    def __init__(self, capacity: int, drop_oldest: bool, notify: threading.Event | None = None):
         self._frames: collections.deque[Frame] = collections.deque()
         self._capacity = capacity
         self._drop_oldest = drop_oldest
         self._condition = threading.Condition()
         self._closed = False
+        self._notify = notify  # set on every new frame and at the end (a consumer of several captures waits on it)
         self.dropped = 0
 
     def put(self, frame: Frame, stop: threading.Event) -> None:
@@ -116,6 +117,8 @@ class _Handoff:
                 self._condition.wait(0.1)
             self._frames.append(frame)
             self._condition.notify_all()
+        if self._notify is not None:
+            self._notify.set()
 
     def get(self, timeout: float | None) -> Frame | None:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -135,6 +138,8 @@ class _Handoff:
         with self._condition:
             self._closed = True
             self._condition.notify_all()
+        if self._notify is not None:
+            self._notify.set()
 
     @property
     def exhausted(self) -> bool:
@@ -166,11 +171,17 @@ class Capture:
     ends it early. ``state`` and ``stats()`` can be read from any thread.
     """
 
-    def __init__(self, source: Source, options: CaptureOptions = CaptureOptions()):
+    def __init__(self, source: Source, options: CaptureOptions = CaptureOptions(), notify: threading.Event | None = None):
+        """Args:
+        source: The source to read.
+        options: Dropping, pacing, reconnection and freeze detection.
+        notify: Set whenever a frame is handed over or the capture ends (for a consumer
+            that serves several captures from one thread).
+        """
         self.source = source
         self.options = options
         drop = source.live if options.drop_frames is None else options.drop_frames
-        self._handoff = _Handoff(1 if drop else options.queue_size, drop_oldest=drop)
+        self._handoff = _Handoff(1 if drop else options.queue_size, drop_oldest=drop, notify=notify)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"tillsight-capture[{source.source_id}]", daemon=True)
         self._lock = threading.Lock()

@@ -176,9 +176,10 @@ class _Presence:
 class CheckoutLogic:
     """Per-frame observations in, checkout events out (one decision per item presence)."""
 
-    def __init__(self, options: CheckoutOptions = CheckoutOptions(), source_id: str = ""):
+    def __init__(self, options: CheckoutOptions = CheckoutOptions(), source_id: str = "", lane: str = ""):
         self.options = options
         self.source_id = source_id
+        self.lane = lane
         self._presence: _Presence | None = None
         self._occupied_run = 0
         self._empty_run = 0
@@ -199,8 +200,8 @@ class CheckoutLogic:
         Recognized when its top score reaches ``min_score``, else unknown with that label as the candidate.
         """
         if prediction.score >= self.options.min_score:
-            return [ProductRecognized(prediction.label, round(prediction.score, 4), timestamp, timestamp, 1, self.source_id)]
-        return [UnknownProduct(timestamp, timestamp, 1, ((prediction.label, 1),), self.source_id)]
+            return [ProductRecognized(prediction.label, round(prediction.score, 4), timestamp, timestamp, 1, self.source_id, self.lane)]
+        return [UnknownProduct(timestamp, timestamp, 1, ((prediction.label, 1),), self.source_id, self.lane)]
 
     def update(self, timestamp: float, occupied: bool, prediction: Prediction | None) -> list[Event]:
         """Advance by one frame.
@@ -237,8 +238,8 @@ class CheckoutLogic:
             if votes >= options.min_votes:
                 presence.decided = True
                 score = float(np.mean([s for vote, s in presence.votes if vote == label]))
-                return [ProductRecognized(label, round(score, 4), presence.first_seen, timestamp, votes, self.source_id)]
+                return [ProductRecognized(label, round(score, 4), presence.first_seen, timestamp, votes, self.source_id, self.lane)]
         if timestamp - presence.first_seen >= options.unknown_after:
             presence.decided = True
-            return [UnknownProduct(presence.first_seen, timestamp, presence.classified, tuple(counts.most_common(3)), self.source_id)]
+            return [UnknownProduct(presence.first_seen, timestamp, presence.classified, tuple(counts.most_common(3)), self.source_id, self.lane)]
         return []

@@ -16,9 +16,9 @@ __all__ = ["ProductRecognized", "UnknownProduct", "Event", "event_id"]
 _EVENT_NAMESPACE = uuid.UUID("5b3c8f0e-3d1a-4c55-9a0e-7f2d6c1b9e41")
 
 
-def event_id(kind: str, source_id: str, first_seen: float) -> str:
-    """The id of the event of ``kind`` for the item that arrived at ``first_seen`` on ``source_id``."""
-    return str(uuid.uuid5(_EVENT_NAMESPACE, f"{kind}|{source_id}|{first_seen:.6f}"))
+def event_id(kind: str, source_id: str, first_seen: float, lane: str = "") -> str:
+    """The id of the event of ``kind`` for the item that arrived at ``first_seen`` on ``source_id`` (in ``lane``)."""
+    return str(uuid.uuid5(_EVENT_NAMESPACE, f"{kind}|{lane}|{source_id}|{first_seen:.6f}"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +32,7 @@ class ProductRecognized:
         last_seen: Timestamp of the frame that settled the vote.
         frames: How many of the recent frames voted for ``label``.
         source_id: The source the frames came from.
+        lane: The checkout lane (a multi-lane kiosk's lane id; empty for one lane).
     """
 
     label: str
@@ -40,13 +41,14 @@ class ProductRecognized:
     last_seen: float
     frames: int
     source_id: str = ""
+    lane: str = ""
 
     kind = "product_recognized"
 
     @property
     def event_id(self) -> str:
         """Unique per item presence and source; the same again when a recording is replayed."""
-        return event_id(self.kind, self.source_id, self.first_seen)
+        return event_id(self.kind, self.source_id, self.first_seen, self.lane)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form: the event kind and id first, then the fields."""
@@ -63,6 +65,7 @@ class UnknownProduct:
         frames: Frames classified while it was on the tray.
         candidates: The most frequent labels among those frames and their vote counts.
         source_id: The source the frames came from.
+        lane: The checkout lane (a multi-lane kiosk's lane id; empty for one lane).
     """
 
     first_seen: float
@@ -70,13 +73,14 @@ class UnknownProduct:
     frames: int
     candidates: tuple[tuple[str, int], ...] = ()
     source_id: str = ""
+    lane: str = ""
 
     kind = "unknown_product"
 
     @property
     def event_id(self) -> str:
         """Unique per item presence and source; the same again when a recording is replayed."""
-        return event_id(self.kind, self.source_id, self.first_seen)
+        return event_id(self.kind, self.source_id, self.first_seen, self.lane)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form: the event kind and id first, then the fields."""

@@ -47,7 +47,8 @@ class MqttOptions:
     Attributes:
         host: Broker host name or address.
         port: Broker port (1883 for ``mqtt://``, 8883 for ``mqtts://`` unless given).
-        topic: Topic every event is published to (no wildcards).
+        topic: Topic every event is published to (no wildcards); ``{lane}`` in it becomes the
+            event's lane id, ``1`` on a one-lane kiosk (``store/12/lane/{lane}``).
         tls: Connect with TLS (``mqtts://``).
         username: User name, or None for an anonymous broker.
         password: Password (with ``username``).
@@ -227,7 +228,7 @@ class MqttSink:
 
     def __call__(self, event: Event) -> None:
         payload = json.dumps(event.to_dict()).encode()
-        self.outbox.put(event.event_id, self.options.topic, payload)
+        self.outbox.put(event.event_id, self.options.topic.replace("{lane}", event.lane or "1"), payload)
         self._wake.set()
 
     @property

@@ -1,17 +1,21 @@
-"""The checkout pipeline: source → capture thread → inference thread → decisions → sinks.
+"""The checkout pipeline: sources → capture threads → one inference thread → decisions → sinks.
 
 ::
 
-    source ──► Capture (own thread; newest frame wins on live sources)
-                 │
-                 ▼
-    worker thread: tray crop ─► TrayMonitor ─► Classifier (only while the tray is occupied)
-                 │                               ─► CheckoutLogic ─► events
-                 │              (a folder of photos: every photo classified, one event each)
-                 ▼
+    source per lane ──► Capture (own thread; newest frame wins on live sources)
+                          │
+                          ▼
+    worker thread, one turn at a time, one frame of each lane per turn:
+        tray crop ─► TrayMonitor ─► Classifier (only while a tray is occupied; the turn's
+                                     frames in one infer_many call) ─► CheckoutLogic ─► events
+        (a folder of photos: every photo classified, one event each)
+                          │
+                          ▼
     SinkDispatcher ─► one bounded queue and thread per sink ─► sinks (plain callables)
 
-Only the worker thread calls the model, so the interpreter is never used from two threads.
+:class:`CheckoutPipeline` runs one source; :class:`~tillsight.pipelines.lanes.MultiLanePipeline`
+runs several lanes of one kiosk on one model. Only the worker thread calls the model, so the
+interpreter is never used from two threads, and every lane gets a turn in order.
 Collaborators are built by the caller and passed in, with one options object.
 """
 
@@ -76,12 +80,14 @@ class FrameResult:
         occupied: Whether the tray looked occupied (None while the empty tray is being learned).
         prediction: The top prediction, or None when the model did not run on this frame.
         events: Events this frame completed.
+        lane: The lane the frame came from (empty for one lane).
     """
 
     frame: Frame
     occupied: bool | None
     prediction: Prediction | None
     events: tuple[Event, ...]
+    lane: str = ""
 
 
 def _log_sparsely(count: int, message: str, *args: object) -> None:
@@ -109,7 +115,277 @@ def crop_roi(image: np.ndarray, roi: tuple[int, int, int, int] | None) -> np.nda
     return image[y0:y1, x0:x1]
 
 
-class CheckoutPipeline:
+class _Lane:
+    """One source's state: its capture, tray monitor, checkout logic and metrics."""
+
+    def __init__(
+        self, lane_id: str, source: Source, checkout: CheckoutOptions, capture: CaptureOptions,
+        tray_reference: np.ndarray | None, notify: threading.Event,
+    ):
+        self.lane_id = lane_id
+        self.checkout = checkout
+        self.capture = Capture(source, capture, notify)
+        self.monitor = TrayMonitor(checkout, tray_reference)
+        self.logic = CheckoutLogic(checkout, source.source_id, lane_id)
+        self.metrics = MetricsRecorder()
+        self.stills = source.stills  # photos of one item each (an image folder), not a scene
+        self.processed = 0
+        self.done = False
+
+
+@dataclasses.dataclass
+class _Step:
+    """One frame of one lane on its way through a turn."""
+
+    lane: _Lane
+    frame: Frame
+    tray: np.ndarray
+    occupied: bool | None
+    started: float
+    tensor: np.ndarray | None = None
+    prediction: Prediction | None = None
+
+
+class _LanesPipeline:
+    """The engine of both pipelines: lanes, the inference thread, sinks."""
+
+    def __init__(
+        self,
+        lanes: Sequence[tuple[str, Source, CheckoutOptions, np.ndarray | None]],
+        classifier: Classifier,
+        sinks: Sequence[Sink],
+        options: PipelineOptions,
+        on_frame: Callable[[FrameResult], None] | None,
+    ):
+        for _, _, checkout, _ in lanes:
+            label = checkout.background_label
+            if label is not None and label not in classifier.labels:
+                raise OptionsError(f"background_label {label!r} is not a label of the model ({', '.join(classifier.labels)})")
+        self.classifier = classifier
+        self.options = options
+        self._notify = threading.Event()
+        self._lanes = [
+            _Lane(lane_id, source, checkout, options.capture, reference, self._notify)
+            for lane_id, source, checkout, reference in lanes
+        ]
+        self._sinks = SinkDispatcher(sinks, options.sink_capacity)
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._run, name="tillsight-inference", daemon=True)
+        self._started = False
+        self._on_frame = on_frame
+        self.error: Exception | None = None
+
+    # -- control -----------------------------------------------------------------------
+
+    def start(self) -> _LanesPipeline:
+        """Start capture, inference and sink threads; returns self."""
+        if self._started:
+            raise RuntimeError("a pipeline can be started once")
+        self._started = True
+        self._sinks.start()
+        for lane in self._lanes:
+            lane.metrics = MetricsRecorder()
+            lane.capture.start()
+        self._worker.start()
+        return self
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until recorded sources have been processed to their end (or the pipeline stopped).
+
+        Returns:
+            True when the pipeline has finished, False on timeout.
+        """
+        self._worker.join(timeout)
+        if self._worker.is_alive():
+            return False
+        self._shutdown()
+        return True
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop reading frames, finish the frames in hand, deliver queued events, end all threads."""
+        self._stop.set()
+        self._notify.set()
+        for lane in self._lanes:
+            lane.capture.stop(timeout)
+        if self._worker.is_alive():
+            self._worker.join(timeout)
+        self._shutdown(timeout)
+
+    def _run_to_end(self) -> None:
+        """Start and block until the sources end (Ctrl-C stops cleanly); raise what stopped them."""
+        self.start()
+        try:
+            while not self.join(timeout=0.5):
+                pass
+        except KeyboardInterrupt:
+            logger.info("interrupted; stopping")
+        finally:
+            self.stop()
+        if self.error is not None:
+            raise self.error
+        for lane in self._lanes:
+            if lane.capture.state is SourceState.FAILED and lane.capture.error is not None:
+                raise lane.capture.error
+
+    def _lane_metrics(self, lane: _Lane) -> PipelineMetrics:
+        return lane.metrics.snapshot(lane.capture.stats(), self._sinks.stats())
+
+    def _shutdown(self, timeout: float = 5.0) -> None:
+        for lane in self._lanes:
+            lane.capture.stop(timeout)
+        self._sinks.close(timeout)
+
+    def __enter__(self) -> _LanesPipeline:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # -- worker thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        interval = self.options.metrics_interval
+        next_log = time.monotonic() + interval
+        try:
+            while not self._stop.is_set():
+                turn = self._take_turn()
+                if turn is None:  # every lane has finished
+                    break
+                if not turn:
+                    self._notify.wait(0.1)
+                    self._notify.clear()
+                    continue
+                self._process_turn(turn)
+                if interval and time.monotonic() >= next_log:
+                    for lane in self._lanes:
+                        logger.info("%s%s", f"lane {lane.lane_id}: " if lane.lane_id else "", self._lane_metrics(lane).summary())
+                    next_log = time.monotonic() + interval
+        except Exception as exc:  # never leave a kiosk app waiting on a dead thread: run() raises it
+            self.error = exc  # a bug stays what it is; only what the SDK raises on purpose is a TillsightError
+            if isinstance(exc, TillsightError):  # run() raises it, with its fix: one line, not two
+                logger.debug("pipeline stopped: %s", exc)
+            else:
+                logger.error("pipeline stopped: %s", summarize(exc), exc_info=True)
+            for lane in self._lanes:
+                lane.capture.stop()
+
+    def _take_turn(self) -> list[tuple[_Lane, Frame]] | None:
+        """The next frame of each lane that has one (a fair turn); None once every lane has finished."""
+        max_frames, turn, running = self.options.max_frames, [], False
+        for lane in self._lanes:
+            if lane.done:
+                continue
+            if max_frames is not None and lane.processed >= max_frames:
+                lane.capture.stop()
+                lane.done = True
+                continue
+            running = True
+            frame = lane.capture.get(timeout=0)
+            if frame is None:
+                lane.done = lane.capture.finished
+                continue
+            turn.append((lane, frame))
+        return turn if running else None
+
+    def _process_turn(self, turn: list[tuple[_Lane, Frame]]) -> None:
+        steps = []
+        for lane, frame in turn:
+            try:
+                steps.append(self._tray_step(lane, frame))
+            except Exception as exc:
+                self._frame_failed(lane, frame, exc)
+        classify = [step for step in steps if step.tensor is not None]
+        if classify:
+            self._classify(classify)
+        for step in steps:
+            try:
+                self._decide(step)
+            except Exception as exc:
+                self._frame_failed(step.lane, step.frame, exc)
+        for lane, _ in turn:
+            lane.processed += 1
+
+    def _frame_failed(self, lane: _Lane, frame: Frame, exc: Exception) -> None:
+        """One bad frame must not stop the checkout, but a tray region outside a lane's first frame is a setup error."""
+        if lane.processed == 0 and isinstance(exc, SourceError):
+            raise exc
+        lane.metrics.count("frame_errors")
+        _log_sparsely(lane.metrics.frame_errors, "frame %d skipped: %s", frame.frame_id, summarize(exc))
+
+    def _tray_step(self, lane: _Lane, frame: Frame) -> _Step:
+        """Crop the tray, decide whether it is occupied, and prepare the model input if it must run."""
+        started = time.perf_counter()
+        tray = crop_roi(frame.image, lane.checkout.roi)
+        model_decides = lane.checkout.background_label is not None
+        if lane.stills:  # a photo of one item: always classified, decided alone
+            occupied: bool | None = True
+        else:
+            occupied = None if model_decides else lane.monitor.update(tray, empty_hint=not lane.logic.occupied)
+        after_tray = time.perf_counter()
+        lane.metrics.stage("tray", after_tray - started)
+        step = _Step(lane, frame, tray, occupied, started)
+        if model_decides or occupied:
+            try:
+                step.tensor = self.classifier.prepare(tray)
+            except Exception as exc:  # InferenceError: an unusable image
+                self._inference_failed(step, exc)
+                return step
+            lane.metrics.stage("preprocess", time.perf_counter() - after_tray)
+        return step
+
+    def _inference_failed(self, step: _Step, exc: Exception) -> None:
+        metrics = step.lane.metrics
+        metrics.count("inference_errors")
+        _log_sparsely(metrics.inference_errors, "frame %d skipped: %s", step.frame.frame_id, summarize(exc))
+        step.tensor = None
+        step.occupied = False if step.occupied is None else step.occupied
+        step.prediction = None
+        step.started = -1.0  # nothing more to decide for this frame
+
+    def _classify(self, steps: list[_Step]) -> None:
+        """Run the model on the turn's frames: one call, so engines that overlap requests can."""
+        tensors = [step.tensor for step in steps]
+        started = time.perf_counter()
+        try:
+            scores = [self.classifier.infer(tensors[0])] if len(tensors) == 1 else self.classifier.infer_many(tensors)
+        except Exception as exc:  # InferenceError, or an untranslated error of a backend
+            for step in steps:
+                self._inference_failed(step, exc)
+            return
+        elapsed = time.perf_counter() - started
+        for step, frame_scores in zip(steps, scores, strict=True):
+            step.lane.metrics.stage("inference", elapsed)
+            step.prediction = self.classifier.top(frame_scores, 1)[0]
+
+    def _decide(self, step: _Step) -> None:
+        lane, frame, metrics = step.lane, step.frame, step.lane.metrics
+        if step.started < 0:  # the model failed on it
+            metrics.frame_done(frame.captured_at, classified=False)
+            return
+        occupied, prediction = step.occupied, step.prediction
+        if lane.checkout.background_label is not None and prediction is not None:
+            occupied = not lane.logic.is_empty_prediction(prediction)
+        decision_started = time.perf_counter()
+        if lane.stills:
+            events = lane.logic.decide_photo(frame.timestamp, prediction) if prediction is not None else []
+        else:
+            events = lane.logic.update(frame.timestamp, occupied, prediction) if occupied is not None else []
+        for event in events:  # occupied None: still learning the empty tray
+            metrics.count("events")
+            logger.debug("%s", event)
+            self._sinks.submit(event)
+        metrics.stage("decision", time.perf_counter() - decision_started)
+        metrics.frame_done(frame.captured_at, classified=prediction is not None)
+        if self._on_frame is not None:
+            try:
+                self._on_frame(FrameResult(frame, occupied, prediction, tuple(events), lane.lane_id))
+            except Exception as exc:
+                logger.warning("on_frame callback failed on frame %d: %s", frame.frame_id, summarize(exc))
+
+
+class CheckoutPipeline(_LanesPipeline):
     """Runs a classifier on a frame source and turns what it sees into checkout events."""
 
     def __init__(
@@ -134,55 +410,9 @@ class CheckoutPipeline:
         Raises:
             OptionsError: ``background_label`` is set but is not one of the model's labels.
         """
-        label = options.checkout.background_label
-        if label is not None and label not in classifier.labels:
-            raise OptionsError(f"background_label {label!r} is not a label of the model ({', '.join(classifier.labels)})")
-        self.classifier = classifier
-        self.options = options
-        self.capture = Capture(source, options.capture)
-        self.monitor = TrayMonitor(options.checkout, tray_reference)
-        self.logic = CheckoutLogic(options.checkout, source.source_id)
-        self._sinks = SinkDispatcher(sinks, options.sink_capacity)
-        self._metrics = MetricsRecorder()
-        self._stop = threading.Event()
-        self._worker = threading.Thread(target=self._run, name="tillsight-inference", daemon=True)
-        self._started = False
-        self._on_frame = on_frame
-        self._stills = source.stills  # photos of one item each (an image folder), not a scene
-        self.error: Exception | None = None
-
-    # -- control -----------------------------------------------------------------------
-
-    def start(self) -> CheckoutPipeline:
-        """Start capture, inference and sink threads; returns self."""
-        if self._started:
-            raise RuntimeError("a pipeline can be started once")
-        self._started = True
-        self._metrics = MetricsRecorder()
-        self._sinks.start()
-        self.capture.start()
-        self._worker.start()
-        return self
-
-    def join(self, timeout: float | None = None) -> bool:
-        """Wait until a recorded source has been processed to its end (or the pipeline stopped).
-
-        Returns:
-            True when the pipeline has finished, False on timeout.
-        """
-        self._worker.join(timeout)
-        if self._worker.is_alive():
-            return False
-        self._shutdown()
-        return True
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop reading frames, finish the frame in hand, deliver queued events, end all threads."""
-        self._stop.set()
-        self.capture.stop(timeout)
-        if self._worker.is_alive():
-            self._worker.join(timeout)
-        self._shutdown(timeout)
+        super().__init__([("", source, options.checkout, tray_reference)], classifier, sinks, options, on_frame)
+        lane = self._lanes[0]
+        self.capture, self.monitor, self.logic = lane.capture, lane.monitor, lane.logic
 
     def run(self) -> PipelineMetrics:
         """Start and block until the source ends (Ctrl-C stops cleanly). Returns the final metrics.
@@ -191,112 +421,9 @@ class CheckoutPipeline:
             SourceError: The source could not be opened, or was lost for good.
             Exception: Whatever stopped the inference thread (a bug), as it was raised there.
         """
-        self.start()
-        try:
-            while not self.join(timeout=0.5):
-                pass
-        except KeyboardInterrupt:
-            logger.info("interrupted; stopping")
-        finally:
-            self.stop()
-        if self.error is not None:
-            raise self.error
-        if self.capture.state is SourceState.FAILED and self.capture.error is not None:
-            raise self.capture.error
+        self._run_to_end()
         return self.metrics()
 
     def metrics(self) -> PipelineMetrics:
         """Current measurements (thread-safe)."""
-        return self._metrics.snapshot(self.capture.stats(), self._sinks.stats())
-
-    def _shutdown(self, timeout: float = 5.0) -> None:
-        self.capture.stop(timeout)
-        self._sinks.close(timeout)
-
-    def __enter__(self) -> CheckoutPipeline:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    # -- worker thread -------------------------------------------------------------------
-
-    def _run(self) -> None:
-        interval, max_frames = self.options.metrics_interval, self.options.max_frames
-        next_log = time.monotonic() + interval
-        processed = 0
-        try:
-            while not self._stop.is_set():
-                if max_frames is not None and processed >= max_frames:
-                    self.capture.stop()
-                    break
-                frame = self.capture.get(timeout=0.1)
-                if frame is None:
-                    if self.capture.finished:
-                        break
-                    continue
-                try:
-                    self._process(frame)
-                except Exception as exc:  # one bad frame must not stop the checkout...
-                    if processed == 0 and isinstance(exc, SourceError):
-                        raise  # ...but a tray region outside the very first frame is a setup error
-                    self._metrics.count("frame_errors")
-                    _log_sparsely(self._metrics.frame_errors, "frame %d skipped: %s", frame.frame_id, summarize(exc))
-                processed += 1
-                if interval and time.monotonic() >= next_log:
-                    logger.info("%s", self.metrics().summary())
-                    next_log = time.monotonic() + interval
-        except Exception as exc:  # never leave a kiosk app waiting on a dead thread: run() raises it
-            self.error = exc  # a bug stays what it is; only what the SDK raises on purpose is a TillsightError
-            if isinstance(exc, TillsightError):  # run() raises it, with its fix: one line, not two
-                logger.debug("pipeline stopped: %s", exc)
-            else:
-                logger.error("pipeline stopped: %s", summarize(exc), exc_info=True)
-            self.capture.stop()
-
-    def _process(self, frame: Frame) -> None:
-        checkout, metrics = self.options.checkout, self._metrics
-        started = time.perf_counter()
-        tray = crop_roi(frame.image, checkout.roi)
-        model_decides = checkout.background_label is not None
-        if self._stills:  # a photo of one item: always classified, decided alone
-            occupied = True
-        else:
-            occupied = None if model_decides else self.monitor.update(tray, empty_hint=not self.logic.occupied)
-        after_tray = time.perf_counter()
-        metrics.stage("tray", after_tray - started)
-        prediction = None
-        if model_decides or occupied:
-            try:
-                tensor = self.classifier.prepare(tray)
-                prepared = time.perf_counter()
-                scores = self.classifier.infer(tensor)
-                inferred = time.perf_counter()
-            except Exception as exc:  # InferenceError, or an untranslated error of a backend
-                metrics.count("inference_errors")
-                _log_sparsely(metrics.inference_errors, "frame %d skipped: %s", frame.frame_id, summarize(exc))
-                metrics.frame_done(frame.captured_at, classified=False)
-                return
-            metrics.stage("preprocess", prepared - after_tray)
-            metrics.stage("inference", inferred - prepared)
-            prediction = self.classifier.top(scores, 1)[0]
-            if model_decides:
-                occupied = not self.logic.is_empty_prediction(prediction)
-        decision_started = time.perf_counter()
-        if self._stills:
-            events = self.logic.decide_photo(frame.timestamp, prediction)
-        else:
-            events = self.logic.update(frame.timestamp, occupied, prediction) if occupied is not None else []
-        for event in events:  # occupied None: still learning the empty tray
-            metrics.count("events")
-            logger.debug("%s", event)
-            self._sinks.submit(event)
-        metrics.stage("decision", time.perf_counter() - decision_started)
-        metrics.frame_done(frame.captured_at, classified=prediction is not None)
-        if self._on_frame is not None:
-            try:
-                self._on_frame(FrameResult(frame, occupied, prediction, tuple(events)))
-            except Exception as exc:
-                logger.warning("on_frame callback failed on frame %d: %s", frame.frame_id, summarize(exc))
+        return self._lane_metrics(self._lanes[0])

@@ -72,16 +72,22 @@ class JsonLines:
 
 
 class Basket:
-    """Counts recognized products (and unknown items) as they are reported."""
+    """Counts recognized products (and unknown items) as they are reported.
 
-    name = "basket"
+    Args:
+        lane: Count only this lane's events (a multi-lane kiosk's basket per lane); None: all.
+    """
 
-    def __init__(self) -> None:
+    def __init__(self, lane: str | None = None) -> None:
+        self.lane = lane
+        self.name = "basket" if lane is None else f"basket[{lane}]"
         self._lock = threading.Lock()
         self._counts: collections.Counter[str] = collections.Counter()
         self.unknown = 0
 
     def __call__(self, event: Event) -> None:
+        if self.lane is not None and getattr(event, "lane", None) != self.lane:
+            return
         with self._lock:
             if isinstance(event, ProductRecognized):
                 self._counts[event.label] += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import signal
 import subprocess
@@ -53,6 +54,20 @@ def test_events_reach_the_broker_with_their_ids_and_leave_the_outbox_once_acknow
     consumer.close()
     assert set(received) == {event.event_id for event in sent}
     assert received[sent[3].event_id] == sent[3].to_dict()
+
+
+def test_each_lane_publishes_to_its_own_topic_with_a_lane_placeholder(broker, tmp_path):
+    lane_two = Consumer(broker.port, topic="store/12/lane/2")
+    time.sleep(0.3)
+    sent = [dataclasses.replace(event, lane=lane) for event, lane in zip(events(6), "121212")]
+    url = broker.url.replace("/lane/1", "/lane/{lane}")
+    with MqttSink(MqttOptions.from_url(url, outbox=tmp_path / "outbox.sqlite")) as sink:
+        for event in sent:
+            sink(event)
+        received = lane_two.wait_for(3)
+        time.sleep(0.3)  # a lane-1 event on lane 2's topic would be here by now
+    lane_two.close()
+    assert set(received) == {event.event_id for event in sent if event.lane == "2"}
 
 
 def test_events_wait_in_the_outbox_while_the_broker_is_down_and_go_when_it_comes_back(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 import tillsight
@@ -69,3 +70,24 @@ def test_cache_dir_is_created_and_reused(nuc_bundle, tmp_path, monkeypatch):
     with tillsight.load(nuc_bundle):
         pass
     assert sorted(p.name for p in (tmp_path / "cache" / "openvino").iterdir()) == cached
+
+
+@pytest.mark.integration
+@requires_nncf
+def test_throughput_load_runs_many_frames_in_parallel_streams_with_the_same_scores(nuc_bundle, photos):
+    """Multi-lane kiosks load with throughput=True: the THROUGHPUT hint and an async queue give
+    every real photo the scores one synchronous request gives it."""
+    from tillsight.datasets import read_image
+
+    frames = [read_image(path) for path, _ in photos.eval_items[:6]]
+    with tillsight.load(nuc_bundle) as latency:
+        assert latency.backend.performance_hint == "LATENCY"
+        tensors = [latency.prepare(frame) for frame in frames]
+        one_by_one = [latency.infer(tensor) for tensor in tensors]
+    with tillsight.load(nuc_bundle, throughput=True) as throughput:
+        assert throughput.backend.performance_hint == "THROUGHPUT"
+        many = throughput.infer_many(tensors)
+    assert len(many) == len(frames)
+    for alone, together in zip(one_by_one, many, strict=True):
+        assert int(np.argmax(alone)) == int(np.argmax(together))
+        np.testing.assert_allclose(alone, together, atol=0.02)
