@@ -82,7 +82,7 @@ def render(rows: list[dict], repeats: int, threads_note: str) -> str:
         "",
         f"Frames per second per lane when 1, 2 and 3 lanes share one classifier in one process, against one lane alone "
         f"(median of {repeats} runs per row, lane counts in rotating order; {threads_note}). Each lane plays the demo checkout "
-        "video (605 frames; the model runs on the frames with an item on the tray) as fast as the kiosk takes it, so these are "
+        f"video (605 frames; the model runs on the {rows[0]['classified_share']:.0%} with an item on the tray) as fast as the kiosk takes it, so these are "
         "capacities; a 10 fps camera per lane needs 10. `baskets` counts runs where every lane ended with the video's exact basket.",
         "Refresh with `python bench/lanes.py` (see its docstring).",
         "",
