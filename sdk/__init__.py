@@ -9,8 +9,8 @@ Convert on a workstation, run on the kiosk::
 
 Camera-frame pipelines for unmanned checkout live in :mod:`tillsight.pipelines`.
 
-Importing this package never imports TensorFlow. :func:`convert`, :func:`distill` and
-:class:`DistillResult` are re-exported from the converting side (:mod:`tillsight.converters`),
+Importing this package never imports TensorFlow. :func:`convert`, :func:`distill`,
+:class:`DistillResult`, :func:`tune` and :class:`TuneResult` are re-exported from the converting side (:mod:`tillsight.converters`),
 which is imported the first time one of them is used; so are :func:`benchmark`,
 :func:`read_benchmark` and :class:`BenchmarkReport` (:mod:`tillsight.benchmarking`).
 """
@@ -82,6 +82,8 @@ __all__ = [
     "preprocess",
     "read_benchmark",
     "read_bundle",
+    "tune",
+    "TuneResult",
 ]
 
 #: Public names imported the first time they are used, and their modules: the converting side
@@ -90,6 +92,8 @@ _LAZY = {
     "convert": "tillsight.converters.conversion",
     "distill": "tillsight.converters.distill",
     "DistillResult": "tillsight.converters.distill",
+    "tune": "tillsight.converters.tune",
+    "TuneResult": "tillsight.converters.tune",
     "benchmark": "tillsight.benchmarking",
     "read_benchmark": "tillsight.benchmarking",
     "BenchmarkReport": "tillsight.benchmarking",

@@ -22,10 +22,11 @@ import json
 import os
 import platform
 import sys
+import tarfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ._version import __version__
 from .bundle import read_bundle
@@ -42,6 +43,7 @@ __all__ = [
     "BundleBenchmark",
     "BenchmarkReport",
     "benchmark",
+    "bundle_from_tar",
     "read_benchmark",
 ]
 
@@ -268,6 +270,27 @@ def benchmark(
         ))
     created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     return BenchmarkReport(host, package_versions(), created, tuple(results))
+
+
+def bundle_from_tar(stream: IO[bytes], into: Path) -> Path:
+    """Unpack a bundle sent as a tar into ``into``; return its folder.
+
+    This is how a bundle reaches a device to be measured there:
+    ``tar -C bundles -c raspberry-pi-4 | ssh kiosk-12 tillsight benchmark --json -``
+    (``tillsight tune --bench-command`` sends each candidate so).
+
+    Raises:
+        DataError: Not a tar, a member that would land outside ``into``, or no bundle in it.
+    """
+    try:
+        with tarfile.open(fileobj=stream, mode="r|*") as archive:
+            archive.extractall(into, filter="data")
+    except (tarfile.TarError, OSError) as exc:
+        raise DataError(f"standard input is not a tar of a bundle ({exc}); send one with: tar -C FOLDER -c BUNDLE | ...") from exc
+    manifests = sorted(into.glob("manifest.json")) or sorted(into.glob("*/manifest.json"))
+    if not manifests:
+        raise DataError("the tar on standard input holds no bundle (no manifest.json at its top or one folder down)")
+    return manifests[0].parent
 
 
 def format_table(report: BenchmarkReport) -> str:

@@ -116,6 +116,7 @@ class Manifest:
     target_report: dict[str, Any] = dataclasses.field(default_factory=dict)
     sdk_version: str = __version__
     created: str = ""
+    tune: dict[str, Any] = dataclasses.field(default_factory=dict)  # the search that chose this bundle (tillsight tune)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form written as ``manifest.json``."""
@@ -135,6 +136,7 @@ class Manifest:
             "quantization": self.quantization,
             "metrics": self.metrics.to_dict(),
             "target_report": self.target_report,
+            **({"tune": self.tune} if self.tune else {}),
         }
 
     @classmethod
@@ -181,6 +183,7 @@ class Manifest:
                 target_report=data.get("target_report", {}),
                 sdk_version=str(data.get("sdk_version", "")),
                 created=str(data.get("created", "")),
+                tune=dict(data.get("tune", {})),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{where} is malformed ({type(exc).__name__}: {exc}); convert the model again") from exc

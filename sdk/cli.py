@@ -14,6 +14,7 @@ import logging
 import os
 import shlex
 import sys
+import tempfile
 from typing import Any
 from collections.abc import Sequence
 from pathlib import Path
@@ -210,10 +211,21 @@ def _report(args: argparse.Namespace) -> int:
 
 def _benchmark(args: argparse.Namespace) -> int:
     max_memory = None if args.max_memory_mb is None else int(args.max_memory_mb * 1e6)
-    results = benchmarking.benchmark(
-        args.bundles, args.frames, args.threads, args.source, max_latency_ms=args.max_latency_ms, max_memory_bytes=max_memory,
-        launcher=shlex.split(args.launcher or ""),
-    )
+    with contextlib.ExitStack() as stack:
+        bundles = args.bundles
+        if not bundles:  # a bundle sent as a tar on stdin, to be measured here
+            if sys.stdin.isatty():
+                raise OptionsError("benchmark needs BUNDLE folders, or one bundle as a tar on standard input (tar -C out -c raspberry-pi-4 | tillsight benchmark)")
+            unpacked = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tillsight-benchmark-")))
+            bundles = [benchmarking.bundle_from_tar(sys.stdin.buffer, unpacked)]
+        results = benchmarking.benchmark(
+            bundles, args.frames, args.threads, args.source, max_latency_ms=args.max_latency_ms, max_memory_bytes=max_memory,
+            launcher=shlex.split(args.launcher or ""),
+        )
+    if not args.bundles:  # name it as sent, not by the temporary folder it was measured in
+        results = dataclasses.replace(results, results=tuple(
+            dataclasses.replace(result, bundle=f"<stdin>/{Path(result.bundle).name}") for result in results.results
+        ))
     table_out = sys.stderr if args.json == "-" else sys.stdout
     print(benchmarking.format_table(results), file=table_out)
     if args.json == "-":
@@ -301,6 +313,40 @@ def _convert(args: argparse.Namespace) -> int:
     print(f"bundle: {bundle.path}")
     _print_summary(bundle.manifest)
     return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    fields = _input_options(args)
+    progress = fields.pop("progress")
+    options = ConversionOptions.from_input_range(**fields, sign_key=args.sign_key)
+    from tqdm import tqdm
+
+    from .converters.tune import tune  # imports TensorFlow: only when tuning
+    from .converters.tune_report import summary_line
+
+    bar = tqdm(total=6, desc="tune", unit="candidate", disable=not progress, file=sys.stderr)
+
+    def on_result(result: Any, number: int, total: int) -> None:
+        bar.total = total
+        figures = "" if result.top1 is None else (
+            f": top-1 {result.top1:.2f}% (drop {result.top1_drop:.2f}), p50 {result.latency_ms:.2f} ms, {result.model_bytes / 1e6:.2f} MB, "
+            f"{result.seconds:.0f} s"
+        )
+        tqdm.write(f"[{number}/{total}] {result.candidate.name}{figures} -- {result.status if result.status != 'measured' else ''}"
+                   f"{': ' if result.status != 'measured' else ''}{result.note}")
+        bar.update(1)
+
+    try:
+        result = tune(
+            args.model, args.profile, args.calibration, args.evaluation, args.finetune, args.out, labels=args.labels,
+            options=options, max_latency_ms=args.max_latency_ms, max_top1_drop=args.max_drop, time_budget_s=args.time_budget,
+            bench_command=args.bench_command, frames=args.frames, epochs=args.epochs, on_result=on_result,
+        )
+    finally:
+        bar.close()
+    print(f"tune: {summary_line(result)}")
+    print(f"wrote {Path(args.out) / 'tune.md'}" + (" and tune.png" if (Path(args.out) / "tune.png").exists() else ""))
+    return 0 if result.winner is not None else 1
 
 
 def _distill(args: argparse.Namespace) -> int:
@@ -449,6 +495,7 @@ _COMMANDS = {
     "edgetpu-check": _edgetpu_check,
     "compile-edgetpu": _compile_edgetpu,
     "run": _run,
+    "tune": _tune,
     "keygen": _keygen,
     "sign": _sign,
     "demo": _demo,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -97,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_convert(commands)
     _add_distill(commands)
+    _add_tune(commands)
     _add_profiles(commands)
     _add_inspect(commands)
     _add_classify(commands)
@@ -149,6 +151,42 @@ def _add_convert(commands: Any) -> None:
     conv.add_argument("--qat-epochs", type=int, metavar="N", help="quantization-aware fine-tuning epochs (with --qat)")
     conv.add_argument("--sign-key", metavar="PEM", help="sign the bundle with this Ed25519 private key (see 'tillsight keygen') as it is written")
     conv.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _duration(text: str) -> float:
+    """Seconds from ``45m``, ``1h``, ``1h30m``, ``90s`` or a bare number of seconds."""
+    match = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", text)
+    if not text.strip() or match is None or not any(match.groups()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: write 45m, 1h, 1h30m or 600s")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def _add_tune(commands: Any) -> None:
+    tune = commands.add_parser(
+        "tune", help="find the most accurate bundle that meets a profile's budget: int8, QAT, pruning, students, measured",
+    )
+    tune.add_argument("model", help=".keras / .h5 file or SavedModel directory")
+    tune.add_argument("--profile", required=True, help="profile name (see 'tillsight profiles') or a .toml file")
+    tune.add_argument("--calibration", required=True, help="class folder or list file of representative images")
+    tune.add_argument("--eval", dest="evaluation", required=True, help="labeled photos every candidate's top-1 is measured on")
+    tune.add_argument("--finetune", required=True, metavar="DATA", help="labeled photos for QAT, pruning's fine-tuning and the students")
+    tune.add_argument("--labels", help="labels file: one label a line, in output-index order")
+    tune.add_argument("--out", required=True, help="folder for candidates/, tune.md, tune.png and the winner OUT/<profile>/")
+    tune.add_argument("--max-latency-ms", type=float, help="latency budget, classify() p50 (default: the profile's)")
+    tune.add_argument("--max-drop", type=float, metavar="POINTS", help="top-1 points the bundle may lose (default: the profile's max_top1_drop)")
+    tune.add_argument("--time-budget", type=_duration, default=45 * 60.0, metavar="DURATION", help="for the whole search: 45m (default), 2h, 600s")
+    tune.add_argument(
+        "--bench-command", metavar="COMMAND",
+        help="measure on the device: a shell command that gets each bundle as a tar on stdin and prints benchmark JSON, "
+        "e.g. \"ssh kiosk-12 tillsight benchmark --json -\" (default: this host)",
+    )
+    tune.add_argument("--frames", type=int, default=50, help="timed runs per latency measurement (default 50)")
+    tune.add_argument("--epochs", type=int, help="epochs of every training candidate (default: the profile's QAT and pruning epochs)")
+    _add_input_options(tune)
+    tune.add_argument("--unsafe-load", action="store_true", help="load a trusted model file with Keras safe mode off")
+    tune.add_argument("--sign-key", metavar="PEM", help="sign the candidates and the winner with this Ed25519 private key")
+    tune.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _add_distill(commands: Any) -> None:
@@ -284,7 +322,10 @@ def _add_benchmark(commands: Any) -> None:
     bench = commands.add_parser(
         "benchmark", help="measure bundles on this machine: cold start, latency p50/p95/p99, peak memory, budgets",
     )
-    bench.add_argument("bundles", nargs="+", metavar="BUNDLE")
+    bench.add_argument(
+        "bundles", nargs="*", metavar="BUNDLE",
+        help="bundle folders; none: one bundle as a tar on standard input (tar -C out -c raspberry-pi-4 | ssh kiosk tillsight benchmark --json -)",
+    )
     bench.add_argument("--frames", type=int, default=100, help="timed runs per measurement (default: 100)")
     bench.add_argument("--threads", type=int, help="CPU threads (default: the profile's)")
     bench.add_argument("--source", metavar="IMAGE|VIDEO", help="what to classify (default: a synthetic 1280x720 frame)")

@@ -126,3 +126,19 @@ def test_the_cpu_is_named_from_cpuinfo_on_x86_and_on_a_raspberry_pi():
     assert describe_cpu(PI4_CPUINFO.replace("Model\t\t: Raspberry Pi 4 Model B Rev 1.4\n", ""), "Coral Dev Board") == (
         "Coral Dev Board (Cortex-A72)"
     )
+
+
+def test_a_bundle_on_stdin_must_be_a_tar_of_one(monkeypatch, capsys, tmp_path):
+    import io
+    import tarfile
+
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"these are not the bytes of a tar")))
+    assert cli.main(["benchmark"]) == 1
+    assert "standard input is not a tar of a bundle" in capsys.readouterr().err
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        (tmp_path / "notes.txt").write_text("no bundle here")
+        tar.add(tmp_path / "notes.txt", arcname="notes.txt")
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(archive.getvalue())))
+    assert cli.main(["benchmark"]) == 1
+    assert "holds no bundle (no manifest.json" in capsys.readouterr().err

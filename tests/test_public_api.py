@@ -14,7 +14,7 @@ def test_public_names_are_pinned():
         "Classifier", "ColorOrder", "ConversionError", "ConversionOptions", "DataError", "DistillResult", "DistillationOptions", "InferenceError",
         "InputRange", "InputSpec", "Manifest", "ModelLoadError", "OptionsError", "Prediction", "Profile", "ProfileError",
         "PruningOptions", "QatOptions", "SignatureError", "SinkError", "SourceError", "TillsightError", "convert", "distill", "list_profiles", "load", "load_profile", "preprocess", "read_bundle",
-        "BenchmarkReport", "BudgetError", "benchmark", "read_benchmark",
+        "BenchmarkReport", "BudgetError", "benchmark", "read_benchmark", "tune", "TuneResult",
     }
     assert all(hasattr(tillsight, name) for name in tillsight.__all__)
     assert set(tillsight.runtimes.__all__) == {"Backend", "TensorSpec", "BACKENDS", "open_backend"}

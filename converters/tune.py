@@ -1,0 +1,460 @@
+"""``tillsight tune``: the most accurate bundle that meets a device's budget, measured where it will run.
+
+The search walks a fixed space in order of cost, each candidate a normal bundle in
+``out/candidates/<name>/<profile>/``:
+
+1. ``int8``: post-training int8 (the profile as it is; always tried first, it is the reference);
+2. ``qat``: quantization-aware fine-tuning, then int8 (the same graph as ``int8``: skipped when
+   ``int8`` misses a latency, memory or size budget, which QAT cannot change);
+3. ``channels-F``: channel pruning of a fraction F (0.3, then 0.5) fine-tuned with distillation
+   from the original model, then int8;
+4. ``student-S``: an ImageNet-pretrained EfficientNet-Lite0 distilled from the model at a smaller
+   input side S (3/4, then 3/5 of the model's), then int8.
+
+Each candidate's top-1 is measured on the evaluation photos and its drop counted from the original
+float model's top-1 (measured with ``int8``); its latency (``classify()`` p50), peak memory and
+size by :func:`tillsight.benchmark` on this host, or by a command that receives the bundle as a
+tar on stdin and answers with benchmark JSON (``ssh kiosk-12 tillsight benchmark --json -``).
+
+The search stops at the first candidate that meets every budget within the drop tolerance: the
+later ones cost more and compress more, so they are not expected to be more accurate. Without a
+latency, memory or size budget every candidate is tried, and the winner is the most accurate
+within the drop tolerance. A candidate whose estimated time exceeds what is left of the time
+budget is skipped and listed as such. The winner is copied to ``out/<profile>/`` atomically, with
+the search recorded under ``"tune"`` in its manifest; ``tune.md`` and ``tune.png`` show every candidate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import io
+import json
+import logging
+import shutil
+import subprocess
+import tarfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..benchmarking import BenchmarkReport, BundleBenchmark, benchmark
+from ..bundle import read_bundle
+from ..datasets import read_image_set, read_labels
+from ..errors import DataError, OptionsError, TillsightError, summarize
+from ..profiles import Profile, load_profile
+from ..signing import load_private_key, sign_bundle
+from ..staging import staged_directory
+from .options import ConversionOptions
+from .tune_report import write_report
+
+__all__ = ["Budget", "Candidate", "CandidateKind", "CandidateResult", "TuneResult", "search_space", "tune"]
+
+logger = logging.getLogger(__name__)
+
+#: Channel fractions tried, least pruning first.
+CHANNEL_FRACTIONS = (0.3, 0.5)
+#: The pretrained student, and its input side as a share of the model's, largest first.
+STUDENT = "efficientnet-lite0"
+STUDENT_SCALES = (0.75, 0.6)
+#: A training step costs about this many inference passes (forward, backward, update).
+TRAINING_PASSES = 3.0
+
+
+class CandidateKind(str, enum.Enum):
+    INT8 = "int8"
+    QAT = "qat"
+    CHANNELS = "channels"
+    STUDENT = "student"
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """One point of the search space."""
+
+    name: str  # also its folder under out/candidates/
+    kind: CandidateKind
+    recipe: str  # in words, for the report
+    epochs: int = 0  # training passes over the fine-tuning photos
+    fraction: float | None = None  # channels: share of channels removed
+    student_size: tuple[int, int] | None = None  # student: (height, width)
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """What a bundle must meet; None: no such budget."""
+
+    max_latency_ms: float | None
+    max_memory_bytes: int | None
+    max_model_bytes: int | None
+    max_top1_drop: float
+
+    @classmethod
+    def from_profile(cls, profile: Profile, max_latency_ms: float | None = None, max_top1_drop: float | None = None) -> Budget:
+        """The profile's ``[budgets]`` and ``max_top1_drop``, with these overrides.
+
+        Raises:
+            OptionsError: A negative override.
+        """
+        if (max_latency_ms is not None and max_latency_ms <= 0) or (max_top1_drop is not None and max_top1_drop < 0):
+            raise OptionsError("--max-latency-ms must be positive and --max-drop 0 or more")
+        budgets = profile.budgets
+        return cls(
+            max_latency_ms if max_latency_ms is not None else (budgets.max_latency_ms or None),
+            budgets.max_memory_bytes or None,
+            budgets.max_model_bytes or None,
+            profile.max_top1_drop if max_top1_drop is None else max_top1_drop,
+        )
+
+    @property
+    def has_resource_budget(self) -> bool:
+        return any(v is not None for v in (self.max_latency_ms, self.max_memory_bytes, self.max_model_bytes))
+
+    def misses(self, latency_ms: float, memory_bytes: int, model_bytes: int) -> list[str]:
+        """The resource budgets these figures miss, in words."""
+        missed = []
+        if self.max_latency_ms is not None and latency_ms > self.max_latency_ms:
+            missed.append(f"latency {latency_ms:.2f} ms > {self.max_latency_ms:g} ms")
+        if self.max_memory_bytes is not None and memory_bytes > self.max_memory_bytes:
+            missed.append(f"memory {memory_bytes / 1e6:.0f} MB > {self.max_memory_bytes / 1e6:.0f} MB")
+        if self.max_model_bytes is not None and model_bytes > self.max_model_bytes:
+            missed.append(f"size {model_bytes / 1e6:.2f} MB > {self.max_model_bytes / 1e6:.2f} MB")
+        return missed
+
+
+@dataclasses.dataclass(frozen=True)
+class CandidateResult:
+    """What became of one candidate."""
+
+    candidate: Candidate
+    status: str  # "measured", "skipped" or "failed"
+    note: str  # the budget verdict, or why it was skipped or failed
+    seconds: float = 0.0
+    bundle: str | None = None
+    top1: float | None = None
+    top1_drop: float | None = None  # from the original float model
+    latency_ms: float | None = None  # classify() p50 where measured
+    memory_bytes: int | None = None
+    model_bytes: int | None = None
+    meets_budget: bool = False  # every resource budget, and the drop tolerance
+    resource_misses: tuple[str, ...] = ()  # the latency, memory and size budgets it misses
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["candidate"] = {**data["candidate"], "kind": self.candidate.kind.value}
+        return data
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneResult:
+    """The search, its candidates in the order tried, and the winner (None: none met the budget)."""
+
+    profile: str
+    budget: Budget
+    measured_on: str  # where latency was measured
+    float_top1: float | None
+    results: tuple[CandidateResult, ...]
+    winner: CandidateResult | None
+    winner_path: Path | None
+    seconds: float
+    time_budget_s: float
+
+
+def search_space(
+    input_size: tuple[int, int], qat_epochs: int, finetune_epochs: int, student_epochs: int,
+    channel_fractions: Sequence[float] = CHANNEL_FRACTIONS, student_scales: Sequence[float] = STUDENT_SCALES,
+) -> list[Candidate]:
+    """The candidates in the order they are tried (of cost)."""
+    candidates = [
+        Candidate("int8", CandidateKind.INT8, "post-training int8"),
+        Candidate("qat", CandidateKind.QAT, f"quantization-aware fine-tuning ({qat_epochs} epochs), int8", epochs=qat_epochs),
+    ]
+    for fraction in channel_fractions:
+        candidates.append(Candidate(
+            f"channels-{fraction:g}", CandidateKind.CHANNELS,
+            f"{fraction:.0%} of channels pruned, fine-tuned {finetune_epochs} epochs with distillation, int8",
+            epochs=finetune_epochs, fraction=fraction,
+        ))
+    for scale in student_scales:
+        size = tuple(max(32, int(round(side * scale / 8)) * 8) for side in input_size)
+        candidates.append(Candidate(
+            f"student-{size[0]}", CandidateKind.STUDENT,
+            f"{STUDENT} (ImageNet-pretrained) at {size[0]}x{size[1]} distilled {student_epochs} epochs, int8",
+            epochs=student_epochs, student_size=size,  # type: ignore[arg-type]
+        ))
+    return candidates
+
+
+class _Clock:
+    """The time budget, and the estimates that decide whether a candidate can still start."""
+
+    def __init__(self, budget_s: float, finetune_images: int):
+        self.started = time.monotonic()
+        self.budget_s = budget_s
+        self.finetune_images = finetune_images
+        self.base_s: float | None = None  # convert + evaluate + measure, from int8
+        self.per_image_epoch_s: float | None = None
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def learn_base(self, seconds: float, images_through_model: int) -> None:
+        self.base_s = seconds
+        self.per_image_epoch_s = TRAINING_PASSES * seconds / max(1, images_through_model)
+
+    def learn_training(self, seconds: float, epochs: int) -> None:
+        if self.base_s is not None and epochs:
+            self.per_image_epoch_s = max(0.0, seconds - self.base_s) / (epochs * max(1, self.finetune_images))
+
+    def estimate(self, candidate: Candidate) -> float:
+        if self.base_s is None or self.per_image_epoch_s is None:
+            return 0.0
+        return self.base_s + candidate.epochs * self.finetune_images * self.per_image_epoch_s
+
+
+def tune(
+    model: str | Path,
+    profile: str | Path | Profile,
+    calibration: str | Path,
+    evaluation: str | Path,
+    finetune: str | Path,
+    out: str | Path,
+    labels: str | Path | None = None,
+    options: ConversionOptions = ConversionOptions(),
+    max_latency_ms: float | None = None,
+    max_top1_drop: float | None = None,
+    time_budget_s: float = 45 * 60,
+    bench_command: str | None = None,
+    frames: int = 50,
+    epochs: int | None = None,
+    on_result: Callable[[CandidateResult, int, int], None] | None = None,
+    channel_fractions: Sequence[float] = CHANNEL_FRACTIONS,
+    student_scales: Sequence[float] = STUDENT_SCALES,
+) -> TuneResult:
+    """Search for the most accurate bundle of ``model`` that meets ``profile``'s budget.
+
+    Args:
+        model: The Keras classifier (``.keras`` / ``.h5`` file or SavedModel folder).
+        profile: Shipped profile name, profile TOML path, or a :class:`~tillsight.profiles.Profile`.
+        calibration: Representative photos (class folder or list file).
+        evaluation: Labeled photos every candidate's top-1 is measured on.
+        finetune: Labeled photos for QAT, pruning's fine-tuning and the students.
+        out: Folder for ``candidates/``, ``tune.md``, ``tune.png`` and the winner ``<profile>/``.
+        labels: Labels file in output-index order.
+        options: Input expectations of the model (colour order, crop, mean/std), signing key.
+        max_latency_ms: Overrides the profile's latency budget (``classify()`` p50).
+        max_top1_drop: Overrides the profile's accuracy tolerance (points of top-1).
+        time_budget_s: Wall time for the whole search; candidates that cannot finish in what is left are skipped.
+        bench_command: A shell command that receives each bundle as a tar on stdin and prints
+            ``tillsight benchmark --json`` output; None: measure on this host.
+        frames: Timed runs per latency measurement.
+        epochs: Training epochs of every training candidate; None: the profile's (QAT, pruning).
+        on_result: Called with each candidate's result, its number and the count, as the search goes.
+        channel_fractions: The channel-pruning candidates (shares of channels removed), in order.
+        student_scales: The student candidates (input side as a share of the model's), in order.
+
+    Returns:
+        The search; ``winner`` is None when no candidate met the budget.
+
+    Raises:
+        ProfileError, ModelLoadError, DataError, OptionsError: Bad input, found before any candidate runs.
+    """
+    resolved = load_profile(profile) if not isinstance(profile, Profile) else profile
+    budget = Budget.from_profile(resolved, max_latency_ms, max_top1_drop)
+    if time_budget_s <= 0 or frames < 1 or (epochs is not None and epochs < 1):
+        raise OptionsError("--time-budget must be positive, --frames and --epochs at least 1")
+    if any(not 0 < f < 1 for f in channel_fractions) or any(not 0 < s <= 1 for s in student_scales):
+        raise OptionsError("channel fractions must be between 0 and 1, student scales above 0 and at most 1")
+    out = Path(out)
+    label_names = read_labels(labels) if labels else None
+    finetune_images = len(read_image_set(finetune, label_names).images)
+    eval_images = len(read_image_set(evaluation, label_names).images)
+    calibration_images = min(len(read_image_set(calibration, label_names).images), resolved.quantization.calibration_samples)
+    if options.sign_key is not None:
+        load_private_key(options.sign_key)  # a wrong key fails now, not after the search
+    qat_epochs = epochs or resolved.qat.epochs
+    finetune_epochs = epochs or resolved.pruning.finetune_epochs or 2
+    clock = _Clock(time_budget_s, finetune_images)
+    build = functools.partial(
+        _build, model=model, profile=resolved, calibration=calibration, evaluation=evaluation, finetune=finetune, out=out,
+        labels=labels, options=options,
+    )
+    # int8 first: the reference (the original float top-1), the input size, and the time a conversion takes.
+    reference = search_space((0, 0), qat_epochs, finetune_epochs, finetune_epochs)[0]
+    started = time.monotonic()
+    bundle_dir = build(reference)
+    measured, measured_on = _measure(bundle_dir, frames, bench_command)
+    manifest = read_bundle(bundle_dir, verify=False).manifest
+    float_top1 = manifest.metrics.accuracy.float_top1 if manifest.metrics.accuracy else None
+    clock.learn_base(time.monotonic() - started, calibration_images + 2 * eval_images)
+    space = search_space(
+        (manifest.input.height, manifest.input.width), qat_epochs, finetune_epochs, finetune_epochs, channel_fractions, student_scales,
+    )
+    results = [_judge(reference, bundle_dir, manifest, measured, float_top1, budget, time.monotonic() - started)]
+    winner = results[0] if results[0].meets_budget and budget.has_resource_budget else None
+    _report(on_result, results[0], 1, len(space))
+    for number, candidate in enumerate(space[1:], start=2):
+        skip = _skip_reason(candidate, results[0], winner, clock)
+        if skip:
+            result = CandidateResult(candidate, "skipped", skip)
+        else:
+            started = time.monotonic()
+            try:
+                bundle_dir = build(candidate)
+                measured, measured_on = _measure(bundle_dir, frames, bench_command)
+            except TillsightError as exc:  # one candidate that cannot be built or measured does not end the search
+                result = CandidateResult(candidate, "failed", summarize(exc), seconds=round(time.monotonic() - started, 1))
+            else:
+                seconds = time.monotonic() - started
+                clock.learn_training(seconds, candidate.epochs)
+                manifest = read_bundle(bundle_dir, verify=False).manifest
+                result = _judge(candidate, bundle_dir, manifest, measured, float_top1, budget, seconds)
+                if result.meets_budget and budget.has_resource_budget:
+                    winner = result
+        results.append(result)
+        _report(on_result, result, number, len(space))
+    if not budget.has_resource_budget:
+        winner = _most_accurate(results)
+    winner_path = _publish(winner, resolved.name, out, budget, results, measured_on, options) if winner else None
+    tune_result = TuneResult(
+        resolved.name, budget, measured_on, float_top1, tuple(results), winner, winner_path,
+        round(clock.elapsed(), 1), time_budget_s,
+    )
+    write_report(tune_result, out)
+    return tune_result
+
+
+def _report(on_result: Callable[[CandidateResult, int, int], None] | None, result: CandidateResult, number: int, total: int) -> None:
+    logger.info("tune %s: %s, %s", result.candidate.name, result.status, result.note)
+    if on_result is not None:
+        on_result(result, number, total)
+
+
+def _skip_reason(candidate: Candidate, int8: CandidateResult, winner: CandidateResult | None, clock: _Clock) -> str:
+    if winner is not None:
+        return f"{winner.candidate.name} already meets the budget within the drop tolerance"
+    if candidate.kind is CandidateKind.QAT and int8.resource_misses:
+        return f"same int8 graph as int8, which misses {'; '.join(int8.resource_misses)}"
+    left = clock.budget_s - clock.elapsed()
+    needed = clock.estimate(candidate)
+    if needed > left:
+        return f"needs about {needed / 60:.1f} min, {max(0.0, left) / 60:.1f} min of the time budget left"
+    return ""
+
+
+def _build(
+    candidate: Candidate, *, model: str | Path, profile: Profile, calibration: str | Path, evaluation: str | Path,
+    finetune: str | Path, out: Path, labels: str | Path | None, options: ConversionOptions,
+) -> Path:
+    """Write the candidate's bundle (and student) under ``out/candidates/<name>/``; return the bundle folder."""
+    from .conversion import convert  # TensorFlow: only when a candidate runs
+    from .distill import distill
+
+    folder = out / "candidates" / candidate.name
+    fields = {
+        f.name: getattr(options, f.name) for f in dataclasses.fields(options)
+        if f.name not in ("pruning", "distillation", "qat", "allow_accuracy_drop")
+    }
+    fields["allow_accuracy_drop"] = True  # the search judges the drop
+    source: str | Path = model
+    if candidate.kind is CandidateKind.INT8:
+        conversion = ConversionOptions.for_profile(profile, prune="none", **fields)
+    elif candidate.kind is CandidateKind.QAT:
+        conversion = ConversionOptions.for_profile(profile, prune="none", qat=True, qat_epochs=candidate.epochs, **fields)
+    elif candidate.kind is CandidateKind.CHANNELS:
+        conversion = ConversionOptions.for_profile(
+            profile, prune=f"channels:{candidate.fraction:g}", finetune_epochs=candidate.epochs, distill=True, **fields,
+        )
+    else:
+        student = distill(
+            model, STUDENT, folder / "student.keras", data=finetune, epochs=candidate.epochs, labels=labels,
+            options=ConversionOptions(**{**fields, "allow_accuracy_drop": False}), student_size=candidate.student_size,
+        )
+        source = student.path
+        conversion = ConversionOptions.for_profile(profile, prune="none", **fields)
+    needs_finetune = candidate.kind in (CandidateKind.QAT, CandidateKind.CHANNELS)
+    bundle = convert(
+        source, profile, calibration=calibration, out=folder, evaluation=evaluation, labels=labels,
+        options=conversion, finetune=finetune if needs_finetune else None,
+    )
+    return bundle.path
+
+
+def _measure(bundle_dir: Path, frames: int, bench_command: str | None) -> tuple[BundleBenchmark, str]:
+    """The bundle's benchmark where it will run, and that place in words."""
+    if bench_command is None:
+        report = benchmark([bundle_dir], frames)
+        return report.results[0], f"this host ({report.host.describe()})"
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        tar.add(bundle_dir, arcname=bundle_dir.name)
+    try:
+        completed = subprocess.run(bench_command, shell=True, input=archive.getvalue(), capture_output=True, timeout=1800)
+    except subprocess.TimeoutExpired as exc:
+        raise DataError(f"--bench-command gave no answer in {exc.timeout:.0f} s: {bench_command}") from exc
+    if completed.returncode != 0:
+        last = (completed.stderr.decode(errors="replace").strip().splitlines() or ["no message"])[-1]
+        raise DataError(f"--bench-command exited with {completed.returncode} ({last}): {bench_command}")
+    try:
+        data = json.loads(completed.stdout)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"--bench-command printed no benchmark JSON ({exc.msg}); it must end like 'tillsight benchmark --json -'") from exc
+    report = BenchmarkReport.from_dict(data, "--bench-command's output")
+    if len(report.results) != 1:
+        raise DataError(f"--bench-command answered with {len(report.results)} results for one bundle")
+    return report.results[0], f"{report.host.describe()} (--bench-command)"
+
+
+def _judge(
+    candidate: Candidate, bundle_dir: Path, manifest: Any, measured: BundleBenchmark, float_top1: float | None,
+    budget: Budget, seconds: float,
+) -> CandidateResult:
+    accuracy = manifest.metrics.accuracy
+    top1 = accuracy.converted_top1 if accuracy else None
+    drop = round(float_top1 - top1, 3) if top1 is not None and float_top1 is not None else None
+    latency, memory, size = measured.classify.p50_ms, measured.peak_rss_bytes, manifest.metrics.model_bytes
+    resource_misses = budget.misses(latency, memory, size)
+    misses = list(resource_misses)
+    if drop is None or drop > budget.max_top1_drop:
+        misses.append(f"drop {'unmeasured' if drop is None else f'{drop:.2f}'} > {budget.max_top1_drop:g} points")
+    note = "misses " + "; ".join(misses) if misses else "meets the budget"
+    return CandidateResult(
+        candidate, "measured", note, round(seconds, 1), str(bundle_dir), top1, drop, latency, memory, size, not misses,
+        tuple(resource_misses),
+    )
+
+
+def _most_accurate(results: Sequence[CandidateResult]) -> CandidateResult | None:
+    within = [r for r in results if r.meets_budget]
+    return max(within, key=lambda r: (r.top1 or 0.0, -(r.latency_ms or 0.0)), default=None)
+
+
+def _publish(
+    winner: CandidateResult, profile: str, out: Path, budget: Budget, results: Sequence[CandidateResult],
+    measured_on: str, options: ConversionOptions,
+) -> Path:
+    """Copy the winner to ``out/<profile>/`` atomically, the search recorded in its manifest (re-signed when a key is given)."""
+    final = out / profile
+    with staged_directory(final) as staging:
+        shutil.copytree(winner.bundle, staging, dirs_exist_ok=True)
+        (staging / "signature.json").unlink(missing_ok=True)  # the manifest changes: an old signature would not hold
+        manifest_path = staging / "manifest.json"
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        manifest["tune"] = {
+            "winner": winner.candidate.name,
+            "recipe": winner.candidate.recipe,
+            "measured_on": measured_on,
+            "budget": dataclasses.asdict(budget),
+            "candidates": [
+                {"name": r.candidate.name, "status": r.status, "note": r.note, "top1": r.top1, "top1_drop": r.top1_drop,
+                 "latency_ms": r.latency_ms, "model_bytes": r.model_bytes, "seconds": r.seconds}
+                for r in results
+            ],
+        }
+        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        if options.sign_key is not None:
+            sign_bundle(staging, options.sign_key)
+        read_bundle(staging, verify=True)
+    return final
