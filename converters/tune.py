@@ -19,8 +19,10 @@ tar on stdin and answers with benchmark JSON (``ssh kiosk-12 tillsight benchmark
 The search stops at the first candidate that meets every budget within the drop tolerance: the
 later ones cost more and compress more, so they are not expected to be more accurate. Without a
 latency, memory or size budget every candidate is tried, and the winner is the most accurate
-within the drop tolerance. A candidate whose estimated time exceeds what is left of the time
-budget is skipped and listed as such. The winner is copied to ``out/<profile>/`` atomically, with
+within the drop tolerance. Candidates that cannot help are skipped and listed with the reason:
+QAT when int8 misses a resource budget (same graph), a stronger pruning or a smaller student
+when the milder one already loses more than the tolerance, and any candidate whose estimated
+time exceeds what is left of the time budget. The winner is copied to ``out/<profile>/`` atomically, with
 the search recorded under ``"tune"`` in its manifest; ``tune.md`` and ``tune.png`` show every candidate.
 """
 
@@ -140,6 +142,8 @@ class CandidateResult:
     model_bytes: int | None = None
     meets_budget: bool = False  # every resource budget, and the drop tolerance
     resource_misses: tuple[str, ...] = ()  # the latency, memory and size budgets it misses
+    drop_misses: bool = False  # it loses more top-1 than the tolerance
+
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -188,30 +192,58 @@ def search_space(
 
 
 class _Clock:
-    """The time budget, and the estimates that decide whether a candidate can still start."""
+    """The time budget, and the estimates that decide whether a candidate can still start.
 
-    def __init__(self, budget_s: float, finetune_images: int):
+    A candidate costs what int8 cost (conversion, evaluation, measurement) plus its training:
+    the teacher once per fine-tuning photo and view (distillation), then ``epochs`` passes of
+    training steps, each about :data:`TRAINING_PASSES` forward passes of the model, scaled by the
+    student's pixel count. The forward pass is timed on the model itself before the search;
+    after each training candidate the measured time per photo and epoch replaces the guess.
+    """
+
+    def __init__(self, budget_s: float, finetune_images: int, forward_s: float):
         self.started = time.monotonic()
         self.budget_s = budget_s
         self.finetune_images = finetune_images
-        self.base_s: float | None = None  # convert + evaluate + measure, from int8
-        self.per_image_epoch_s: float | None = None
+        self.forward_s = forward_s  # one photo through the float model, batched
+        self.base_s = 0.0  # convert + evaluate + measure, from int8
+        self.step_s = TRAINING_PASSES * forward_s  # one photo through one training step
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
-    def learn_base(self, seconds: float, images_through_model: int) -> None:
-        self.base_s = seconds
-        self.per_image_epoch_s = TRAINING_PASSES * seconds / max(1, images_through_model)
+    def learn_training(self, candidate: Candidate, seconds: float, input_size: tuple[int, int]) -> None:
+        trained = seconds - self.base_s - self._teacher_s(candidate)
+        if candidate.epochs and trained > 0:
+            self.step_s = trained / (candidate.epochs * self.finetune_images * self._pixels(candidate, input_size))
 
-    def learn_training(self, seconds: float, epochs: int) -> None:
-        if self.base_s is not None and epochs:
-            self.per_image_epoch_s = max(0.0, seconds - self.base_s) / (epochs * max(1, self.finetune_images))
+    def estimate(self, candidate: Candidate, input_size: tuple[int, int]) -> float:
+        steps = candidate.epochs * self.finetune_images * self.step_s * self._pixels(candidate, input_size)
+        return self.base_s + self._teacher_s(candidate) + steps
 
-    def estimate(self, candidate: Candidate) -> float:
-        if self.base_s is None or self.per_image_epoch_s is None:
-            return 0.0
-        return self.base_s + candidate.epochs * self.finetune_images * self.per_image_epoch_s
+    def _teacher_s(self, candidate: Candidate) -> float:
+        distilled = candidate.kind in (CandidateKind.CHANNELS, CandidateKind.STUDENT)
+        return 2 * self.finetune_images * self.forward_s if distilled else 0.0
+
+    @staticmethod
+    def _pixels(candidate: Candidate, input_size: tuple[int, int]) -> float:
+        if candidate.student_size is None or not all(input_size):
+            return 1.0
+        return (candidate.student_size[0] * candidate.student_size[1]) / (input_size[0] * input_size[1])
+
+
+def forward_seconds(model: str | Path, options: ConversionOptions, input_size: tuple[int, int], batch: int = 16) -> float:
+    """Seconds one photo takes through the float model in a batch (timed after a warm-up)."""
+    import numpy as np
+
+    from .source import load_source_model
+
+    source = load_source_model(model, options.allow_unsafe_model)
+    images = np.random.default_rng(0).uniform(0, 255, (batch, *input_size, 3)).astype(np.float32)
+    source.predict(images[:2])
+    started = time.perf_counter()
+    source.predict(images)
+    return (time.perf_counter() - started) / batch
 
 
 def tune(
@@ -270,17 +302,17 @@ def tune(
     out = Path(out)
     label_names = read_labels(labels) if labels else None
     finetune_images = len(read_image_set(finetune, label_names).images)
-    eval_images = len(read_image_set(evaluation, label_names).images)
-    calibration_images = min(len(read_image_set(calibration, label_names).images), resolved.quantization.calibration_samples)
+    for data in (evaluation, calibration):
+        read_image_set(data, label_names)  # a wrong path fails now, not after a candidate
     if options.sign_key is not None:
         load_private_key(options.sign_key)  # a wrong key fails now, not after the search
     qat_epochs = epochs or resolved.qat.epochs
     finetune_epochs = epochs or resolved.pruning.finetune_epochs or 2
-    clock = _Clock(time_budget_s, finetune_images)
     build = functools.partial(
         _build, model=model, profile=resolved, calibration=calibration, evaluation=evaluation, finetune=finetune, out=out,
         labels=labels, options=options,
     )
+    search_started = time.monotonic()
     # int8 first: the reference (the original float top-1), the input size, and the time a conversion takes.
     reference = search_space((0, 0), qat_epochs, finetune_epochs, finetune_epochs)[0]
     started = time.monotonic()
@@ -288,15 +320,18 @@ def tune(
     measured, measured_on = _measure(bundle_dir, frames, bench_command)
     manifest = read_bundle(bundle_dir, verify=False).manifest
     float_top1 = manifest.metrics.accuracy.float_top1 if manifest.metrics.accuracy else None
-    clock.learn_base(time.monotonic() - started, calibration_images + 2 * eval_images)
+    input_size = (manifest.input.height, manifest.input.width)
+    base_s = time.monotonic() - started
+    clock = _Clock(time_budget_s - base_s, finetune_images, forward_seconds(model, options, input_size))
+    clock.base_s = base_s
     space = search_space(
-        (manifest.input.height, manifest.input.width), qat_epochs, finetune_epochs, finetune_epochs, channel_fractions, student_scales,
+        input_size, qat_epochs, finetune_epochs, finetune_epochs, channel_fractions, student_scales,
     )
     results = [_judge(reference, bundle_dir, manifest, measured, float_top1, budget, time.monotonic() - started)]
     winner = results[0] if results[0].meets_budget and budget.has_resource_budget else None
     _report(on_result, results[0], 1, len(space))
     for number, candidate in enumerate(space[1:], start=2):
-        skip = _skip_reason(candidate, results[0], winner, clock)
+        skip = _skip_reason(candidate, results, winner, clock, input_size)
         if skip:
             result = CandidateResult(candidate, "skipped", skip)
         else:
@@ -308,7 +343,7 @@ def tune(
                 result = CandidateResult(candidate, "failed", summarize(exc), seconds=round(time.monotonic() - started, 1))
             else:
                 seconds = time.monotonic() - started
-                clock.learn_training(seconds, candidate.epochs)
+                clock.learn_training(candidate, seconds, input_size)
                 manifest = read_bundle(bundle_dir, verify=False).manifest
                 result = _judge(candidate, bundle_dir, manifest, measured, float_top1, budget, seconds)
                 if result.meets_budget and budget.has_resource_budget:
@@ -320,7 +355,7 @@ def tune(
     winner_path = _publish(winner, resolved.name, out, budget, results, measured_on, options) if winner else None
     tune_result = TuneResult(
         resolved.name, budget, measured_on, float_top1, tuple(results), winner, winner_path,
-        round(clock.elapsed(), 1), time_budget_s,
+        round(time.monotonic() - search_started, 1), time_budget_s,
     )
     write_report(tune_result, out)
     return tune_result
@@ -332,13 +367,21 @@ def _report(on_result: Callable[[CandidateResult, int, int], None] | None, resul
         on_result(result, number, total)
 
 
-def _skip_reason(candidate: Candidate, int8: CandidateResult, winner: CandidateResult | None, clock: _Clock) -> str:
+def _skip_reason(
+    candidate: Candidate, results: Sequence[CandidateResult], winner: CandidateResult | None, clock: _Clock,
+    input_size: tuple[int, int],
+) -> str:
+    """Why ``candidate`` is not worth its time, or "" to try it."""
     if winner is not None:
         return f"{winner.candidate.name} already meets the budget within the drop tolerance"
+    int8 = results[0]
     if candidate.kind is CandidateKind.QAT and int8.resource_misses:
         return f"same int8 graph as int8, which misses {'; '.join(int8.resource_misses)}"
+    milder = [r for r in results if r.candidate.kind is candidate.kind and r.status == "measured"]
+    if candidate.kind in (CandidateKind.CHANNELS, CandidateKind.STUDENT) and milder and milder[-1].drop_misses:
+        return f"compresses more than {milder[-1].candidate.name}, which already loses {milder[-1].top1_drop:.2f} points"
     left = clock.budget_s - clock.elapsed()
-    needed = clock.estimate(candidate)
+    needed = clock.estimate(candidate, input_size)
     if needed > left:
         return f"needs about {needed / 60:.1f} min, {max(0.0, left) / 60:.1f} min of the time budget left"
     return ""
@@ -422,7 +465,7 @@ def _judge(
     note = "misses " + "; ".join(misses) if misses else "meets the budget"
     return CandidateResult(
         candidate, "measured", note, round(seconds, 1), str(bundle_dir), top1, drop, latency, memory, size, not misses,
-        tuple(resource_misses),
+        tuple(resource_misses), drop is None or drop > budget.max_top1_drop,
     )
 
 

@@ -112,3 +112,16 @@ def test_candidates_that_cannot_finish_in_the_time_budget_are_skipped_and_listed
     result = tune(**_args(tiny_model_file, photos, tmp_path / "tune"), max_latency_ms=0.001, time_budget_s=1, student_scales=())
     assert [r.status for r in result.results] == ["measured", "skipped", "skipped", "skipped"]
     assert all("min of the time budget left" in r.note for r in result.results[2:])
+
+
+def test_candidates_that_cannot_help_are_skipped_with_the_reason():
+    from tillsight.converters.tune import CandidateResult, _Clock, _skip_reason
+
+    space = search_space((64, 64), 1, 1, 1)
+    int8 = CandidateResult(space[0], "measured", "misses latency 9.00 ms > 6 ms", top1_drop=0.2, resource_misses=("latency 9.00 ms > 6 ms",))
+    mild = CandidateResult(space[2], "measured", "misses drop 7.00 > 1 points", top1_drop=7.0, drop_misses=True)
+    roomy = _Clock(3600, 100, 0.001)
+    assert _skip_reason(space[1], [int8], None, roomy, (64, 64)) == "same int8 graph as int8, which misses latency 9.00 ms > 6 ms"
+    assert _skip_reason(space[3], [int8, mild], None, roomy, (64, 64)) == "compresses more than channels-0.3, which already loses 7.00 points"
+    assert _skip_reason(space[4], [int8, mild], None, roomy, (64, 64)) == ""  # a student is another road
+    assert _skip_reason(space[4], [int8], None, _Clock(60, 100, 10.0), (64, 64)).startswith("needs about ")
