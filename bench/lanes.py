@@ -22,9 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-LANES_MD = HERE / "LANES.md"
-RESULTS_MD = HERE / "RESULTS.md"
+from sections import SECTION_FILES, publish
+
 HEADING = "## Multi-lane kiosk"
 
 
@@ -100,17 +99,6 @@ def render(rows: list[dict], repeats: int, threads_note: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def splice(results_md: str, section: str) -> str:
-    """``results_md`` with its multi-lane section replaced by ``section`` (or put before the targets)."""
-    lines = results_md.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.startswith(HEADING)), None)
-    if start is not None:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        return "".join(lines[:start]) + section + "\n" + "".join(lines[end:])
-    targets = next((i for i, line in enumerate(lines) if line.startswith("## Targets")), len(lines))
-    return "".join(lines[:targets]) + section + "\n" + "".join(lines[targets:])
-
-
 def main() -> int:
     from tillsight.demo import ASSETS
 
@@ -128,8 +116,7 @@ def main() -> int:
     rows = bench(bundles, sorted(args.lanes), args.repeats, ASSETS / script["video"], tuple(script["roi"]), expected)
     note = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, each bundle at its profile's threads"
     section = render(rows, args.repeats, note)
-    LANES_MD.write_text(section, encoding="utf-8")
-    RESULTS_MD.write_text(splice(RESULTS_MD.read_text(encoding="utf-8"), section), encoding="utf-8")
+    publish(section, SECTION_FILES[0])
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2), encoding="utf-8")
     print(section)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sections import SECTION_FILES  # measured apart (bench/lanes.py, bench/tune.py); kept before the targets
+
 
 #: Causes of the misses, measured and written by hand; appended to RESULTS.md when present.
 ANALYSIS = Path(__file__).resolve().parent / "ANALYSIS.md"
-#: The multi-lane section, measured separately by ``bench/lanes.py``; kept before the targets.
-LANES = Path(__file__).resolve().parent / "LANES.md"
 
 
 def _row(cells) -> str:
@@ -31,8 +31,9 @@ def render_markdown(results: dict) -> str:
     lines = _header(results) + _baselines_section(results) + _bundles_section(results, plain)
     lines += _footprint_section(results, reference) + _pipeline_section(results["pipeline"])
     lines += _pruning_section(results.get("pruning", []), reference) + _training_section(results, reference)
-    if LANES.exists():
-        lines += LANES.read_text(encoding="utf-8").rstrip().splitlines() + [""]
+    for section in SECTION_FILES:
+        if section.exists():
+            lines += section.read_text(encoding="utf-8").rstrip().splitlines() + [""]
     lines += ["## Targets", ""] + _bundle_targets(results, plain, reference["process"])
     lines += _pruning_targets(results.get("pruning", []))
     lines += _training_targets(results)

@@ -1,7 +1,9 @@
-"""``tune.md`` and ``tune.png``: every candidate of a ``tillsight tune`` search, its Pareto front and the winner."""
+"""``tune.md``, ``tune.png`` and ``tune.json``: every candidate of a ``tillsight tune`` search, its Pareto front and the winner."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,7 +14,7 @@ from ..staging import staged_file
 if TYPE_CHECKING:
     from .tune import CandidateResult, TuneResult
 
-__all__ = ["pareto_front", "summary_line", "write_report"]
+__all__ = ["pareto_front", "summary_line", "to_dict", "write_report"]
 
 
 def pareto_front(results: Sequence[CandidateResult]) -> set[str]:
@@ -59,8 +61,26 @@ def summary_line(result: TuneResult) -> str:
     )
 
 
+def to_dict(result: TuneResult) -> dict:
+    """The search as JSON-ready data (``tune.json``)."""
+    front = pareto_front(result.results)
+    return {
+        "profile": result.profile,
+        "budget": dataclasses.asdict(result.budget),
+        "measured_on": result.measured_on,
+        "float_top1": result.float_top1,
+        "seconds": result.seconds,
+        "time_budget_s": result.time_budget_s,
+        "winner": result.winner.candidate.name if result.winner else None,
+        "winner_path": str(result.winner_path) if result.winner_path else None,
+        "candidates": [{**r.to_dict(), "pareto": r.candidate.name in front} for r in result.results],
+    }
+
+
 def write_report(result: TuneResult, out: Path) -> tuple[Path, Path | None]:
-    """Write ``out/tune.md`` and ``out/tune.png`` (no chart when nothing was measured)."""
+    """Write ``out/tune.md``, ``out/tune.json`` and ``out/tune.png`` (no chart when nothing was measured)."""
+    with staged_file(out / "tune.json") as temporary:
+        temporary.write_text(json.dumps(to_dict(result), indent=2) + "\n", encoding="utf-8")
     front = pareto_front(result.results)
     points = [
         (r.candidate.name, r.latency_ms, r.top1, r.model_bytes or 0)

@@ -88,7 +88,8 @@ def test_results_render_says_which_targets_were_missed_and_by_how_much():
 def test_lanes_section_gives_ratios_to_one_lane_and_replaces_its_old_self_in_results():
     sys.path.insert(0, str(REPO / "bench"))
     try:
-        from lanes import render, splice
+        from lanes import render
+        from sections import splice
     finally:
         sys.path.remove(str(REPO / "bench"))
     row = {"bundle": "b", "profile": "generic-x86-cpu", "engine": "litert", "hint": None, "classified_share": 0.7, "runs": 5}
@@ -102,3 +103,28 @@ def test_lanes_section_gives_ratios_to_one_lane_and_replaces_its_old_self_in_res
     twice = splice(once, section.replace("33.0", "34.0"))
     assert twice.count("## Multi-lane kiosk") == 1 and "| 34.0 |" in twice and "| 33.0 |" not in twice
     assert twice.endswith("## Targets\n- t\n")
+
+
+def test_tune_section_lists_every_candidate_and_the_winner():
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        from tune import render
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    candidate = {"recipe": "r", "kind": "int8", "epochs": 0, "fraction": None, "student_size": None}
+    record = {
+        "budget": {"max_latency_ms": 9.0, "max_top1_drop": 5.0, "max_memory_bytes": 512e6, "max_model_bytes": 16e6},
+        "float_top1": 80.07, "measured_on": "this host", "seconds": 1500, "time_budget_s": 2700, "winner": "student-168",
+        "candidates": [
+            {"candidate": {**candidate, "name": "int8"}, "status": "measured", "note": "misses latency 10.04 ms > 9 ms",
+             "top1": 79.05, "top1_drop": 1.01, "latency_ms": 10.04, "model_bytes": 4.07e6, "seconds": 125, "pareto": True},
+            {"candidate": {**candidate, "name": "qat"}, "status": "skipped", "note": "same int8 graph as int8"},
+            {"candidate": {**candidate, "name": "student-168"}, "status": "measured", "note": "meets the budget",
+             "top1": 77.0, "top1_drop": 3.07, "latency_ms": 6.1, "model_bytes": 4.07e6, "seconds": 480, "pareto": True},
+        ],
+    }
+    text = render(record, "tillsight tune ...")
+    assert "classify() p50 <= 9 ms" in text and "float model (80.07% on the val photos)" in text
+    assert "| int8 | r | 79.05% | 1.01 | 10.04 | 4.07 | 125 | yes | misses latency 10.04 ms > 9 ms |" in text
+    assert "| qat | r |  |  |  |  |  |  | skipped: same int8 graph as int8 |" in text
+    assert "**winner**: meets the budget" in text and "Winner: student-168." in text

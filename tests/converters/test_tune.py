@@ -76,6 +76,8 @@ def test_a_budget_int8_meets_stops_the_search_and_is_published_measured_by_a_ben
     assert winner.manifest.tune["budget"]["max_latency_ms"] == 10000
     report = (out / "tune.md").read_text()
     assert "**winner**" in report and "student-48" in report and (out / "tune.png").stat().st_size > 1000
+    record = json.loads((out / "tune.json").read_text())
+    assert record["winner"] == "int8" and record["candidates"][0]["pareto"] and record["candidates"][0]["latency_ms"] > 0
     with tillsight.load(out / "raspberry-pi-4") as classifier:
         assert classifier.labels == photos.labels
 

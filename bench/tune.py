@@ -1,0 +1,93 @@
+"""The tune section of RESULTS.md: ``tillsight tune`` on the sample model for raspberry-pi-4, under a latency budget int8 misses here.
+
+    python bench/tune.py --data ../shared/data/grocery-store [--max-latency-ms 9] [--max-drop 5]
+    python bench/tune.py --from out/tune-pi4      # only render a search already run
+
+Runs (about 30 minutes on 2 cores)::
+
+    tillsight tune out/grocery/grocery_efficientnet_lite0.keras --profile raspberry-pi-4 \\
+        --calibration DATA/train.txt --eval DATA/val.txt --finetune DATA/train.txt --labels out/grocery/labels.txt \\
+        --crop 0.875 --out out/tune-pi4 --max-latency-ms 9 --max-drop 5 --epochs 2 --frames 100 --time-budget 45m
+
+then writes ``bench/TUNE.md`` from ``out/tune-pi4/tune.json`` and puts it into ``bench/RESULTS.md``
+(``render_results.py`` keeps it). The sample model comes from ``samples/train_grocery_classifier.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from sections import SECTION_FILES, publish
+
+HEADING = "## tillsight tune"
+
+
+def render(record: dict, command: str) -> str:
+    budget = record["budget"]
+    lines = [
+        f"{HEADING} (raspberry-pi-4 profile, the sample model, latency measured on this host)",
+        "",
+        f"Budget: classify() p50 <= {budget['max_latency_ms']:g} ms (post-training int8 misses it here), top-1 drop <= "
+        f"{budget['max_top1_drop']:g} points from the float model ({record['float_top1']:.2f}% on the val photos), the profile's "
+        f"memory ({budget['max_memory_bytes'] / 1e6:.0f} MB) and size ({budget['max_model_bytes'] / 1e6:.0f} MB) budgets. "
+        f"Latency measured on {record['measured_on']}, 100 timed runs each. "
+        f"Search: {record['seconds'] / 60:.1f} of {record['time_budget_s'] / 60:.0f} minutes.",
+        f"Command: `{command}`.",
+        "",
+        "| candidate | recipe | top-1 | drop | classify p50 ms | model MB | time s | Pareto | verdict |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | :---: | --- |",
+    ]
+    for c in record["candidates"]:
+        measured = c["status"] == "measured"
+        verdict = c["note"] if measured else f"{c['status']}: {c['note']}"
+        if c["candidate"]["name"] == record["winner"]:
+            verdict = f"**winner**: {verdict}"
+        figures = (
+            [f"{c['top1']:.2f}%", f"{c['top1_drop']:.2f}", f"{c['latency_ms']:.2f}", f"{c['model_bytes'] / 1e6:.2f}", f"{c['seconds']:.0f}"]
+            if measured else [""] * 5
+        )
+        cells = [c["candidate"]["name"], c["candidate"]["recipe"], *figures, "yes" if c.get("pareto") else "", verdict]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(f"Winner: {record['winner'] or 'none'}." + (
+        "" if record["winner"] else " No candidate met the budget within the drop tolerance."
+    ))
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/grocery-store"))
+    parser.add_argument("--model", type=Path, default=Path("out/grocery/grocery_efficientnet_lite0.keras"))
+    parser.add_argument("--labels", type=Path, default=Path("out/grocery/labels.txt"))
+    parser.add_argument("--out", type=Path, default=Path("out/tune-pi4"))
+    parser.add_argument("--max-latency-ms", type=float, default=9.0)
+    parser.add_argument("--max-drop", type=float, default=5.0)
+    parser.add_argument("--from", dest="existing", type=Path, help="render this finished search instead of running one")
+    args = parser.parse_args()
+    command = [
+        "tillsight", "tune", str(args.model), "--profile", "raspberry-pi-4", "--calibration", str(args.data / "train.txt"),
+        "--eval", str(args.data / "val.txt"), "--finetune", str(args.data / "train.txt"), "--labels", str(args.labels),
+        "--crop", "0.875", "--out", str(args.existing or args.out), "--max-latency-ms", f"{args.max_latency_ms:g}",
+        "--max-drop", f"{args.max_drop:g}", "--epochs", "2", "--frames", "100", "--time-budget", "45m",
+    ]
+    if args.existing is None:
+        if not args.model.is_file():
+            print(f"no sample model at {args.model}: run samples/train_grocery_classifier.py first", file=sys.stderr)
+            return 1
+        shutil.rmtree(args.out, ignore_errors=True)
+        subprocess.run(command, check=False)
+    record = json.loads(((args.existing or args.out) / "tune.json").read_text(encoding="utf-8"))
+    section = render(record, " ".join(command))
+    publish(section, SECTION_FILES[1])
+    print(section)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
