@@ -127,3 +127,13 @@ def test_candidates_that_cannot_help_are_skipped_with_the_reason():
     assert _skip_reason(space[3], [int8, mild], None, roomy, (64, 64)) == "compresses more than channels-0.3, which already loses 7.00 points"
     assert _skip_reason(space[4], [int8, mild], None, roomy, (64, 64)) == ""  # a student is another road
     assert _skip_reason(space[4], [int8], None, _Clock(60, 100, 10.0), (64, 64)).startswith("needs about ")
+
+
+@pytest.mark.integration
+def test_without_a_resource_budget_every_candidate_is_tried_and_the_most_accurate_wins(tiny_model_file, photos, tmp_path):
+    args = {**_args(tiny_model_file, photos, tmp_path / "tune"), "profile": "generic-x86-cpu"}  # no [budgets]
+    result = tune(**args, max_top1_drop=100, channel_fractions=(0.5,), student_scales=())
+    assert [r.status for r in result.results] == ["measured", "measured", "measured"]  # no early stop
+    best = max(result.results, key=lambda r: (r.top1, -r.latency_ms))
+    assert result.winner == best and result.winner_path == tmp_path / "tune" / "generic-x86-cpu"
+    assert read_bundle(result.winner_path).manifest.tune["winner"] == best.candidate.name
