@@ -12,7 +12,7 @@ from ..report import plot_accuracy_latency
 from ..staging import staged_file
 
 if TYPE_CHECKING:
-    from .tune import CandidateResult, TuneResult
+    from .tune_space import CandidateResult, TuneResult
 
 __all__ = ["pareto_front", "summary_line", "to_dict", "write_report"]
 

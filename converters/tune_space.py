@@ -1,0 +1,152 @@
+"""The search space of ``tillsight tune`` and what the search records: candidates, budget, results.
+
+See :mod:`tillsight.converters.tune` for the search itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import OptionsError
+from ..profiles import Profile
+
+__all__ = [
+    "CHANNEL_FRACTIONS", "STUDENT", "STUDENT_SCALES", "Budget", "Candidate", "CandidateKind", "CandidateResult", "TuneResult",
+    "search_space",
+]
+
+#: Channel fractions tried, least pruning first.
+CHANNEL_FRACTIONS = (0.3, 0.5)
+#: The pretrained student, and its input side as a share of the model's, largest first.
+STUDENT = "efficientnet-lite0"
+STUDENT_SCALES = (0.75, 0.6)
+
+
+class CandidateKind(str, enum.Enum):
+    INT8 = "int8"
+    QAT = "qat"
+    CHANNELS = "channels"
+    STUDENT = "student"
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """One point of the search space."""
+
+    name: str  # also its folder under out/candidates/
+    kind: CandidateKind
+    recipe: str  # in words, for the report
+    epochs: int = 0  # training passes over the fine-tuning photos
+    fraction: float | None = None  # channels: share of channels removed
+    student_size: tuple[int, int] | None = None  # student: (height, width)
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """What a bundle must meet; None: no such budget."""
+
+    max_latency_ms: float | None
+    max_memory_bytes: int | None
+    max_model_bytes: int | None
+    max_top1_drop: float
+
+    @classmethod
+    def from_profile(cls, profile: Profile, max_latency_ms: float | None = None, max_top1_drop: float | None = None) -> Budget:
+        """The profile's ``[budgets]`` and ``max_top1_drop``, with these overrides.
+
+        Raises:
+            OptionsError: A negative override.
+        """
+        if (max_latency_ms is not None and max_latency_ms <= 0) or (max_top1_drop is not None and max_top1_drop < 0):
+            raise OptionsError("--max-latency-ms must be positive and --max-drop 0 or more")
+        budgets = profile.budgets
+        return cls(
+            max_latency_ms if max_latency_ms is not None else (budgets.max_latency_ms or None),
+            budgets.max_memory_bytes or None,
+            budgets.max_model_bytes or None,
+            profile.max_top1_drop if max_top1_drop is None else max_top1_drop,
+        )
+
+    @property
+    def has_resource_budget(self) -> bool:
+        return any(v is not None for v in (self.max_latency_ms, self.max_memory_bytes, self.max_model_bytes))
+
+    def misses(self, latency_ms: float, memory_bytes: int, model_bytes: int) -> list[str]:
+        """The resource budgets these figures miss, in words."""
+        missed = []
+        if self.max_latency_ms is not None and latency_ms > self.max_latency_ms:
+            missed.append(f"latency {latency_ms:.2f} ms > {self.max_latency_ms:g} ms")
+        if self.max_memory_bytes is not None and memory_bytes > self.max_memory_bytes:
+            missed.append(f"memory {memory_bytes / 1e6:.0f} MB > {self.max_memory_bytes / 1e6:.0f} MB")
+        if self.max_model_bytes is not None and model_bytes > self.max_model_bytes:
+            missed.append(f"size {model_bytes / 1e6:.2f} MB > {self.max_model_bytes / 1e6:.2f} MB")
+        return missed
+
+
+@dataclasses.dataclass(frozen=True)
+class CandidateResult:
+    """What became of one candidate."""
+
+    candidate: Candidate
+    status: str  # "measured", "skipped" or "failed"
+    note: str  # the budget verdict, or why it was skipped or failed
+    seconds: float = 0.0
+    bundle: str | None = None
+    top1: float | None = None
+    top1_drop: float | None = None  # from the original float model
+    latency_ms: float | None = None  # classify() p50 where measured
+    memory_bytes: int | None = None
+    model_bytes: int | None = None
+    meets_budget: bool = False  # every resource budget, and the drop tolerance
+    resource_misses: tuple[str, ...] = ()  # the latency, memory and size budgets it misses
+    drop_misses: bool = False  # it loses more top-1 than the tolerance
+
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["candidate"] = {**data["candidate"], "kind": self.candidate.kind.value}
+        return data
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneResult:
+    """The search, its candidates in the order tried, and the winner (None: none met the budget)."""
+
+    profile: str
+    budget: Budget
+    measured_on: str  # where latency was measured
+    float_top1: float | None
+    results: tuple[CandidateResult, ...]
+    winner: CandidateResult | None
+    winner_path: Path | None
+    seconds: float
+    time_budget_s: float
+
+
+def search_space(
+    input_size: tuple[int, int], qat_epochs: int, finetune_epochs: int, student_epochs: int,
+    channel_fractions: Sequence[float] = CHANNEL_FRACTIONS, student_scales: Sequence[float] = STUDENT_SCALES,
+) -> list[Candidate]:
+    """The candidates in the order they are tried (of cost)."""
+    candidates = [
+        Candidate("int8", CandidateKind.INT8, "post-training int8"),
+        Candidate("qat", CandidateKind.QAT, f"quantization-aware fine-tuning ({qat_epochs} epochs), int8", epochs=qat_epochs),
+    ]
+    for fraction in channel_fractions:
+        candidates.append(Candidate(
+            f"channels-{fraction:g}", CandidateKind.CHANNELS,
+            f"{fraction:.0%} of channels pruned, fine-tuned {finetune_epochs} epochs with distillation, int8",
+            epochs=finetune_epochs, fraction=fraction,
+        ))
+    for scale in student_scales:
+        size = tuple(max(32, int(round(side * scale / 8)) * 8) for side in input_size)
+        candidates.append(Candidate(
+            f"student-{size[0]}", CandidateKind.STUDENT,
+            f"{STUDENT} (ImageNet-pretrained) at {size[0]}x{size[1]} distilled {student_epochs} epochs, int8",
+            epochs=student_epochs, student_size=size,  # type: ignore[arg-type]
+        ))
+    return candidates
