@@ -56,7 +56,8 @@ def render(record: dict, command: str) -> str:
     lines.append("")
     lines.append(f"Winner: {record['winner'] or 'none'}." + (
         "" if record["winner"] else " No candidate met the budget within the drop tolerance."
-    ))
+    ) + " The chart draws the measured candidates (skipped ones have no figures).")
+    lines += ["", "![tune: top-1 vs latency, marker area by model size](plots/tune.png)"]
     return "\n".join(lines) + "\n"
 
 
@@ -82,7 +83,10 @@ def main() -> int:
             return 1
         shutil.rmtree(args.out, ignore_errors=True)
         subprocess.run(command, check=False)
-    record = json.loads(((args.existing or args.out) / "tune.json").read_text(encoding="utf-8"))
+    searched = args.existing or args.out
+    record = json.loads((searched / "tune.json").read_text(encoding="utf-8"))
+    if (searched / "tune.png").is_file():
+        shutil.copyfile(searched / "tune.png", SECTION_FILES[1].parent / "plots" / "tune.png")
     section = render(record, " ".join(command))
     publish(section, SECTION_FILES[1])
     print(section)
