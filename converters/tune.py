@@ -18,8 +18,8 @@ tar on stdin and answers with benchmark JSON (``ssh kiosk-12 tillsight benchmark
 
 The search stops at the first candidate that meets every budget within the drop tolerance: the
 later ones cost more and compress more, so they are not expected to be more accurate. Without a
-latency, memory or size budget every candidate is tried, and the winner is the most accurate
-within the drop tolerance. Candidates that cannot help are skipped and listed with the reason:
+latency, memory or size budget, or with ``stop_early=False`` (``--explore``), every candidate is
+tried, and the winner is the most accurate that fits. Candidates that cannot help are skipped and listed with the reason:
 QAT when int8 misses a resource budget (same graph), a stronger pruning or a smaller student
 when the milder one already loses more than the tolerance, and any candidate whose estimated
 time exceeds what is left of the time budget. The winner is copied to ``out/<profile>/`` atomically, with
@@ -143,6 +143,7 @@ def tune(
     on_result: Callable[[CandidateResult, int, int], None] | None = None,
     channel_fractions: Sequence[float] = CHANNEL_FRACTIONS,
     student_scales: Sequence[float] = STUDENT_SCALES,
+    stop_early: bool = True,
 ) -> TuneResult:
     """Search for the most accurate bundle of ``model`` that meets ``profile``'s budget.
 
@@ -165,6 +166,8 @@ def tune(
         on_result: Called with each candidate's result, its number and the count, as the search goes.
         channel_fractions: The channel-pruning candidates (shares of channels removed), in order.
         student_scales: The student candidates (input side as a share of the model's), in order.
+        stop_early: Stop at the first candidate that fits; False: try the rest too (time budget
+            allowing) and keep the most accurate that fits.
 
     Returns:
         The search; ``winner`` is None when no candidate met the budget.
@@ -207,7 +210,8 @@ def tune(
         input_size, qat_epochs, finetune_epochs, finetune_epochs, channel_fractions, student_scales,
     )
     results = [_judge(reference, bundle_dir, manifest, measured, float_top1, budget, time.monotonic() - started)]
-    winner = results[0] if results[0].meets_budget and budget.has_resource_budget else None
+    first_fit = stop_early and budget.has_resource_budget  # else every candidate, then the most accurate
+    winner = results[0] if results[0].meets_budget and first_fit else None
     _report(on_result, results[0], 1, len(space))
     for number, candidate in enumerate(space[1:], start=2):
         skip = _skip_reason(candidate, results, winner, clock, input_size)
@@ -225,11 +229,11 @@ def tune(
                 clock.learn_training(candidate, seconds, input_size)
                 manifest = read_bundle(bundle_dir, verify=False).manifest
                 result = _judge(candidate, bundle_dir, manifest, measured, float_top1, budget, seconds)
-                if result.meets_budget and budget.has_resource_budget:
+                if result.meets_budget and first_fit:
                     winner = result
         results.append(result)
         _report(on_result, result, number, len(space))
-    if not budget.has_resource_budget:
+    if not first_fit:
         winner = _most_accurate(results)
     winner_path = _publish(winner, resolved.name, out, budget, results, measured_on, options) if winner else None
     tune_result = TuneResult(

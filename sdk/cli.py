@@ -341,6 +341,7 @@ def _tune(args: argparse.Namespace) -> int:
             args.model, args.profile, args.calibration, args.evaluation, args.finetune, args.out, labels=args.labels,
             options=options, max_latency_ms=args.max_latency_ms, max_top1_drop=args.max_drop, time_budget_s=args.time_budget,
             bench_command=args.bench_command, frames=args.frames, epochs=args.epochs, on_result=on_result,
+            stop_early=not args.explore,
         )
     finally:
         bar.close()

@@ -183,6 +183,10 @@ def _add_tune(commands: Any) -> None:
     )
     tune.add_argument("--frames", type=int, default=50, help="timed runs per latency measurement (default 50)")
     tune.add_argument("--epochs", type=int, help="epochs of every training candidate (default: the profile's QAT and pruning epochs)")
+    tune.add_argument(
+        "--explore", action="store_true",
+        help="keep trying candidates after one fits (time budget allowing) and keep the most accurate that fits",
+    )
     _add_input_options(tune)
     tune.add_argument("--unsafe-load", action="store_true", help="load a trusted model file with Keras safe mode off")
     tune.add_argument("--sign-key", metavar="PEM", help="sign the candidates and the winner with this Ed25519 private key")

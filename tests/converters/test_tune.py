@@ -137,3 +137,12 @@ def test_without_a_resource_budget_every_candidate_is_tried_and_the_most_accurat
     best = max(result.results, key=lambda r: (r.top1, -r.latency_ms))
     assert result.winner == best and result.winner_path == tmp_path / "tune" / "generic-x86-cpu"
     assert read_bundle(result.winner_path).manifest.tune["winner"] == best.candidate.name
+
+
+@pytest.mark.integration
+def test_explore_keeps_searching_after_a_fit_and_keeps_the_most_accurate_fit(tiny_model_file, photos, tmp_path):
+    result = tune(**_args(tiny_model_file, photos, tmp_path / "tune"), max_latency_ms=10000, max_top1_drop=100,
+                  channel_fractions=(0.5,), student_scales=(), stop_early=False)
+    assert [r.status for r in result.results] == ["measured", "measured", "measured"]  # int8 fits, the search goes on
+    assert all(r.meets_budget for r in result.results)
+    assert result.winner == max(result.results, key=lambda r: (r.top1, -r.latency_ms))
