@@ -80,12 +80,12 @@ class _Clock:
     after each training candidate the measured time per photo and epoch replaces the guess.
     """
 
-    def __init__(self, budget_s: float, finetune_images: int, forward_s: float):
+    def __init__(self, budget_s: float, finetune_images: int, forward_s: float, base_s: float = 0.0):
         self.started = time.monotonic()
         self.budget_s = budget_s
         self.finetune_images = finetune_images
         self.forward_s = forward_s  # one photo through the float model, batched
-        self.base_s = 0.0  # convert + evaluate + measure, from int8
+        self.base_s = base_s  # convert + evaluate + measure, from int8
         self.step_s = TRAINING_PASSES * forward_s  # one photo through one training step
 
     def elapsed(self) -> float:
@@ -204,8 +204,7 @@ def tune(
     float_top1 = manifest.metrics.accuracy.float_top1 if manifest.metrics.accuracy else None
     input_size = (manifest.input.height, manifest.input.width)
     base_s = time.monotonic() - started
-    clock = _Clock(time_budget_s - base_s, finetune_images, forward_seconds(model, options, input_size))
-    clock.base_s = base_s
+    clock = _Clock(time_budget_s - base_s, finetune_images, forward_seconds(model, options, input_size), base_s)
     space = search_space(
         input_size, qat_epochs, finetune_epochs, finetune_epochs, channel_fractions, student_scales,
     )
@@ -342,13 +341,14 @@ def _judge(
     drop = round(float_top1 - top1, 3) if top1 is not None and float_top1 is not None else None
     latency, memory, size = measured.classify.p50_ms, measured.peak_rss_bytes, manifest.metrics.model_bytes
     resource_misses = budget.misses(latency, memory, size)
+    drop_misses = drop is None or drop > budget.max_top1_drop
     misses = list(resource_misses)
-    if drop is None or drop > budget.max_top1_drop:
+    if drop_misses:
         misses.append(f"drop {'unmeasured' if drop is None else f'{drop:.2f}'} > {budget.max_top1_drop:g} points")
     note = "misses " + "; ".join(misses) if misses else "meets the budget"
     return CandidateResult(
         candidate, "measured", note, round(seconds, 1), str(bundle_dir), top1, drop, latency, memory, size, not misses,
-        tuple(resource_misses), drop is None or drop > budget.max_top1_drop,
+        tuple(resource_misses), drop_misses,
     )
 
 
@@ -373,11 +373,7 @@ def _publish(
             "recipe": winner.candidate.recipe,
             "measured_on": measured_on,
             "budget": dataclasses.asdict(budget),
-            "candidates": [
-                {"name": r.candidate.name, "status": r.status, "note": r.note, "top1": r.top1, "top1_drop": r.top1_drop,
-                 "latency_ms": r.latency_ms, "model_bytes": r.model_bytes, "seconds": r.seconds}
-                for r in results
-            ],
+            "candidates": [r.to_dict() for r in results],  # as in tune.json
         }
         manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         if options.sign_key is not None:

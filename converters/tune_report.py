@@ -100,7 +100,7 @@ def write_report(result: TuneResult, out: Path) -> tuple[Path, Path | None]:
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | :---: | --- |",
     ]
     for r in result.results:
-        verdict = r.note if r.status == "measured" else f"{r.status}: {r.note}"
+        verdict = r.verdict
         if result.winner is not None and r.candidate.name == result.winner.candidate.name:
             verdict = f"**winner**, {verdict}"
         lines.append(

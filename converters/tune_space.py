@@ -105,6 +105,10 @@ class CandidateResult:
     resource_misses: tuple[str, ...] = ()  # the latency, memory and size budgets it misses
     drop_misses: bool = False  # it loses more top-1 than the tolerance
 
+    @property
+    def verdict(self) -> str:
+        """The note, prefixed with the status when the candidate was not measured."""
+        return self.note if self.status == "measured" else f"{self.status}: {self.note}"
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -332,8 +332,7 @@ def _tune(args: argparse.Namespace) -> int:
             f": top-1 {result.top1:.2f}% (drop {result.top1_drop:.2f}), p50 {result.latency_ms:.2f} ms, {result.model_bytes / 1e6:.2f} MB, "
             f"{result.seconds:.0f} s"
         )
-        tqdm.write(f"[{number}/{total}] {result.candidate.name}{figures} -- {result.status if result.status != 'measured' else ''}"
-                   f"{': ' if result.status != 'measured' else ''}{result.note}")
+        tqdm.write(f"[{number}/{total}] {result.candidate.name}{figures} -- {result.verdict}")
         bar.update(1)
 
     try:

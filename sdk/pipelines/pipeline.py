@@ -349,7 +349,7 @@ class _LanesPipeline:
         tensors = [step.tensor for step in steps]
         started = time.perf_counter()
         try:
-            scores = [self.classifier.infer(tensors[0])] if len(tensors) == 1 else self.classifier.infer_many(tensors)
+            scores = self.classifier.infer_many(tensors)
         except Exception as exc:  # InferenceError, or an untranslated error of a backend
             for step in steps:
                 self._inference_failed(step, exc)
