@@ -221,8 +221,8 @@ def tune(
             try:
                 bundle_dir = build(candidate)
                 measured, measured_on = _measure(bundle_dir, frames, bench_command)
-            except TillsightError as exc:  # one candidate that cannot be built or measured does not end the search
-                result = CandidateResult(candidate, "failed", summarize(exc), seconds=round(time.monotonic() - started, 1))
+            except Exception as exc:  # noqa: BLE001 - one candidate that fails, for any reason, does not end the search
+                result = CandidateResult(candidate, "failed", _failure(exc), seconds=round(time.monotonic() - started, 1))
             else:
                 seconds = time.monotonic() - started
                 clock.learn_training(candidate, seconds, input_size)
@@ -241,6 +241,14 @@ def tune(
     )
     write_report(tune_result, out)
     return tune_result
+
+
+def _failure(exc: Exception) -> str:
+    """Why a candidate failed, in one line; a bug's traceback goes to the log, not into the report."""
+    if isinstance(exc, TillsightError):
+        return summarize(exc)
+    logger.warning("tune: candidate failed with an unexpected %s", type(exc).__name__, exc_info=exc)
+    return f"unexpected {type(exc).__name__}: {summarize(exc)}"
 
 
 def _report(on_result: Callable[[CandidateResult, int, int], None] | None, result: CandidateResult, number: int, total: int) -> None:

@@ -49,7 +49,16 @@ def batchnorm_layers(model: Any) -> Iterator[Any]:
 
 
 def input_tensor(layer: Any) -> Any | None:
-    """The layer's input tensor in its own graph (None for a layer called more than once)."""
+    """The tensor the layer is called on, in the graph that calls it (None for a layer called more than once).
+
+    A nested model's own ``input`` is the ``keras.Input`` of its inner graph, which the outer graph
+    cannot reach; the tensor it is called on in the outer graph is what a probe must ask for.
+    """
+    if isinstance(layer, keras.Model):
+        nodes = getattr(layer, "_inbound_nodes", [])
+        if len(nodes) != 1 or len(nodes[0].input_tensors) != 1:
+            return None
+        return nodes[0].input_tensors[0]
     try:
         return layer.input
     except (AttributeError, ValueError):
@@ -149,3 +158,4 @@ def reestimate_statistics(model: Any, images: np.ndarray, batch_size: int = 32) 
     finally:
         for layer, momentum in zip(norms, momenta, strict=True):
             layer.momentum = momentum
+

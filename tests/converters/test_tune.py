@@ -146,3 +146,25 @@ def test_explore_keeps_searching_after_a_fit_and_keeps_the_most_accurate_fit(tin
     assert [r.status for r in result.results] == ["measured", "measured", "measured"]  # int8 fits, the search goes on
     assert all(r.meets_budget for r in result.results)
     assert result.winner == max(result.results, key=lambda r: (r.top1, -r.latency_ms))
+
+
+@pytest.mark.integration
+def test_a_candidate_that_fails_is_listed_with_its_reason_and_the_search_goes_on(tiny_model_file, photos, tmp_path, monkeypatch):
+    """A bug in one candidate (here channels-0.3 raising a plain ValueError) must not end the search or lose the others."""
+    from tillsight.converters import tune as tune_module
+
+    real_build = tune_module._build
+
+    def failing_build(candidate, **kwargs):
+        if candidate.name == "channels-0.3":
+            raise ValueError("Output with path 0 is not connected to inputs")
+        return real_build(candidate, **kwargs)
+
+    monkeypatch.setattr(tune_module, "_build", failing_build)
+    result = tune(**_args(tiny_model_file, photos, tmp_path / "tune"), max_latency_ms=10000, max_top1_drop=100,
+                  channel_fractions=(0.3, 0.5), student_scales=(), stop_early=False)
+    statuses = {r.candidate.name: (r.status, r.note) for r in result.results}
+    assert statuses["channels-0.3"] == ("failed", "unexpected ValueError: Output with path 0 is not connected to inputs")
+    assert statuses["channels-0.5"][0] == "measured"  # tried after the failure
+    assert result.winner is not None and result.winner.candidate.name != "channels-0.3"
+    assert "failed: unexpected ValueError" in (tmp_path / "tune" / "tune.md").read_text()
