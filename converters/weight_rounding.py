@@ -31,7 +31,7 @@ import numpy as np
 
 from ._tf import keras, tf
 
-__all__ = ["RoundingReport", "compensated_weights"]
+__all__ = ["RoundingReport", "compensated_weights", "inverse_cholesky"]
 
 logger = logging.getLogger(__name__)
 
@@ -221,7 +221,9 @@ def _gptq(rows: np.ndarray, hessian: np.ndarray, step: np.ndarray, per_channel: 
 
     ``hessian`` is X Xᵀ, shared [C, C] or one per row [R, C, C]. The largest weight of each
     row (of the whole kernel when one step is shared) is pinned to ±127 steps, so the
-    converter's max-based step comes out the same.
+    converter's max-based step comes out the same. Weights that are exactly zero (pruned)
+    stay zero, as SparseGPT quantizes a pruned layer: without that, the error fed forward
+    from earlier columns fills the zeros and the int8 file loses its sparsity.
     """
     work = rows.copy()
     rounded = np.zeros_like(rows)
@@ -230,11 +232,12 @@ def _gptq(rows: np.ndarray, hessian: np.ndarray, step: np.ndarray, per_channel: 
         peak_row = np.abs(rows).max(axis=1).argmax()
         pinned_column = np.where(np.arange(len(rows)) == peak_row, pinned_column, -1)
     pinned_value = np.sign(rows[np.arange(len(rows)), np.maximum(pinned_column, 0)]) * _QMAX * step
-    upper = _inverse_cholesky(hessian)
+    pruned = rows == 0.0  # a pruned weight stays zero: its share of the error goes to the columns after it
+    upper = inverse_cholesky(hessian)
 
     def round_column(column: int, values: np.ndarray) -> np.ndarray:
         chosen = np.clip(np.round(values / step), -_QMAX, _QMAX) * step
-        chosen = np.where(pinned_column == column, pinned_value, chosen)
+        chosen = np.where(pinned_column == column, pinned_value, np.where(pruned[:, column], 0.0, chosen))
         rounded[:, column] = chosen
         return values - chosen
 
@@ -256,7 +259,7 @@ def _gptq(rows: np.ndarray, hessian: np.ndarray, step: np.ndarray, per_channel: 
     return rounded
 
 
-def _inverse_cholesky(hessian: np.ndarray) -> np.ndarray:
+def inverse_cholesky(hessian: np.ndarray) -> np.ndarray:
     """Upper Cholesky factor of the damped inverse of X Xᵀ (batched over a leading axis)."""
     damped = hessian.copy()
     diagonal = np.diagonal(damped, axis1=-2, axis2=-1)

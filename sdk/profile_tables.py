@@ -83,6 +83,7 @@ class PruningScope(str, enum.Enum):
 class ChannelCriterion(str, enum.Enum):
     """How channel pruning ranks channels (the lowest go)."""
 
+    RECONSTRUCTION = "reconstruction"  # least missed once the next layers are refit on calibration images (L1 without)
     L1 = "l1"  # L1 norm of each filter, normalised per layer
     BN_GAMMA = "bn-gamma"  # |gamma| of the BatchNorm on the channel (L1 where there is none)
 
@@ -130,7 +131,7 @@ class PruningOptions:
     mode: PruningMode = PruningMode.NONE
     target: float = 0.0  # sparsity (unstructured) or channel fraction (channels)
     scope: PruningScope = PruningScope.MEASURED  # channels only
-    criterion: ChannelCriterion = ChannelCriterion.L1  # channels only
+    criterion: ChannelCriterion = ChannelCriterion.RECONSTRUCTION  # channels only
     channel_multiple: int = 8  # channels only: kept counts rounded to this (SIMD width, accelerator tiles)
     finetune_epochs: int = 3  # 0: prune in one shot, no fine-tuning data needed
     learning_rate: float = 0.0005  # Adam, cosine-decayed over the fine-tuning

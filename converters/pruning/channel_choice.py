@@ -41,8 +41,17 @@ def _filter_l1(layer: Any) -> np.ndarray:
     return values.reshape(-1, values.shape[-1]).sum(axis=0)
 
 
-def _scores(group: ChannelGroup, criterion: ChannelCriterion) -> np.ndarray:
+#: Group id -> its channels in the order they can go (:func:`~.compensation.elimination_order`).
+Orders = dict[int, np.ndarray]
+
+
+def _scores(group: ChannelGroup, criterion: ChannelCriterion, orders: Orders | None = None) -> np.ndarray:
     """Per-channel importance, each contributing layer normalised to mean 1."""
+    order = (orders or {}).get(id(group))
+    if criterion is ChannelCriterion.RECONSTRUCTION and order is not None:
+        rank = np.empty(group.size)
+        rank[order] = np.arange(1, group.size + 1)  # the last to go is the most needed
+        return rank / rank.mean()
     parts: list[np.ndarray] = []
     if criterion is ChannelCriterion.BN_GAMMA:
         parts = [
@@ -63,7 +72,8 @@ def _aligned(count: int, size: int, multiple: int) -> int:
 
 
 def choose_channels(
-    plan: ChannelPlan, fraction: float, scope: PruningScope, criterion: ChannelCriterion, multiple: int = 1
+    plan: ChannelPlan, fraction: float, scope: PruningScope, criterion: ChannelCriterion, multiple: int = 1,
+    orders: Orders | None = None,
 ) -> None:
     """Set ``keep`` on every prunable group: the highest-scoring channels stay.
 
@@ -73,11 +83,12 @@ def choose_channels(
         scope: Per group, or across the whole model.
         criterion: How channels are ranked.
         multiple: Kept channel counts are rounded to a multiple of this (1: exact).
+        orders: Each group's elimination order, for the ``reconstruction`` criterion (L1 for groups without one).
     """
     prunable = plan.prunable
     if scope is PruningScope.MEASURED:
         raise ValueError("the measured scope needs a damage trial: use choose_channels_by_damage")
-    scores = {id(group): _scores(group, criterion) for group in prunable}
+    scores = {id(group): _scores(group, criterion, orders) for group in prunable}
     if scope is PruningScope.GLOBAL and prunable:
         pooled = np.sort(np.concatenate([scores[id(group)] for group in prunable]))
         threshold = pooled[min(len(pooled) - 1, int(fraction * len(pooled)))] if fraction > 0 else -np.inf
@@ -102,6 +113,7 @@ def choose_channels_by_damage(
     criterion: ChannelCriterion,
     multiple: int,
     damage: Callable[[ChannelGroup], float],
+    orders: Orders | None = None,
 ) -> dict[str, Any]:
     """Set ``keep`` so as to remove the multiply-adds the ``layer`` scope would, where ``damage`` says it hurts least.
 
@@ -115,13 +127,14 @@ def choose_channels_by_damage(
         criterion: How channels are ranked within a group.
         multiple: Kept channel counts are rounded to a multiple of this (1: exact).
         damage: How much the model's outputs change with only this group's ``keep`` applied (0: not at all).
+        orders: Each group's elimination order, for the ``reconstruction`` criterion.
 
     Returns:
         What was tried: the levels, the trials run and each group's damage at the level it got.
     """
-    choose_channels(plan, fraction, PruningScope.LAYER, criterion, multiple)
+    choose_channels(plan, fraction, PruningScope.LAYER, criterion, multiple, orders)
     target = plan.kept_macs()
-    levels = {id(group): _tried_levels(group, criterion, multiple, damage) for group in plan.prunable}
+    levels = {id(group): _tried_levels(group, _scores(group, criterion, orders), multiple, damage) for group in plan.prunable}
     reached = {id(group): 0 for group in plan.prunable}  # levels taken; 0: untouched
     while plan.kept_macs() > target:
         group = _cheapest_step(plan, levels, reached)
@@ -139,10 +152,9 @@ def choose_channels_by_damage(
 
 
 def _tried_levels(
-    group: ChannelGroup, criterion: ChannelCriterion, multiple: int, damage: Callable[[ChannelGroup], float]
+    group: ChannelGroup, scores: np.ndarray, multiple: int, damage: Callable[[ChannelGroup], float]
 ) -> list[tuple[np.ndarray, float]]:
     """``(keep, damage)`` at each of :data:`DAMAGE_LEVELS`, fewer channels each step; the group keeps all afterwards."""
-    scores = _scores(group, criterion)
     counts = {_aligned(group.size - int(round(share * group.size)), group.size, multiple) for share in DAMAGE_LEVELS}
     tried = []
     for count in sorted((count for count in counts if count < group.size), reverse=True):

@@ -207,7 +207,9 @@ class _Walker:
         if isinstance(layer, keras.Model):
             if _functional(layer) is None:
                 return self._frozen(layer, node, inputs, f"{kind} is a subclassed model")
-            return self.walk(layer, inputs)
+            outputs = self.walk(layer, inputs)
+            self._record("nested", layer, inputs, outputs)  # rebuilt on an input as wide as its group keeps
+            return outputs
         if getattr(layer, "data_format", "channels_last") != "channels_last":
             return self._frozen(layer, node, inputs, f"{kind} is channels-first")
         if len(inputs) != 1 and not _is_merge(layer):

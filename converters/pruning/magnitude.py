@@ -113,6 +113,12 @@ class MagnitudePruner:
             kernel.assign(values * new_mask.reshape(values.shape))
         self.sparsity = sparsity
 
+    def hold_zeros(self) -> None:
+        """Mask exactly the weights that are zero now (pruned in one shot), so training keeps them zero."""
+        for (_name, kernel), mask in zip(self.kernels, self._masks, strict=True):
+            mask.assign((np.asarray(kernel.numpy()) != 0.0).astype(np.float32))
+        self.sparsity = float(np.mean([np.mean(np.asarray(mask.numpy()) == 0.0) for mask in self._masks])) if self._masks else 0.0
+
     def callback(self) -> keras.callbacks.Callback:
         """A ``fit`` callback that follows the schedule, counting steps over epochs."""
         pruner = self

@@ -12,7 +12,7 @@ import numpy as np
 
 from tillsight.bundle import OutputActivation
 from tillsight.errors import ConversionError
-from tillsight.profiles import DistillationOptions, PruningMode, PruningOptions, PruningScope
+from tillsight.profiles import ChannelCriterion, DistillationOptions, PruningMode, PruningOptions, PruningScope
 
 from .._tf import keras
 from ..training import (
@@ -21,18 +21,19 @@ from ..training import (
     TrainingPhotos,
     TrainingSchedule,
     fine_tune,
+    frozen_batchnorm,
     kd_loss,
-    rebase_statistics,
     rebased_statistics,
-    reestimate_statistics,
     train_student,
 )
 from ..training.distillation import logits_of
 from .channel_choice import choose_channels, choose_channels_by_damage
 from .channels import ChannelGroup, ChannelPlan, count_macs, plan_channels
-from .compensation import input_means, removal_weights, weights_applied
-from .rebuild import apply_plan
+from .compensation import consumer_moments, elimination_order, removal_weights, weights_applied
 from .magnitude import MagnitudePruner, SparsitySchedule, sparsity_report
+from .rebuild import apply_plan
+from .reconstruction import reconstruct
+from .sparse import one_shot_sparsity
 
 __all__ = ["TRIAL_IMAGES", "PruneResult", "prune"]
 
@@ -107,12 +108,18 @@ def prune(
             report["finetune"] = training.run(pruned, epochs)
     elif options.mode is PruningMode.UNSTRUCTURED:
         pruned = _copy(model)
-        report["batchnorm_rebased"] = rebase_statistics(pruned, images) if images is not None else 0
-        steps = epochs * photos.steps_per_epoch() if photos is not None else 0
-        pruner = MagnitudePruner(pruned, SparsitySchedule.for_training(options.target, steps))
-        if epochs:
-            report["finetune"] = training.run(pruned, epochs, [pruner.callback()])
-        pruner.set_sparsity(options.target)  # exact target, also in one shot
+        if images is not None:  # zeros chosen and compensated layer by layer, then held through the recovery
+            report["one_shot"] = one_shot_sparsity(pruned, model, images, options.target)
+            pruner = MagnitudePruner(pruned, SparsitySchedule(options.target, 0))
+            pruner.hold_zeros()
+            if epochs:
+                report["finetune"] = training.run(pruned, epochs, [])
+        else:  # nothing to measure on: the smallest weights go, on a schedule while the model fine-tunes
+            steps = epochs * photos.steps_per_epoch() if photos is not None else 0
+            pruner = MagnitudePruner(pruned, SparsitySchedule.for_training(options.target, steps))
+            if epochs:
+                report["finetune"] = training.run(pruned, epochs, [pruner.callback()])
+            pruner.set_sparsity(options.target)  # exact target, also in one shot
         pruner.strip()
         report.update(sparsity_report(pruned))
     else:
@@ -135,16 +142,26 @@ def _without_channels(
             f"no channel of model '{model.name}' can be removed ({'; '.join(reasons[:3])}); "
             "use unstructured pruning for this architecture"
         )
-    choice, means = _choose(plan, options, images[:TRIAL_IMAGES] if images is not None else None, activation)
-    pruned = apply_plan(plan, removal_weights(plan, plan.prunable, means))
-    if images is not None:
-        reestimate_statistics(pruned, images)
+    choice, moments = _choose(plan, options, images, activation)
+    pruned = apply_plan(plan, removal_weights(plan, plan.prunable, moments))
+    if images is not None:  # every layer refit to the original's outputs, in graph order
+        report["reconstruction"] = reconstruct(pruned, model, images, _kept_outputs(plan))
     report.update(
         scope=choice.pop("scope"), criterion=options.criterion.value, channel_multiple=options.channel_multiple,
         choice=choice, **plan.report(),
     )
     report["macs_before"], report["macs_after"] = plan.macs, count_macs(pruned)  # the plan walked the original
     return pruned
+
+
+def _kept_outputs(plan: ChannelPlan) -> Callable[[Any], np.ndarray | None]:
+    """The original output channels a layer of the plan's model keeps (None: all of them)."""
+
+    def kept(layer: Any) -> np.ndarray | None:
+        group = plan.output_group.get(id(layer))
+        return None if group is None else group.keep
+
+    return kept
 
 
 def _statistics_images(images: np.ndarray | None, photos: TrainingPhotos | None) -> np.ndarray | None:
@@ -157,25 +174,27 @@ def _statistics_images(images: np.ndarray | None, photos: TrainingPhotos | None)
 
 def _choose(
     plan: ChannelPlan, options: PruningOptions, images: np.ndarray | None, activation: OutputActivation
-) -> tuple[dict[str, Any], dict[int, np.ndarray]]:
-    """Set each group's ``keep`` the options' way; returns what was tried and the consumers' input means."""
-    consumers = [consumer for group in plan.prunable for consumer in group.consumers]
-    means = input_means(plan.model, consumers, images) if images is not None else {}
-    scope = options.scope
-    if scope is PruningScope.MEASURED and images is None:
-        logger.warning("no images to try channel choices on: every group loses the same share (scope 'layer')")
-        scope = PruningScope.LAYER
+) -> tuple[dict[str, Any], dict[int, Any]]:
+    """Set each group's ``keep`` the options' way; returns what was tried and the consumers' input moments."""
+    moments = consumer_moments(plan, images) if images is not None else {}
+    scope, criterion = options.scope, options.criterion
+    if images is None and (scope is PruningScope.MEASURED or criterion is ChannelCriterion.RECONSTRUCTION):
+        logger.warning("no images to measure channels on: every group loses the same share of its weakest filters (L1)")
+        scope, criterion = (PruningScope.LAYER if scope is PruningScope.MEASURED else scope), ChannelCriterion.L1
+    orders = None
+    if criterion is ChannelCriterion.RECONSTRUCTION:
+        orders = {id(group): order for group in plan.prunable if (order := elimination_order(group, moments)) is not None}
     choice: dict[str, Any] = {"scope": scope.value, "images": 0 if images is None else len(images)}
     if scope is PruningScope.MEASURED:
-        damage = _output_change(plan, means, images, activation)
-        choice.update(choose_channels_by_damage(plan, options.target, options.criterion, options.channel_multiple, damage))
+        damage = _output_change(plan, moments, images[:TRIAL_IMAGES], activation)
+        choice.update(choose_channels_by_damage(plan, options.target, criterion, options.channel_multiple, damage, orders))
     else:
-        choose_channels(plan, options.target, scope, options.criterion, options.channel_multiple)
-    return choice, means
+        choose_channels(plan, options.target, scope, criterion, options.channel_multiple, orders)
+    return choice, moments
 
 
 def _output_change(
-    plan: ChannelPlan, means: dict[int, np.ndarray], images: np.ndarray, activation: OutputActivation
+    plan: ChannelPlan, moments: dict[int, Any], images: np.ndarray, activation: OutputActivation
 ) -> Callable[[ChannelGroup], float]:
     """How far the model's outputs move (mean KL divergence) when one group loses its removed channels."""
     model, ops = plan.model, keras.ops
@@ -183,7 +202,7 @@ def _output_change(
     none = ops.zeros((len(images),))
 
     def damage(group: ChannelGroup) -> float:
-        with weights_applied(removal_weights(plan, [group], means)):
+        with weights_applied(removal_weights(plan, [group], moments)):
             logits = logits_of(model(images, training=False), activation)
         change = kd_loss(logits, reference, reference, none, 0.0, 1.0, multi_label=activation == OutputActivation.SIGMOID)
         return float(ops.convert_to_numpy(ops.mean(change)))
@@ -203,9 +222,10 @@ class _Training:
     distillation: DistillationOptions
 
     def run(self, model: Any, epochs: int, callbacks: Any = ()) -> dict[str, Any]:
-        """Train ``model`` in place."""
+        """Train ``model`` in place, BatchNorm in inference mode (the statistics the layers were refit to)."""
         schedule = TrainingSchedule(epochs, self.options.learning_rate, callbacks, self.progress, restarts=True)
-        if self.teacher is None:
-            return fine_tune(model, self.photos, self.activation, schedule)
-        schedule = dataclasses.replace(schedule, desc="fine-tune (distilled)")
-        return train_student(model, self.teacher, self.photos, self.activation, self.distillation, schedule)
+        with frozen_batchnorm(model):
+            if self.teacher is None:
+                return fine_tune(model, self.photos, self.activation, schedule)
+            schedule = dataclasses.replace(schedule, desc="fine-tune (distilled)")
+            return train_student(model, self.teacher, self.photos, self.activation, self.distillation, schedule)

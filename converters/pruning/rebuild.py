@@ -64,6 +64,8 @@ def apply_plan(plan: ChannelPlan, weights: dict[int, tuple[Any, list[np.ndarray]
     pairs: list[tuple[Any, Any]] = []
 
     def rebuild(layer: Any) -> Any:
+        if isinstance(layer, keras.Model):  # a nested model, on an input as wide as the channels it gets
+            return _nested(layer)
         config = layer.get_config()
         group = plan.output_group.get(id(layer))
         if group is not None and group.keep is not None:
@@ -81,7 +83,16 @@ def apply_plan(plan: ChannelPlan, weights: dict[int, tuple[Any, list[np.ndarray]
         pairs.append((layer, clone))
         return clone
 
-    pruned = keras.models.clone_model(plan.model, clone_function=rebuild, recursive=True)
+    def _nested(model: Any) -> Any:
+        source = model.inputs[0]
+        group = plan.input_group.get(id(model))
+        shape = tuple(source.shape)
+        if group is not None and group.keep is not None:
+            shape = (*shape[:-1], int(len(group.keep)))
+        inputs = keras.Input(batch_shape=shape, dtype=source.dtype, name=source.name)
+        return keras.models.clone_model(model, input_tensors=inputs, clone_function=rebuild)
+
+    pruned = keras.models.clone_model(plan.model, clone_function=rebuild)
     for original, clone in pairs:
         if not getattr(original, "weights", None):
             continue

@@ -12,7 +12,14 @@ TensorFlow Model Optimization does the last three for Keras 2 only; these run on
 
 from __future__ import annotations
 
-from .batchnorm import STATISTICS_IMAGES, batchnorm_layers, rebase_statistics, rebased_statistics, reestimate_statistics
+from .batchnorm import (
+    STATISTICS_IMAGES,
+    batchnorm_layers,
+    frozen_batchnorm,
+    rebase_statistics,
+    rebased_statistics,
+    reestimate_statistics,
+)
 from .distillation import TeacherCache, kd_loss, train_student
 from .finetune import TrainingSchedule, fine_tune, fit
 from .photos import UNLABELED, TrainingPhotos, load_training_photos
@@ -28,6 +35,7 @@ __all__ = [
     "batchnorm_layers",
     "fine_tune",
     "fit",
+    "frozen_batchnorm",
     "kd_loss",
     "load_training_photos",
     "quantization_aware",

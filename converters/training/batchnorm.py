@@ -27,6 +27,7 @@ from .._tf import keras
 __all__ = [
     "STATISTICS_IMAGES",
     "batchnorm_layers",
+    "frozen_batchnorm",
     "input_moments",
     "input_tensor",
     "rebase_statistics",
@@ -159,3 +160,19 @@ def reestimate_statistics(model: Any, images: np.ndarray, batch_size: int = 32) 
         for layer, momentum in zip(norms, momenta, strict=True):
             layer.momentum = momentum
 
+
+@contextlib.contextmanager
+def frozen_batchnorm(model: Any) -> Iterator[int]:
+    """Every BatchNorm of ``model`` in inference mode inside the block (its moving statistics, not trained); yields the count.
+
+    A pretrained model recovering from pruning keeps the statistics its layers were refit to; batch
+    statistics of a few thousand photos in batches of 32 move with every step.
+    """
+    norms = [(layer, layer.trainable) for layer in batchnorm_layers(model)]
+    try:
+        for layer, _ in norms:
+            layer.trainable = False  # Keras 3: a non-trainable BatchNorm normalises with its moving statistics
+        yield len(norms)
+    finally:
+        for layer, trainable in norms:
+            layer.trainable = trainable

@@ -227,13 +227,13 @@ def test_global_scope_removes_the_fraction_overall_and_never_empties_a_layer():
 
 
 @requires_keras
-def test_removed_channels_mean_is_folded_into_the_next_layer(photos: PhotoSplit):
-    """With one expansion pruned, the BatchNorm after its 1x1 projection keeps each channel's mean on the same photos."""
+def test_removed_channels_are_made_up_for_by_refitting_the_next_layer(photos: PhotoSplit):
+    """With one expansion pruned, its 1x1 projection is refit: each channel's mean after it stays, and its outputs stay closer."""
     import keras
 
     from tillsight.converters.pruning.channels import plan_channels
+    from tillsight.converters.pruning.compensation import consumer_moments, removal_weights, weights_applied
     from tillsight.converters.pruning.rebuild import apply_plan
-    from tillsight.converters.pruning.compensation import input_means, removal_weights, weights_applied
 
     model = build_blocks_model()
     inputs = _eval_inputs(photos)
@@ -242,16 +242,17 @@ def test_removed_channels_mean_is_folded_into_the_next_layer(photos: PhotoSplit)
     expansion.keep = np.arange(0, 32, 2)  # half the channels, whatever their strength
     projection = next(c for c in expansion.consumers if c.filters == 16)
     bn = next(layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization) and layer.input is projection.output)
-    means = input_means(model, expansion.consumers, inputs)
-    weights = removal_weights(plan, [expansion], means)
+    weights = removal_weights(plan, [expansion], consumer_moments(plan, inputs))
 
-    def bn_means(candidate) -> np.ndarray:
+    def bn_outputs(candidate) -> np.ndarray:
         values = keras.Model(candidate.inputs, candidate.get_layer(bn.name).output).predict(inputs, verbose=0)
-        return values.reshape(-1, values.shape[-1]).mean(axis=0)
+        return values.reshape(-1, values.shape[-1])
 
-    original = bn_means(model)
-    np.testing.assert_allclose(bn_means(apply_plan(plan, weights)), original, atol=1e-4)
-    assert np.abs(bn_means(apply_plan(plan)) - original).max() > 1e-2, "removal moved no mean: the check proves nothing"
+    original = bn_outputs(model)
+    refit, zeroed = bn_outputs(apply_plan(plan, weights)), bn_outputs(apply_plan(plan))
+    np.testing.assert_allclose(refit.mean(axis=0), original.mean(axis=0), atol=1e-3)  # the constant input refits each mean
+    assert np.abs(zeroed.mean(axis=0) - original.mean(axis=0)).max() > 1e-2, "removal moved no mean: the check proves nothing"
+    assert np.square(refit - original).mean() < 0.5 * np.square(zeroed - original).mean()
     with weights_applied(weights):  # the full-size model with these weights computes what the pruned one does
         expected = model.predict(inputs, verbose=0)
     np.testing.assert_allclose(apply_plan(plan, weights).predict(inputs, verbose=0), expected, atol=1e-5)
@@ -286,11 +287,14 @@ def test_measured_scope_takes_channels_where_the_outputs_change_least(photos: Ph
 
     from tillsight.bundle import OutputActivation
     from tillsight.converters.pruning import prune
-    from tillsight.profiles import PruningOptions, PruningScope
+    from tillsight.profiles import ChannelCriterion, PruningOptions, PruningScope
 
     model = _two_group_model()
     inputs = _eval_inputs(photos) / 255.0
-    base = PruningOptions.from_spec("channels:0.5", base=PruningOptions(finetune_epochs=0, channel_multiple=1))
+    # ranked by filter L1, so the scope alone decides where the channels go
+    base = PruningOptions.from_spec(
+        "channels:0.5", base=PruningOptions(finetune_epochs=0, channel_multiple=1, criterion=ChannelCriterion.L1)
+    )
     results = {
         scope: prune(model, dataclasses.replace(base, scope=scope), None, OutputActivation.SOFTMAX, images=inputs)
         for scope in (PruningScope.LAYER, PruningScope.MEASURED)
@@ -304,6 +308,49 @@ def test_measured_scope_takes_channels_where_the_outputs_change_least(photos: Ph
     assert change[PruningScope.MEASURED] < 0.5 * change[PruningScope.LAYER]
     no_images = prune(model, dataclasses.replace(base, scope=PruningScope.MEASURED), None, OutputActivation.SOFTMAX)
     assert no_images.report["scope"] == "layer"  # nothing to try choices on: the same share everywhere
+
+
+@requires_keras
+def test_reconstruction_criterion_removes_channels_the_others_can_stand_in_for(photos: PhotoSplit):
+    """Channels 0-7 are unique with small filters; 8-11 copy 12-15. Half must go: L1 removes the unique ones and
+    keeps four functions twice, the reconstruction criterion removes copies, which the refit next layer reads anyway."""
+    import keras
+
+    from tillsight.converters.pruning.channel_choice import choose_channels
+    from tillsight.converters.pruning.channels import plan_channels
+    from tillsight.converters.pruning.compensation import consumer_moments, elimination_order, removal_weights
+    from tillsight.converters.pruning.rebuild import apply_plan
+    from tillsight.profiles import ChannelCriterion, PruningScope
+
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", name="conv_a")(keras.layers.Rescaling(1 / 255)(inputs))
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.Conv2D(8, 1, name="conv_b")(x)
+    model = keras.Model(inputs, keras.layers.Dense(4)(keras.layers.GlobalAveragePooling2D()(x)))
+    kernel, bias = model.get_layer("conv_a").get_weights()
+    kernel[..., :8], bias[:8] = 0.5 * kernel[..., :8], 0.5 * bias[:8]
+    kernel[..., 8:12], bias[8:12] = kernel[..., 12:], bias[12:]
+    model.get_layer("conv_a").set_weights([kernel, bias])
+    images = _eval_inputs(photos)
+    plan = plan_channels(model)
+    group = next(g for g in plan.prunable if g.name == "conv_a")
+    moments = consumer_moments(plan, images)
+    orders = {id(group): elimination_order(group, moments)}
+    results = {}
+    for criterion in (ChannelCriterion.L1, ChannelCriterion.RECONSTRUCTION):
+        choose_channels(plan, 0.5, PruningScope.LAYER, criterion, 1, orders)
+        for other in plan.prunable:  # conv_a's channels only
+            other.keep = other.keep if other is group else None
+        results[criterion] = (group.keep.copy(), apply_plan(plan, removal_weights(plan, [group], moments)))
+        group.keep = None
+    assert sorted(results[ChannelCriterion.L1][0]) == list(range(8, 16))  # the larger filters, four functions twice
+    kept = set(results[ChannelCriterion.RECONSTRUCTION][0].tolist())
+    assert not any({copy, copy + 4} <= kept for copy in range(8, 12)), kept  # never both of a pair
+    probe = {c: keras.Model(m.inputs, m.get_layer("conv_b").output) for c, (_, m) in results.items()}
+    original = keras.Model(model.inputs, model.get_layer("conv_b").output).predict(images, verbose=0)
+    error = {c: np.square(p.predict(images, verbose=0) - original).mean() for c, p in probe.items()}
+    assert error[ChannelCriterion.RECONSTRUCTION] < 0.5 * error[ChannelCriterion.L1], error
 
 
 @requires_keras
@@ -510,3 +557,4 @@ def test_one_shot_channel_pruning_converts_for_openvino(tiny_model_file, photos:
     assert abs(accuracy.pruned_to_converted_drop) <= 100.0 / accuracy.images + 1e-6  # FP16: at most one photo
     with tillsight.load(bundle.path) as classifier:
         assert classifier.engine.startswith("openvino")
+

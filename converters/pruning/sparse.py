@@ -1,0 +1,140 @@
+"""One-shot unstructured pruning with compensation: zeros chosen and paid for from calibration activations.
+
+Magnitude pruning zeroes the smallest weights and leaves the rest as they were. On a compact
+pretrained network that loses most of its accuracy at once (the sample EfficientNet-Lite0 at
+50%: 22.30% after two epochs of fine-tuning, from 81.08%). The optimal-brain-surgeon form that
+SparseGPT (Frantar & Alistarh, 2023) solves layer by layer does better with no training:
+
+* layers are visited in graph order on calibration images (:mod:`..layer_inputs`), each one
+  first refit by least squares (:mod:`.reconstruction`) to the original layer's outputs, so
+  what earlier layers lost is won back where it can be;
+* within a layer, columns are processed in blocks; in each block the weights with the least
+  ``w² / [H⁻¹]ᵢᵢ`` (the output error their removal costs) become zero, and each removal's error
+  is spread over the columns not yet processed through the inverse of ``H = X Xᵀ``, the
+  same update compensated int8 rounding (:mod:`..weight_rounding`) makes for rounding errors;
+* the bias rides along as a last column that is never zeroed: it absorbs the mean of the errors.
+
+Depthwise kernels and layers with few inputs per output (the stem on the image) are left dense:
+they hold a small share of the weights and each of their weights carries much of its channel.
+The other layers share the zeros so that the whole model reaches the target sparsity.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from .._tf import keras
+from ..layer_inputs import LayerInputs, kernel_layer, walk
+from ..weight_rounding import inverse_cholesky
+from .magnitude import prunable_kernels
+from .reconstruction import LinearLayer, augmented, refit
+
+__all__ = ["MAX_LAYER_SPARSITY", "MIN_COLUMNS", "one_shot_sparsity", "sparse_rows", "sparsified"]
+
+logger = logging.getLogger(__name__)
+
+#: Layers with fewer inputs per output than this stay dense (the stem reads 3 colour channels x 3 x 3).
+MIN_COLUMNS = 64
+#: No layer loses more than this share of its weights, whatever the target.
+MAX_LAYER_SPARSITY = 0.9
+_BLOCK = 128
+
+
+def sparsified(layer: Any) -> bool:
+    """Whether one-shot pruning zeroes weights of this layer (a Conv2D or Dense with enough inputs per output)."""
+    if not kernel_layer(layer) or isinstance(layer, keras.layers.DepthwiseConv2D):
+        return False
+    return int(np.prod(layer.kernel.shape[:-1])) >= MIN_COLUMNS
+
+
+def sparse_rows(rows: np.ndarray, hessian: np.ndarray, sparsity: float, frozen_columns: int = 0) -> np.ndarray:
+    """Zero ``sparsity`` of ``rows [R, C]``'s weights where ``H = X Xᵀ`` says it costs least, compensating the rest.
+
+    Args:
+        rows: The weights, one row per output.
+        hessian: ``X Xᵀ [C, C]``.
+        sparsity: The share of the first ``C - frozen_columns`` columns' weights to zero.
+        frozen_columns: The last columns (a bias) are never zeroed, only updated.
+
+    Returns:
+        The new rows; the zeroed weights are exactly 0.
+    """
+    work = rows.astype(np.float64).copy()
+    upper = inverse_cholesky(hessian)
+    prunable = rows.shape[1] - frozen_columns
+    for start in range(0, rows.shape[1], _BLOCK):
+        stop = min(start + _BLOCK, rows.shape[1])
+        block = work[:, start:stop]  # a view: updated in place
+        diagonal = np.diagonal(upper)[start:stop]
+        score = np.square(block) / np.square(diagonal)
+        score[:, max(0, prunable - start) :] = np.inf  # frozen columns
+        width = max(0, min(stop, prunable) - start)
+        count = int(round(sparsity * width * rows.shape[0]))
+        mask = np.zeros_like(block, dtype=bool)
+        if count:
+            mask.flat[np.argpartition(score, count - 1, axis=None)[:count]] = True
+        errors = np.zeros_like(block)
+        for offset in range(stop - start):
+            column = start + offset
+            values = block[:, offset]
+            chosen = np.where(mask[:, offset], 0.0, values)
+            errors[:, offset] = (values - chosen) / upper[column, column]
+            block[:, offset] = chosen
+            block[:, offset + 1 :] -= np.outer(errors[:, offset], upper[column, column + 1 : stop])
+        work[:, stop:] -= errors @ upper[start:stop, stop:]
+    return work
+
+
+def _layer_sparsity(model: Any, target: float) -> float:
+    """The share each sparsified layer loses so that all the model's kernels together lose ``target``."""
+    total = sum(int(np.prod(kernel.shape)) for _, kernel in prunable_kernels(model))
+    layers_ = [layer for layer in model._flatten_layers(include_self=False, recursive=True) if sparsified(layer)]  # noqa: SLF001
+    share = sum(int(np.prod(layer.kernel.shape)) for layer in layers_) / total if total else 0.0
+    if share == 0.0:
+        return 0.0
+    wanted = target / share
+    if wanted > MAX_LAYER_SPARSITY:
+        logger.warning(
+            "unstructured %.0f%%: the layers that can lose weights hold %.0f%% of them; each loses %.0f%% (the most), "
+            "so the model reaches %.0f%%", 100 * target, 100 * share, 100 * MAX_LAYER_SPARSITY, 100 * MAX_LAYER_SPARSITY * share,
+        )
+    return min(wanted, MAX_LAYER_SPARSITY)
+
+
+def one_shot_sparsity(model: Any, original: Any, images: np.ndarray, target: float) -> dict[str, Any]:
+    """Zero weights of ``model`` (in place) to reach ``target`` sparsity over its kernels, compensating as it goes.
+
+    Args:
+        model: A copy of ``original`` (changed in place).
+        original: The unpruned model whose layer outputs are the targets (not changed).
+        images: Calibration inputs.
+        target: Share of all kernel weights to zero.
+
+    Returns:
+        ``{"method", "layer_sparsity", "layers", "images", "seconds"}``.
+    """
+    started = time.perf_counter()
+    sparsity = _layer_sparsity(model, target)
+    pruned = 0
+
+    def visit(found: LayerInputs) -> None:
+        nonlocal pruned
+        view, reference = LinearLayer.of(found.layer), LinearLayer.of(found.reference)
+        with_bias = view.has_bias
+        inputs, cross = augmented(found.moments(), with_bias)
+        start, target_rows = view.rows(), reference.rows()
+        if with_bias:
+            start, target_rows = np.hstack([start, view.bias()[:, None]]), np.hstack([target_rows, reference.bias()[:, None]])
+        rows = refit(start, target_rows, inputs, cross, bias=with_bias)  # what earlier layers' zeros changed, won back first
+        rows = sparse_rows(rows, inputs, sparsity, frozen_columns=1 if with_bias else 0)
+        view.set(rows[:, :-1] if with_bias else rows, rows[:, -1] if with_bias else None)
+        pruned += 1
+
+    walk(model, images, visit, sparsified, reference=original)
+    seconds = round(time.perf_counter() - started, 1)
+    logger.info("one-shot sparsity: %d layers at %.1f%% on %d images in %.1f s", pruned, 100 * sparsity, len(images), seconds)
+    return {"method": "obs", "layer_sparsity": round(sparsity, 4), "layers": pruned, "images": int(len(images)), "seconds": seconds}
