@@ -28,7 +28,7 @@ from .pruning import prune
 from .steps import conversion_step
 from .training import TeacherCache, TrainingSchedule, load_training_photos, quantization_aware_finetune
 
-__all__ = ["Compressed", "compress", "training_set"]
+__all__ = ["Compressed", "compress", "seeded", "training_set"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +92,7 @@ def compress(
     calibration: np.ndarray,
     progress: bool,
     timings: dict[str, float],
+    seed: int = 0,
 ) -> Compressed:
     """Run the profile's training steps on the source model.
 
@@ -104,6 +105,7 @@ def compress(
         calibration: Preprocessed calibration images (channel pruning's trials, QAT's starting activation ranges).
         progress: Progress bars.
         timings: Step timings, updated.
+        seed: Seeds every random choice of the training steps (TensorFlow's ops made deterministic too).
 
     Returns:
         The model to convert, the pruned float model when pruning ran, and their reports.
@@ -111,6 +113,7 @@ def compress(
     qat = profile.qat.enabled
     photos = teacher = None
     if photos_set is not None:
+        seeded(seed)
         with conversion_step("fine-tuning photos", timings):
             photos = load_training_photos(
                 photos_set, float_spec, source.num_classes, progress, need_labels=False, desc="fine-tuning photos"
@@ -121,7 +124,7 @@ def compress(
     current, pruned, qat_metrics = source, None, None
     if profile.pruning.enabled:
         teaches = teacher if profile.distillation.enabled else None
-        pruned = _prune(profile, source, photos, teaches, activation, calibration, progress, timings)
+        pruned = _prune(profile, source, photos, teaches, activation, calibration, progress, timings, seed)
         current = pruned.model
     if qat:
         settings = profile.qat
@@ -131,11 +134,22 @@ def compress(
                 current.keras_model, photos, calibration, teacher, activation, imitate,
                 TrainingSchedule(settings.epochs, settings.learning_rate, progress=progress), profile.quantization.per_channel,
             )
-        qat_metrics = QatMetrics.from_dict({**report, "finetune_source": str(photos_set.source)})
+        qat_metrics = QatMetrics.from_dict({**report, "finetune_source": str(photos_set.source), "seed": seed})
         current = current.with_model(model, "quantization-aware")
     if pruned is None:
         return Compressed(current, None, qat=qat_metrics)
     return Compressed(current, pruned.model, pruned.report, qat_metrics)
+
+
+def seeded(seed: int) -> None:
+    """Seed Python, NumPy and TensorFlow, and make TensorFlow's ops deterministic, before a training step.
+
+    TensorFlow's op determinism is process-wide and stays on: a converting process trains reproducibly.
+    """
+    from ._tf import keras, tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,7 +160,7 @@ class _Pruned:
 
 def _prune(
     profile: Profile, source: Any, photos: Any, teacher: Any, activation: OutputActivation, calibration: np.ndarray,
-    progress: bool, timings: dict[str, float],
+    progress: bool, timings: dict[str, float], seed: int,
 ) -> _Pruned:
     """The pruned, fine-tuned (or distilled) source model and the pruning report."""
     pruning, distillation = profile.pruning, profile.distillation
@@ -157,5 +171,5 @@ def _prune(
             source.keras_model, pruning, photos, activation, progress, teacher=teacher, distillation=distillation,
             images=calibration,
         )
-    report = {**result.report, "finetune_source": str(photos.source) if photos is not None else None}
+    report = {**result.report, "finetune_source": str(photos.source) if photos is not None else None, "seed": seed}
     return _Pruned(source.with_model(result.model, f"pruned {setting}"), PruningMetrics.from_dict(report))

@@ -189,7 +189,9 @@ def convert(
                 calibration_set, resolved, float_spec, options.progress
             )
         activation = output_activation(source, calibration_arrays)
-    compressed = compress(resolved, source, finetune_set, float_spec, activation, calibration_arrays, options.progress, timings)
+    compressed = compress(
+        resolved, source, finetune_set, float_spec, activation, calibration_arrays, options.progress, timings, options.seed
+    )
 
     final_dir = Path(out) / resolved.name
     with staged_directory(final_dir) as staging:

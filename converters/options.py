@@ -30,6 +30,7 @@ class ConversionOptions:
     progress: bool = False  # progress bars on stderr
     min_calibration_images: int | None = None  # the fewest usable calibration images accepted; None: the profile's
     sign_key: str | Path | None = None  # Ed25519 private key (PKCS#8 PEM): the bundle is signed before it is published
+    seed: int = 0  # the training steps' random seed (shuffles, augmentation, dropout): same seed and data, same model
     # Each replaces the profile's whole table when set; build them with for_profile() to change one knob.
     pruning: PruningOptions | None = None  # the profile's [pruning] table
     distillation: DistillationOptions | None = None  # the profile's [distillation] table
@@ -42,6 +43,8 @@ class ConversionOptions:
             raise OptionsError(f"std values must be positive, got {self.std}")
         if self.crop is not None and (problem := crop_problem(self.crop)):
             raise OptionsError(f"crop {problem}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise OptionsError(f"the seed must be a whole number of 0 or more, got {self.seed!r}")
         if self.min_calibration_images is not None and self.min_calibration_images < 1:
             raise OptionsError(f"the calibration minimum must be at least 1 image, got {self.min_calibration_images}")
 

@@ -14,9 +14,12 @@ reads RGB; :func:`add_metadata` measures that and the report says so.
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
+import struct
 import sys
 import types
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -141,7 +144,35 @@ def add_metadata(model_path: Path, labels: Sequence[str], spec: InputSpec, descr
         del created  # its temporary folder goes now, not in a finalizer at interpreter exit
     except Exception as exc:  # the writers raise ValueError, RuntimeError and flatbuffer errors
         raise ConversionError(f"writing TFLite metadata failed ({summarize(exc)}); report it with the model") from exc
-    model_path.write_bytes(model_with_metadata)
+    model_path.write_bytes(without_zip_times(model_with_metadata))
     error = input_error(spec)
     note = _note(spec, error)
     return MetadataReport(writer, len(labels), raw_pixel_input=spec.dtype == "uint8" and error <= 1, max_input_error=error, note=note)
+
+
+_LOCAL_HEADER, _CENTRAL_HEADER = b"PK\x03\x04", b"PK\x01\x02"
+_ZIP_EPOCH_DATE = (0 << 9) | (1 << 5) | 1  # 1980-01-01, the earliest a zip entry can say; time 00:00:00
+
+
+def without_zip_times(model: bytes) -> bytes:
+    """The model with every packed file's modification time set to the zip epoch.
+
+    The metadata packs the labels as a zip archive after the flatbuffer, and a zip entry records
+    when it was written: the same conversion gave files a few bytes apart. With a fixed time the
+    same model and labels give the same bytes (and the same sha256 in the manifest).
+    """
+    data = bytearray(model)
+    with zipfile.ZipFile(io.BytesIO(model)) as archive:
+        infos = archive.infolist()
+        central = archive.start_dir
+    for info in infos:
+        if data[info.header_offset : info.header_offset + 4] != _LOCAL_HEADER:
+            raise ConversionError("the TFLite metadata's packed files are not where their zip directory says")
+        struct.pack_into("<HH", data, info.header_offset + 10, 0, _ZIP_EPOCH_DATE)
+    for _ in infos:
+        if data[central : central + 4] != _CENTRAL_HEADER:
+            raise ConversionError("the TFLite metadata's zip directory is malformed")
+        struct.pack_into("<HH", data, central + 12, 0, _ZIP_EPOCH_DATE)
+        name_length, extra_length, comment_length = struct.unpack_from("<HHH", data, central + 28)
+        central += 46 + name_length + extra_length + comment_length
+    return bytes(data)

@@ -290,7 +290,7 @@ def _convert(args: argparse.Namespace) -> int:
     options = ConversionOptions.for_profile(
         args.profile, prune=args.prune, finetune_epochs=args.finetune_epochs, distill=args.distill, qat=args.qat,
         qat_epochs=args.qat_epochs, allow_accuracy_drop=args.allow_accuracy_drop,
-        min_calibration_images=args.min_calibration, sign_key=args.sign_key, **_input_options(args),
+        min_calibration_images=args.min_calibration, sign_key=args.sign_key, seed=args.seed, **_input_options(args),
     )
     from .converters.input_checks import check_conversion_inputs  # no TensorFlow: bad input fails in a second
 

@@ -149,6 +149,10 @@ def _add_convert(commands: Any) -> None:
         help="quantization-aware fine-tuning before the int8 conversion (TFLite and Edge TPU profiles; needs --finetune)",
     )
     conv.add_argument("--qat-epochs", type=int, metavar="N", help="quantization-aware fine-tuning epochs (with --qat)")
+    conv.add_argument(
+        "--seed", type=int, default=0, metavar="N",
+        help="random seed of the fine-tuning steps (recorded in the manifest; the same seed and data give the same model)",
+    )
     conv.add_argument("--sign-key", metavar="PEM", help="sign the bundle with this Ed25519 private key (see 'tillsight keygen') as it is written")
     conv.add_argument("--quiet", action="store_true", help="no progress bars")
 
