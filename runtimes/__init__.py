@@ -6,7 +6,10 @@ engines they wrap are imported only when a bundle of that kind is opened.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import logging
+import os
 
 from tillsight.bundle import Bundle
 from tillsight.errors import BackendUnavailableError
@@ -14,7 +17,9 @@ from tillsight.profiles import BackendKind
 
 from .base import Backend, TensorSpec
 
-__all__ = ["Backend", "TensorSpec", "BACKENDS", "open_backend"]
+__all__ = ["Backend", "TensorSpec", "BACKENDS", "available_cores", "open_backend"]
+
+logger = logging.getLogger(__name__)
 
 #: Backend kind -> "module:Class" that runs it.
 BACKENDS: dict[BackendKind, str] = {
@@ -48,4 +53,26 @@ def open_backend(bundle: Bundle, threads: int | None = None, device: str | None 
         )
     module_name, class_name = BACKENDS[kind].split(":")
     backend_class = getattr(importlib.import_module(module_name), class_name)
-    return backend_class.open(bundle, threads or bundle.manifest.runtime.threads, device, throughput)
+    return backend_class.open(bundle, threads or _profile_threads(bundle.manifest.runtime.threads), device, throughput)
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def _profile_threads(threads: int) -> int:
+    """The profile's thread count, capped at the cores present: more threads than cores only take turns."""
+    cores = available_cores()
+    if threads > cores:
+        _say_capped(threads, cores)
+        return cores
+    return threads
+
+
+@functools.lru_cache(maxsize=None)
+def _say_capped(threads: int, cores: int) -> None:
+    logger.info("the profile asks for %d threads; this machine gives the process %d cores: running on %d", threads, cores, cores)

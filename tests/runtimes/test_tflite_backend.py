@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import json
 import shutil
 import subprocess
@@ -119,11 +121,20 @@ def test_interpreter_preference_and_missing_runtime_message():
 
 
 @pytest.mark.integration
-def test_threads_come_from_the_profile_unless_overridden(bundle_dir):
-    with tillsight.load(bundle_dir) as classifier:
-        assert classifier.backend.threads == 4  # raspberry-pi-4
-    with tillsight.load(bundle_dir, threads=1) as classifier:
-        assert classifier.backend.threads == 1
+@pytest.mark.parametrize("cores", [8, 2])
+def test_threads_come_from_the_profile_capped_at_the_cores_unless_overridden(bundle_dir, cores, monkeypatch, caplog):
+    import tillsight.runtimes as runtimes
+
+    monkeypatch.setattr(runtimes, "available_cores", lambda: cores)
+    runtimes._say_capped.cache_clear()
+    with caplog.at_level(logging.INFO, logger="tillsight.runtimes"):
+        for _ in range(2):
+            with tillsight.load(bundle_dir) as classifier:
+                assert classifier.backend.threads == min(4, cores)  # raspberry-pi-4 asks for 4
+    said = [r.getMessage() for r in caplog.records if "threads; this machine gives" in r.getMessage()]
+    assert said == ([] if cores >= 4 else ["the profile asks for 4 threads; this machine gives the process 2 cores: running on 2"])
+    with tillsight.load(bundle_dir, threads=3) as classifier:
+        assert classifier.backend.threads == 3  # asked for: not capped
 
 
 @pytest.mark.integration
