@@ -73,11 +73,11 @@ class PruningMode(str, enum.Enum):
 
 
 class PruningScope(str, enum.Enum):
-    """How channel pruning shares out the fraction to remove."""
+    """How pruning shares out the fraction to remove among the layers."""
 
-    LAYER = "layer"  # every prunable channel group loses the same fraction
-    GLOBAL = "global"  # the weakest channels of the whole model go, wherever they are
-    MEASURED = "measured"  # as many multiply-adds as "layer" removes, taken where trials on images hurt least
+    LAYER = "layer"  # every prunable channel group (or layer, unstructured) loses the same fraction
+    GLOBAL = "global"  # channels only: the weakest channels of the whole model go, wherever they are
+    MEASURED = "measured"  # as much as "layer" removes, taken where trials on calibration images hurt least
 
 
 class ChannelCriterion(str, enum.Enum):
@@ -130,7 +130,7 @@ class PruningOptions:
 
     mode: PruningMode = PruningMode.NONE
     target: float = 0.0  # sparsity (unstructured) or channel fraction (channels)
-    scope: PruningScope = PruningScope.MEASURED  # channels only
+    scope: PruningScope = PruningScope.MEASURED  # where the cuts go: measured on calibration images, or the same share
     criterion: ChannelCriterion = ChannelCriterion.RECONSTRUCTION  # channels only
     channel_multiple: int = 8  # channels only: kept counts rounded to this (SIMD width, accelerator tiles)
     finetune_epochs: int = 3  # 0: prune in one shot, no fine-tuning data needed

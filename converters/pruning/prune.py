@@ -33,7 +33,7 @@ from .compensation import consumer_moments, elimination_order, removal_weights, 
 from .magnitude import MagnitudePruner, SparsitySchedule, sparsity_report
 from .rebuild import apply_plan
 from .reconstruction import reconstruct
-from .sparse import one_shot_sparsity
+from .sparse import measured_sparsity, one_shot_sparsity
 
 __all__ = ["TRIAL_IMAGES", "PruneResult", "prune"]
 
@@ -109,7 +109,11 @@ def prune(
     elif options.mode is PruningMode.UNSTRUCTURED:
         pruned = _copy(model)
         if images is not None:  # zeros chosen and compensated layer by layer, then held through the recovery
-            report["one_shot"] = one_shot_sparsity(pruned, model, images, options.target)
+            per_layer = None
+            if options.scope is PruningScope.MEASURED:  # zeros where the outputs change least, tried on the images
+                per_layer = measured_sparsity(model, images, options.target, _output_change(model, images[:TRIAL_IMAGES], activation))
+            report["one_shot"] = one_shot_sparsity(pruned, model, images, options.target, per_layer)
+            report["scope"] = options.scope.value if per_layer is not None else PruningScope.LAYER.value
             pruner = MagnitudePruner(pruned, SparsitySchedule(options.target, 0))
             pruner.hold_zeros()
             if epochs:
@@ -186,26 +190,36 @@ def _choose(
         orders = {id(group): order for group in plan.prunable if (order := elimination_order(group, moments)) is not None}
     choice: dict[str, Any] = {"scope": scope.value, "images": 0 if images is None else len(images)}
     if scope is PruningScope.MEASURED:
-        damage = _output_change(plan, moments, images[:TRIAL_IMAGES], activation)
+        damage = _group_change(plan, moments, images[:TRIAL_IMAGES], activation)
         choice.update(choose_channels_by_damage(plan, options.target, criterion, options.channel_multiple, damage, orders))
     else:
         choose_channels(plan, options.target, scope, criterion, options.channel_multiple, orders)
     return choice, moments
 
 
-def _output_change(
-    plan: ChannelPlan, moments: dict[int, Any], images: np.ndarray, activation: OutputActivation
-) -> Callable[[ChannelGroup], float]:
-    """How far the model's outputs move (mean KL divergence) when one group loses its removed channels."""
-    model, ops = plan.model, keras.ops
+def _output_change(model: Any, images: np.ndarray, activation: OutputActivation) -> Callable[[], float]:
+    """How far ``model``'s outputs on ``images`` have moved (mean KL divergence) from what they are now."""
+    ops = keras.ops
     reference = logits_of(model(images, training=False), activation)
     none = ops.zeros((len(images),))
 
-    def damage(group: ChannelGroup) -> float:
-        with weights_applied(removal_weights(plan, [group], moments)):
-            logits = logits_of(model(images, training=False), activation)
+    def damage() -> float:
+        logits = logits_of(model(images, training=False), activation)
         change = kd_loss(logits, reference, reference, none, 0.0, 1.0, multi_label=activation == OutputActivation.SIGMOID)
         return float(ops.convert_to_numpy(ops.mean(change)))
+
+    return damage
+
+
+def _group_change(
+    plan: ChannelPlan, moments: dict[int, Any], images: np.ndarray, activation: OutputActivation
+) -> Callable[[ChannelGroup], float]:
+    """How far the model's outputs move when one group loses its removed channels (the kept ones refit)."""
+    change = _output_change(plan.model, images, activation)
+
+    def damage(group: ChannelGroup) -> float:
+        with weights_applied(removal_weights(plan, [group], moments)):
+            return change()
 
     return damage
 

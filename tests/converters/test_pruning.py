@@ -354,6 +354,38 @@ def test_reconstruction_criterion_removes_channels_the_others_can_stand_in_for(p
 
 
 @requires_keras
+def test_measured_unstructured_scope_puts_zeros_where_the_outputs_change_least(photos: PhotoSplit):
+    """conv_wide reads 32 channels twice over (zeros there are free once compensated); the classifier reads each
+    feature once. The measured scope zeroes conv_wide more and moves the outputs less than the same share everywhere."""
+    import dataclasses
+
+    import keras
+
+    from tillsight.bundle import OutputActivation
+    from tillsight.converters.pruning import prune
+    from tillsight.profiles import PruningOptions, PruningScope
+
+    keras.utils.set_random_seed(4)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(64, 3, strides=2, padding="same", activation="relu", name="conv0")(keras.layers.Rescaling(1 / 255)(inputs))
+    x = keras.layers.Conv2D(64, 1, activation="relu", name="conv_wide")(x)
+    model = keras.Model(inputs, keras.layers.Dense(4, name="scores")(keras.layers.GlobalAveragePooling2D()(x)))
+    kernel, bias = model.get_layer("conv0").get_weights()
+    kernel[..., 32:], bias[32:] = kernel[..., :32], bias[:32]
+    model.get_layer("conv0").set_weights([kernel, bias])
+    images = _eval_inputs(photos)
+    base = PruningOptions.from_spec("unstructured:0.5", base=PruningOptions(finetune_epochs=0))
+    original = model.predict(images, verbose=0)
+    results = {scope: prune(model, dataclasses.replace(base, scope=scope), None, OutputActivation.SOFTMAX_ADDED, images=images)
+               for scope in (PruningScope.LAYER, PruningScope.MEASURED)}
+    shares = results[PruningScope.MEASURED].report["one_shot"]["layer_sparsity"]
+    assert shares["conv_wide"] > shares["scores"], shares
+    assert results[PruningScope.MEASURED].report["sparsity"] >= 0.5 - 1e-3
+    change = {scope: np.square(r.model.predict(images, verbose=0) - original).mean() for scope, r in results.items()}
+    assert change[PruningScope.MEASURED] < 0.5 * change[PruningScope.LAYER], change
+
+
+@requires_keras
 def test_nested_base_model_is_pruned_inside():
     """Transfer learning's usual shape: a functional base model inside the classifier."""
     import keras
