@@ -34,7 +34,7 @@ from tillsight.bundle import (
 )
 from tillsight.bundle_metrics import AccuracyMetrics, BundleMetrics, LatencyMetrics, PruningMetrics
 from tillsight.classifier import load
-from tillsight.datasets import ImageSet, iter_images, read_image_set, read_labels
+from tillsight.datasets import ImageSet, check_labels, iter_images, read_image_set, read_labels
 from tillsight.errors import AccuracyError, CalibrationError, ConversionError, DataError
 from tillsight.preprocess import InputSpec, preprocess
 from tillsight.profiles import BackendKind, Precision, Profile, PruningMode, SizePolicy, load_profile
@@ -171,7 +171,7 @@ def convert(
         resolved = options.apply_to(load_profile(profile))
         check_conversion_inputs(model, resolved, calibration, evaluation, labels, finetune)
         target = target_for(resolved.backend)
-        label_names = tuple(labels) if isinstance(labels, (list, tuple)) else (read_labels(labels) if labels else None)
+        label_names = check_labels(labels, "the labels") if isinstance(labels, (list, tuple)) else (read_labels(labels) if labels else None)
         signing_key = load_private_key(options.sign_key) if options.sign_key is not None else None
     with conversion_step("load model", timings):
         source = _load_model(model, label_names, options)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tillsight.datasets import ImageSet, read_image_set, read_labels
+from tillsight.datasets import ImageSet, check_labels, read_image_set, read_labels
 from tillsight.errors import CalibrationError, DataError, ModelLoadError, OptionsError
 from tillsight.profiles import BackendKind, Precision, Profile
 
@@ -65,7 +65,7 @@ def check_conversion_inputs(
         ModelLoadError, DataError, CalibrationError: The first problem found.
         OptionsError: No calibration photos for a profile that quantizes.
     """
-    label_names = tuple(labels) if isinstance(labels, (list, tuple)) else (read_labels(labels) if labels else None)
+    label_names = check_labels(labels, "the labels") if isinstance(labels, (list, tuple)) else (read_labels(labels) if labels else None)
     if isinstance(model, (str, Path)):
         path = Path(model)
         if model_file_kind(path) == "keras" and label_names is not None:

@@ -7,6 +7,7 @@ the device side too.
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,8 @@ class ConversionOptions:
     def __post_init__(self) -> None:
         if len(self.mean) != 3 or len(self.std) != 3:
             raise OptionsError("mean and std need 3 values each (one per channel)")
+        if not all(math.isfinite(v) for v in (*self.mean, *self.std)):
+            raise OptionsError(f"mean and std must be finite numbers, got mean {self.mean} and std {self.std}")
         if any(s <= 0 for s in self.std):
             raise OptionsError(f"std values must be positive, got {self.std}")
         if self.crop is not None and (problem := crop_problem(self.crop)):

@@ -12,7 +12,7 @@ import logging
 import os
 
 from tillsight.bundle import Bundle
-from tillsight.errors import BackendUnavailableError
+from tillsight.errors import BackendUnavailableError, OptionsError
 from tillsight.profiles import BackendKind
 
 from .base import Backend, TensorSpec
@@ -53,7 +53,10 @@ def open_backend(bundle: Bundle, threads: int | None = None, device: str | None 
         )
     module_name, class_name = BACKENDS[kind].split(":")
     backend_class = getattr(importlib.import_module(module_name), class_name)
-    return backend_class.open(bundle, threads or _profile_threads(bundle.manifest.runtime.threads), device, throughput)
+    if threads is not None and threads < 1:
+        raise OptionsError(f"threads must be at least 1, got {threads}")
+    threads = _asked_threads(threads) if threads is not None else _profile_threads(bundle.manifest.runtime.threads)
+    return backend_class.open(bundle, threads, device, throughput)
 
 
 def available_cores() -> int:
@@ -71,6 +74,20 @@ def _profile_threads(threads: int) -> int:
         _say_capped(threads, cores)
         return cores
     return threads
+
+
+def _asked_threads(threads: int) -> int:
+    """Threads asked for explicitly, capped at the cores present with one warning."""
+    cores = available_cores()
+    if threads > cores:
+        _warn_capped(threads, cores)
+        return cores
+    return threads
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_capped(threads: int, cores: int) -> None:
+    logger.warning("%d threads asked for; this machine gives the process %d cores: running on %d", threads, cores, cores)
 
 
 @functools.lru_cache(maxsize=None)

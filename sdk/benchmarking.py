@@ -250,8 +250,10 @@ def benchmark(
         SourceError: The source is missing or unreadable.
         BundleError, BackendUnavailableError: A bundle cannot be read or run here.
     """
-    if frames < 1 or (threads is not None and threads < 1):
-        raise OptionsError(f"--frames and --threads must be at least 1, got {frames} and {threads}")
+    if frames < 1:
+        raise OptionsError(f"--frames must be at least 1 (timed runs per measurement), got {frames}")
+    if threads is not None and threads < 1:
+        raise OptionsError(f"--threads must be at least 1, got {threads}")
     if source is not None and not Path(source).is_file():
         raise SourceError(f"benchmark source {source} does not exist: pass an image or a video file")
     host = HostInfo.current()

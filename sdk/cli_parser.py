@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
 from collections.abc import Sequence
@@ -23,7 +24,50 @@ def _triple(text: str) -> tuple[float, float, float]:
         raise argparse.ArgumentTypeError(f"expected three numbers like 123.7,116.3,103.5, got {text!r}") from None
     if len(values) != 3:
         raise argparse.ArgumentTypeError(f"expected three comma-separated numbers, got {text!r}")
+    if not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected three finite numbers, got {text!r}")
     return values  # type: ignore[return-value]
+
+
+def _count(minimum: int) -> Any:
+    """An argparse type: a whole number of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _positive(text: str) -> float:
+    """An argparse type: a finite number above 0."""
+    value = _finite(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text!r}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    """An argparse type: a finite number of 0 or more."""
+    value = _finite(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    return value
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -64,7 +108,7 @@ CHECKOUT_FLAGS = {
 def _add_checkout_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--roi", type=_roi, help="tray region x,y,width,height in pixels (default: whole frame)")
     command.add_argument("--jsonl", help="append events as JSON lines to this file")
-    command.add_argument("--threads", type=int, help="CPU threads (default: the profile's)")
+    command.add_argument("--threads", type=_count(1), help="CPU threads (default: the profile's)")
     defaults = CheckoutOptions()
     for name, text in CHECKOUT_FLAGS.items():
         default = getattr(defaults, name)
@@ -127,7 +171,7 @@ def _add_convert(commands: Any) -> None:
     _add_input_options(conv)
     conv.add_argument("--allow-accuracy-drop", action="store_true", help="write the bundle even beyond the tolerance")
     conv.add_argument(
-        "--min-calibration", type=int, metavar="N",
+        "--min-calibration", type=_count(1), metavar="N",
         help="accept as few as N usable calibration images (default: the profile's, 100 for the shipped int8 profiles)",
     )
     conv.add_argument("--unsafe-load", action="store_true", help="load a trusted model file with Keras safe mode off")
@@ -140,7 +184,7 @@ def _add_convert(commands: Any) -> None:
         "--finetune", metavar="DATA",
         help="photos to fine-tune on after pruning and for --qat: class folder or list file (or unlabeled frames with --distill)",
     )
-    conv.add_argument("--finetune-epochs", type=int, metavar="N", help="fine-tuning epochs after pruning (0: one shot)")
+    conv.add_argument("--finetune-epochs", type=_count(0), metavar="N", help="fine-tuning epochs after pruning (0: one shot)")
     conv.add_argument(
         "--distill", action="store_true", help="fine-tuning after pruning also learns from the original float model"
     )
@@ -148,9 +192,9 @@ def _add_convert(commands: Any) -> None:
         "--qat", action="store_true",
         help="quantization-aware fine-tuning before the int8 conversion (TFLite and Edge TPU profiles; needs --finetune)",
     )
-    conv.add_argument("--qat-epochs", type=int, metavar="N", help="quantization-aware fine-tuning epochs (with --qat)")
+    conv.add_argument("--qat-epochs", type=_count(1), metavar="N", help="quantization-aware fine-tuning epochs (with --qat)")
     conv.add_argument(
-        "--seed", type=int, default=0, metavar="N",
+        "--seed", type=_count(0), default=0, metavar="N",
         help="random seed of the fine-tuning steps (recorded in the manifest; the same seed and data give the same model)",
     )
     conv.add_argument("--sign-key", metavar="PEM", help="sign the bundle with this Ed25519 private key (see 'tillsight keygen') as it is written")
@@ -177,7 +221,7 @@ def _add_tune(commands: Any) -> None:
     tune.add_argument("--finetune", required=True, metavar="DATA", help="labeled photos for QAT, pruning's fine-tuning and the students")
     tune.add_argument("--labels", help="labels file: one label a line, in output-index order")
     tune.add_argument("--out", required=True, help="folder for candidates/, tune.md, tune.png and the winner OUT/<profile>/")
-    tune.add_argument("--max-latency-ms", type=float, help="latency budget, classify() p50 (default: the profile's)")
+    tune.add_argument("--max-latency-ms", type=_positive, help="latency budget, classify() p50 (default: the profile's)")
     tune.add_argument("--max-drop", type=float, metavar="POINTS", help="top-1 points the bundle may lose (default: the profile's max_top1_drop)")
     tune.add_argument("--time-budget", type=_duration, default=45 * 60.0, metavar="DURATION", help="for the whole search: 45m (default), 2h, 600s")
     tune.add_argument(
@@ -185,8 +229,8 @@ def _add_tune(commands: Any) -> None:
         help="measure on the device: a shell command that gets each bundle as a tar on stdin and prints benchmark JSON, "
         "e.g. \"ssh kiosk-12 tillsight benchmark --json -\" (default: this host)",
     )
-    tune.add_argument("--frames", type=int, default=50, help="timed runs per latency measurement (default 50)")
-    tune.add_argument("--epochs", type=int, help="epochs of every training candidate (default: the profile's QAT and pruning epochs)")
+    tune.add_argument("--frames", type=_count(1), default=50, help="timed runs per latency measurement (default 50)")
+    tune.add_argument("--epochs", type=_count(1), help="epochs of every training candidate (default: the profile's QAT and pruning epochs)")
     tune.add_argument(
         "--explore", action="store_true",
         help="keep trying candidates after one fits (time budget allowing) and keep the most accurate that fits",
@@ -209,7 +253,7 @@ def _add_distill(commands: Any) -> None:
     )
     dist.add_argument("--data", help="labeled class folder or list file")
     dist.add_argument("--unlabeled", metavar="FOLDER", help="folder of unlabeled photos (store frames): the teacher labels them")
-    dist.add_argument("--epochs", type=int, default=10, help="passes over the photos (default 10)")
+    dist.add_argument("--epochs", type=_count(1), default=10, help="passes over the photos (default 10)")
     dist.add_argument("--learning-rate", type=float, default=0.001, help="Adam's starting rate (default 0.001; pretrained students' backbones train at 1/10, students started from the teacher at 1/100)")
     dist.add_argument("--alpha", type=float, help=f"weight of the label loss (default {DistillationOptions.alpha})")
     dist.add_argument("--temperature", type=float, help=f"softening of the outputs (default {DistillationOptions.temperature:g})")
@@ -235,8 +279,8 @@ def _add_classify(commands: Any) -> None:
     classify = commands.add_parser("classify", help="classify image files with a bundle")
     classify.add_argument("bundle")
     classify.add_argument("images", nargs="+")
-    classify.add_argument("--top-k", type=int, default=3, help="how many labels to print per image, best first (default: 3)")
-    classify.add_argument("--threads", type=int, help="CPU threads (default: the profile's)")
+    classify.add_argument("--top-k", type=_count(1), default=3, help="how many labels to print per image, best first (default: 3)")
+    classify.add_argument("--threads", type=_count(1), help="CPU threads (default: the profile's)")
     classify.add_argument("--json", action="store_true", help="one JSON object per image")
     _add_trusted_key(classify)
 
@@ -278,13 +322,13 @@ def _add_run(commands: Any) -> None:
     run.add_argument("--lanes", metavar="TOML", help="the lanes from a file of [[lane]] tables with id, source and roi")
     _add_checkout_arguments(run)
     run.add_argument("--device", help="accelerator device overriding the profile's (GPU.1, usb, pci:0...)")
-    run.add_argument("--fps", type=float, help="frame rate of an image folder (or of a video that does not say)")
+    run.add_argument("--fps", type=_positive, help="frame rate of an image folder (or of a video that does not say)")
     run.add_argument("--background-label", help="model class meaning 'empty tray' (instead of the frame difference)")
     run.add_argument("--tray-reference", help="picture of the empty tray region (default: learned from the first frames)")
     run.add_argument("--realtime", action="store_true", help="play recorded sources at their frame rate, dropping late frames")
-    run.add_argument("--speed", type=float, metavar="X", help="play recorded sources X times faster than recorded (implies --realtime)")
-    run.add_argument("--metrics-interval", type=float, default=30.0, help="seconds between metrics log lines (0: off)")
-    run.add_argument("--max-frames", type=int, help="stop after this many frames")
+    run.add_argument("--speed", type=_positive, metavar="X", help="play recorded sources X times faster than recorded (implies --realtime)")
+    run.add_argument("--metrics-interval", type=_non_negative, default=30.0, help="seconds between metrics log lines (0: off)")
+    run.add_argument("--max-frames", type=_count(1), help="stop after this many frames")
     run.add_argument("--loop", action="store_true", help="play a video file again and again (demos, soak runs)")
     run.add_argument(
         "--photos", action="store_true",
@@ -301,7 +345,7 @@ def _add_run(commands: Any) -> None:
     mqtt.add_argument("--mqtt-ca", metavar="PEM", help="certificate authorities to trust for mqtts:// (default: the system's)")
     mqtt.add_argument("--mqtt-outbox", metavar="FILE", help="the outbox file (default: $XDG_STATE_HOME/tillsight/mqtt-outbox.sqlite)")
     mqtt.add_argument(
-        "--mqtt-drain-timeout", type=float, default=10.0, metavar="S",
+        "--mqtt-drain-timeout", type=_non_negative, default=10.0, metavar="S",
         help="seconds to wait at the end for the broker to take what the outbox holds (default 10; the rest waits for the next run)",
     )
 
@@ -334,12 +378,12 @@ def _add_benchmark(commands: Any) -> None:
         "bundles", nargs="*", metavar="BUNDLE",
         help="bundle folders; none: one bundle as a tar on standard input (tar -C out -c raspberry-pi-4 | ssh kiosk tillsight benchmark --json -)",
     )
-    bench.add_argument("--frames", type=int, default=100, help="timed runs per measurement (default: 100)")
-    bench.add_argument("--threads", type=int, help="CPU threads (default: the profile's)")
+    bench.add_argument("--frames", type=_count(1), default=100, help="timed runs per measurement (default: 100)")
+    bench.add_argument("--threads", type=_count(1), help="CPU threads (default: the profile's)")
     bench.add_argument("--source", metavar="IMAGE|VIDEO", help="what to classify (default: a synthetic 1280x720 frame)")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON ('-': to stdout, the table to stderr)")
-    bench.add_argument("--max-latency-ms", type=float, help="latency budget for the classify() p50 (default: the profile's)")
-    bench.add_argument("--max-memory-mb", type=float, help="peak RSS budget in MB (default: the profile's)")
+    bench.add_argument("--max-latency-ms", type=_positive, help="latency budget for the classify() p50 (default: the profile's)")
+    bench.add_argument("--max-memory-mb", type=_positive, help="peak RSS budget in MB (default: the profile's)")
     bench.add_argument(
         "--launcher", metavar="COMMAND", help="run each measuring process under this command, e.g. 'taskset -c 2' (one core)",
     )
@@ -351,7 +395,7 @@ def _add_demo(commands: Any) -> None:
     demo_.add_argument("--bundle", help="another bundle instead of the shipped classifier")
     demo_.add_argument("--roi", type=_roi, help="tray region x,y,width,height (default: the shipped video's)")
     demo_.add_argument("--jsonl", help="also append the events as JSON lines to this file")
-    demo_.add_argument("--threads", type=int, help="CPU threads")
+    demo_.add_argument("--threads", type=_count(1), help="CPU threads")
 
 
 def _add_input_options(parser: argparse.ArgumentParser) -> None:

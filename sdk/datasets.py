@@ -25,7 +25,7 @@ import numpy as np
 
 from .errors import DataError
 
-__all__ = ["LabeledImage", "ImageSet", "read_labels", "read_image_set", "read_image", "iter_images"]
+__all__ = ["LabeledImage", "ImageSet", "check_labels", "read_labels", "read_image_set", "read_image", "iter_images"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,23 +72,41 @@ class ImageSet:
 def read_labels(path: str | Path) -> tuple[str, ...]:
     """Read a labels file: one label a line, in the model's output-index order.
 
+    A UTF-8 byte-order mark (Notepad writes one) and Windows line endings are taken off; blank
+    lines at the end are ignored.
+
     Raises:
-        DataError: The file is missing, empty, or repeats a label.
+        DataError: The file is missing, empty, has a blank label between others, or repeats a label.
     """
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read labels file {path}: {exc}") from exc
-    labels = tuple(line.strip() for line in lines if line.strip())
-    if not labels:
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
         raise DataError(f"labels file {path} has no labels (expected one label a line)")
+    return check_labels([line.strip() for line in lines], f"labels file {path}")
+
+
+def check_labels(labels: Sequence[str], where: str) -> tuple[str, ...]:
+    """The labels as a tuple, refused when one is blank or repeated (each output index needs its own name).
+
+    Raises:
+        DataError: Naming ``where`` and the line (1-based) of the first bad label.
+    """
     seen: set[str] = set()
-    for label in labels:
+    for line, label in enumerate(labels, start=1):
+        if not str(label).strip():
+            raise DataError(
+                f"{where} has a blank label at line {line}: every output index needs a name, so a blank line would "
+                "shift the labels after it; remove it or name that output"
+            )
         if label in seen:
-            raise DataError(f"labels file {path} lists '{label}' twice; each output index needs its own label")
+            raise DataError(f"{where} lists '{label}' twice (line {line}); each output index needs its own label")
         seen.add(label)
-    return labels
+    return tuple(str(label).strip() for label in labels)
 
 
 def read_image_set(source: str | Path, labels: Sequence[str] | None = None) -> ImageSet:

@@ -72,6 +72,8 @@ __all__ = [
 ]
 
 PROFILE_PACKAGE = "tillsight.device_profiles"
+#: More CPU threads than any kiosk has cores; a profile asking for more is a typo.
+MAX_THREADS = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,8 +101,8 @@ class Profile:
 
     def __post_init__(self) -> None:
         where = self.source or self.name
-        if self.threads < 1:
-            raise ProfileError(f"{where}: 'threads' must be at least 1, got {self.threads}")
+        if not 1 <= self.threads <= MAX_THREADS:
+            raise ProfileError(f"{where}: 'threads' must be between 1 and {MAX_THREADS}, got {self.threads}")
         if not 0.0 <= self.max_top1_drop <= 100.0:
             raise ProfileError(f"{where}: 'max_top1_drop' must be between 0 and 100 points")
         height, width = self.input.size

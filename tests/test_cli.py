@@ -9,7 +9,9 @@ import pytest
 from tillsight import cli
 from tillsight.demo import ASSETS
 
-from .conftest import REQUIRED_PROFILES
+from .conftest import REPO, REQUIRED_PROFILES
+
+REPO_PROFILES = REPO / "device_profiles"
 
 
 def test_profiles_lists_every_shipped_profile(capsys):
@@ -78,3 +80,33 @@ def test_every_flag_of_every_command_says_what_it_does():
               for action in parser._actions if action.option_strings and not action.help]
     assert silent == []
     assert "how many labels" in commands.choices["classify"].format_help()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "--bundle", "b", "--source", "v.mp4", "--threads", "-1"], "--threads: must be at least 1, got -1"),
+        (["run", "--bundle", "b", "--source", "v.mp4", "--fps", "-3"], "--fps: must be above 0, got '-3'"),
+        (["run", "--bundle", "b", "--source", "v.mp4", "--fps", "inf"], "--fps: expected a finite number, got 'inf'"),
+        (["benchmark", "b", "--frames", "0"], "--frames: must be at least 1, got 0"),
+        (["classify", "b", "x.jpg", "--top-k", "0"], "--top-k: must be at least 1, got 0"),
+        (["convert", "m.keras", "--profile", "generic-x86-cpu", "--calibration", "c", "--out", "o", "--std", "inf,1,1"],
+         "--std: expected three finite numbers, got 'inf,1,1'"),
+    ],
+)
+def test_numbers_out_of_range_are_refused_in_one_line_naming_the_flag(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1], err
+
+
+def test_a_profile_with_absurd_threads_is_refused(tmp_path):
+    from tillsight.errors import ProfileError
+    from tillsight.profiles import load_profile
+
+    text = (REPO_PROFILES / "generic-x86-cpu.toml").read_text().replace("threads = 2", "threads = 100000")
+    (tmp_path / "p.toml").write_text(text)
+    with pytest.raises(ProfileError, match="'threads' must be between 1 and 256, got 100000"):
+        load_profile(tmp_path / "p.toml")

@@ -73,8 +73,12 @@ def test_spread_over_classes_is_round_robin_and_deterministic(photos):
 
 def test_labels_file_rules(tmp_path):
     path = tmp_path / "labels.txt"
-    path.write_text("Apple\n\nBanana\n")
+    path.write_bytes("\ufeffApple\r\nBanana\r\n\r\n".encode())  # Notepad: a byte-order mark, CRLF, a blank line last
     assert read_labels(path) == ("Apple", "Banana")
+    for blank in ("Apple\n\nBanana\n", "Apple\n   \nBanana\n"):  # a blank label would shift Banana to index 2
+        path.write_text(blank)
+        with pytest.raises(DataError, match="blank label at line 2"):
+            read_labels(path)
     path.write_text("Apple\nApple\n")
     with pytest.raises(DataError, match="twice"):
         read_labels(path)

@@ -313,10 +313,12 @@ def quantization_aware_finetune(
     Returns:
         The model to convert (float kernels, activation quantizers with the learned ranges) and a report.
     """
+    from ..weight_rounding import compensated_weights
     from .distillation import train_student
 
-    aware = quantization_aware(model, per_channel)
+    with compensated_weights(model, calibration, per_channel) as rounding:  # GPTQ's integers: where QAT starts
+        aware = quantization_aware(model, per_channel)
     aware.observe_ranges(calibration)
     report = train_student(aware.model, teacher, photos, activation, distillation, dataclasses.replace(schedule, desc="QAT"))
     aware.set_weight_simulation(False)  # the converter rounds the float kernels to the same integers
-    return aware.model, {**report, **aware.report()}
+    return aware.model, {**report, **aware.report(), "started_from": rounding.to_dict()}

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import tillsight
-from tillsight.errors import BackendUnavailableError, BundleError, InferenceError
+from tillsight.errors import BackendUnavailableError, BundleError, InferenceError, OptionsError
 from tillsight.runtimes.tflite import import_interpreter
 
 from ..conftest import load_photos
@@ -133,8 +133,12 @@ def test_threads_come_from_the_profile_capped_at_the_cores_unless_overridden(bun
                 assert classifier.backend.threads == min(4, cores)  # raspberry-pi-4 asks for 4
     said = [r.getMessage() for r in caplog.records if "threads; this machine gives" in r.getMessage()]
     assert said == ([] if cores >= 4 else ["the profile asks for 4 threads; this machine gives the process 2 cores: running on 2"])
-    with tillsight.load(bundle_dir, threads=3) as classifier:
-        assert classifier.backend.threads == 3  # asked for: not capped
+    with caplog.at_level(logging.WARNING, logger="tillsight.runtimes"):
+        with tillsight.load(bundle_dir, threads=5000) as classifier:  # asked for: capped too, with a warning
+            assert classifier.backend.threads == cores
+    assert any("5000 threads asked for" in r.getMessage() for r in caplog.records)
+    with pytest.raises(OptionsError, match="threads must be at least 1, got -1"):
+        tillsight.load(bundle_dir, threads=-1)
 
 
 @pytest.mark.integration
