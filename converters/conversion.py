@@ -33,7 +33,7 @@ from tillsight.bundle import (
     write_manifest,
 )
 from tillsight.bundle_metrics import AccuracyMetrics, BundleMetrics, LatencyMetrics, PruningMetrics
-from tillsight.classifier import load
+from tillsight.classifier import load_written
 from tillsight.datasets import ImageSet, check_labels, iter_images, read_image_set, read_labels
 from tillsight.errors import AccuracyError, CalibrationError, ConversionError, DataError
 from tillsight.preprocess import InputSpec, preprocess
@@ -283,7 +283,7 @@ def _measure(
         AccuracyError: The accuracy is outside the profile's tolerance (and the options do not allow it).
     """
     evaluation_set = job.evaluation
-    with load(staging) as classifier:
+    with load_written(staging) as classifier:
         latency = measure_latency(classifier, sample_frame)
         if evaluation_set is None:
             return latency, None

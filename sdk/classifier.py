@@ -200,10 +200,33 @@ def load(
     """
     keys = _trusted_keys(trusted_keys)
     if not keys:
-        logger.warning(
-            "bundle %s: its origin is not checked (no trusted keys); set %s or pass trusted_keys= to refuse unsigned bundles",
-            bundle_dir, TRUSTED_KEYS_VARIABLE,
-        )
+        _warn_unchecked_origin(Path(bundle_dir))
+    return _open(bundle_dir, threads, device, keys, throughput)
+
+
+def load_written(bundle_dir: str | Path) -> Classifier:
+    """Load a bundle this process has just written (a conversion's staging folder): its origin is known."""
+    return _open(bundle_dir, None, None, (), False)
+
+
+_warned_unchecked = False
+
+
+def _warn_unchecked_origin(bundle_dir: Path) -> None:
+    """Say once per process that bundles load unchecked; never for the package's own demo bundle."""
+    global _warned_unchecked
+    from .demo import ASSETS
+
+    if _warned_unchecked or bundle_dir.resolve().is_relative_to(ASSETS.resolve()):
+        return
+    _warned_unchecked = True
+    logger.warning(
+        "bundle %s: its origin is not checked (no trusted keys); set %s or pass trusted_keys= to refuse unsigned "
+        "bundles (said once per process)", bundle_dir, TRUSTED_KEYS_VARIABLE,
+    )
+
+
+def _open(bundle_dir: str | Path, threads: int | None, device: str | None, keys: tuple[TrustedKey, ...], throughput: bool) -> Classifier:
     bundle = read_bundle(bundle_dir, trusted_keys=keys)
     backend = open_backend(bundle, threads, device, throughput)
     try:

@@ -91,12 +91,20 @@ def test_trusted_keys_come_from_the_environment_separated_by_the_path_separator(
         tillsight.load(bundle)
 
 
-def test_without_keys_a_bundle_loads_with_one_warning(bundle, caplog, monkeypatch):
+def test_without_keys_bundles_load_with_one_warning_a_process_and_none_for_the_demo(bundle, caplog, monkeypatch):
+    import tillsight.classifier
+    from tillsight.demo import ASSETS
+
     monkeypatch.delenv(TRUSTED_KEYS_VARIABLE, raising=False)
+    monkeypatch.setattr(tillsight.classifier, "_warned_unchecked", False)
     with caplog.at_level(logging.WARNING, logger="tillsight.classifier"):
-        tillsight.load(bundle).close()
+        tillsight.load(ASSETS / "classifier").close()  # the package's own bundle
+        assert not caplog.records
+        for _ in range(2):
+            tillsight.load(bundle).close()
     warnings = [r.getMessage() for r in caplog.records if r.name == "tillsight.classifier"]
     assert len(warnings) == 1 and "origin is not checked" in warnings[0] and TRUSTED_KEYS_VARIABLE in warnings[0]
+    assert str(bundle) in warnings[0]
 
 
 def test_keys_are_standard_pem_files_that_openssl_reads_and_writes(keys, bundle, tmp_path):

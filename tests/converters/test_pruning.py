@@ -592,8 +592,17 @@ def test_one_shot_channel_pruning_converts_for_openvino(tiny_model_file, photos:
 
 
 @pytest.mark.integration
-def test_the_same_seed_and_data_give_the_same_bundle_and_the_seed_is_recorded(tiny_model_file, photos: PhotoSplit, tmp_path: Path):
+def test_the_same_seed_and_data_give_the_same_bundle_and_the_seed_is_recorded(
+    tiny_model_file, photos: PhotoSplit, tmp_path: Path, caplog, monkeypatch
+):
+    import logging
+
     import tillsight
+    import tillsight.classifier
+
+    monkeypatch.delenv("TILLSIGHT_TRUSTED_KEYS", raising=False)
+    monkeypatch.setattr(tillsight.classifier, "_warned_unchecked", False)
+    caplog.set_level(logging.WARNING, logger="tillsight.classifier")
 
     profile = _write_profile(tmp_path, photos, 'mode = "none"')
 
@@ -611,3 +620,4 @@ def test_the_same_seed_and_data_give_the_same_bundle_and_the_seed_is_recorded(ti
     assert model(first) == model(again)  # labels packed with a fixed time, training seeded and deterministic
     assert model(first) != model(other), "another seed trained the same model: the comparison proves nothing"
     assert first.manifest.metrics.pruning.details["seed"] == 7 and other.manifest.metrics.pruning.details["seed"] == 8
+    assert not [r for r in caplog.records if "origin is not checked" in r.getMessage()]  # it checks what it just wrote
