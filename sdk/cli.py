@@ -447,13 +447,23 @@ def _profiles(_args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    bundle = read_bundle(args.bundle)
+    """Exit 1 when loading with the configured trusted keys would refuse the bundle."""
+    bundle = read_bundle(args.bundle)  # every file matches the manifest's sha256, or BundleError
+    keys = args.trusted_key if args.trusted_key is not None else signing.trusted_keys_from_environment()
+    status = signing.signature_status(bundle.path, signing.load_trusted_keys(keys) if keys else ())
     if args.json:
         print(json.dumps(bundle.manifest.to_dict(), indent=2))
-        return 0
-    print(f"bundle: {bundle.path} (verified)")
+        return 1 if status.refused else 0
+    print(f"bundle: {bundle.path} (files match the manifest)")
+    print(f"signature: {status.detail}")
     _print_summary(bundle.manifest)
-    return 0
+    accuracy = bundle.manifest.metrics.accuracy
+    if accuracy is not None and accuracy.within_tolerance is False:
+        print(f"WARNING: the accuracy check missed its tolerance: drop {accuracy.top1_drop:.2f} points > {accuracy.tolerance:g} "
+              "(converted with --allow-accuracy-drop)")
+    if status.refused:
+        print(f"error: loading refuses this bundle: {status.detail}", file=sys.stderr)
+    return 1 if status.refused else 0
 
 
 def _classify(args: argparse.Namespace) -> int:

@@ -273,6 +273,7 @@ def _add_inspect(commands: Any) -> None:
     inspect = commands.add_parser("inspect", help="show what a bundle holds and how it was measured")
     inspect.add_argument("bundle")
     inspect.add_argument("--json", action="store_true", help="print the whole manifest")
+    _add_trusted_key(inspect)
 
 
 def _add_classify(commands: Any) -> None:

@@ -34,12 +34,14 @@ from .staging import staged_file
 __all__ = [
     "SIGNATURE_NAME",
     "TRUSTED_KEYS_VARIABLE",
+    "SignatureStatus",
     "TrustedKey",
     "generate_keys",
     "key_id",
     "load_private_key",
     "load_trusted_keys",
     "sign_bundle",
+    "signature_status",
     "trusted_keys_from_environment",
     "verify_signature",
 ]
@@ -220,6 +222,40 @@ def verify_signature(bundle_dir: str | Path, manifest_bytes: bytes, trusted: Seq
         matching[0].key.verify(signature, manifest_bytes)
     except invalid_signature:
         raise SignatureError(
-            f"bundle {bundle_dir}: its manifest was changed after key {identifier} signed it; refusing it (re-sign only a bundle you rebuilt)"
+            f"bundle {bundle_dir}: its signature does not match its manifest (the manifest or {SIGNATURE_NAME} was changed "
+            f"after key {identifier} signed it); refusing it (re-sign only a bundle you rebuilt)"
         ) from None
     return identifier
+
+
+@dataclasses.dataclass(frozen=True)
+class SignatureStatus:
+    """What a bundle's signature says, checked against the trusted keys without refusing anything."""
+
+    state: str  # "verified", "unchecked" (signed, no trusted keys), "unsigned", "foreign" or "broken"
+    key_id: str | None
+    refused: bool  # loading with these trusted keys would refuse the bundle
+    detail: str  # one line for people
+
+
+def signature_status(bundle_dir: str | Path, trusted: Sequence[TrustedKey]) -> SignatureStatus:
+    """The bundle's signature state under ``trusted`` (what :func:`verify_signature` would decide, as a value)."""
+    bundle_dir = Path(bundle_dir)
+    path = bundle_dir / SIGNATURE_NAME
+    if not path.is_file():
+        refused = bool(trusted)
+        return SignatureStatus("unsigned", None, refused, "unsigned" + (" (trusted keys are configured: loading refuses it)" if refused else ""))
+    try:
+        identifier = str(json.loads(path.read_text(encoding="utf-8"))["key_id"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        identifier = None
+    if not trusted:
+        if identifier is None:
+            return SignatureStatus("broken", None, False, f"{SIGNATURE_NAME} is malformed (not checked: no trusted keys)")
+        return SignatureStatus("unchecked", identifier, False, f"signed by key {identifier}, not checked (no trusted keys configured)")
+    try:
+        verify_signature(bundle_dir, (bundle_dir / "manifest.json").read_bytes(), trusted)
+    except SignatureError as exc:
+        state = "foreign" if "not trusted here" in str(exc) else "broken"
+        return SignatureStatus(state, identifier, True, str(exc))
+    return SignatureStatus("verified", identifier, False, f"signed by key {identifier}, verified")

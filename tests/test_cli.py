@@ -25,8 +25,10 @@ def test_inspect_verifies_and_summarises(capsys):
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert cli.main(["inspect", str(bundle)]) == 0
     out = capsys.readouterr().out
-    assert "(verified)" in out and "generic-x86-cpu" in out
+    assert "(files match the manifest)" in out and "generic-x86-cpu" in out and "signature: " in out
     assert f"agreement {manifest['metrics']['accuracy']['top1_agreement']:.2f}%" in out
+    missed = manifest["metrics"]["accuracy"]["within_tolerance"] is False
+    assert ("WARNING: the accuracy check missed its tolerance" in out) == missed
     assert cli.main(["inspect", str(bundle), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["profile_name"] == "generic-x86-cpu"
 

@@ -77,7 +77,7 @@ def test_a_tampered_bundle_with_recomputed_sums_is_refused(bundle, keys, no_mode
     manifest["artifacts"]["model.tflite"] = {"bytes": len(data), "sha256": sha256_of_file(model)}
     (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     tillsight.read_bundle(bundle)  # the sums alone no longer notice...
-    with pytest.raises(SignatureError, match="its manifest was changed after key [0-9a-f]{16} signed it; refusing it"):
+    with pytest.raises(SignatureError, match=r"its signature does not match its manifest \(the manifest or signature.json was changed after key [0-9a-f]{16} signed it\); refusing it"):
         tillsight.load(bundle, trusted_keys=[keys / "retailer.pub.pem"])  # ...the signature does
 
 
@@ -148,3 +148,33 @@ def test_cli_keygen_sign_and_run_with_a_trusted_key(tmp_path, bundle, capsys):
 def test_convert_with_a_sign_key_signs_the_bundle_it_writes(bundle_dir, retailer_key):
     with tillsight.load(bundle_dir, trusted_keys=[retailer_key[1]]) as classifier:
         assert classifier.labels
+
+
+def test_inspect_says_what_loading_would_decide(bundle, keys, capsys, monkeypatch):
+    """inspect printed '(verified)' and exited 0 for bundles that classify, run, val and benchmark refuse."""
+    monkeypatch.delenv(TRUSTED_KEYS_VARIABLE, raising=False)
+    trusted = ["--trusted-key", str(keys / "retailer.pub.pem")]
+
+    def inspect(*extra: str) -> tuple[int, str]:
+        code = cli.main(["inspect", str(bundle), *extra])
+        captured = capsys.readouterr()
+        return code, captured.out + captured.err
+
+    code, out = inspect(*trusted)
+    assert code == 1 and "signature: unsigned (trusted keys are configured: loading refuses it)" in out
+    assert inspect()[0] == 0  # no keys: loading would not refuse it either
+    sign_bundle(bundle, keys / "other.pem")
+    code, out = inspect(*trusted)
+    assert code == 1 and "which is not trusted here" in out
+    identifier = sign_bundle(bundle, keys / "retailer.pem")
+    code, out = inspect(*trusted)
+    assert code == 0 and f"signature: signed by key {identifier}, verified" in out
+    monkeypatch.setenv(TRUSTED_KEYS_VARIABLE, str(keys / "retailer.pub.pem"))  # the environment's keys count too
+    assert inspect()[0] == 0
+    record = json.loads((bundle / SIGNATURE_NAME).read_text())
+    record["signature"] = record["signature"][:-8] + ("A" * 8 if not record["signature"].endswith("A" * 8) else "B" * 8)
+    (bundle / SIGNATURE_NAME).write_text(json.dumps(record))
+    code, out = inspect()
+    assert code == 1 and "its signature does not match its manifest" in out
+    with pytest.raises(SignatureError, match="signature does not match its manifest"):  # and loading agrees
+        tillsight.load(bundle)
