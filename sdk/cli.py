@@ -28,7 +28,7 @@ from .classifier import load
 from .cli_parser import CHECKOUT_FLAGS, build_parser
 from .converters.options import ConversionOptions
 from .datasets import read_image, why_unreadable
-from .errors import OptionsError, TillsightError
+from .errors import OptionsError, SinkError, TillsightError
 from .preprocess import ColorOrder
 from .pipelines import (
     Basket,
@@ -90,9 +90,15 @@ def _run(args: argparse.Namespace) -> int:
         sinks = _run_sinks(args, stack, [basket])
         classifier = stack.enter_context(load(args.bundle, threads=args.threads, device=args.device, trusted_keys=args.trusted_key))
         pipeline = CheckoutPipeline(source, classifier, sinks, options, tray_reference=reference)
-        metrics = pipeline.run()
+        try:
+            metrics, failure = pipeline.run(), None
+        except SinkError as exc:  # an audit log that cannot write ends the run: say what was kept, then fail
+            metrics, failure = pipeline.metrics(), exc
     print(f"basket: {_basket_text(basket.items(), basket.unknown)}", file=sys.stderr)
     print(f"pipeline: {metrics.summary()}", file=sys.stderr)
+    if failure is not None:
+        print(f"error: {failure}", file=sys.stderr)
+        return 1
     if isinstance(source, ImageFolderSource) and not source.stills and metrics.frames_classified == 0:
         print(
             f"note: nothing was classified: the images of {args.source} were read as frames of one camera, the first "
@@ -124,11 +130,18 @@ def _run_lanes(args: argparse.Namespace, specs: list[LaneSpec], options: Pipelin
         classifier = stack.enter_context(
             load(args.bundle, threads=args.threads, device=args.device, trusted_keys=args.trusted_key, throughput=len(lanes) > 1)
         )
-        metrics = MultiLanePipeline(lanes, classifier, sinks, options).run()
+        pipeline = MultiLanePipeline(lanes, classifier, sinks, options)
+        try:
+            metrics, failure = pipeline.run(), None
+        except SinkError as exc:
+            metrics, failure = pipeline.metrics(), exc
     for basket in baskets:
         print(f"lane {basket.lane} basket: {_basket_text(basket.items(), basket.unknown)}", file=sys.stderr)
     for lane_id, lane_metrics in metrics.items():
         print(f"lane {lane_id} pipeline: {lane_metrics.summary()}", file=sys.stderr)
+    if failure is not None:
+        print(f"error: {failure}", file=sys.stderr)
+        return 1
     return 0
 
 

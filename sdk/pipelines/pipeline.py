@@ -221,8 +221,9 @@ class _LanesPipeline:
             logger.info("interrupted; stopping")
         finally:
             self.stop()
-        if self.error is not None:
-            raise self.error
+        failure = self._sinks.failure()  # also one that failed while the last events drained
+        if self.error is not None or failure is not None:
+            raise failure if failure is not None else self.error
         for lane in self._lanes:
             if lane.capture.state is SourceState.FAILED and lane.capture.error is not None:
                 raise lane.capture.error
@@ -258,6 +259,8 @@ class _LanesPipeline:
                     self._notify.clear()
                     continue
                 self._process_turn(turn)
+                if (failure := self._sinks.failure()) is not None:  # an audit log that cannot write: no frame more
+                    raise failure
                 if interval and time.monotonic() >= next_log:
                     for lane in self._lanes:
                         logger.info("%s%s", f"lane {lane.lane_id}: " if lane.lane_id else "", self._lane_metrics(lane).summary())

@@ -12,8 +12,8 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
-import os
 import logging
+import os
 import queue
 import sys
 import threading
@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
-from ..errors import summarize
+from ..errors import SinkError, summarize
 from .events import Event, ProductRecognized, UnknownProduct
 
 __all__ = ["Sink", "JsonLines", "Basket", "SinkDispatcher", "SinkStats", "SinkWorker", "sink_name"]
@@ -49,9 +49,18 @@ class JsonLines:
         if target is None or hasattr(target, "write"):
             self._stream: IO[str] = target or sys.stdout  # type: ignore[assignment]
             self._owned = False
-        else:
-            self._stream = open(target, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-            self._owned = True
+            self.where = f"the audit log ({getattr(self._stream, 'name', 'a stream')})"
+            return
+        path = Path(target)
+        self.where = f"the audit log {path}"
+        if path.is_dir():
+            raise SinkError(f"--jsonl {path} is a folder; name a file in it, e.g. {path / 'events.jsonl'}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._stream = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        except OSError as exc:
+            raise SinkError(f"--jsonl {path} cannot be opened for writing ({exc.strerror or exc})") from exc
+        self._owned = True
 
     def __call__(self, event: Event) -> None:
         self._stream.write(json.dumps(event.to_dict()) + "\n")
@@ -62,7 +71,10 @@ class JsonLines:
     def close(self) -> None:
         """Close the file this sink opened (a stream it was given stays open)."""
         if self._owned:
-            self._stream.close()
+            try:
+                self._stream.close()
+            except OSError as exc:  # what it could not write is counted and said by the pipeline
+                logger.debug("closing %s: %s", self.where, exc)
 
     def __enter__(self) -> JsonLines:
         return self
@@ -144,6 +156,7 @@ class SinkWorker:
         self._queue: queue.Queue[Event | None] = queue.Queue(capacity)
         self._lock = threading.Lock()
         self.delivered = self.errors = self.dropped = 0
+        self.failure: Exception | None = None  # what stopped a never-dropping sink; it takes no event after it
         self._behind = False  # logged once per stretch of falling behind, not once per event
         self._thread = threading.Thread(target=self._run, name=f"tillsight-sink-{name}", daemon=True)
 
@@ -192,10 +205,18 @@ class SinkWorker:
             event = self._queue.get()
             if event is None:
                 return
+            if self.failure is not None:  # counted as not written; the pipeline is stopping for it
+                with self._lock:
+                    self.errors += 1
+                continue
             try:
                 self.sink(event)
             except Exception as exc:  # logged before it is counted: a count seen means its line was written
-                logger.warning("sink %s failed on %s: %s", self.name, event.kind, summarize(exc))
+                if self.never_drops:
+                    logger.error("sink %s cannot write (%s); it never drops events, so the run stops", self.name, summarize(exc))
+                    self.failure = exc
+                else:
+                    logger.warning("sink %s failed on %s: %s", self.name, event.kind, summarize(exc))
                 with self._lock:
                     self.errors += 1
             else:
@@ -234,6 +255,21 @@ class SinkDispatcher:
 
     def stats(self) -> tuple[SinkStats, ...]:
         return tuple(worker.stats() for worker in self.workers)
+
+    def failure(self) -> SinkError | None:
+        """Why a never-dropping sink stopped taking events, naming it and what it did not write; None while all write."""
+        for worker in self.workers:
+            if worker.failure is not None:
+                where = getattr(worker.sink, "where", worker.name)
+                stats = worker.stats()
+                unwritten = stats.errors + stats.waiting
+                failure = worker.failure
+                reason = failure.strerror if isinstance(failure, OSError) and failure.strerror else summarize(failure)
+                return SinkError(
+                    f"{where} cannot be written ({reason}): {unwritten} event(s) were not written to it "
+                    f"and the run stopped; events the other sinks took (an MQTT outbox) are kept"
+                )
+        return None
 
     @property
     def errors(self) -> int:

@@ -176,3 +176,26 @@ def test_a_setup_error_is_said_once_and_opencv_warnings_stay_quiet(tmp_path):
         assert cv2.utils.logging.getLogLevel() == cv2.utils.logging.LOG_LEVEL_ERROR
     finally:
         cv2.utils.logging.setLogLevel(level)
+
+
+def test_an_audit_log_on_a_full_disk_ends_the_run_in_one_line_with_the_basket_and_metrics(capsys):
+    """It said 'sink jsonl failed' per event, went on, then died with 'unexpected OSError' and no basket."""
+    args = ["run", str(ASSETS / "classifier"), "--source", str(ASSETS / "checkout.mp4"), "--roi", ROI, "--jsonl", "/dev/full"]
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err
+    assert "basket:" in err and "pipeline:" in err  # what the other sinks took is still reported
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, err
+    assert "the audit log /dev/full cannot be written (No space left on device)" in errors[0]
+    assert int(errors[0].split("): ")[1].split(" event")[0]) >= 1  # how many were not written
+    assert "unexpected" not in err and err.count("cannot write") <= 1  # said once, not per event
+
+
+def test_an_audit_log_in_a_missing_folder_is_created_and_a_folder_is_refused(tmp_path, capsys):
+    out = tmp_path / "logs" / "today" / "events.jsonl"
+    assert cli.main(["run", str(ASSETS / "classifier"), "--source", str(ASSETS / "checkout.mp4"), "--roi", ROI, "--jsonl", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == len(EXPECTED)
+    capsys.readouterr()
+    assert cli.main(["run", str(ASSETS / "classifier"), "--source", str(ASSETS / "checkout.mp4"), "--jsonl", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--jsonl {tmp_path} is a folder" in err[0]
