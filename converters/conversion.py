@@ -9,11 +9,12 @@ beyond the profile's tolerance fails the conversion and writes nothing, unless a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from tillsight.bundle import (
 from tillsight.bundle_metrics import AccuracyMetrics, BundleMetrics, LatencyMetrics, PruningMetrics
 from tillsight.classifier import load_written
 from tillsight.datasets import ImageSet, check_labels, iter_images, read_image_set, read_labels
-from tillsight.errors import AccuracyError, CalibrationError, ConversionError, DataError
+from tillsight.errors import AccuracyError, CalibrationError, ConversionError, DataError, TillsightError, summarize
 from tillsight.preprocess import InputSpec, preprocess
 from tillsight.profiles import BackendKind, Precision, Profile, PruningMode, SizePolicy, load_profile
 from tillsight.signing import load_private_key, sign_bundle
@@ -169,7 +170,7 @@ def convert(
     timings: dict[str, float] = {}
     with conversion_step("check inputs", timings):
         resolved = options.apply_to(load_profile(profile))
-        check_conversion_inputs(model, resolved, calibration, evaluation, labels, finetune)
+        check_conversion_inputs(model, resolved, calibration, evaluation, labels, finetune, out)
         target = target_for(resolved.backend)
         label_names = check_labels(labels, "the labels") if isinstance(labels, (list, tuple)) else (read_labels(labels) if labels else None)
         signing_key = load_private_key(options.sign_key) if options.sign_key is not None else None
@@ -194,7 +195,7 @@ def convert(
     )
 
     final_dir = Path(out) / resolved.name
-    with staged_directory(final_dir) as staging:
+    with _writing(final_dir), staged_directory(final_dir) as staging:
         adds_softmax = activation == OutputActivation.SOFTMAX_ADDED
         job = ConversionJob(
             compressed.source, resolved, float_spec, calibration_arrays, adds_softmax, staging, evaluation_set, tuple(label_names)
@@ -217,6 +218,28 @@ def convert(
         if signing_key is not None:  # the final manifest, before the bundle is published
             sign_bundle(staging, signing_key)
     return read_bundle(final_dir)
+
+
+#: TensorFlow's names for a file it could not write (a full disk raises OutOfRangeError from the SavedModel export).
+_TENSORFLOW_WRITE_ERRORS = ("OutOfRangeError", "ResourceExhaustedError", "PermissionDeniedError")
+
+
+@contextlib.contextmanager
+def _writing(final_dir: Path) -> Iterator[None]:
+    """Turn a failed write while the bundle is staged into one line naming the folder; the staging is removed."""
+    try:
+        yield
+    except TillsightError:
+        raise
+    except Exception as exc:
+        tensorflow = type(exc).__module__.startswith("tensorflow") and type(exc).__name__ in _TENSORFLOW_WRITE_ERRORS
+        if not (isinstance(exc, OSError) or tensorflow):
+            raise
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else summarize(getattr(exc, "message", exc))
+        raise ConversionError(
+            f"writing the bundle for {final_dir} failed ({reason}); nothing was published and the previous bundle there, "
+            "if any, is untouched: free disk space or pick another --out"
+        ) from exc
 
 
 def _load_model(model: Any, labels: tuple[str, ...] | None, options: ConversionOptions) -> SourceModel:

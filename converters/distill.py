@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from tillsight.bundle import OutputActivation
-from tillsight.staging import staged_file
+from tillsight.staging import check_output_folder, staged_file
 from tillsight.bundle_metrics import TrainingMetrics, percent_equal
 from tillsight.datasets import read_image_set, read_labels
 from tillsight.errors import DataError, ModelLoadError, OptionsError, ProfileError
@@ -167,6 +167,9 @@ def _check_arguments(
     """Refuse what cannot work before anything loads."""
     if out.suffix != ".keras":
         raise DataError(f"student output {out} must end in .keras")
+    if out.is_dir():
+        raise OptionsError(f"student output {out} is a folder; name the .keras file to write")
+    check_output_folder(out.parent, "student output")
     if data is None and unlabeled is None:
         raise DataError("distillation needs photos: pass --data (labeled) and/or --unlabeled (a folder of frames)")
     if epochs < 1:

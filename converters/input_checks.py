@@ -17,6 +17,7 @@ from typing import Any
 from tillsight.datasets import ImageSet, check_labels, read_image_set, read_labels
 from tillsight.errors import CalibrationError, DataError, ModelLoadError, OptionsError
 from tillsight.profiles import BackendKind, Precision, Profile
+from tillsight.staging import check_output_folder
 
 __all__ = ["model_file_kind", "check_conversion_inputs"]
 
@@ -53,6 +54,7 @@ def check_conversion_inputs(
     evaluation: str | Path | None,
     labels: str | Path | Sequence[str] | None,
     finetune: str | Path | None,
+    out: str | Path | None = None,
 ) -> None:
     """Raise what ``convert`` would raise for these inputs, without TensorFlow.
 
@@ -60,11 +62,14 @@ def check_conversion_inputs(
         model: The model argument of ``convert`` (an in-memory model is not checked here).
         profile: The profile with the options applied (its calibration minimum).
         calibration, evaluation, labels, finetune: As given to ``convert``.
+        out: The output folder; the bundle goes to ``out/<profile name>/`` (None: not checked).
 
     Raises:
         ModelLoadError, DataError, CalibrationError: The first problem found.
-        OptionsError: No calibration photos for a profile that quantizes.
+        OptionsError: No calibration photos for a profile that quantizes, or an output folder that cannot be written.
     """
+    if out is not None:
+        check_output_folder(Path(out) / profile.name)
     label_names = check_labels(labels, "the labels") if isinstance(labels, (list, tuple)) else (read_labels(labels) if labels else None)
     if isinstance(model, (str, Path)):
         path = Path(model)

@@ -47,7 +47,7 @@ from ..datasets import read_image_set, read_labels
 from ..errors import DataError, OptionsError, TillsightError, summarize
 from ..profiles import Profile, load_profile
 from ..signing import load_private_key, sign_bundle
-from ..staging import staged_directory
+from ..staging import check_output_folder, staged_directory
 from .options import ConversionOptions
 from .tune_report import write_report
 from .tune_space import (
@@ -188,6 +188,7 @@ def tune(
         read_image_set(data, label_names)  # a wrong path fails now, not after a candidate
     if options.sign_key is not None:
         load_private_key(options.sign_key)  # a wrong key fails now, not after the search
+    check_output_folder(out / resolved.name)  # and an output folder that cannot take the winner
     qat_epochs = epochs or resolved.qat.epochs
     finetune_epochs = epochs or resolved.pruning.finetune_epochs or 2
     build = functools.partial(

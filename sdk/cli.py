@@ -308,7 +308,7 @@ def _convert(args: argparse.Namespace) -> int:
     from .converters.input_checks import check_conversion_inputs  # no TensorFlow: bad input fails in a second
 
     profile = options.apply_to(load_profile(args.profile))
-    check_conversion_inputs(args.model, profile, args.calibration, args.evaluation, args.labels, args.finetune)
+    check_conversion_inputs(args.model, profile, args.calibration, args.evaluation, args.labels, args.finetune, args.out)
     if args.sign_key:
         signing.load_private_key(args.sign_key)  # a wrong key fails now, not after the conversion
     from .converters.conversion import convert  # imports TensorFlow: only when converting

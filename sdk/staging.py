@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["recover_interrupted", "staged_directory", "staged_file"]
+__all__ = ["check_output_folder", "recover_interrupted", "staged_directory", "staged_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +27,31 @@ def _existing_ancestor(path: Path) -> Path:
         if candidate.is_dir():
             return candidate
     return Path.cwd()
+
+
+def check_output_folder(final_dir: str | Path, what: str = "--out") -> None:
+    """Refuse, before any work, a bundle folder that cannot be published where it is asked for.
+
+    Raises:
+        OptionsError: The folder is a file, lies inside another bundle, or its nearest existing folder
+            cannot be written; the message names the path and says nothing was written.
+    """
+    from .errors import OptionsError
+
+    final_dir = Path(final_dir)
+    untouched = "nothing was written and any bundle there is untouched"
+    if final_dir.exists() and not final_dir.is_dir():
+        raise OptionsError(f"{what}: {final_dir} is a file, not a folder; pick a folder for the bundle ({untouched})")
+    for parent in final_dir.absolute().parents:
+        if (parent / "manifest.json").is_file():
+            raise OptionsError(f"{what}: {final_dir} is inside the bundle {parent}; pick a folder outside it ({untouched})")
+    for candidate in [final_dir, *final_dir.parents]:
+        if candidate.exists():
+            if not candidate.is_dir():
+                raise OptionsError(f"{what}: {candidate} is a file, so {final_dir} cannot be created ({untouched})")
+            if not os.access(candidate, os.W_OK | os.X_OK):
+                raise OptionsError(f"{what}: cannot write in {candidate} (permission denied); pick another folder ({untouched})")
+            return
 
 
 #: Staging directory -> the bundle directory it becomes, while a conversion fills it.

@@ -164,3 +164,29 @@ def test_accuracy_refusal_names_pruning_when_pruning_lost_the_points(tmp_path, t
     assert "pruning alone took" in err[0] and "--finetune-epochs" in err[0] and "calibration" not in err[0], err
     assert not (tmp_path / "out").exists()
 
+
+
+@pytest.mark.integration
+def test_a_write_failure_while_converting_is_one_line_and_keeps_the_good_bundle(tmp_path, tiny_model_file, photos, bundle_dir, capfd, monkeypatch):
+    """A full disk during the SavedModel export printed TensorFlow's raw OutOfRangeError."""
+    import shutil
+
+    import tensorflow as tf
+
+    from tillsight.converters.source import SourceModel
+
+    out = tmp_path / "out"
+    good = out / "raspberry-pi-4"
+    shutil.copytree(bundle_dir, good)
+    before = {p.name: sha256_of_file(p) for p in good.iterdir()}
+
+    def full_disk(self, *args, **kwargs):
+        raise tf.errors.OutOfRangeError(None, None, "Write failed: No space left on device")
+
+    monkeypatch.setattr(SourceModel, "export_saved_model", full_disk)
+    code, err = run_cli(capfd, *convert_args(tiny_model_file, photos, out))
+    assert code == 1 and len(err) == 1, err
+    assert f"writing the bundle for {good} failed (Write failed: No space left on device)" in err[0]
+    assert "previous bundle there, if any, is untouched" in err[0] and "OutOfRangeError" not in err[0]
+    assert {p.name: sha256_of_file(p) for p in good.iterdir()} == before
+    assert not [p for p in out.iterdir() if p.name.startswith(".tillsight-staging")]

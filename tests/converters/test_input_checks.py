@@ -46,6 +46,9 @@ def test_bad_convert_inputs_fail_in_one_line_without_importing_tensorflow(tmp_pa
     (tmp_path / "two.txt").write_text("apple\npear\n")
     common = ["--profile", "raspberry-pi-4", "--out", str(tmp_path / "out")]
     train, val = str(DATA / "train.txt"), str(DATA / "val.txt")
+    bundle = tmp_path / "published"  # an existing bundle: a second one must not be nested in it
+    bundle.mkdir()
+    (bundle / "manifest.json").write_text("{}")
     cases = [
         (["convert", str(tmp_path / "missing.keras"), "--calibration", train, *common], "model path"),
         (["convert", str(tmp_path / "model.jpg"), "--calibration", train, *common], "is not a Keras model"),
@@ -55,6 +58,10 @@ def test_bad_convert_inputs_fail_in_one_line_without_importing_tensorflow(tmp_pa
         (["convert", str(model), "--calibration", val, *common], "--min-calibration N"),
         (["convert", str(model), "--calibration", train, "--eval", str(tmp_path / "nowhere"), *common], "does not exist"),
         (["convert", str(model), *common], "quantizes to int8 (tflite): pass --calibration DATA"),
+        (["convert", str(model), "--calibration", train, "--profile", "raspberry-pi-4", "--out", str(tmp_path / "two.txt")],
+         f"{tmp_path / 'two.txt'} is a file, so"),
+        (["convert", str(model), "--calibration", train, "--profile", "raspberry-pi-4", "--out", str(bundle / "again")],
+         f"is inside the bundle {bundle}; pick a folder outside it (nothing was written"),
     ]
     done = subprocess.run([sys.executable, "-c", CASES, json.dumps([argv for argv, _ in cases])],
                           capture_output=True, text=True, timeout=120)
