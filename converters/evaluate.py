@@ -7,6 +7,7 @@ device's own :class:`tillsight.Classifier` (which applies that same function).
 
 from __future__ import annotations
 
+import logging
 import platform
 import time
 
@@ -21,6 +22,8 @@ from tillsight.preprocess import InputSpec, preprocess
 from .source import SourceModel
 
 __all__ = ["evaluate", "measure_latency"]
+
+logger = logging.getLogger(__name__)
 
 _BATCH = 32
 
@@ -71,6 +74,13 @@ def evaluate(
             flush()
     flush()
     count = len(truth)
+    if skipped:
+        examples = ", ".join(str(path) for path in skipped[:3])
+        logger.warning(
+            "accuracy check: %d of %d evaluation photos of %s are missing or unreadable and were left out (%s%s); "
+            "the figures are on the %d others", len(skipped), len(image_set.images), image_set.source, examples,
+            ", ..." if len(skipped) > 3 else "", count,
+        )
     if count == 0:
         return AccuracyMetrics(0, len(skipped), 0.0, 0.0, 0.0)
     truth_array, float_array, converted_array = np.array(truth), np.array(float_top1), np.array(converted_top1)

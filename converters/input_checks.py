@@ -101,6 +101,14 @@ def quantizes(profile: Profile) -> bool:
 
 def _check_calibration_count(image_set: ImageSet, profile: Profile) -> None:
     needed = profile.quantization.min_calibration_samples
+    missing = [item.path for item in image_set.images if not item.path.is_file()]
+    present = len(image_set.images) - len(missing)
+    if missing and present < needed:
+        raise CalibrationError(
+            f"calibration data {image_set.source} lists {len(image_set.images)} images but {len(missing)} do not exist "
+            f"(the first: {missing[0]}); profile '{profile.name}' needs at least {needed}: fix the paths (relative to the "
+            "list file's folder) or accept fewer with --min-calibration N"
+        )
     if len(image_set.images) < needed:
         raise CalibrationError(
             f"calibration data {image_set.source} has {len(image_set.images)} image files; profile '{profile.name}' "

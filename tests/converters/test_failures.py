@@ -190,3 +190,16 @@ def test_a_write_failure_while_converting_is_one_line_and_keeps_the_good_bundle(
     assert "previous bundle there, if any, is untouched" in err[0] and "OutOfRangeError" not in err[0]
     assert {p.name: sha256_of_file(p) for p in good.iterdir()} == before
     assert not [p for p in out.iterdir() if p.name.startswith(".tillsight-staging")]
+
+
+@pytest.mark.integration
+def test_missing_evaluation_photos_are_said_on_screen_with_the_count(tmp_path, tiny_model_file, photos, capfd, caplog):
+    """Half of --eval missing: the check passed on the rest and nothing on screen said so."""
+    lines = photos.eval_list.read_text().splitlines()
+    broken = tmp_path / "eval.txt"
+    broken.write_text("".join(f"{tmp_path / 'gone' / f'{i}.jpg'}, 0\n" if i % 2 else line + "\n" for i, line in enumerate(lines)))
+    missing = len(lines) // 2
+    code, err = run_cli(capfd, *convert_args(tiny_model_file, photos, tmp_path / "out"), "--eval", broken, "--allow-accuracy-drop")
+    assert code == 0
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "evaluation photos" in r.getMessage()]
+    assert len(said) == 1 and f"{missing} of {len(lines)} evaluation photos" in said[0] and str(tmp_path / "gone" / "1.jpg") in said[0]

@@ -46,6 +46,8 @@ def test_bad_convert_inputs_fail_in_one_line_without_importing_tensorflow(tmp_pa
     (tmp_path / "two.txt").write_text("apple\npear\n")
     common = ["--profile", "raspberry-pi-4", "--out", str(tmp_path / "out")]
     train, val = str(DATA / "train.txt"), str(DATA / "val.txt")
+    gone = tmp_path / "gone.txt"  # a calibration list whose files were all moved away
+    gone.write_text("".join(f"moved/photo{i}.jpg, 0\n" for i in range(211)))
     bundle = tmp_path / "published"  # an existing bundle: a second one must not be nested in it
     bundle.mkdir()
     (bundle / "manifest.json").write_text("{}")
@@ -58,6 +60,8 @@ def test_bad_convert_inputs_fail_in_one_line_without_importing_tensorflow(tmp_pa
         (["convert", str(model), "--calibration", val, *common], "--min-calibration N"),
         (["convert", str(model), "--calibration", train, "--eval", str(tmp_path / "nowhere"), *common], "does not exist"),
         (["convert", str(model), *common], "quantizes to int8 (tflite): pass --calibration DATA"),
+        (["convert", str(model), "--calibration", str(gone), *common],
+         f"lists 211 images but 211 do not exist (the first: {tmp_path / 'moved' / 'photo0.jpg'})"),
         (["convert", str(model), "--calibration", train, "--profile", "raspberry-pi-4", "--out", str(tmp_path / "two.txt")],
          f"{tmp_path / 'two.txt'} is a file, so"),
         (["convert", str(model), "--calibration", train, "--profile", "raspberry-pi-4", "--out", str(bundle / "again")],
