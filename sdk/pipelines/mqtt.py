@@ -129,6 +129,7 @@ class Outbox:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._holder = _lock_for_this_process(self.path)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")  # a commit is on disk before put() returns
@@ -161,6 +162,36 @@ class Outbox:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            if self._holder is not None:
+                self._holder.close()  # releases the lock (the OS releases it too if the process dies)
+                self._holder = None
+
+
+def _lock_for_this_process(path: Path) -> Any:
+    """Hold ``path.lock`` exclusively while this process uses the outbox; refuse a second user in one line.
+
+    Two kiosk processes on one outbox each counted the other's events as their own. On systems
+    without ``fcntl`` the outbox is not locked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        return None
+    holder = open(path.with_name(path.name + ".lock"), "a+")  # noqa: SIM115 - held until close()
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder.seek(0)
+        other = holder.read().strip() or "another process"
+        holder.close()
+        raise SinkError(
+            f"the MQTT outbox {path} is in use by {other}; give each kiosk process its own --mqtt-outbox"
+        ) from None
+    holder.seek(0)
+    holder.truncate()
+    holder.write(f"process {os.getpid()}")
+    holder.flush()
+    return holder
 
 
 def _paho() -> Any:

@@ -1,0 +1,40 @@
+"""The MQTT outbox file on its own (no broker): one process at a time."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tillsight.errors import SinkError
+from tillsight.pipelines.mqtt import Outbox
+
+HOLD = textwrap.dedent("""
+    import sys, time
+    from tillsight.pipelines.mqtt import Outbox
+    outbox = Outbox(sys.argv[1])
+    outbox.put("a", "t", b"1")
+    print("held", flush=True)
+    time.sleep(60)
+""")
+
+
+def test_a_second_process_on_one_outbox_is_refused_in_one_line_and_the_file_frees_when_it_ends(tmp_path):
+    """Two processes given one outbox file: the second reported the first's events as its own."""
+    path = tmp_path / "outbox.db"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(SinkError, match=rf"outbox {path} is in use by process {holder.pid}; give each kiosk process its own"):
+            Outbox(path)
+    finally:
+        holder.kill()  # as a power cut or kill -9 would: the OS lets go of the lock
+        holder.wait()
+    outbox = Outbox(path)
+    assert len(outbox) == 1  # the event the killed process stored is there for the next one
+    with pytest.raises(SinkError, match="in use by process"):  # in one process too
+        Outbox(path)
+    outbox.close()
+    Outbox(path).close()
