@@ -8,12 +8,12 @@ device's own :class:`tillsight.Classifier` (which applies that same function).
 from __future__ import annotations
 
 import logging
-import platform
 import time
 
 import numpy as np
 from tqdm import tqdm
 
+from tillsight.benchmarking import HostInfo
 from tillsight.bundle_metrics import AccuracyMetrics, LatencyMetrics, latency_percentiles_ms, percent_equal
 from tillsight.classifier import Classifier
 from tillsight.datasets import ImageSet, iter_images
@@ -119,5 +119,5 @@ def measure_latency(classifier: Classifier, sample: np.ndarray, runs: int = 30, 
         runs=runs,
         threads=getattr(classifier.backend, "threads", None),
         engine=classifier.engine,
-        host=f"{platform.machine()} {platform.system()}, {platform.processor() or 'unknown cpu'}",
+        host=HostInfo.current().describe(),  # the names tillsight benchmark gives the same machine
     )

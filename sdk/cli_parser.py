@@ -354,7 +354,7 @@ def _add_run(commands: Any) -> None:
 def _add_report(commands: Any) -> None:
     report_ = commands.add_parser("report", help="compare bundles: markdown table and accuracy-vs-latency plot")
     report_.add_argument("bundles", nargs="+")
-    report_.add_argument("--out", default="tillsight-report", help="folder for report.md and report.png")
+    report_.add_argument("--out", required=True, help="folder for report.md and report.png (created; files there of those names are replaced)")
     report_.add_argument(
         "--benchmark", nargs="+", default=[], metavar="JSON",
         help="'tillsight benchmark --json' files: their device latency replaces the conversion host's, labelled with the device",

@@ -107,7 +107,7 @@ def markdown_table(summaries: Sequence[BundleSummary]) -> str:
     """One markdown table row per bundle; a footnote names where latency was measured ([k] per row when hosts differ)."""
     hosts = list(dict.fromkeys(s.host for s in summaries if s.host))
     lines = [
-        "| bundle | backend | size MB | gzip MB | float top-1 | converted top-1 | drop (points) | agreement | latency p50 / p95 ms | threads |",
+        "| bundle | backend | size MB | gzip MB | float top-1 | converted top-1 | drop (points) | agreement | inference p50 / p95 ms | threads |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for s in summaries:
@@ -118,9 +118,10 @@ def markdown_table(summaries: Sequence[BundleSummary]) -> str:
             f"{_number(s.latency_p50_ms)} / {_number(s.latency_p95_ms)}{where} | {s.threads} |"
         )
     if len(hosts) == 1:
-        lines += ["", f"Latency measured on: {hosts[0]}."]
+        lines += ["", f"Inference (the model alone, not frame preparation) measured on: {hosts[0]}."]
     elif hosts:
-        lines += ["", "Latency measured on: " + "; ".join(f"[{k}] {host}" for k, host in enumerate(hosts, 1)) + "."]
+        lines += ["", "Inference (the model alone, not frame preparation) measured on: "
+                  + "; ".join(f"[{k}] {host}" for k, host in enumerate(hosts, 1)) + "."]
     return "\n".join(lines) + "\n"
 
 

@@ -25,6 +25,11 @@ def test_report_tables_and_plots_each_bundle(bundle_dir, tmp_path, capsys):
     assert f"{accuracy['converted_top1']:.2f}%" in rows[0] and f"{accuracy['top1_agreement']:.2f}%" in rows[0]
     shipped = json.loads((ASSETS / "classifier" / "manifest.json").read_text())["metrics"]["accuracy"]
     assert "classifier (generic-x86-cpu)" in rows[1] and f"{shipped['converted_top1']:.2f}%" in rows[1]
+    from tillsight.benchmarking import HostInfo
+
+    assert "| inference p50 / p95 ms |" in table
+    assert manifest["metrics"]["latency_host"]["host"] == HostInfo.current().describe()  # as tillsight benchmark names it
+    assert f"{HostInfo.current().describe()} (at conversion)" in table
     image = cv2.imread(str(out / "report.png"))
     assert image.shape == (600, 1080, 3) and (image < 250).any(axis=2).mean() > 0.01  # axes, points, labels drawn
     assert "report.png" in capsys.readouterr().out
@@ -68,3 +73,10 @@ def test_a_tampered_bundle_is_refused(tmp_path, capsys):
     (bundle / "model.tflite").write_bytes(bytes(data))
     assert cli.main(["report", str(bundle), "--out", str(tmp_path / "r")]) == 1
     assert "does not match its manifest" in capsys.readouterr().err
+
+
+def test_report_needs_an_output_folder(capsys):
+    """It wrote into ./tillsight-report/, a default the README never mentioned, replacing what was there."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["report", str(ASSETS / "classifier")])
+    assert exit_info.value.code == 2 and "--out" in capsys.readouterr().err
