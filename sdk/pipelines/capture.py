@@ -258,6 +258,7 @@ class Capture:
     def _open_at_start(self) -> bool:
         deadline = time.monotonic() + (self.options.open_timeout if self.source.live else 0.0)
         delay = self.options.reconnect_delay
+        attempts = 0
         while True:
             try:
                 self.source.open()
@@ -265,10 +266,17 @@ class Capture:
                 return True
             except SourceError as exc:
                 if time.monotonic() + delay > deadline or self._stop.is_set():
-                    self.error = exc  # raised by the pipeline's run(); the state change is logged
+                    self.error = exc  # raised by the pipeline's run(), which says it once
                     self._set_state(SourceState.FAILED)
                     return False
-                logger.warning("%s; retrying in %.1f s", exc, delay)
+                attempts += 1
+                if attempts == 1:  # the retries quietly: the error, with its hint, is said once when they end
+                    logger.warning(
+                        "source %s does not open yet; retrying for up to %.0f s", self.source.source_id,
+                        max(0.0, deadline - time.monotonic()),
+                    )
+                else:
+                    logger.debug("%s; retrying in %.1f s", exc, delay)
             if self._stop.wait(delay):
                 return False
             delay = min(delay * 2, self.options.reconnect_max_delay)

@@ -109,6 +109,11 @@ class TrayMonitor:
         if reference is not None:
             self._reference = self._small(reference)
 
+    def relearn(self) -> None:
+        """Forget the empty tray (the camera changed resolution): learn it again from the next steady frames."""
+        self._reference = None
+        self._learning.clear()
+
     @property
     def ready(self) -> bool:
         """True once there is an empty-tray reference."""

@@ -34,6 +34,10 @@ logger = logging.getLogger(__name__)
 _BATCH = 32  # events published before waiting for their acknowledgements
 
 
+#: Seconds after which a broker that has not answered is said to be unreachable.
+UNREACHABLE_WARNING_S = 3.0
+
+
 def default_outbox_path() -> Path:
     """Where the outbox lives unless told: ``$XDG_STATE_HOME/tillsight/mqtt-outbox.sqlite``."""
     state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
@@ -242,6 +246,17 @@ class MqttSink:
         self._client.loop_start()  # paho's network thread: reconnects with the backoff set above
         self._publisher = threading.Thread(target=self._publish_loop, name="tillsight-mqtt", daemon=True)
         self._publisher.start()
+        self._unreachable = threading.Timer(UNREACHABLE_WARNING_S, self._warn_if_unreachable)
+        self._unreachable.daemon = True
+        self._unreachable.start()
+
+    def _warn_if_unreachable(self) -> None:
+        """Said a few seconds into a run, not at its end: the broker has not answered yet."""
+        if not self._connected.is_set() and not self._closing.is_set():
+            logger.warning(
+                "MQTT broker %s has not answered in %.0f s; events wait in the outbox %s (%d so far) and go out once it "
+                "does", self.options.address, UNREACHABLE_WARNING_S, self.outbox.path, self.pending,
+            )
 
     def _make_client(self, paho: Any, client_id: str) -> Any:
         client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id)
@@ -272,6 +287,7 @@ class MqttSink:
 
         What is still in the outbox stays there and is sent first by the next MqttSink on it.
         """
+        self._unreachable.cancel()
         deadline = time.monotonic() + timeout
         while self.pending and time.monotonic() < deadline:
             self._wake.set()

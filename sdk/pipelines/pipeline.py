@@ -131,6 +131,7 @@ class _Lane:
         self.stills = source.stills  # photos of one item each (an image folder), not a scene
         self.processed = 0
         self.done = False
+        self.frame_size: tuple[int, int] | None = None  # (width, height) of the frames the tray was learned on
 
 
 @dataclasses.dataclass
@@ -317,9 +318,31 @@ class _LanesPipeline:
         lane.metrics.count("frame_errors")
         _log_sparsely(lane.metrics.frame_errors, "frame %d skipped: %s", frame.frame_id, summarize(exc))
 
+    def _check_frame_size(self, lane: _Lane, frame: Frame) -> None:
+        """Say once per frame size when the tray region reaches past the frame, and re-learn the tray when the size changes."""
+        height, width = frame.image.shape[:2]
+        if lane.frame_size == (width, height):
+            return
+        where = f"lane {lane.lane_id}: " if lane.lane_id else ""
+        if lane.frame_size is not None and not lane.stills:
+            logger.warning(
+                "%sthe frames are now %dx%d (were %dx%d, from frame %d on); learning the empty tray again",
+                where, width, height, *lane.frame_size, frame.frame_id,
+            )
+            lane.monitor.relearn()
+        lane.frame_size = (width, height)
+        roi = lane.checkout.roi
+        if roi is not None and (roi[0] + roi[2] > width or roi[1] + roi[3] > height) and roi[0] < width and roi[1] < height:
+            x, y, w, h = roi
+            logger.warning(
+                "%sthe tray region %d,%d,%d,%d reaches past the %dx%d frame: only %dx%d of it is used; check --roi",
+                where, x, y, w, h, width, height, min(w, width - x), min(h, height - y),
+            )
+
     def _tray_step(self, lane: _Lane, frame: Frame) -> _Step:
         """Crop the tray, decide whether it is occupied, and prepare the model input if it must run."""
         started = time.perf_counter()
+        self._check_frame_size(lane, frame)
         tray = crop_roi(frame.image, lane.checkout.roi)
         model_decides = lane.checkout.background_label is not None
         if lane.stills:  # a photo of one item: always classified, decided alone

@@ -173,9 +173,29 @@ def test_a_setup_error_is_said_once_and_opencv_warnings_stay_quiet(tmp_path):
     level = cv2.utils.logging.getLogLevel()
     try:
         assert cli.main(["profiles"]) == 0  # any command: OpenCV's own [ WARN ] lines are off
-        assert cv2.utils.logging.getLogLevel() == cv2.utils.logging.LOG_LEVEL_ERROR
+        assert cv2.utils.logging.getLogLevel() == cv2.utils.logging.LOG_LEVEL_SILENT
     finally:
         cv2.utils.logging.setLogLevel(level)
+
+
+@pytest.mark.parametrize("case", ["missing camera", "truncated video"])
+def test_a_source_that_does_not_open_is_said_once_without_the_libraries_noise(case, tmp_path):
+    """A missing camera index printed its hint 3 times among OpenCV [ERROR] lines; FFmpeg's 'moov atom not found' leaked."""
+    import subprocess
+    import sys
+
+    source = "7"
+    if case == "truncated video":
+        source = str(tmp_path / "cut.mp4")
+        (tmp_path / "cut.mp4").write_bytes((ASSETS / "checkout.mp4").read_bytes()[:2000])
+    done = subprocess.run([sys.executable, "-m", "tillsight", "run", str(ASSETS / "classifier"), "--source", source],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: cannot open"), lines
+    hint = "check the cable" if case == "missing camera" else "re-encoding it"
+    assert done.stderr.count(hint) == 1, lines
+    assert not [line for line in lines if line.startswith("[") or "moov atom" in line], lines  # OpenCV's and FFmpeg's own
 
 
 def test_an_audit_log_on_a_full_disk_ends_the_run_in_one_line_with_the_basket_and_metrics(capsys):
@@ -199,3 +219,25 @@ def test_an_audit_log_in_a_missing_folder_is_created_and_a_folder_is_refused(tmp
     assert cli.main(["run", str(ASSETS / "classifier"), "--source", str(ASSETS / "checkout.mp4"), "--jsonl", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"--jsonl {tmp_path} is a folder" in err[0]
+
+
+def test_a_stream_that_changes_size_is_said_once_and_the_tray_is_learned_again(tmp_path, capsys, caplog):
+    """It wrote one warning per frame (119 lines) and classified nothing; a clipped tray region went unsaid."""
+    import logging
+
+    video = cv2.VideoCapture(str(ASSETS / "checkout.mp4"))
+    for index in range(200):
+        ok, frame = video.read()
+        assert ok
+        if index >= 100:  # the camera drops to half resolution
+            frame = cv2.resize(frame, (frame.shape[1] // 2, frame.shape[0] // 2))
+        cv2.imwrite(str(tmp_path / f"frame{index:04d}.png"), frame)
+    with caplog.at_level(logging.INFO, logger="tillsight.pipelines"):
+        assert cli.main(["run", str(ASSETS / "classifier"), "--source", str(tmp_path), "--fps", "10", "--roi", ROI]) == 0
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name == "tillsight.pipelines.pipeline"]
+    x, y, w, h = SCRIPT["roi"]
+    assert len(said) == 2, said
+    assert "the frames are now 240x180 (were 480x360, from frame 100 on); learning the empty tray again" in said[0]
+    assert f"the tray region {ROI} reaches past the 240x180 frame: only {240 - x}x{180 - y} of it is used" in said[1]
+    assert sum("learned the empty tray" in r.getMessage() for r in caplog.records) == 2
+    assert "0 failed" in capsys.readouterr().err

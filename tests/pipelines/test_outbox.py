@@ -38,3 +38,29 @@ def test_a_second_process_on_one_outbox_is_refused_in_one_line_and_the_file_free
         Outbox(path)
     outbox.close()
     Outbox(path).close()
+
+
+def test_an_unreachable_broker_is_said_within_seconds_while_events_wait_in_the_outbox(tmp_path, caplog):
+    """It was mentioned only at the end of the run."""
+    import logging
+    import time
+
+    pytest.importorskip("paho.mqtt", reason='MQTT needs paho-mqtt: pip install "tillsight[mqtt]"')
+    from tillsight.pipelines.events import ProductRecognized
+    from tillsight.pipelines.mqtt import UNREACHABLE_WARNING_S, MqttOptions, MqttSink
+
+    from .broker import free_port
+
+    port = free_port()  # nothing listens there
+    sink = MqttSink(MqttOptions.from_url(f"mqtt://127.0.0.1:{port}/store/events", outbox=tmp_path / "outbox.db"))
+    try:
+        with caplog.at_level(logging.WARNING, logger="tillsight.pipelines.mqtt"):
+            sink(ProductRecognized("Banana", 0.9, 1.0, 1.5, 5, "lane-1"))
+            time.sleep(UNREACHABLE_WARNING_S + 1.0)
+        said = [r.getMessage() for r in caplog.records if "has not answered" in r.getMessage()]
+        assert said == [
+            f"MQTT broker mqtt://127.0.0.1:{port}/store/events has not answered in 3 s; events wait in the outbox {tmp_path / 'outbox.db'} "
+            "(1 so far) and go out once it does"
+        ]
+    finally:
+        sink.close(timeout=0.1)
