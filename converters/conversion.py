@@ -48,7 +48,7 @@ from .evaluate import evaluate, measure_latency
 from .input_checks import check_conversion_inputs
 from .options import ConversionOptions
 from .source import SourceModel, load_source_model
-from .steps import conversion_step
+from .steps import conversion_step, shown
 
 __all__ = ["ConversionOptions", "convert"]
 
@@ -88,8 +88,8 @@ def _load_calibration(
             bar.update(1)
             if len(arrays) == wanted:
                 break
-        bar.total = bar.n  # fewer usable images than listed (unreadable ones skipped): the bar still ends at 100%
-        bar.refresh()
+        if bar.n != bar.total:  # fewer usable images than listed (unreadable ones skipped): the bar still ends at 100%
+            bar.total = bar.n  # drawn once, when the bar closes
     if len(arrays) < quant.min_calibration_samples:
         raise CalibrationError(
             f"calibration data {image_set.source} has {len(arrays)} usable images ({len(skipped)} unreadable "
@@ -145,9 +145,6 @@ def convert(
 ) -> Bundle:
     """Convert a Keras classifier into a bundle for one device profile.
 
-    Longer than 60 lines on purpose: the body is the outline of a conversion, one call per step in the
-    order they run, each timed under its name; the staging ``with`` must enclose every write to the bundle.
-
     Args:
         model: ``.keras`` / ``.h5`` file, SavedModel directory, or an in-memory ``keras.Model``.
         profile: Shipped profile name, path to a profile TOML file, or a :class:`Profile`.
@@ -166,6 +163,18 @@ def convert(
     Raises:
         ProfileError, ModelLoadError, DataError, CalibrationError, ConversionError,
         AccuracyError: Nothing is written when any of these is raised.
+    """
+    with shown(options.progress):
+        return _convert(model, profile, calibration, out, evaluation, labels, options, finetune)
+
+
+def _convert(
+    model: Any, profile: str | Path | Profile, calibration: str | Path | None, out: str | Path, evaluation: str | Path | None,
+    labels: str | Path | Sequence[str] | None, options: ConversionOptions, finetune: str | Path | None,
+) -> Bundle:
+    """The conversion's outline (see :func:`convert`): one call per step in the order they run, each timed under its name.
+
+    Longer than 60 lines on purpose: it is the outline; the staging ``with`` must enclose every write to the bundle.
     """
     timings: dict[str, float] = {}
     with conversion_step("check inputs", timings):

@@ -311,7 +311,10 @@ def _convert(args: argparse.Namespace) -> int:
     check_conversion_inputs(args.model, profile, args.calibration, args.evaluation, args.labels, args.finetune, args.out)
     if args.sign_key:
         signing.load_private_key(args.sign_key)  # a wrong key fails now, not after the conversion
-    from .converters.conversion import convert  # imports TensorFlow: only when converting
+    from .converters.steps import conversion_step, shown
+
+    with shown(options.progress), conversion_step("load TensorFlow", {}):
+        from .converters.conversion import convert  # imports TensorFlow: only when converting
 
     bundle = convert(
         args.model,

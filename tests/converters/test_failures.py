@@ -203,3 +203,17 @@ def test_missing_evaluation_photos_are_said_on_screen_with_the_count(tmp_path, t
     assert code == 0
     said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "evaluation photos" in r.getMessage()]
     assert len(said) == 1 and f"{missing} of {len(lines)} evaluation photos" in said[0] and str(tmp_path / "gone" / "1.jpg") in said[0]
+
+
+@pytest.mark.integration
+def test_a_conversion_shows_each_step_with_its_time_and_the_calibration_bar_once(tmp_path, tiny_model_file, photos):
+    """Loading TensorFlow, converting and the compensated rounding showed nothing; the calibration 100% printed twice."""
+    argv = [a for a in convert_args(tiny_model_file, photos, tmp_path / "out") if a != "--quiet"]
+    done = subprocess.run([sys.executable, "-m", "tillsight", *argv[0:], "--eval", str(photos.eval_list)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    for step in ("load TensorFlow", "load model", "calibration images", "convert for raspberry-pi-4 (tflite)"):
+        assert any(line.startswith(f"{step}: ") and line.endswith(" s") for line in lines), (step, lines)
+    finished = [line for line in done.stderr.replace("\r", "\n").splitlines() if line.startswith("calibration:") and "100%" in line]
+    assert len(finished) == 1, finished
