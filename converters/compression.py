@@ -50,7 +50,7 @@ def training_set(profile: Profile, source: Any, finetune: str | Path | None, lab
         ConversionError: A SavedModel source, or QAT on a backend that does not take it.
         DataError: Photos are needed and missing, or labels are needed and missing.
     """
-    finetunes = profile.pruning.enabled and profile.pruning.finetune_epochs > 0
+    finetunes = profile.pruning.enabled and profile.pruning.epochs > 0
     qat = profile.qat.enabled
     if qat and profile.backend not in (BackendKind.TFLITE, BackendKind.EDGETPU):
         raise ConversionError(
@@ -165,7 +165,7 @@ def _prune(
     """The pruned, fine-tuned (or distilled) source model and the pruning report."""
     pruning, distillation = profile.pruning, profile.distillation
     setting = f"{pruning.mode.value}:{pruning.target:g}"
-    how = " and distill" if teacher is not None and pruning.finetune_epochs else (" and fine-tune" if photos is not None else "")
+    how = " and distill" if teacher is not None and pruning.epochs else (" and fine-tune" if photos is not None else "")
     with conversion_step(f"prune ({setting}){how}", timings):
         result = prune(
             source.keras_model, pruning, photos, activation, progress, teacher=teacher, distillation=distillation,

@@ -45,7 +45,7 @@ from ..benchmarking import BenchmarkReport, BundleBenchmark, benchmark
 from ..bundle import read_bundle
 from ..datasets import read_image_set, read_labels
 from ..errors import DataError, OptionsError, TillsightError, summarize
-from ..profiles import Profile, load_profile
+from ..profiles import FINETUNE_EPOCHS, Profile, PruningMode, load_profile
 from ..signing import load_private_key, sign_bundle
 from ..staging import check_output_folder, staged_directory
 from .options import ConversionOptions
@@ -190,7 +190,8 @@ def tune(
         load_private_key(options.sign_key)  # a wrong key fails now, not after the search
     check_output_folder(out / resolved.name)  # and an output folder that cannot take the winner
     qat_epochs = epochs or resolved.qat.epochs
-    finetune_epochs = epochs or resolved.pruning.finetune_epochs or 2
+    # channel candidates fine-tune: --epochs, else the profile's [pruning] finetune_epochs, else channel pruning's own
+    finetune_epochs = epochs or resolved.pruning.finetune_epochs or FINETUNE_EPOCHS[PruningMode.CHANNELS]
     build = functools.partial(
         _build, model=model, profile=resolved, calibration=calibration, evaluation=evaluation, finetune=finetune, out=out,
         labels=labels, options=options,

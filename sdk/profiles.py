@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import sys
+import types
 import typing
 from importlib import resources
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 from .errors import ProfileError
 from .profile_tables import (
+    FINETUNE_EPOCHS,
     BackendKind,
     ResizeMode,
     IODtype,
@@ -60,6 +62,7 @@ __all__ = [
     "QatOptions",
     "QuantizationOptions",
     "WeightRounding",
+    "FINETUNE_EPOCHS",
     "PruningOptions",
     "Budgets",
     "Precision",
@@ -204,6 +207,9 @@ def _build(cls: type, table: dict[str, Any], where: str, prefix: str) -> Any:
 
 def _convert(hint: Any, value: Any, where: str, key: str) -> Any:
     origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint):  # X | None: TOML has no null
+        (inner,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        return _convert(inner, value, where, key)
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise ProfileError(f"{where}: '{key}' must be a table ([{key}])")

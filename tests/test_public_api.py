@@ -17,7 +17,7 @@ def test_public_names_are_pinned():
         "BenchmarkReport", "BudgetError", "benchmark", "read_benchmark", "tune", "TuneResult",
     }
     assert all(hasattr(tillsight, name) for name in tillsight.__all__)
-    assert set(tillsight.runtimes.__all__) == {"Backend", "TensorSpec", "BACKENDS", "open_backend"}
+    assert set(tillsight.runtimes.__all__) == {"Backend", "TensorSpec", "BACKENDS", "available_cores", "open_backend"}
     assert set(tillsight.testing.__all__) == {"FakeBackend", "fake_classifier"}
     assert set(tillsight.pipelines.__all__) == {
         "Basket", "CameraSource", "Capture", "CaptureOptions", "CaptureStats", "CheckoutLogic", "CheckoutOptions",

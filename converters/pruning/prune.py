@@ -75,7 +75,7 @@ def prune(
     Args:
         model: The float Keras model (left unchanged).
         options: Mode, target fraction and fine-tuning settings.
-        photos: Fine-tuning photos (``None`` only when ``options.finetune_epochs`` is 0); labeled unless distilling.
+        photos: Fine-tuning photos (``None`` only when ``options.epochs`` is 0); labeled unless distilling.
         activation: What the model outputs (``softmax``, ``softmax-added``, ``sigmoid``): picks the loss.
         progress: Progress bars per fine-tuning epoch.
         teacher: The original model's cached outputs on ``photos``: fine-tuning distills from them.
@@ -90,7 +90,7 @@ def prune(
     Raises:
         ConversionError: Nothing in the model can be pruned the requested way.
     """
-    epochs = options.finetune_epochs if photos is not None else 0
+    epochs = options.epochs if photos is not None else 0
     images = _statistics_images(images, photos)
     training = _Training(photos, activation, options, progress, teacher, distillation)
     report: dict[str, Any] = {

@@ -473,6 +473,9 @@ def test_pruning_spec_parsing():
     assert not PruningOptions.from_spec("none").enabled
     base = PruningOptions(finetune_epochs=7)
     assert PruningOptions.from_spec("channels:0.2", base=base).finetune_epochs == 7
+    # unset: each mode's own (channels recover over epochs; compensated unstructured needs none); 0 stays 0
+    assert PruningOptions.from_spec("channels:0.3").epochs == 8 and PruningOptions.from_spec("unstructured:0.5").epochs == 0
+    assert PruningOptions.from_spec("channels:0.3", base=PruningOptions(finetune_epochs=0)).epochs == 0
     for bad in ("channels", "channels:1.5", "magic:0.3", "channels:x"):
         with pytest.raises(ValueError, match="channels:0.3"):
             PruningOptions.from_spec(bad)
