@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import io
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -23,10 +24,11 @@ from tillsight._native import native_stderr_to_log
 from tillsight.datasets import iter_images
 from tillsight.errors import BackendUnavailableError, ConversionError, summarize
 from tillsight.preprocess import ColorOrder, InputSpec, preprocess
-from tillsight.profiles import Precision
+from tillsight.profiles import Precision, WeightRounding
 from tillsight.runtimes.base import TensorSpec
 
 from .job import ConversionJob, TargetResult
+from .weight_rounding import NNCF_INT8_OVERFLOW_FIX, RoundingReport, compensated_weights
 
 __all__ = ["MODEL_FILE", "WEIGHTS_FILE", "convert"]
 
@@ -76,6 +78,7 @@ def convert(job: ConversionJob) -> TargetResult:
     try:
         # NNCF draws progress bars on stdout; the CLI's stdout is for results.
         with (
+            _weight_rounding(job) as rounding,
             job.saved_model() as saved_model,
             native_stderr_to_log("OpenVINO conversion"),
             contextlib.redirect_stdout(io.StringIO()),
@@ -99,6 +102,7 @@ def convert(job: ConversionJob) -> TargetResult:
             "precision": options.precision.value,
             "accuracy_control": options.precision is Precision.INT8 and options.accuracy_control,
             "weight_bits": 7 if options.precision is Precision.INT8 else 16,  # int8: NNCF's overflow fix in every layer
+            "weight_rounding": rounding.to_dict() if rounding else {"method": "nearest"},
             "embedded_preprocessing": {
                 "input": "u8 NHWC BGR",
                 "color_order": spec.color_order.value,
@@ -115,6 +119,25 @@ def convert(job: ConversionJob) -> TargetResult:
             **({"cpu_inference_precision": "f32"} if options.precision is not Precision.INT8 else {}),
         },
     )
+
+
+@contextlib.contextmanager
+def _weight_rounding(job: ConversionJob) -> Iterator[RoundingReport | None]:
+    """INT8 from a Keras source: weights rounded with compensation onto the grid NNCF will store them on.
+
+    NNCF rounds each weight to the nearest point of its grid; the compensated rounding of
+    :mod:`.weight_rounding` chooses those points on the calibration images instead, each channel's
+    largest weight kept so NNCF finds the same scale, and NNCF's own rounding then keeps them.
+    """
+    model = job.source.keras_model
+    profile = job.profile
+    if profile.openvino.precision is not Precision.INT8 or model is None or (
+        profile.quantization.weight_rounding is not WeightRounding.COMPENSATED
+    ):
+        yield None
+        return
+    with compensated_weights(model, job.calibration, True, NNCF_INT8_OVERFLOW_FIX) as report:
+        yield report
 
 
 def _quantization_parameters(nncf: Any) -> Any:

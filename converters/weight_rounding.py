@@ -31,7 +31,7 @@ import numpy as np
 
 from ._tf import keras, tf
 
-__all__ = ["RoundingReport", "compensated_weights", "inverse_cholesky"]
+__all__ = ["NNCF_INT8_OVERFLOW_FIX", "TFLITE_INT8", "RoundingReport", "WeightGrid", "compensated_weights", "inverse_cholesky"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,22 @@ _BATCH = 8
 _MAX_COLUMNS = 8192  # a kernel with more inputs than this keeps nearest rounding (its X Xᵀ would not fit)
 _DAMPING = 0.01  # of the mean diagonal, added to X Xᵀ: keeps the inverse stable on few images
 _BLOCK = 128  # columns rounded before the rest of the kernel is updated
-_QMAX = 127  # symmetric int8 weights, as the TFLite converter makes them
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightGrid:
+    """Where a converter puts a channel's weights: ``step = max|w| / peak``, integers in ``[low, high]``."""
+
+    peak: float  # steps from zero to the channel's largest weight, which keeps its value
+    low: int  # the chosen integers; within the peak, so no other weight outgrows the kept one
+    high: int
+
+
+#: Symmetric int8 with a narrow range, as the TFLite converter stores weights.
+TFLITE_INT8 = WeightGrid(127.0, -127, 127)
+#: NNCF's int8 weights with its overflow fix: 7 bits, scale ``max|w| / 63.5``. Chosen integers stay within ±63:
+#: a 64 would outgrow the kept largest weight (63.5 steps) and NNCF would take another scale for the channel.
+NNCF_INT8_OVERFLOW_FIX = WeightGrid(63.5, -63, 63)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,13 +83,16 @@ class _Target:
 
 
 @contextlib.contextmanager
-def compensated_weights(model: keras.Model, images: np.ndarray, per_channel: bool) -> Iterator[RoundingReport]:
+def compensated_weights(
+    model: keras.Model, images: np.ndarray, per_channel: bool, grid: WeightGrid = TFLITE_INT8
+) -> Iterator[RoundingReport]:
     """Give ``model`` int8-grid weights with compensated rounding; restore the originals on exit.
 
     Args:
         model: The float Keras model the converter is about to export (changed in place).
         images: Preprocessed calibration inputs; the first :data:`MAX_IMAGES` are used.
         per_channel: The converter's grid: one step per output channel, or one per kernel.
+        grid: The converter's integers and where a channel's largest weight lands on them.
 
     Yields:
         What was rounded.
@@ -86,7 +104,7 @@ def compensated_weights(model: keras.Model, images: np.ndarray, per_channel: boo
     originals = [(target.layer, target.layer.kernel.numpy()) for target in targets]
     try:
         for target in targets:
-            target.layer.kernel.assign(_round_kernel(target, per_channel).astype(np.float32))
+            target.layer.kernel.assign(_round_kernel(target, per_channel, grid).astype(np.float32))
         report = RoundingReport(len(targets), tuple(skipped), len(images), round(time.perf_counter() - started, 1))
         logger.info(
             "weight rounding: %d kernels error-compensated on %d images in %.1f s (%d left to nearest rounding)",
@@ -193,7 +211,7 @@ def _second_moments(layer: keras.layers.Layer, x: tf.Tensor) -> np.ndarray:
     return tf.matmul(columns, columns, transpose_a=True).numpy().astype(np.float64)
 
 
-def _round_kernel(target: _Target, per_channel: bool) -> np.ndarray:
+def _round_kernel(target: _Target, per_channel: bool, grid: WeightGrid) -> np.ndarray:
     """The layer's kernel, its folded values on the converter's grid, chosen by GPTQ."""
     kernel = target.layer.kernel.numpy().astype(np.float64)
     fold = target.fold if target.fold is not None else np.ones(kernel.shape[-2 if _depthwise(target) else -1])
@@ -205,8 +223,8 @@ def _round_kernel(target: _Target, per_channel: bool) -> np.ndarray:
     peak = np.abs(rows).max(axis=1)
     if not per_channel:
         peak = np.full_like(peak, peak.max())
-    step = np.where(peak > 0, peak / _QMAX, 1.0)
-    rounded = _gptq(rows, target.hessian, step, per_channel)
+    step = np.where(peak > 0, peak / grid.peak, 1.0)
+    rounded = _gptq(rows, target.hessian, step, per_channel, grid)
     if _depthwise(target):
         return (rounded.T.reshape(kh, kw, channels) / fold)[..., np.newaxis]
     return (rounded.T / fold).reshape(kernel.shape)
@@ -216,11 +234,11 @@ def _depthwise(target: _Target) -> bool:
     return isinstance(target.layer, keras.layers.DepthwiseConv2D)
 
 
-def _gptq(rows: np.ndarray, hessian: np.ndarray, step: np.ndarray, per_channel: bool) -> np.ndarray:
+def _gptq(rows: np.ndarray, hessian: np.ndarray, step: np.ndarray, per_channel: bool, grid: WeightGrid = TFLITE_INT8) -> np.ndarray:
     """Round ``rows`` [R, C] to multiples of ``step`` [R], column by column with error feedback.
 
     ``hessian`` is X Xᵀ, shared [C, C] or one per row [R, C, C]. The largest weight of each
-    row (of the whole kernel when one step is shared) is pinned to ±127 steps, so the
+    row (of the whole kernel when one step is shared) is pinned to ±grid.peak steps, so the
     converter's max-based step comes out the same. Weights that are exactly zero (pruned)
     stay zero, as SparseGPT quantizes a pruned layer: without that, the error fed forward
     from earlier columns fills the zeros and the int8 file loses its sparsity.
@@ -231,12 +249,12 @@ def _gptq(rows: np.ndarray, hessian: np.ndarray, step: np.ndarray, per_channel: 
     if not per_channel:  # one step for the kernel: only the row holding the kernel's peak is pinned
         peak_row = np.abs(rows).max(axis=1).argmax()
         pinned_column = np.where(np.arange(len(rows)) == peak_row, pinned_column, -1)
-    pinned_value = np.sign(rows[np.arange(len(rows)), np.maximum(pinned_column, 0)]) * _QMAX * step
+    pinned_value = np.sign(rows[np.arange(len(rows)), np.maximum(pinned_column, 0)]) * grid.peak * step
     pruned = rows == 0.0  # a pruned weight stays zero: its share of the error goes to the columns after it
     upper = inverse_cholesky(hessian)
 
     def round_column(column: int, values: np.ndarray) -> np.ndarray:
-        chosen = np.clip(np.round(values / step), -_QMAX, _QMAX) * step
+        chosen = np.clip(np.round(values / step), grid.low, grid.high) * step
         chosen = np.where(pinned_column == column, pinned_value, np.where(pruned[:, column], 0.0, chosen))
         rounded[:, column] = chosen
         return values - chosen

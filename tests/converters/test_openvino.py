@@ -122,3 +122,41 @@ def test_accuracy_control_needs_evaluation_and_then_meets_the_tolerance(tiny_mod
     )
     assert bundle.manifest.quantization["accuracy_control"] is True
     assert bundle.manifest.metrics.accuracy.top1_drop <= bundle.manifest.metrics.accuracy.tolerance
+
+
+
+def test_nncf_stores_exactly_the_weights_rounded_for_its_grid(photos, tmp_path):
+    """The compensated rounding is only kept if NNCF's grid is the one it rounds onto: step max|w| / 63.5 per output
+    channel of the BatchNorm-folded kernel, integers in [-64, 64]. Read NNCF's integers back and compare."""
+    import nncf
+
+    from tests.conftest import build_tiny_classifier
+    from tillsight.converters.openvino import _quantization_parameters
+    from tillsight.converters.weight_rounding import NNCF_INT8_OVERFLOW_FIX, compensated_weights
+
+    model = build_tiny_classifier()
+    inputs, _, _ = load_photos(photos.eval_items)
+    conv = next(layer for layer in model.layers if type(layer).__name__ == "Conv2D")
+    bn = conv._outbound_nodes[0].operation
+    fold = bn.gamma.numpy() / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
+    from tillsight.converters.source import load_source_model
+
+    with compensated_weights(model, inputs, True, NNCF_INT8_OVERFLOW_FIX):
+        chosen = conv.kernel.numpy() * fold  # the folded kernel the IR computes with, HWIO
+        saved = load_source_model(model).export_saved_model(64, 64, False, tmp_path / "saved")  # as the target exports
+    ir = nncf.quantize(ov.convert_model(str(saved)), nncf.Dataset([x[np.newaxis] for x in inputs]),
+                       subset_size=len(inputs), advanced_parameters=_quantization_parameters(nncf))
+    stored = []
+    for op in ir.get_ordered_ops():
+        a = op.input_value(0).get_node() if op.get_type_name() == "Multiply" else None
+        if a is not None and a.get_type_name() == "Convert" and a.input_value(0).get_node().get_type_name() == "Constant":
+            stored.append(a.input_value(0).get_node().get_data().astype(np.float64) * op.input_value(1).get_node().get_data())
+    first = stored[0].transpose(2, 3, 1, 0)  # OIHW -> HWIO
+    assert first.shape == chosen.shape
+    scale = np.median(first[chosen != 0] / chosen[chosen != 0])  # OpenVINO folds the Rescaling(1/255) in front too
+    assert scale == pytest.approx(1 / 255, rel=1e-3)
+    moved = ~np.isclose(first, chosen * scale, rtol=0, atol=1e-6 * np.abs(first).max())
+    # NNCF keeps every chosen weight but each channel's largest, which sits at 63.5 steps, between two of its integers
+    assert moved.reshape(-1, first.shape[-1]).sum(axis=0).max() <= 1, moved.reshape(-1, first.shape[-1]).sum(axis=0)
+    assert np.abs(chosen - conv.kernel.numpy() * fold).max() > 0, "rounding changed nothing: the comparison proves nothing"
+
