@@ -139,6 +139,7 @@ def distill(
         sets = _photo_sets(source, data, unlabeled, evaluation, label_names, spec, student_spec, options.progress)
     with conversion_step("build student", timings):
         model, from_teacher, student_activation = _student(student, student_spec, source, sets.student, options)
+    guard, sets = _guard(source.keras_model, model, sets)
     with conversion_step("teacher outputs", timings):
         cache = TeacherCache(source.keras_model, sets.teacher, sets.activation, options.progress)
     with conversion_step(f"distill ({epochs} epochs)", timings):
@@ -147,6 +148,7 @@ def distill(
             new_head=str(student) in PRETRAINED_STUDENTS and not from_teacher, progress=options.progress,
             rate_factor=FROM_TEACHER_RATE_FACTOR if from_teacher else 1.0,
         )
+    training.update(guard.settle(model) if guard is not None else {})
     accuracy = (
         _compare(source.keras_model, model, sets.evaluation[0], sets.evaluation[-1]) if sets.evaluation is not None else None
     )
@@ -159,6 +161,60 @@ def distill(
     )
     _save_atomically(model, out)
     return DistillResult(out, report)
+
+
+#: Of the distillation photos, every this-many-th one is held out to check the student did not get worse.
+GUARD_EVERY = 10
+#: ...when there are at least this many photos to hold out.
+GUARD_MIN_PHOTOS = 16
+
+
+@dataclasses.dataclass
+class _Guard:
+    """Photos held out of the distillation, on which the student must agree with the teacher at least as well as it did."""
+
+    teacher_top1: np.ndarray  # the teacher's top class of each held-out photo
+    photos: Any  # TrainingPhotos at the student's size
+    start_agreement: float
+    start_weights: list[np.ndarray]
+
+    def agreement(self, student: Any) -> float:
+        found = [np.argmax(np.asarray(student(self.photos.normalise(self.photos.pixels[i : i + 64]), training=False)), axis=-1)
+                 for i in range(0, len(self.photos.labels), 64)]
+        return percent_equal(np.concatenate(found), self.teacher_top1, 2)
+
+    def settle(self, student: Any) -> dict[str, Any]:
+        """Keep the trained student, or its starting weights if training lowered its agreement on the held-out photos."""
+        end = self.agreement(student)
+        kept_start = end < self.start_agreement
+        if kept_start:
+            student.set_weights(self.start_weights)
+            logger.warning(
+                "distillation lowered the student's agreement with the teacher on %d held-out photos from %.2f%% to "
+                "%.2f%%: keeping its starting weights (try a lower --learning-rate or more photos)",
+                len(self.teacher_top1), self.start_agreement, end,
+            )
+        return {"guard_photos": int(len(self.teacher_top1)), "guard_agreement_start": self.start_agreement,
+                "guard_agreement_end": end, "kept_start": kept_start}
+
+
+def _guard(teacher: Any, student: Any, sets: _PhotoSets) -> tuple[_Guard | None, _PhotoSets]:
+    """Hold out every :data:`GUARD_EVERY`-th photo (a spread over the classes) and measure the untrained student on it."""
+    count = len(sets.teacher.labels)
+    held = np.arange(0, count, GUARD_EVERY)
+    if len(held) < GUARD_MIN_PHOTOS:
+        return None, sets
+    kept = np.setdiff1d(np.arange(count), held)
+    teacher_photos = sets.teacher.subset(held)
+    teacher_top1 = np.concatenate([
+        np.argmax(np.asarray(teacher(teacher_photos.normalise(teacher_photos.pixels[i : i + 64]), training=False)), axis=-1)
+        for i in range(0, len(held), 64)
+    ])
+    guard = _Guard(teacher_top1, sets.student.subset(held), 0.0, [np.array(w) for w in student.get_weights()])
+    guard.start_agreement = guard.agreement(student)
+    student_set = sets.student.subset(kept)
+    teacher_set = student_set if sets.teacher is sets.student else sets.teacher.subset(kept)
+    return guard, dataclasses.replace(sets, teacher=teacher_set, student=student_set)
 
 
 def _check_arguments(

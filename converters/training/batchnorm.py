@@ -150,15 +150,17 @@ def reestimate_statistics(model: Any, images: np.ndarray, batch_size: int = 32) 
     average of all batches so far; the weights are not trained.
     """
     norms = list(batchnorm_layers(model))
-    momenta = [layer.momentum for layer in norms]
+    saved = [(layer.momentum, layer.trainable) for layer in norms]
     try:
+        for layer in norms:
+            layer.trainable = True  # a frozen BatchNorm ignores training=True and would measure nothing
         for step, start in enumerate(range(0, len(images), batch_size)):
             for layer in norms:
                 layer.momentum = step / (step + 1)
             model(np.asarray(images[start : start + batch_size], np.float32), training=True)
     finally:
-        for layer, momentum in zip(norms, momenta, strict=True):
-            layer.momentum = momentum
+        for layer, (momentum, trainable) in zip(norms, saved, strict=True):
+            layer.momentum, layer.trainable = momentum, trainable
 
 
 @contextlib.contextmanager

@@ -61,6 +61,10 @@ class TrainingPhotos:
         picks = np.unique(np.linspace(0, len(self.labels) - 1, min(count, len(self.labels))).astype(int))
         return np.asarray(self.normalise(self.pixels[picks]), np.float32)
 
+    def subset(self, indices: np.ndarray) -> TrainingPhotos:
+        """These photos at ``indices`` only."""
+        return dataclasses.replace(self, pixels=self.pixels[indices], labels=self.labels[indices])
+
     def with_unlabeled(self, other: TrainingPhotos) -> TrainingPhotos:
         """These photos followed by ``other``'s, taken as unlabeled."""
         if other.pixels.shape[1:] != self.pixels.shape[1:]:
