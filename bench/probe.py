@@ -2,8 +2,10 @@
 
 Run by ``run_benchmarks.py`` as a fresh process for each measurement:
 
-    python bench/probe.py tillsight BUNDLE IMAGE --runs 200
+    python bench/probe.py tillsight BUNDLE IMAGE --threads 2 --runs 200
     python bench/probe.py bare MODEL.tflite IMAGE --threads 2 --size 96 --runs 200
+
+Both modes run at the threads given, so a bundle and a plain model are timed the same way.
 
 ``tillsight`` loads a bundle with ``tillsight.load`` and classifies the image; ``bare`` is
 what a user would write by hand with ai-edge-litert alone (OpenCV resize, uint8 input,
@@ -34,12 +36,12 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def run_tillsight(bundle: str, image_path: str, runs: int) -> dict:
+def run_tillsight(bundle: str, image_path: str, runs: int, threads: int) -> dict:
     import cv2
 
     import tillsight
 
-    classifier = tillsight.load(bundle)
+    classifier = tillsight.load(bundle, threads=threads)
     image = cv2.imread(image_path)
     top = classifier.classify(image, top_k=1)[0]
     first = time.time()
@@ -76,7 +78,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     args = parser.parse_args()
     if args.mode == "tillsight":
-        result = run_tillsight(args.model, args.image, args.runs)
+        result = run_tillsight(args.model, args.image, args.runs, args.threads)
     else:
         result = run_bare(args.model, args.image, args.runs, args.threads, args.size)
     result["peak_rss_bytes"] = peak_rss_bytes()

@@ -49,6 +49,9 @@ from render_results import render_markdown  # noqa: E402
 
 PROFILES = ("raspberry-pi-4", "raspberry-pi-5", "generic-x86-cpu", "coral-usb", "coral-devboard", "intel-nuc-iris-xe", "intel-celeron-uhd")
 PLAIN_RECIPE_IMAGES = 200
+#: Threads of every latency figure: the bundles and the plain recipe run at the same count, in fresh processes.
+THREADS = 2
+PLAIN_INT8_FILE = HERE / "results" / "plain_int8.tflite"
 
 
 def host_description() -> str:
@@ -169,8 +172,9 @@ def main() -> None:
     cv2.imwrite(str(sample_image), frames[0])
     results["bundles"] = bundles = profile_rows(args, model_path, labels_path, sample_image)
     reference = next((b for b in bundles if b["name"] == "generic-x86-cpu"), bundles[0])
+    results["plain_int8_process"] = probe("bare", PLAIN_INT8_FILE, sample_image, args.runs, THREADS, size)
     with tempfile.TemporaryDirectory() as work:
-        results["bare_process"] = probe("bare", Path(reference["path"]) / "model.tflite", sample_image, args.runs, 2, size)
+        results["bare_process"] = probe("bare", Path(reference["path"]) / "model.tflite", sample_image, args.runs, THREADS, size)
         results["pipeline"] = pipeline_benchmark(Path(reference["path"]), frames, Path(work), args.runs)
     results["pipeline"]["bundle"] = reference["name"]
     results.update(compression_rows(args, model_path, labels_path, reference, sample_image))
@@ -193,8 +197,11 @@ def parse_arguments() -> argparse.Namespace:
         help="--prune settings of the structured rows (each fine-tuned with distillation)",
     )
     parser.add_argument("--prune-unstructured", default="unstructured:0.5", help="--prune setting of the unstructured row")
-    parser.add_argument("--finetune-epochs", type=int, default=2, help="fine-tuning epochs of the pruned rows (0: skip them)")
+    parser.add_argument("--pruning", action=argparse.BooleanOptionalAction, default=True, help="the pruned rows (default: on)")
+    parser.add_argument("--finetune-epochs", type=int, help="fine-tuning epochs of the pruned rows (default: each mode's own)")
     parser.add_argument("--qat-epochs", type=int, default=2, help="epochs of the QAT row (0: skip it)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="training seeds of every row that trains; medians and spreads are reported (default: 0 1 2)")
     parser.add_argument("--student", default="efficientnet-lite0", help="architecture of the distilled student row")
     parser.add_argument("--student-size", type=int, default=160, help="input size of the student (0: the teacher's)")
     parser.add_argument("--student-epochs", type=int, default=4, help="distillation epochs of the student row (0: skip it)")
@@ -209,7 +216,10 @@ def baseline_rows(model, inputs: np.ndarray, truth: np.ndarray, calibration: np.
     keras_row, float_top1 = baselines.keras_float(model, inputs, truth, max(20, runs // 10))
     rows = [keras_row, baselines.tflite_float(model, inputs, truth, float_top1, 2, runs)]
     plain = baselines.tflite_plain_int8(model, inputs, truth, float_top1, calibration, 2, runs)
-    gzip_size = len(gzip.compress(plain.pop("model_bytes"), compresslevel=9))
+    plain_bytes = plain.pop("model_bytes")
+    gzip_size = len(gzip.compress(plain_bytes, compresslevel=9))
+    PLAIN_INT8_FILE.parent.mkdir(parents=True, exist_ok=True)
+    PLAIN_INT8_FILE.write_bytes(plain_bytes)  # timed again below in a fresh process, as every bundle is
     rows += [plain, baselines.openvino_fp32(model, inputs, truth, float_top1, 2, runs)]
     return {"baselines": rows, "plain_int8_gzip_bytes": gzip_size}
 
@@ -241,7 +251,7 @@ def profile_rows(args: argparse.Namespace, model_path: Path, labels_path: Path, 
         )
         seconds = time.monotonic() - started
         summary = summarize_bundle(bundle.path)
-        process = probe("tillsight", bundle.path, sample_image, args.runs)
+        process = probe("tillsight", bundle.path, sample_image, args.runs, THREADS)
         bundles.append({**summary.__dict__, "conversion_s": round(seconds, 1), "process": process})
         print(f"{profile}: converted in {seconds:.0f} s, top-1 {summary.converted_top1}%, p50 {process['p50_ms']} ms", flush=True)
     return bundles
@@ -250,22 +260,24 @@ def profile_rows(args: argparse.Namespace, model_path: Path, labels_path: Path, 
 def compression_rows(args: argparse.Namespace, model_path: Path, labels_path: Path, reference: dict, sample_image: Path) -> dict:
     """The pruning, QAT and student rows the arguments ask for, each against the reference bundle."""
     rows: dict = {}
-    measure = lambda path: probe("tillsight", path, sample_image, args.runs)  # noqa: E731
-    if args.finetune_epochs > 0:
-        settings = {f"{spec.replace(':', '-')}-distilled": spec for spec in args.prune_structured}
-        settings["unstructured"] = args.prune_unstructured
+    measure = lambda path: probe("tillsight", path, sample_image, args.runs, THREADS)  # noqa: E731
+    seeds = tuple(args.seeds)
+    if args.pruning:
+        settings = {"unstructured": args.prune_unstructured}
+        settings.update({f"{spec.replace(':', '-')}-distilled": spec for spec in args.prune_structured})
         rows["pruning"] = pruning_benchmark(
             model_path, labels_path, args.data, args.out / "pruned", reference, measure, settings, args.finetune_epochs,
-            distilled=tuple(name for name in settings if name.endswith("-distilled")), crop=args.crop,
+            distilled=tuple(name for name in settings if name.endswith("-distilled")), crop=args.crop, seeds=seeds,
         )
     if args.qat_epochs > 0:
         rows["qat"] = qat_benchmark(
             model_path, labels_path, args.data, args.out / "qat", reference, measure, args.qat_epochs, crop=args.crop,
+            seeds=seeds,
         )
     if args.student_epochs > 0:
         rows["student"] = student_benchmark(
             model_path, labels_path, args.data, args.out / "student", reference, measure, args.student, args.student_epochs,
-            student_size=(args.student_size, args.student_size) if args.student_size else None, crop=args.crop,
+            student_size=(args.student_size, args.student_size) if args.student_size else None, crop=args.crop, seeds=seeds,
         )
     return rows
 

@@ -58,7 +58,10 @@ def test_results_render_says_which_targets_were_missed_and_by_how_much():
          "macs_ratio": 0.3},
         {**pruned, "name": "channels-0.3-distilled", "setting": "channels:0.3 + distill", "distilled": True, "pruned_top1": 28.5,
          "converted_top1": 28.2, "drop_vs_unpruned_float": 1.8, "gzip_bytes": 6e5, "gzip_ratio": 0.7, "latency_ratio": 0.65,
-         "macs_ratio": 0.5},
+         "macs_ratio": 0.5, "finetune_s": 1000,
+         "runs": [{"seed": 0, "converted_top1": 28.2, "drop_vs_unpruned_float": 1.8, "pruned_top1": 28.5},
+                  {"seed": 1, "converted_top1": 26.0, "drop_vs_unpruned_float": 4.0, "pruned_top1": 26.5},
+                  {"seed": 2, "converted_top1": 29.0, "drop_vs_unpruned_float": 1.0, "pruned_top1": 29.1}]},
     ]
     results["qat"] = {"profile": "raspberry-pi-4", "epochs": 2, "float_top1": 30.0, "converted_top1": 30.0, "top1_drop": 0.0,
                       "top1_agreement": 98.0, "reference_agreement": 95.0, "qat_s": 60, "process": {"p50_ms": 0.5}}
@@ -70,15 +73,18 @@ def test_results_render_says_which_targets_were_missed_and_by_how_much():
     assert "recovers >= half of the points channels:0.5 loses without it (same epochs): MISSED (33% (1.50 -> 1.00 points lost))" in text
     assert "Model: `grocery_efficientnet_lite0.keras`" in text and "centre crop 0.875" in text
     assert ("structured (channels:0.3 + distill) + int8: latency <= 0.7x unpruned int8: met (0.65x); "
-            "drop <= 1.5 points: MISSED (1.80 points)") in text
-    assert "## Distilled student (mobilenetv3-small at 96x96 px, 15 epochs on the train photos, from scratch)" in text
-    assert "student mobilenetv3-small: int8 latency <= 0.5x the teacher's: met (0.40x); float top-1 within 3 points" in text
-    assert "MISSED (4.00 points below)" in text
-    assert "QAT: int8 agreement with float >= 99%: MISSED (98.00%) (post-training int8: 95.00%)" in text
+            "median drop <= 1.5 points: MISSED (1.80 points); fine-tuning <= 15 min on 2 cores: MISSED (16.7 min)") in text
+    assert "| 28.20% (26.00-29.00, 3 seeds) |" in text and "| 1.80 (1.00-4.00, 3 seeds) |" in text  # median, and the spread
+    assert "## Distilled student (mobilenetv3-small at 96x96 px, 15 epochs on the train photos, from scratch" in text
+    assert ("student mobilenetv3-small: int8 latency <= 0.5x the teacher's: met (0.40x); median int8 top-1 within 2 points "
+            "of the teacher's float top-1: MISSED (5.00 points below)") in text
+    assert ("QAT: median int8 agreement with float >= post-training int8's (95.00%): met (98.00%); >= 98.5%: MISSED (98.00%)"
+            in text)
     assert text.index("## Quantization-aware") < text.index("## Distilled student") < text.index("## Targets")
-    assert "structured (channels:0.5) + int8: latency <= 0.6x unpruned int8: MISSED (0.80x); drop <= 2.0 points: met (1.50 points)" in text
-    assert "unstructured (unstructured:0.5) + int8: gzip <= 0.6x unpruned int8: MISSED (0.70x); drop <= 1.0 point: MISSED (2.00 points)" in text
-    assert "| channels:0.5 | 30.00% | 29.00% | 28.50% | 1.50 | 0.400 (0.50x) | 0.400 (0.80x) | 0.30x | 100 |" in text
+    assert "structured (channels:0.5) + int8: latency <= 0.5x unpruned int8: MISSED (0.80x); median drop <= 3.0 points: met (1.50 points)" in text
+    assert ("unstructured (unstructured:0.5, 3 epochs) + int8: gzip <= 0.6x unpruned int8: MISSED (0.70x); drop <= 1.0 point: "
+            "MISSED (2.00 points)") in text
+    assert "| channels:0.5 | 3 | 29.00% | 28.50% | 1.50 | 0.400 (0.50x) | 0.400 (0.80x) | 0.30x |  | 100 |" in text
     assert text.index("## Pruning") < text.index("## Targets")
     assert "agreement >= 99%: met (99.50%, plain recipe 96.00%)" in text
     assert "pipeline >= 0.9x the bare-inference bound: MISSED (0.10x)" in text
