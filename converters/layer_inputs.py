@@ -29,7 +29,7 @@ __all__ = ["LayerInputs", "Moments", "kernel_layer", "patches", "walk"]
 
 layers = keras.layers
 
-_BATCH = 16
+_BATCH = 32
 #: Output positions per batch whose patches enter the moments; beyond that a seeded sample (neighbouring
 #: positions of one photo say much the same, and the early layers of a 224 px model have 200,000 a batch).
 MAX_POSITIONS = 16384

@@ -14,7 +14,7 @@ from tillsight.bundle import OutputActivation
 from tillsight.errors import ConversionError
 from tillsight.profiles import ChannelCriterion, DistillationOptions, PruningMode, PruningOptions, PruningScope
 
-from .._tf import keras
+from .._tf import keras, tf
 from ..training import (
     STATISTICS_IMAGES,
     TeacherCache,
@@ -200,11 +200,13 @@ def _choose(
 def _output_change(model: Any, images: np.ndarray, activation: OutputActivation) -> Callable[[], float]:
     """How far ``model``'s outputs on ``images`` have moved (mean KL divergence) from what they are now."""
     ops = keras.ops
-    reference = logits_of(model(images, training=False), activation)
+    forward = tf.function(lambda batch: logits_of(model(batch, training=False), activation))  # traced once: the trials
+    batch = tf.constant(images)  # only assign new values to the same variables
+    reference = forward(batch)
     none = ops.zeros((len(images),))
 
     def damage() -> float:
-        logits = logits_of(model(images, training=False), activation)
+        logits = forward(batch)
         change = kd_loss(logits, reference, reference, none, 0.0, 1.0, multi_label=activation == OutputActivation.SIGMOID)
         return float(ops.convert_to_numpy(ops.mean(change)))
 

@@ -74,8 +74,11 @@ def test_every_compression_mode_converts_every_model_shape(shape, mode, shape_mo
         "generic-x86-cpu", prune=None if qat else mode, finetune_epochs=None if qat else 1, qat=qat, qat_epochs=1 if qat else None,
         distill=True, allow_accuracy_drop=True,
     )
+    profile = one_photo_tolerance("generic-x86-cpu", tmp_path, photos)  # 48 calibration photos: enough for these models
+    text = profile.read_text().replace("calibration_samples = 300", "calibration_samples = 48")
+    profile.write_text(text.replace("min_calibration_samples = 100", "min_calibration_samples = 32"))
     bundle = tillsight.convert(
-        shape_models[shape], one_photo_tolerance("generic-x86-cpu", tmp_path, photos), calibration=photos.train_list,
+        shape_models[shape], profile, calibration=photos.train_list,
         evaluation=photos.eval_list, labels=photos.labels_file, out=tmp_path / "out", finetune=photos.train_list,
         options=options,
     )
