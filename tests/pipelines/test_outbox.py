@@ -1,4 +1,4 @@
-"""The MQTT outbox file on its own (no broker): one process at a time."""
+"""MQTT without a broker: the outbox file (one process at a time), URLs, and a broker that does not answer."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import textwrap
 
 import pytest
 
-from tillsight.errors import SinkError
-from tillsight.pipelines.mqtt import Outbox
+from tillsight import cli
+from tillsight.demo import ASSETS
+from tillsight.errors import OptionsError, SinkError
+from tillsight.pipelines.mqtt import MqttOptions, Outbox
 
 HOLD = textwrap.dedent("""
     import sys, time
@@ -64,3 +66,13 @@ def test_an_unreachable_broker_is_said_within_seconds_while_events_wait_in_the_o
         ]
     finally:
         sink.close(timeout=0.1)
+
+
+def test_a_malformed_mqtt_url_is_one_line_naming_the_form(capsys):
+    code = cli.main(["run", str(ASSETS / "classifier"), "--source", str(ASSETS / "checkout.mp4"), "--mqtt", "http://broker/x"])
+    assert code == 1
+    assert capsys.readouterr().err.strip().splitlines() == ["error: 'http://broker/x' is not an MQTT URL; write mqtt://HOST[:PORT]/TOPIC or mqtts://..."]
+    with pytest.raises(OptionsError, match="wildcards"):
+        MqttOptions.from_url("mqtt://broker/store/#")
+    with pytest.raises(OptionsError, match="port"):
+        MqttOptions.from_url("mqtt://broker:99999/x")
