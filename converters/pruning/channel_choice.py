@@ -14,6 +14,7 @@ EfficientNet-Lite0 (81.08% val top-1), taking 30% from one group alone left betw
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +25,8 @@ from tillsight.profiles import ChannelCriterion, PruningScope
 
 from .._tf import keras
 from .channels import ChannelGroup, ChannelPlan
+
+logger = logging.getLogger(__name__)
 
 layers = keras.layers
 
@@ -139,6 +142,10 @@ def choose_channels_by_damage(
     while plan.kept_macs() > target:
         group = _cheapest_step(plan, levels, reached)
         if group is None:  # every group at its deepest level
+            logger.warning(
+                "channels %.0f%%: every group is at its most (%.0f%% of its channels), so the model keeps more multiply-adds "
+                "than asked; scope = \"layer\" cuts every group to the target", 100 * fraction, 100 * DAMAGE_LEVELS[-1],
+            )
             break
         reached[id(group)] += 1
         group.keep = levels[id(group)][reached[id(group)] - 1][0]

@@ -158,7 +158,11 @@ def test_accuracy_gate_keeps_the_good_bundle(tmp_path, tiny_model_file, photos, 
 
 @pytest.mark.integration
 def test_accuracy_refusal_names_pruning_when_pruning_lost_the_points(tmp_path, tiny_model_file, photos, capfd):
-    argv = convert_args(tiny_model_file, photos, tmp_path / "out", **{"--prune": "channels:0.9", "--finetune-epochs": 0})
+    from tests.converters.test_pruning import _write_profile
+
+    # the least-squares refit keeps the tiny model whole down to 8 channels a layer: cut every layer to one
+    profile = _write_profile(tmp_path, photos, 'mode = "channels"\ntarget = 0.97\nchannel_multiple = 1\nscope = "layer"')
+    argv = convert_args(tiny_model_file, photos, tmp_path / "out", **{"--profile": profile, "--finetune-epochs": 0})
     code, err = run_cli(capfd, *argv, "--eval", photos.eval_list)
     assert code == 1 and "no bundle written" in err[0], err
     assert "pruning alone took" in err[0] and "--finetune-epochs" in err[0] and "calibration" not in err[0], err

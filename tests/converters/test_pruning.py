@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -282,7 +283,7 @@ def _two_group_model():
 
 
 @requires_keras
-def test_measured_scope_takes_channels_where_the_outputs_change_least(photos: PhotoSplit):
+def test_measured_scope_takes_channels_where_the_outputs_change_least(photos: PhotoSplit, caplog):
     import dataclasses
 
     from tillsight.bundle import OutputActivation
@@ -308,6 +309,14 @@ def test_measured_scope_takes_channels_where_the_outputs_change_least(photos: Ph
     assert change[PruningScope.MEASURED] < 0.5 * change[PruningScope.LAYER]
     no_images = prune(model, dataclasses.replace(base, scope=PruningScope.MEASURED), None, OutputActivation.SOFTMAX)
     assert no_images.report["scope"] == "layer"  # nothing to try choices on: the same share everywhere
+
+    # past the deepest level every group may reach, the shortfall is said, not hidden
+    deep = dataclasses.replace(base, scope=PruningScope.MEASURED, target=0.9)
+    assert not any("every group is at its most" in r.message for r in caplog.records)
+    short = prune(model, deep, None, OutputActivation.SOFTMAX, images=inputs).report
+    deep_layer = prune(model, dataclasses.replace(deep, scope=PruningScope.LAYER), None, OutputActivation.SOFTMAX).report
+    assert short["macs_after"] > deep_layer["macs_after"]
+    assert any("channels 90%: every group is at its most" in r.message for r in caplog.records)
 
 
 @requires_keras
@@ -557,7 +566,9 @@ def test_cli_prunes_from_the_profile_and_from_flags(tiny_model_file, photos: Pho
     assert main(["convert", *common, "--profile", str(profile), "--out", str(tmp_path / "a"),
                  "--finetune", str(photos.train_list)]) == 0
     out = capsys.readouterr().out
-    assert "pruning: 50.0% of" in out and "x the unpruned model" in out
+    sparsity = re.search(r"pruning: ([0-9.]+)% of \d+ kernel weights are zero, gzip [0-9.]+ MB \(([0-9.]+)x the unpruned", out)
+    assert sparsity, out
+    assert float(sparsity[1]) == pytest.approx(50.0, abs=2.0) and float(sparsity[2]) < 1.0, out  # per-layer levels
     assert read_bundle(tmp_path / "a" / "generic-x86-cpu").manifest.metrics.pruning.finetune.epochs == 1
 
     # the flags override the profile: one-shot channel pruning needs no fine-tuning data
