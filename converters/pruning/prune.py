@@ -239,7 +239,7 @@ class _Training:
 
     def run(self, model: Any, epochs: int, callbacks: Any = ()) -> dict[str, Any]:
         """Train ``model`` in place, BatchNorm in inference mode (the statistics the layers were refit to)."""
-        schedule = TrainingSchedule(epochs, self.options.learning_rate, callbacks, self.progress, restarts=True)
+        schedule = TrainingSchedule(epochs, self.options.learning_rate, callbacks, self.progress)
         with frozen_batchnorm(model):
             if self.teacher is None:
                 return fine_tune(model, self.photos, self.activation, schedule)
