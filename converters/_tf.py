@@ -9,9 +9,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from tillsight._native import native_stderr_to_log  # noqa: E402
+from tillsight.errors import BackendUnavailableError  # noqa: E402
 
-with native_stderr_to_log("importing TensorFlow"):
-    import keras  # noqa: E402
-    import tensorflow as tf  # noqa: E402
+try:
+    with native_stderr_to_log("importing TensorFlow"):
+        import keras  # noqa: E402
+        import tensorflow as tf  # noqa: E402
+except ImportError as exc:  # a device-side install: converting happens on a workstation
+    raise BackendUnavailableError(
+        f"converting needs TensorFlow and Keras ({exc.name} is missing): pip install 'tillsight[convert]'"
+    ) from exc
 
 __all__ = ["keras", "tf"]

@@ -66,7 +66,8 @@ def training_set(profile: Profile, source: Any, finetune: str | Path | None, lab
         if profile.distillation.enabled:
             logger.warning("distillation is on but nothing fine-tunes: it applies to pruning's fine-tuning (add --prune)")
         if finetune is not None:
-            logger.warning("fine-tuning data %s is not used: profile '%s' neither prunes nor runs QAT", finetune, profile.name)
+            why = "prunes in one shot (0 fine-tuning epochs)" if profile.pruning.enabled else "neither prunes nor runs QAT"
+            logger.warning("fine-tuning data %s is not used: profile '%s' %s", finetune, profile.name, why)
         return None
     if finetune is None:
         step = "quantization-aware fine-tuning" if not finetunes else f"{profile.pruning.mode.value} pruning's fine-tuning"

@@ -557,7 +557,7 @@ def test_prune_convert_load_classify_round_trip(spec, tiny_model_file, photos: P
 
 
 @pytest.mark.integration
-def test_cli_prunes_from_the_profile_and_from_flags(tiny_model_file, photos: PhotoSplit, tmp_path: Path, capsys):
+def test_cli_prunes_from_the_profile_and_from_flags(tiny_model_file, photos: PhotoSplit, tmp_path: Path, capsys, caplog):
     from tillsight.bundle import read_bundle
     from tillsight.cli import main
 
@@ -571,9 +571,11 @@ def test_cli_prunes_from_the_profile_and_from_flags(tiny_model_file, photos: Pho
     assert float(sparsity[1]) == pytest.approx(50.0, abs=2.0) and float(sparsity[2]) < 1.0, out  # per-layer levels
     assert read_bundle(tmp_path / "a" / "generic-x86-cpu").manifest.metrics.pruning.finetune.epochs == 1
 
-    # the flags override the profile: one-shot channel pruning needs no fine-tuning data
+    # the flags override the profile: one-shot channel pruning needs no fine-tuning data, and says it leaves it unused
     assert main(["convert", *common, "--profile", str(profile), "--out", str(tmp_path / "b"),
-                 "--prune", "channels:0.25", "--finetune-epochs", "0"]) == 0
+                 "--prune", "channels:0.25", "--finetune-epochs", "0", "--finetune", str(photos.train_list)]) == 0
+    assert any(r.message.endswith("is not used: profile 'generic-x86-cpu' prunes in one shot (0 fine-tuning epochs)")
+               for r in caplog.records), [r.message for r in caplog.records]
     manifest = read_bundle(tmp_path / "b" / "generic-x86-cpu").manifest
     assert manifest.metrics.pruning.mode == "channels" and manifest.metrics.pruning.finetune is None
     assert manifest.profile["pruning"]["target"] == 0.25

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import socket
@@ -14,6 +15,9 @@ import pytest
 
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
 needs_mosquitto = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed (apt-get install mosquitto; .ci/run installs it)")
+needs_paho = pytest.mark.skipif(
+    importlib.util.find_spec("paho") is None, reason="MQTT needs paho-mqtt: pip install 'tillsight[mqtt]' (a device-side install has none)"
+)
 
 
 def free_port() -> int:

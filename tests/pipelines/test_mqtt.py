@@ -17,9 +17,9 @@ from tillsight.demo import ASSETS
 from tillsight.pipelines.events import ProductRecognized
 from tillsight.pipelines.mqtt import MqttOptions, MqttSink, Outbox
 
-from .broker import Broker, Consumer, free_port, needs_mosquitto
+from .broker import Broker, Consumer, free_port, needs_mosquitto, needs_paho
 
-pytestmark = needs_mosquitto
+pytestmark = [needs_mosquitto, needs_paho]
 
 SCRIPT = json.loads((ASSETS / "checkout.json").read_text())
 ROI = ",".join(str(v) for v in SCRIPT["roi"])
