@@ -69,12 +69,16 @@ class Consumer:
 
         self.messages: list[dict] = []
         self._lock = threading.Lock()
+        self._subscribed = threading.Event()
         self._client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"consumer-{port}", clean_session=False)
         self._client.reconnect_delay_set(1, 1)
         self._client.on_connect = lambda client, *_: client.subscribe(topic, qos=1)
+        self._client.on_subscribe = lambda *_: self._subscribed.set()
         self._client.on_message = self._on_message
         self._client.connect("127.0.0.1", port)
         self._client.loop_start()
+        if not self._subscribed.wait(10):  # the broker's SUBACK: from here on, every publish reaches us
+            raise RuntimeError(f"no SUBACK from the broker on port {port} for {topic}")
 
     def _on_message(self, client, userdata, message) -> None:
         with self._lock:

@@ -39,7 +39,6 @@ def broker(tmp_path):
 
 def test_events_reach_the_broker_with_their_ids_and_leave_the_outbox_once_acknowledged(broker, tmp_path):
     consumer = Consumer(broker.port)
-    time.sleep(0.3)
     sent = events(12)
     with MqttSink(MqttOptions.from_url(broker.url, outbox=tmp_path / "outbox.sqlite")) as sink:
         for event in sent:
@@ -56,15 +55,16 @@ def test_events_reach_the_broker_with_their_ids_and_leave_the_outbox_once_acknow
 
 def test_each_lane_publishes_to_its_own_topic_with_a_lane_placeholder(broker, tmp_path):
     lane_two = Consumer(broker.port, topic="store/12/lane/2")
-    time.sleep(0.3)
-    sent = [dataclasses.replace(event, lane=lane) for event, lane in zip(events(6), "121212")]
+    sent = [dataclasses.replace(event, lane=lane) for event, lane in zip(events(7), "1212122")]
     url = broker.url.replace("/lane/1", "/lane/{lane}")
     with MqttSink(MqttOptions.from_url(url, outbox=tmp_path / "outbox.sqlite")) as sink:
         for event in sent:
             sink(event)
-        received = lane_two.wait_for(3)
-        time.sleep(0.3)  # a lane-1 event on lane 2's topic would be here by now
+        # The broker keeps one publisher's messages on a topic in order: a lane-1 event sent to lane 2's
+        # topic would arrive before the last event, which is lane 2's.
+        received = lane_two.wait_for(4)
     lane_two.close()
+    assert sent[-1].event_id in received
     assert set(received) == {event.event_id for event in sent if event.lane == "2"}
 
 
@@ -74,11 +74,9 @@ def test_events_wait_in_the_outbox_while_the_broker_is_down_and_go_when_it_comes
     try:
         for event in events(5):
             sink(event)
-        time.sleep(1.0)
-        assert sink.pending == 5  # nobody to send them to
+        assert sink.pending == 5  # on disk when the call returns; nobody acknowledges them until a broker is up
         broker.start()
         consumer = Consumer(broker.port)
-        time.sleep(0.3)
         for event in events(3, start=5):
             sink(event)
         # The five older events were published before the consumer subscribed; the broker keeps none of
@@ -114,7 +112,6 @@ def test_events_on_disk_when_the_kiosk_is_sigkilled_are_sent_first_by_the_next_r
     broker = Broker(tmp_path / "broker", port).start()
     try:
         consumer = Consumer(port)
-        time.sleep(0.3)
         with MqttSink(MqttOptions.from_url(url, outbox=outbox)) as sink:
             sink(ProductRecognized("Pineapple", 0.9, 99.0, 99.5, 5, "lane-1"))
             received = consumer.wait_for(8)
@@ -141,7 +138,6 @@ def _basket(received):
 @pytest.mark.integration
 def test_the_broker_killed_mid_run_and_restarted_loses_no_event(broker, tmp_path):
     consumer = Consumer(broker.port)
-    time.sleep(0.3)
     kiosk = _kiosk(broker, tmp_path / "outbox.sqlite", "--speed", "3", "--mqtt-drain-timeout", "30")
     try:
         assert consumer.wait_for(2, timeout=60), "no event reached the consumer"
@@ -160,7 +156,6 @@ def test_the_broker_killed_mid_run_and_restarted_loses_no_event(broker, tmp_path
 @pytest.mark.integration
 def test_the_kiosk_sigkilled_mid_run_and_started_again_loses_no_event(broker, tmp_path):
     consumer = Consumer(broker.port)
-    time.sleep(0.3)
     outbox = tmp_path / "outbox.sqlite"
     kiosk = _kiosk(broker, outbox, "--speed", "3")
     try:
