@@ -104,8 +104,11 @@ def tflite_plain_int8(model, inputs, truth, float_top1, calibration: np.ndarray,
     model_bytes = converter.convert()
     predicted, latency = _tflite_run(model_bytes, inputs, threads, runs)
     return {
-        "name": f"plain TFLiteConverter int8 ({len(calibration)} images)", "bytes": len(model_bytes),
-        "model_bytes": model_bytes, **scores_summary(predicted, truth, float_top1), **latency,
+        "name": f"plain TFLiteConverter int8 ({len(calibration)} images)",
+        "bytes": len(model_bytes),
+        "model_bytes": model_bytes,
+        **scores_summary(predicted, truth, float_top1),
+        **latency,
     }
 
 

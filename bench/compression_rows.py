@@ -26,8 +26,18 @@ SEEDS = (0, 1, 2)
 
 #: The figures of a row that change with the seed: the median is reported, each run kept.
 _VARYING = (
-    "pruned_top1", "converted_top1", "top1_agreement", "drop_vs_unpruned_float", "top1_drop", "finetune_s", "qat_s",
-    "student_float_top1", "student_int8_top1", "teacher_agreement", "distill_s", "conversion_s",
+    "pruned_top1",
+    "converted_top1",
+    "top1_agreement",
+    "drop_vs_unpruned_float",
+    "top1_drop",
+    "finetune_s",
+    "qat_s",
+    "student_float_top1",
+    "student_int8_top1",
+    "teacher_agreement",
+    "distill_s",
+    "conversion_s",
 )
 
 
@@ -39,8 +49,10 @@ def over_seeds(run: Callable[[int, bool], dict], seeds: Sequence[int]) -> dict:
         values = [row[key] for row in rows if row.get(key) is not None]
         if values:
             merged[key] = round(statistics.median(values), 3)
-    merged["runs"] = [{"seed": seed, **{key: row.get(key) for key in _VARYING if row.get(key) is not None}}
-                      for seed, row in zip(seeds, rows, strict=True)]
+    merged["runs"] = [
+        {"seed": seed, **{key: row.get(key) for key in _VARYING if row.get(key) is not None}}
+        for seed, row in zip(seeds, rows, strict=True)
+    ]
     return merged
 
 
@@ -82,11 +94,21 @@ def pruning_benchmark(
         def run(seed: int, measure: bool, name: str = name, spec: str = spec, trained: int = trained) -> dict:
             started = time.monotonic()
             bundle = tillsight.convert(
-                model, reference["name"], calibration=data / "train.txt", evaluation=data / "val.txt", labels=labels,
-                out=out / f"{name}-seed{seed}", finetune=data / "train.txt",
+                model,
+                reference["name"],
+                calibration=data / "train.txt",
+                evaluation=data / "val.txt",
+                labels=labels,
+                out=out / f"{name}-seed{seed}",
+                finetune=data / "train.txt",
                 options=tillsight.ConversionOptions.for_profile(
-                    reference["name"], prune=spec, finetune_epochs=trained, distill=name in distilled,
-                    allow_accuracy_drop=True, crop=crop, seed=seed,
+                    reference["name"],
+                    prune=spec,
+                    finetune_epochs=trained,
+                    distill=name in distilled,
+                    allow_accuracy_drop=True,
+                    crop=crop,
+                    seed=seed,
                 ),
             )
             seconds = time.monotonic() - started
@@ -106,15 +128,25 @@ def _pruning_row(
     summary = summarize_bundle(bundle.path)
     report, accuracy = bundle.manifest.metrics.pruning, bundle.manifest.metrics.accuracy
     return {
-        "name": name, "setting": spec + (" + distill" if distilled else ""), "epochs": epochs,
-        "distilled": distilled, "profile": reference["name"], "path": str(bundle.path),
-        "model_bytes": summary.model_bytes, "gzip_bytes": summary.gzip_bytes,
-        "float_top1": accuracy.float_top1, "pruned_top1": accuracy.pruned_top1,
-        "converted_top1": accuracy.converted_top1, "top1_agreement": accuracy.top1_agreement,
-        "drop_vs_unpruned_float": accuracy.top1_drop, "process": process, "conversion_s": round(seconds, 1),
+        "name": name,
+        "setting": spec + (" + distill" if distilled else ""),
+        "epochs": epochs,
+        "distilled": distilled,
+        "profile": reference["name"],
+        "path": str(bundle.path),
+        "model_bytes": summary.model_bytes,
+        "gzip_bytes": summary.gzip_bytes,
+        "float_top1": accuracy.float_top1,
+        "pruned_top1": accuracy.pruned_top1,
+        "converted_top1": accuracy.converted_top1,
+        "top1_agreement": accuracy.top1_agreement,
+        "drop_vs_unpruned_float": accuracy.top1_drop,
+        "process": process,
+        "conversion_s": round(seconds, 1),
         "finetune_s": report.finetune.seconds if report.finetune else None,
         "one_shot_s": (report.details.get("one_shot") or report.details.get("reconstruction") or {}).get("seconds"),
-        "sparsity": report.sparsity, "removed_channels": report.removed_fraction,
+        "sparsity": report.sparsity,
+        "removed_channels": report.removed_fraction,
         "macs_ratio": round(report.macs_after / report.macs_before, 3) if report.macs_after else None,
         "latency_ratio": round(process["p50_ms"] / reference["process"]["p50_ms"], 3) if process else None,
         "gzip_ratio": round(summary.gzip_bytes / reference["gzip_bytes"], 3),
@@ -122,30 +154,57 @@ def _pruning_row(
 
 
 def qat_benchmark(
-    model: Path, labels: Path, data: Path, out: Path, reference: dict, measure_process: Callable[[Path], dict], epochs: int,
-    crop: float = 1.0, seeds: Sequence[int] = SEEDS,
+    model: Path,
+    labels: Path,
+    data: Path,
+    out: Path,
+    reference: dict,
+    measure_process: Callable[[Path], dict],
+    epochs: int,
+    crop: float = 1.0,
+    seeds: Sequence[int] = SEEDS,
 ) -> dict:
     """Convert with quantization-aware fine-tuning and compare agreement with the post-training bundle."""
 
     def run(seed: int, measure: bool) -> dict:
         started = time.monotonic()
         bundle = tillsight.convert(
-            model, reference["name"], calibration=data / "train.txt", evaluation=data / "val.txt", labels=labels,
-            out=out / f"seed{seed}", finetune=data / "train.txt",
+            model,
+            reference["name"],
+            calibration=data / "train.txt",
+            evaluation=data / "val.txt",
+            labels=labels,
+            out=out / f"seed{seed}",
+            finetune=data / "train.txt",
             options=tillsight.ConversionOptions.for_profile(
-                reference["name"], qat=True, qat_epochs=epochs, allow_accuracy_drop=True, crop=crop, seed=seed,
+                reference["name"],
+                qat=True,
+                qat_epochs=epochs,
+                allow_accuracy_drop=True,
+                crop=crop,
+                seed=seed,
             ),
         )
         seconds = time.monotonic() - started
         process = measure_process(bundle.path) if measure else None
         accuracy, qat = bundle.manifest.metrics.accuracy, bundle.manifest.metrics.qat
-        print(f"QAT ({epochs} epochs) seed {seed}: top-1 {accuracy.converted_top1}%, agreement {accuracy.top1_agreement}%, "
-              f"{seconds:.0f} s", flush=True)
+        print(
+            f"QAT ({epochs} epochs) seed {seed}: top-1 {accuracy.converted_top1}%, agreement {accuracy.top1_agreement}%, "
+            f"{seconds:.0f} s",
+            flush=True,
+        )
         return {
-            "profile": reference["name"], "epochs": epochs, "path": str(bundle.path), "float_top1": accuracy.float_top1,
-            "converted_top1": accuracy.converted_top1, "top1_drop": accuracy.top1_drop,
-            "top1_agreement": accuracy.top1_agreement, "reference_agreement": reference["top1_agreement"],
-            "qat_s": qat.training.seconds, "conversion_s": round(seconds, 1), "process": process,
+            "profile": reference["name"],
+            "epochs": epochs,
+            "path": str(bundle.path),
+            "float_top1": accuracy.float_top1,
+            "converted_top1": accuracy.converted_top1,
+            "top1_drop": accuracy.top1_drop,
+            "top1_agreement": accuracy.top1_agreement,
+            "reference_agreement": reference["top1_agreement"],
+            "qat_s": qat.training.seconds,
+            "conversion_s": round(seconds, 1),
+            "process": process,
             "latency_ratio": round(process["p50_ms"] / reference["process"]["p50_ms"], 3) if process else None,
         }
 
@@ -174,27 +233,51 @@ def student_benchmark(
         keras.utils.set_random_seed(seed)
         options = tillsight.ConversionOptions(crop=crop, seed=seed)
         result = tillsight.distill(
-            model, student, out / f"seed{seed}" / f"{student}.keras", data=data / "train.txt", epochs=epochs,
-            evaluation=data / "val.txt", labels=labels, options=options, student_size=student_size,
+            model,
+            student,
+            out / f"seed{seed}" / f"{student}.keras",
+            data=data / "train.txt",
+            epochs=epochs,
+            evaluation=data / "val.txt",
+            labels=labels,
+            options=options,
+            student_size=student_size,
         )
         distill_seconds = time.monotonic() - started
         bundle = tillsight.convert(
-            result.path, reference["name"], calibration=data / "train.txt", evaluation=data / "val.txt", labels=labels,
-            out=out / f"seed{seed}" / "bundles", options=tillsight.ConversionOptions(allow_accuracy_drop=True, crop=crop),
+            result.path,
+            reference["name"],
+            calibration=data / "train.txt",
+            evaluation=data / "val.txt",
+            labels=labels,
+            out=out / f"seed{seed}" / "bundles",
+            options=tillsight.ConversionOptions(allow_accuracy_drop=True, crop=crop),
         )
         summary = summarize_bundle(bundle.path)
         process = measure_process(bundle.path) if measure else None
         accuracy, training = result.report.accuracy, result.report.training.details
-        print(f"student {student} ({epochs} epochs) seed {seed}: float top-1 {accuracy.student_top1}% "
-              f"(teacher {accuracy.teacher_top1}%), int8 {summary.converted_top1}%, {distill_seconds:.0f} s", flush=True)
+        print(
+            f"student {student} ({epochs} epochs) seed {seed}: float top-1 {accuracy.student_top1}% "
+            f"(teacher {accuracy.teacher_top1}%), int8 {summary.converted_top1}%, {distill_seconds:.0f} s",
+            flush=True,
+        )
         return {
-            "student": student, "started_from_teacher": result.report.started_from_teacher,
-            "student_input": list(result.report.student_input), "epochs": epochs, "profile": reference["name"],
-            "path": str(bundle.path), "teacher_float_top1": accuracy.teacher_top1,
-            "student_float_top1": accuracy.student_top1, "student_int8_top1": summary.converted_top1,
-            "teacher_agreement": accuracy.top1_agreement, "kept_start": training.get("kept_start"),
-            "teacher_parameters": result.report.teacher_parameters, "student_parameters": result.report.student_parameters,
-            "model_bytes": summary.model_bytes, "distill_s": round(distill_seconds, 1), "process": process,
+            "student": student,
+            "started_from_teacher": result.report.started_from_teacher,
+            "student_input": list(result.report.student_input),
+            "epochs": epochs,
+            "profile": reference["name"],
+            "path": str(bundle.path),
+            "teacher_float_top1": accuracy.teacher_top1,
+            "student_float_top1": accuracy.student_top1,
+            "student_int8_top1": summary.converted_top1,
+            "teacher_agreement": accuracy.top1_agreement,
+            "kept_start": training.get("kept_start"),
+            "teacher_parameters": result.report.teacher_parameters,
+            "student_parameters": result.report.student_parameters,
+            "model_bytes": summary.model_bytes,
+            "distill_s": round(distill_seconds, 1),
+            "process": process,
             "latency_ratio": round(process["p50_ms"] / reference["process"]["p50_ms"], 3) if process else None,
         }
 

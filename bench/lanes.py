@@ -36,7 +36,10 @@ def measure(bundle: Path, lanes: int, video: Path, roi: tuple[int, int, int, int
     baskets = [Basket(lane=lane_id) for lane_id in ids]
     with tillsight.load(bundle, throughput=lanes > 1) as classifier:
         pipeline = MultiLanePipeline(
-            [Lane(lane_id, open_source(video), roi) for lane_id in ids], classifier, baskets, PipelineOptions(metrics_interval=0),
+            [Lane(lane_id, open_source(video), roi) for lane_id in ids],
+            classifier,
+            baskets,
+            PipelineOptions(metrics_interval=0),
         )
         started = time.perf_counter()
         metrics = pipeline.run()
@@ -45,10 +48,15 @@ def measure(bundle: Path, lanes: int, video: Path, roi: tuple[int, int, int, int
         engine = classifier.backend.engine
     frames = [metrics[lane_id].frames_processed for lane_id in ids]
     return {
-        "lanes": lanes, "wall_s": wall, "frames": frames, "classified": [metrics[i].frames_classified for i in ids],
-        "lane_fps": statistics.median(f / wall for f in frames), "total_fps": sum(frames) / wall,
+        "lanes": lanes,
+        "wall_s": wall,
+        "frames": frames,
+        "classified": [metrics[i].frames_classified for i in ids],
+        "lane_fps": statistics.median(f / wall for f in frames),
+        "total_fps": sum(frames) / wall,
         "baskets_ok": all(basket.items() == expected and not basket.unknown for basket in baskets),
-        "engine": engine, "hint": hint,
+        "engine": engine,
+        "hint": hint,
     }
 
 
@@ -57,21 +65,30 @@ def bench(bundles: list[Path], counts: list[int], repeats: int, video: Path, roi
     for bundle in bundles:
         runs: dict[int, list[dict]] = {n: [] for n in counts}
         for repeat in range(repeats):
-            order = counts[repeat % len(counts):] + counts[:repeat % len(counts)]  # spread drift over the counts
+            order = counts[repeat % len(counts) :] + counts[: repeat % len(counts)]  # spread drift over the counts
             for n in order:
                 run = measure(bundle, n, video, roi, expected)
                 runs[n].append(run)
-                print(f"{bundle.name}: {n} lane(s), {run['lane_fps']:.1f} fps per lane, baskets ok: {run['baskets_ok']}", file=sys.stderr)
+                print(
+                    f"{bundle.name}: {n} lane(s), {run['lane_fps']:.1f} fps per lane, baskets ok: {run['baskets_ok']}",
+                    file=sys.stderr,
+                )
         manifest = json.loads((bundle / "manifest.json").read_text())
         for n in counts:
-            rows.append({
-                "bundle": str(bundle), "profile": manifest.get("profile", {}).get("name", bundle.name),
-                "lanes": n, "engine": runs[n][0]["engine"], "hint": runs[n][0]["hint"],
-                "lane_fps": statistics.median(r["lane_fps"] for r in runs[n]),
-                "total_fps": statistics.median(r["total_fps"] for r in runs[n]),
-                "classified_share": sum(runs[n][0]["classified"]) / sum(runs[n][0]["frames"]),
-                "baskets_ok": sum(r["baskets_ok"] for r in runs[n]), "runs": len(runs[n]),
-            })
+            rows.append(
+                {
+                    "bundle": str(bundle),
+                    "profile": manifest.get("profile", {}).get("name", bundle.name),
+                    "lanes": n,
+                    "engine": runs[n][0]["engine"],
+                    "hint": runs[n][0]["hint"],
+                    "lane_fps": statistics.median(r["lane_fps"] for r in runs[n]),
+                    "total_fps": statistics.median(r["total_fps"] for r in runs[n]),
+                    "classified_share": sum(runs[n][0]["classified"]) / sum(runs[n][0]["frames"]),
+                    "baskets_ok": sum(r["baskets_ok"] for r in runs[n]),
+                    "runs": len(runs[n]),
+                }
+            )
     return rows
 
 

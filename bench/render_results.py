@@ -6,7 +6,6 @@ from pathlib import Path
 
 from sections import SECTION_FILES  # measured apart (bench/lanes.py, bench/tune.py); kept before the targets
 
-
 #: Causes of the misses, measured and written by hand; appended to RESULTS.md when present.
 ANALYSIS = Path(__file__).resolve().parent / "ANALYSIS.md"
 
@@ -55,7 +54,8 @@ def _header(results: dict) -> list[str]:
         "Versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()) + ".",
         "Latency is the median (p50) and p95 of single-image inference on this 2-core host; a device differs, the ratios carry over better.",
         "Refresh with `python bench/run_benchmarks.py` (see its docstring). This run: "
-        f"`python bench/run_benchmarks.py {' '.join(results.get('arguments', []))}`".rstrip() + " (rows its arguments skip are absent).",
+        f"`python bench/run_benchmarks.py {' '.join(results.get('arguments', []))}`".rstrip()
+        + " (rows its arguments skip are absent).",
         "",
     ]
 
@@ -69,10 +69,18 @@ def _baselines_section(results: dict) -> list[str]:
         _row(["---", "---:", "---:", "---:", "---:", "---:"]),
     ]
     for row in results["baselines"]:
-        lines.append(_row([
-            row["name"], f"{row['bytes'] / 1e6:.2f}", f"{row['top1']:.2f}%", f"{row['agreement']:.2f}%",
-            f"{row['p50_ms']:.3f} / {row['p95_ms']:.3f}", _ratio(row["p50_ms"], keras["p50_ms"]),
-        ]))
+        lines.append(
+            _row(
+                [
+                    row["name"],
+                    f"{row['bytes'] / 1e6:.2f}",
+                    f"{row['top1']:.2f}%",
+                    f"{row['agreement']:.2f}%",
+                    f"{row['p50_ms']:.3f} / {row['p95_ms']:.3f}",
+                    _ratio(row["p50_ms"], keras["p50_ms"]),
+                ]
+            )
+        )
     return lines + [""]
 
 
@@ -85,20 +93,47 @@ def _bundles_section(results: dict, plain: dict) -> list[str]:
         "recipe's int8 model is timed the same way (a bare ai-edge-litert process at 2 threads) for its column;",
         "Edge TPU profiles run on the CPU fallback here (no Edge TPU), OpenVINO profiles on the CPU plugin (no iGPU).",
         "",
-        _row(["profile", "backend / engine", "size MB (gzip)", "float top-1", "converted top-1", "drop", "agreement",
-              "p50 / p95 ms", "p50 vs plain int8", "p50 vs TFLite float", "cold start s", "peak RSS MB", "conversion s"]),
+        _row(
+            [
+                "profile",
+                "backend / engine",
+                "size MB (gzip)",
+                "float top-1",
+                "converted top-1",
+                "drop",
+                "agreement",
+                "p50 / p95 ms",
+                "p50 vs plain int8",
+                "p50 vs TFLite float",
+                "cold start s",
+                "peak RSS MB",
+                "conversion s",
+            ]
+        ),
         _row(["---", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:"]),
     ]
     plain_process = results.get("plain_int8_process", plain)  # runs before that measurement timed it in-process
     for b in results["bundles"]:
         process = b["process"]
-        lines.append(_row([
-            b["name"], f"{b['backend']} / {process['engine']}", f"{b['model_bytes'] / 1e6:.2f} ({b['gzip_bytes'] / 1e6:.2f})",
-            f"{b['float_top1']:.2f}%", f"{b['converted_top1']:.2f}%", f"{b['top1_drop']:.2f}", f"{b['top1_agreement']:.2f}%",
-            f"{process['p50_ms']:.3f} / {process['p95_ms']:.3f}", _ratio(process["p50_ms"], plain_process["p50_ms"]),
-            _ratio(process["p50_ms"], tfl_float["p50_ms"]), f"{process['cold_start_s']:.2f}", f"{process['peak_rss_mb']:.0f}",
-            f"{b['conversion_s']:.0f}",
-        ]))
+        lines.append(
+            _row(
+                [
+                    b["name"],
+                    f"{b['backend']} / {process['engine']}",
+                    f"{b['model_bytes'] / 1e6:.2f} ({b['gzip_bytes'] / 1e6:.2f})",
+                    f"{b['float_top1']:.2f}%",
+                    f"{b['converted_top1']:.2f}%",
+                    f"{b['top1_drop']:.2f}",
+                    f"{b['top1_agreement']:.2f}%",
+                    f"{process['p50_ms']:.3f} / {process['p95_ms']:.3f}",
+                    _ratio(process["p50_ms"], plain_process["p50_ms"]),
+                    _ratio(process["p50_ms"], tfl_float["p50_ms"]),
+                    f"{process['cold_start_s']:.2f}",
+                    f"{process['peak_rss_mb']:.0f}",
+                    f"{b['conversion_s']:.0f}",
+                ]
+            )
+        )
     return lines + [""]
 
 
@@ -112,7 +147,14 @@ def _footprint_section(results: dict, reference: dict) -> list[str]:
         "",
         _row(["process", "cold start s (process start to first result)", "peak RSS MB", "p50 ms"]),
         _row(["---", "---:", "---:", "---:"]),
-        _row(["bare ai-edge-litert interpreter", f"{bare['cold_start_s']:.2f}", f"{bare['peak_rss_mb']:.0f}", f"{bare['p50_ms']:.3f}"]),
+        _row(
+            [
+                "bare ai-edge-litert interpreter",
+                f"{bare['cold_start_s']:.2f}",
+                f"{bare['peak_rss_mb']:.0f}",
+                f"{bare['p50_ms']:.3f}",
+            ]
+        ),
         _row(["tillsight.load + classify", f"{ours['cold_start_s']:.2f}", f"{ours['peak_rss_mb']:.0f}", f"{ours['p50_ms']:.3f}"]),
         _row(["ratio", _ratio(ours["cold_start_s"], bare["cold_start_s"]), _ratio(ours["peak_rss_mb"], bare["peak_rss_mb"]), ""]),
         "",
@@ -120,7 +162,9 @@ def _footprint_section(results: dict, reference: dict) -> list[str]:
 
 
 def _pipeline_section(pipeline: dict) -> list[str]:
-    stages = ", ".join(f"{name} {values.get('p50', 0):.2f}/{values.get('p95', 0):.2f}" for name, values in pipeline["stage_latency_ms"].items())
+    stages = ", ".join(
+        f"{name} {values.get('p50', 0):.2f}/{values.get('p95', 0):.2f}" for name, values in pipeline["stage_latency_ms"].items()
+    )
     age = pipeline["frame_age_ms"]
     return [
         f"## Checkout pipeline ({pipeline['bundle']} bundle, {pipeline['threads']} threads, a video whose every frame shows a product)",
@@ -145,12 +189,16 @@ def _bundle_targets(results: dict, plain: dict, ours: dict) -> list[str]:
         drop_text = met(drop <= 0.5, f"{drop:.2f} points")
         agreement_text = met(agreement >= 99.0, f"{agreement:.2f}%, plain recipe {plain['agreement']:.2f}%")
         versus_plain = met(agreement >= plain["agreement"], f"{agreement - plain['agreement']:+.2f} points")
-        lines.append(f"- {b['name']}: int8 drop <= 0.5 point: {drop_text}; agreement >= 99%: {agreement_text}; "
-                     f"agreement >= the plain recipe's: {versus_plain}")
+        lines.append(
+            f"- {b['name']}: int8 drop <= 0.5 point: {drop_text}; agreement >= 99%: {agreement_text}; "
+            f"agreement >= the plain recipe's: {versus_plain}"
+        )
     ratio, bare = results["pipeline"]["ratio"], results["bare_process"]
     lines.append(f"- pipeline >= 0.9x the bare-inference bound: {met(ratio >= 0.9, f'{ratio:.2f}x')}")
     rss, cold = ours["peak_rss_mb"] / bare["peak_rss_mb"], ours["cold_start_s"] / bare["cold_start_s"]
-    lines.append(f"- peak RSS <= 1.5x bare: {met(rss <= 1.5, f'{rss:.2f}x')}; cold start <= 1.5x bare: {met(cold <= 1.5, f'{cold:.2f}x')}")
+    lines.append(
+        f"- peak RSS <= 1.5x bare: {met(rss <= 1.5, f'{rss:.2f}x')}; cold start <= 1.5x bare: {met(cold <= 1.5, f'{cold:.2f}x')}"
+    )
     return lines
 
 
@@ -172,22 +220,54 @@ def _pruning_section(rows: list[dict], reference: dict) -> list[str]:
         "Against the unpruned int8 bundle of the same profile above (latency measured the same way, same run).",
         "One-shot s: choosing and compensating the cuts on the calibration images; fine-tune s: the recovery training.",
         "",
-        _row(["setting", "epochs", "pruned float top-1", "int8 top-1", "drop vs unpruned float",
-              "gzip MB (vs unpruned int8)", "p50 ms (vs unpruned int8)", "MACs vs unpruned", "one-shot s", "fine-tune s"]),
+        _row(
+            [
+                "setting",
+                "epochs",
+                "pruned float top-1",
+                "int8 top-1",
+                "drop vs unpruned float",
+                "gzip MB (vs unpruned int8)",
+                "p50 ms (vs unpruned int8)",
+                "MACs vs unpruned",
+                "one-shot s",
+                "fine-tune s",
+            ]
+        ),
         _row(["---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:"]),
-        _row(["unpruned (reference)", "", f"{reference['float_top1']:.2f}% (float)", f"{reference['converted_top1']:.2f}%",
-              f"{reference['top1_drop']:.2f}", f"{reference['gzip_bytes'] / 1e6:.3f}", f"{reference['process']['p50_ms']:.3f}",
-              "1x", "", ""]),
+        _row(
+            [
+                "unpruned (reference)",
+                "",
+                f"{reference['float_top1']:.2f}% (float)",
+                f"{reference['converted_top1']:.2f}%",
+                f"{reference['top1_drop']:.2f}",
+                f"{reference['gzip_bytes'] / 1e6:.3f}",
+                f"{reference['process']['p50_ms']:.3f}",
+                "1x",
+                "",
+                "",
+            ]
+        ),
     ]
     for row in rows:
         finetune = f"{row['finetune_s']:.0f}" if row.get("finetune_s") else "0"
-        lines.append(_row([
-            row["setting"], str(row["epochs"]), _varied(row, "pruned_top1"), _varied(row, "converted_top1"),
-            _varied(row, "drop_vs_unpruned_float", ""), f"{row['gzip_bytes'] / 1e6:.3f} ({row['gzip_ratio']:.2f}x)",
-            f"{row['process']['p50_ms']:.3f} ({row['latency_ratio']:.2f}x)",
-            f"{row['macs_ratio']:.2f}x" if row.get("macs_ratio") else "1x",
-            f"{row['one_shot_s']:.0f}" if row.get("one_shot_s") else "", finetune,
-        ]))
+        lines.append(
+            _row(
+                [
+                    row["setting"],
+                    str(row["epochs"]),
+                    _varied(row, "pruned_top1"),
+                    _varied(row, "converted_top1"),
+                    _varied(row, "drop_vs_unpruned_float", ""),
+                    f"{row['gzip_bytes'] / 1e6:.3f} ({row['gzip_ratio']:.2f}x)",
+                    f"{row['process']['p50_ms']:.3f} ({row['latency_ratio']:.2f}x)",
+                    f"{row['macs_ratio']:.2f}x" if row.get("macs_ratio") else "1x",
+                    f"{row['one_shot_s']:.0f}" if row.get("one_shot_s") else "",
+                    finetune,
+                ]
+            )
+        )
     return lines + [""]
 
 
@@ -206,13 +286,17 @@ def _pruning_targets(rows: list[dict]) -> list[str]:
             max_latency, max_drop = _CHANNEL_TARGETS[fraction]
             latency = met(row["latency_ratio"] <= max_latency, f"{row['latency_ratio']:.2f}x")
             minutes = (row.get("finetune_s") or 0) / 60
-            lines.append(f"- structured ({row['setting']}) + int8: latency <= {max_latency}x unpruned int8: {latency}; "
-                         f"median drop <= {max_drop} points: {met(drop <= max_drop, f'{drop:.2f} points')}; "
-                         f"fine-tuning <= 15 min on 2 cores: {met(minutes <= 15, f'{minutes:.1f} min')}")
+            lines.append(
+                f"- structured ({row['setting']}) + int8: latency <= {max_latency}x unpruned int8: {latency}; "
+                f"median drop <= {max_drop} points: {met(drop <= max_drop, f'{drop:.2f} points')}; "
+                f"fine-tuning <= 15 min on 2 cores: {met(minutes <= 15, f'{minutes:.1f} min')}"
+            )
         else:
             gzip_text = met(row["gzip_ratio"] <= 0.6, f"{row['gzip_ratio']:.2f}x")
-            lines.append(f"- unstructured ({row['setting']}, {row['epochs']} epochs) + int8: gzip <= 0.6x unpruned int8: "
-                         f"{gzip_text}; drop <= 1.0 point: {met(drop <= 1.0, f'{drop:.2f} points')}")
+            lines.append(
+                f"- unstructured ({row['setting']}, {row['epochs']} epochs) + int8: gzip <= 0.6x unpruned int8: "
+                f"{gzip_text}; drop <= 1.0 point: {met(drop <= 1.0, f'{drop:.2f} points')}"
+            )
     return lines
 
 
@@ -227,10 +311,28 @@ def _training_section(results: dict, reference: dict) -> list[str]:
             "",
             _row(["bundle", "float top-1", "int8 top-1", "drop", "agreement with float", "p50 ms", "QAT s"]),
             _row(["---", "---:", "---:", "---:", "---:", "---:", "---:"]),
-            _row(["post-training int8 (reference)", f"{reference['float_top1']:.2f}%", f"{reference['converted_top1']:.2f}%",
-                  f"{reference['top1_drop']:.2f}", f"{reference['top1_agreement']:.2f}%", f"{reference['process']['p50_ms']:.3f}", ""]),
-            _row(["QAT int8", f"{qat['float_top1']:.2f}%", _varied(qat, "converted_top1"), _varied(qat, "top1_drop", ""),
-                  _varied(qat, "top1_agreement"), f"{qat['process']['p50_ms']:.3f}", f"{qat['qat_s']:.0f}"]),
+            _row(
+                [
+                    "post-training int8 (reference)",
+                    f"{reference['float_top1']:.2f}%",
+                    f"{reference['converted_top1']:.2f}%",
+                    f"{reference['top1_drop']:.2f}",
+                    f"{reference['top1_agreement']:.2f}%",
+                    f"{reference['process']['p50_ms']:.3f}",
+                    "",
+                ]
+            ),
+            _row(
+                [
+                    "QAT int8",
+                    f"{qat['float_top1']:.2f}%",
+                    _varied(qat, "converted_top1"),
+                    _varied(qat, "top1_drop", ""),
+                    _varied(qat, "top1_agreement"),
+                    f"{qat['process']['p50_ms']:.3f}",
+                    f"{qat['qat_s']:.0f}",
+                ]
+            ),
             "",
         ]
     if student:
@@ -241,11 +343,26 @@ def _training_section(results: dict, reference: dict) -> list[str]:
             "",
             _row(["model", "parameters", "float top-1", "int8 top-1", "p50 ms int8 (vs teacher)", "distill s"]),
             _row(["---", "---:", "---:", "---:", "---:", "---:"]),
-            _row(["teacher", f"{student['teacher_parameters']:,}", f"{student['teacher_float_top1']:.2f}%",
-                  f"{reference['converted_top1']:.2f}%", f"{reference['process']['p50_ms']:.3f}", ""]),
-            _row([student["student"], f"{student['student_parameters']:,}", _varied(student, "student_float_top1"),
-                  _varied(student, "student_int8_top1"), f"{student['process']['p50_ms']:.3f} ({student['latency_ratio']:.2f}x)",
-                  f"{student['distill_s']:.0f}"]),
+            _row(
+                [
+                    "teacher",
+                    f"{student['teacher_parameters']:,}",
+                    f"{student['teacher_float_top1']:.2f}%",
+                    f"{reference['converted_top1']:.2f}%",
+                    f"{reference['process']['p50_ms']:.3f}",
+                    "",
+                ]
+            ),
+            _row(
+                [
+                    student["student"],
+                    f"{student['student_parameters']:,}",
+                    _varied(student, "student_float_top1"),
+                    _varied(student, "student_int8_top1"),
+                    f"{student['process']['p50_ms']:.3f} ({student['latency_ratio']:.2f}x)",
+                    f"{student['distill_s']:.0f}",
+                ]
+            ),
             "",
         ]
     return lines

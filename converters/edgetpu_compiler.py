@@ -19,12 +19,18 @@ from pathlib import Path
 from typing import Any
 
 from tillsight.bundle import Bundle, read_bundle, sha256_of_file, write_manifest
-from tillsight.staging import staged_directory
 from tillsight.errors import BundleError, ConversionError, summarize
 from tillsight.profiles import BackendKind
+from tillsight.staging import staged_directory
 
 __all__ = [
-    "COMPILED_MODEL_FILE", "COMPILER", "compile_bundle", "compile_model", "find_compiler", "not_compiled_note", "parse_compiler_log",
+    "COMPILED_MODEL_FILE",
+    "COMPILER",
+    "compile_bundle",
+    "compile_model",
+    "find_compiler",
+    "not_compiled_note",
+    "parse_compiler_log",
 ]
 
 COMPILER = "edgetpu_compiler"
@@ -112,7 +118,10 @@ def compile_model(model_path: Path, out_dir: Path, compiler: str | None = None, 
         try:
             completed = subprocess.run(
                 [compiler, "-s", "-o", work, str(model_path)],
-                capture_output=True, text=True, timeout=timeout_s, check=False,
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise ConversionError(f"{COMPILER} could not run: {exc}") from exc
@@ -134,7 +143,9 @@ def compile_bundle(bundle_dir: str | Path, compiler: str | None = None) -> Bundl
     bundle = read_bundle(bundle_dir)
     manifest = bundle.manifest
     if manifest.runtime.backend is not BackendKind.EDGETPU:
-        raise BundleError(f"{bundle.path} is a bundle for the {manifest.runtime.backend.value} backend; compile only Edge TPU bundles")
+        raise BundleError(
+            f"{bundle.path} is a bundle for the {manifest.runtime.backend.value} backend; compile only Edge TPU bundles"
+        )
     with staged_directory(bundle.path) as staging:
         for name in manifest.artifacts:
             shutil.copy2(bundle.path / name, staging / name)
@@ -144,7 +155,9 @@ def compile_bundle(bundle_dir: str | Path, compiler: str | None = None) -> Bundl
             **manifest.artifacts,
             COMPILED_MODEL_FILE: {"sha256": sha256_of_file(compiled), "bytes": compiled.stat().st_size},
         }
-        runtime = dataclasses.replace(manifest.runtime, options={**manifest.runtime.options, "edgetpu_model": COMPILED_MODEL_FILE})
+        runtime = dataclasses.replace(
+            manifest.runtime, options={**manifest.runtime.options, "edgetpu_model": COMPILED_MODEL_FILE}
+        )
         target_report = {**manifest.target_report, "edgetpu_compiler": report}
         write_manifest(staging, dataclasses.replace(manifest, artifacts=artifacts, runtime=runtime, target_report=target_report))
     return read_bundle(bundle.path)

@@ -26,14 +26,51 @@ __all__ = ["EDGETPU_CACHE_BYTES", "SUPPORTED_OPS", "OpVerdict", "PreflightReport
 EDGETPU_CACHE_BYTES = 8 * 1024 * 1024
 
 #: Ops Coral documents as supported by the Edge TPU compiler (v16).
-SUPPORTED_OPS = frozenset({
-    "ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "EXPAND_DIMS",
-    "FULLY_CONNECTED", "HARD_SWISH", "L2_NORMALIZATION", "LOGISTIC", "LSTM", "MAXIMUM", "MAX_POOL_2D",
-    "MEAN", "MINIMUM", "MUL", "PACK", "PAD", "PRELU", "QUANTIZE", "REDUCE_MAX", "REDUCE_MIN", "RELU",
-    "RELU6", "RELU_N1_TO_1", "RESHAPE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "RSQRT", "SLICE",
-    "SOFTMAX", "SPACE_TO_DEPTH", "SPLIT", "SQUARED_DIFFERENCE", "SQUEEZE", "STRIDED_SLICE", "SUB", "SUM",
-    "TANH", "TRANSPOSE", "TRANSPOSE_CONV",
-})
+SUPPORTED_OPS = frozenset(
+    {
+        "ADD",
+        "AVERAGE_POOL_2D",
+        "CONCATENATION",
+        "CONV_2D",
+        "DEPTHWISE_CONV_2D",
+        "EXPAND_DIMS",
+        "FULLY_CONNECTED",
+        "HARD_SWISH",
+        "L2_NORMALIZATION",
+        "LOGISTIC",
+        "LSTM",
+        "MAXIMUM",
+        "MAX_POOL_2D",
+        "MEAN",
+        "MINIMUM",
+        "MUL",
+        "PACK",
+        "PAD",
+        "PRELU",
+        "QUANTIZE",
+        "REDUCE_MAX",
+        "REDUCE_MIN",
+        "RELU",
+        "RELU6",
+        "RELU_N1_TO_1",
+        "RESHAPE",
+        "RESIZE_BILINEAR",
+        "RESIZE_NEAREST_NEIGHBOR",
+        "RSQRT",
+        "SLICE",
+        "SOFTMAX",
+        "SPACE_TO_DEPTH",
+        "SPLIT",
+        "SQUARED_DIFFERENCE",
+        "SQUEEZE",
+        "STRIDED_SLICE",
+        "SUB",
+        "SUM",
+        "TANH",
+        "TRANSPOSE",
+        "TRANSPOSE_CONV",
+    }
+)
 _NO_FUSED_ACTIVATION = frozenset({"AVERAGE_POOL_2D", "MAX_POOL_2D", "CONCATENATION"})
 _INTEGER_ACTIVATIONS = ("INT8", "UINT8")
 
@@ -127,8 +164,7 @@ def preflight(model_path: str | Path) -> PreflightReport:
     type_names = {value: name for name, value in vars(schema.TensorType).items() if not name.startswith("_")}
     activations = {value: name for name, value in vars(schema.ActivationFunctionType).items() if not name.startswith("_")}
     constant = {
-        index for index, tensor in enumerate(subgraph.tensors)
-        if tensor.buffer and model.buffers[tensor.buffer].data is not None
+        index for index, tensor in enumerate(subgraph.tensors) if tensor.buffer and model.buffers[tensor.buffer].data is not None
     }
     verdicts = []
     for index, op in enumerate(subgraph.operators or []):
@@ -138,9 +174,7 @@ def preflight(model_path: str | Path) -> PreflightReport:
             name = f"CUSTOM:{code.customCode.decode() if code.customCode else '?'}"
         reason = _why_not(name, op, subgraph, constant, type_names, activations)
         verdicts.append(OpVerdict(index, name, int(code.version), not reason, reason, _macs(name, op, subgraph)))
-    parameters = sum(
-        len(model.buffers[subgraph.tensors[i].buffer].data) for i in constant
-    )
+    parameters = sum(len(model.buffers[subgraph.tensors[i].buffer].data) for i in constant)
     return PreflightReport(tuple(verdicts), parameters)
 
 

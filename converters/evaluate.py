@@ -78,8 +78,13 @@ def evaluate(
         examples = ", ".join(str(path) for path in skipped[:3])
         logger.warning(
             "accuracy check: %d of %d evaluation photos of %s are missing or unreadable and were left out (%s%s); "
-            "the figures are on the %d others", len(skipped), len(image_set.images), image_set.source, examples,
-            ", ..." if len(skipped) > 3 else "", count,
+            "the figures are on the %d others",
+            len(skipped),
+            len(image_set.images),
+            image_set.source,
+            examples,
+            ", ..." if len(skipped) > 3 else "",
+            count,
         )
     if count == 0:
         return AccuracyMetrics(0, len(skipped), 0.0, 0.0, 0.0)

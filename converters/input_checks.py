@@ -70,7 +70,9 @@ def check_conversion_inputs(
     """
     if out is not None:
         check_output_folder(Path(out) / profile.name)
-    label_names = check_labels(labels, "the labels") if isinstance(labels, (list, tuple)) else (read_labels(labels) if labels else None)
+    label_names = (
+        check_labels(labels, "the labels") if isinstance(labels, (list, tuple)) else (read_labels(labels) if labels else None)
+    )
     if isinstance(model, (str, Path)):
         path = Path(model)
         if model_file_kind(path) == "keras" and label_names is not None:
@@ -91,7 +93,9 @@ def check_conversion_inputs(
     if evaluation is not None and not read_image_set(evaluation, label_names).labeled:
         raise DataError(f"evaluation data {evaluation} has no labels: use a class folder or a list file")
     if finetune is not None and not Path(finetune).exists():
-        raise DataError(f"fine-tuning data {finetune} does not exist (expected a class folder, a list file or a folder of frames)")
+        raise DataError(
+            f"fine-tuning data {finetune} does not exist (expected a class folder, a list file or a folder of frames)"
+        )
 
 
 def quantizes(profile: Profile) -> bool:

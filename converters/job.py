@@ -44,9 +44,7 @@ class ConversionJob:
         """
         directory = self.staging_dir / ".saved_model"
         try:
-            yield self.source.export_saved_model(
-                self.input_spec.height, self.input_spec.width, self.add_softmax, directory
-            )
+            yield self.source.export_saved_model(self.input_spec.height, self.input_spec.width, self.add_softmax, directory)
         finally:
             shutil.rmtree(directory, ignore_errors=True)
 

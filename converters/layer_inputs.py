@@ -95,8 +95,15 @@ class Moments:
 class LayerInputs:
     """One visited layer, its twin in the reference model, and its inputs on the images, batch by batch."""
 
-    def __init__(self, layer: Any, reference: Any | None, probe: Any, reference_probe: Any | None,
-                 images: np.ndarray, reference_images: np.ndarray | None) -> None:
+    def __init__(
+        self,
+        layer: Any,
+        reference: Any | None,
+        probe: Any,
+        reference_probe: Any | None,
+        images: np.ndarray,
+        reference_images: np.ndarray | None,
+    ) -> None:
         self.layer = layer
         self.reference = reference  # the same layer in the reference model (None: no reference)
         self._probe, self._reference_probe = probe, reference_probe
@@ -134,13 +141,16 @@ class LayerInputs:
                 step = Moments(
                     _float64(np.matmul(by_channel.transpose(0, 2, 1), by_channel)),
                     _float64(np.matmul(ref.transpose(2, 1, 0), by_channel)) if ref is not None else None,
-                    own.sum(axis=0, dtype=np.float64).T, ref.sum(axis=0, dtype=np.float64).T if ref is not None else None,
+                    own.sum(axis=0, dtype=np.float64).T,
+                    ref.sum(axis=0, dtype=np.float64).T if ref is not None else None,
                     len(own),
                 )
             else:
                 step = Moments(
-                    _float64(own.T @ own), _float64(ref.T @ own) if ref is not None else None,
-                    own.sum(axis=0, dtype=np.float64), ref.sum(axis=0, dtype=np.float64) if ref is not None else None,
+                    _float64(own.T @ own),
+                    _float64(ref.T @ own) if ref is not None else None,
+                    own.sum(axis=0, dtype=np.float64),
+                    ref.sum(axis=0, dtype=np.float64) if ref is not None else None,
                     len(own),
                 )
             total = step if total is None else _add(total, step)
@@ -156,8 +166,11 @@ def _float64(product: np.ndarray) -> np.ndarray:
 
 def _add(a: Moments, b: Moments) -> Moments:
     return Moments(
-        a.inputs + b.inputs, None if a.cross is None else a.cross + b.cross, a.sums + b.sums,
-        None if a.ref_sums is None else a.ref_sums + b.ref_sums, a.count + b.count,
+        a.inputs + b.inputs,
+        None if a.cross is None else a.cross + b.cross,
+        a.sums + b.sums,
+        None if a.ref_sums is None else a.ref_sums + b.ref_sums,
+        a.count + b.count,
     )
 
 

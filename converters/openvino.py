@@ -60,7 +60,10 @@ def _quantized(nncf: Any, model: Any, job: ConversionJob) -> Any:
     if options.accuracy_control:
         return _quantize_with_accuracy_control(nncf, model, calibration, job)
     return nncf.quantize(
-        model, calibration, subset_size=len(job.calibration), fast_bias_correction=False,
+        model,
+        calibration,
+        subset_size=len(job.calibration),
+        fast_bias_correction=False,
         advanced_parameters=_quantization_parameters(nncf),
     )
 
@@ -131,8 +134,10 @@ def _weight_rounding(job: ConversionJob) -> Iterator[RoundingReport | None]:
     """
     model = job.source.keras_model
     profile = job.profile
-    if profile.openvino.precision is not Precision.INT8 or model is None or (
-        profile.quantization.weight_rounding is not WeightRounding.COMPENSATED
+    if (
+        profile.openvino.precision is not Precision.INT8
+        or model is None
+        or (profile.quantization.weight_rounding is not WeightRounding.COMPENSATED)
     ):
         yield None
         return
@@ -176,9 +181,7 @@ def _embed_preprocessing(ov: Any, model: Any, spec: InputSpec) -> Any:
 def _quantize_with_accuracy_control(nncf: Any, model: Any, calibration: Any, job: ConversionJob) -> Any:
     """INT8 that keeps the profile's top-1 tolerance on the evaluation photos (NNCF reverts layers)."""
     if job.evaluation is None:
-        raise ConversionError(
-            f"profile '{job.profile.name}' asks for accuracy control: pass labeled evaluation data with --eval"
-        )
+        raise ConversionError(f"profile '{job.profile.name}' asks for accuracy control: pass labeled evaluation data with --eval")
     items = [
         (preprocess(image, job.input_spec)[np.newaxis], item.label_index)
         for item, image in iter_images(job.evaluation.images, [])

@@ -127,7 +127,8 @@ class ConversionOptions:
         if self.min_calibration_images is None:
             return profile
         quantization = dataclasses.replace(
-            profile.quantization, min_calibration_samples=self.min_calibration_images,
+            profile.quantization,
+            min_calibration_samples=self.min_calibration_images,
             calibration_samples=max(profile.quantization.calibration_samples, self.min_calibration_images),
         )
         return dataclasses.replace(profile, quantization=quantization)

@@ -29,7 +29,6 @@ __all__ = ["SourceModel", "load_source_model"]
 logger = logging.getLogger(__name__)
 
 
-
 @dataclasses.dataclass(frozen=True)
 class SourceModel:
     """A loaded float classifier with one NHWC image input and one class-score output."""
@@ -97,8 +96,7 @@ def load_source_model(model: str | Path | keras.Model, allow_unsafe: bool = Fals
     """
     if keras.backend.backend() != "tensorflow":
         raise ModelLoadError(
-            f"KERAS_BACKEND is '{keras.backend.backend()}'; conversion needs the TensorFlow backend: "
-            "set KERAS_BACKEND=tensorflow"
+            f"KERAS_BACKEND is '{keras.backend.backend()}'; conversion needs the TensorFlow backend: set KERAS_BACKEND=tensorflow"
         )
     if isinstance(model, keras.Model):
         return _from_keras(model, f"in-memory model '{model.name}'", "in-memory", _sha256_of_keras_model(model))
@@ -205,8 +203,8 @@ def _from_saved_model(path: Path) -> SourceModel:
             f"SavedModel {path} has {len(input_specs)} inputs and {len(output_specs)} outputs; "
             "tillsight converts single-input, single-output classifiers"
         )
-    (input_name, input_spec), = input_specs.items()
-    (output_name, output_spec), = output_specs.items()
+    ((input_name, input_spec),) = input_specs.items()
+    ((output_name, output_spec),) = output_specs.items()
     input_size, num_classes = _check_shapes(f"SavedModel {path}", input_spec.shape, output_spec.shape)
     graph = signature.graph.as_graph_def()
     random_ops = sorted(

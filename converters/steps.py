@@ -103,6 +103,8 @@ def conversion_step(name: str, timings: dict[str, float]) -> Iterator[Step]:
     if show:
         print(f"{name}: {step.seconds:.1f} s", file=sys.stderr, flush=True)
     if step.artifact is not None and step.artifact.exists():
-        logger.info("%s: wrote %s (%.1f kB) in %.1f s", name, step.artifact.name, step.artifact.stat().st_size / 1e3, step.seconds)
+        logger.info(
+            "%s: wrote %s (%.1f kB) in %.1f s", name, step.artifact.name, step.artifact.stat().st_size / 1e3, step.seconds
+        )
     else:
         logger.info("%s: done in %.1f s", name, step.seconds)

@@ -53,9 +53,13 @@ def convert(job: ConversionJob) -> TargetResult:
         job.input_spec, dtype=input_tensor.dtype, scale=input_tensor.scale, zero_point=input_tensor.zero_point
     )
     with native_stderr_to_log("writing TFLite metadata"):  # before the manifest hashes the file
-        metadata = add_metadata(model_path, job.labels, input_spec, f"Product classifier, full-integer for {job.profile.name} (tillsight)")
+        metadata = add_metadata(
+            model_path, job.labels, input_spec, f"Product classifier, full-integer for {job.profile.name} (tillsight)"
+        )
     if metadata.note:
-        logger.info("TFLite metadata: readers such as MediaPipe's ImageClassifier see other input than tillsight: %s", metadata.note)
+        logger.info(
+            "TFLite metadata: readers such as MediaPipe's ImageClassifier see other input than tillsight: %s", metadata.note
+        )
     return TargetResult(
         files=(MODEL_FILE,),
         input_spec=input_spec,
@@ -120,9 +124,7 @@ def _check_fully_integer(model_path: Path) -> tuple[TensorSpec, TensorSpec]:
     with native_stderr_to_log("checking the TFLite model"):
         interpreter = interpreter_class(model_path=str(model_path))
         interpreter.allocate_tensors()
-    float_tensors = [
-        d["name"] for d in interpreter.get_tensor_details() if np.dtype(d["dtype"]) in (np.float32, np.float16)
-    ]
+    float_tensors = [d["name"] for d in interpreter.get_tensor_details() if np.dtype(d["dtype"]) in (np.float32, np.float16)]
     if float_tensors:
         raise ConversionError(
             f"the converted model is not fully integer: tensor '{float_tensors[0]}' stayed float; "
@@ -131,5 +133,7 @@ def _check_fully_integer(model_path: Path) -> tuple[TensorSpec, TensorSpec]:
     specs = []
     for details in (interpreter.get_input_details()[0], interpreter.get_output_details()[0]):
         scale, zero_point = details["quantization"]
-        specs.append(TensorSpec(tuple(int(d) for d in details["shape"]), np.dtype(details["dtype"]).name, float(scale), int(zero_point)))
+        specs.append(
+            TensorSpec(tuple(int(d) for d in details["shape"]), np.dtype(details["dtype"]).name, float(scale), int(zero_point))
+        )
     return specs[0], specs[1]

@@ -136,10 +136,15 @@ def add_metadata(model_path: Path, labels: Sequence[str], spec: InputSpec, descr
     try:  # what MediaPipe's image_classifier.MetadataWriter.create writes, with tillsight's description
         created = metadata_writer.MetadataWriter(model_path.read_bytes())
         created.add_general_info("ImageClassifier", description)
-        created.add_image_input([float(v) for v in spec.mean], [float(v) for v in spec.std], name="image",
-                                description=f"{spec.width}x{spec.height} RGB product photo")
-        created.add_classification_output(metadata_writer.Labels().add(list(labels)), name="score",
-                                          description="Score of each product label")
+        created.add_image_input(
+            [float(v) for v in spec.mean],
+            [float(v) for v in spec.std],
+            name="image",
+            description=f"{spec.width}x{spec.height} RGB product photo",
+        )
+        created.add_classification_output(
+            metadata_writer.Labels().add(list(labels)), name="score", description="Score of each product label"
+        )
         model_with_metadata, _ = created.populate()
         del created  # its temporary folder goes now, not in a finalizer at interpreter exit
     except Exception as exc:  # the writers raise ValueError, RuntimeError and flatbuffer errors
@@ -147,7 +152,9 @@ def add_metadata(model_path: Path, labels: Sequence[str], spec: InputSpec, descr
     model_path.write_bytes(without_zip_times(model_with_metadata))
     error = input_error(spec)
     note = _note(spec, error)
-    return MetadataReport(writer, len(labels), raw_pixel_input=spec.dtype == "uint8" and error <= 1, max_input_error=error, note=note)
+    return MetadataReport(
+        writer, len(labels), raw_pixel_input=spec.dtype == "uint8" and error <= 1, max_input_error=error, note=note
+    )
 
 
 _LOCAL_HEADER, _CENTRAL_HEADER = b"PK\x03\x04", b"PK\x01\x02"

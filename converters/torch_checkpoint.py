@@ -141,7 +141,7 @@ def read_legacy_checkpoint(path: str | Path, sha256: str | None = None) -> dict[
 
 def _view(buffer: np.ndarray, ref: _TensorRef, path: Path, name: str) -> np.ndarray:
     count = int(np.prod(ref.size)) if ref.size else 1
-    last = ref.offset + sum((s - 1) * st for s, st in zip(ref.size, ref.stride)) if count else ref.offset
+    last = ref.offset + sum((s - 1) * st for s, st in zip(ref.size, ref.stride, strict=True)) if count else ref.offset
     if ref.offset < 0 or last >= buffer.size or any(st < 0 for st in ref.stride):
         raise ModelLoadError(f"{path}: tensor {name} reaches outside its storage")
     item = buffer.itemsize

@@ -62,7 +62,15 @@ from .tune_space import (
     search_space,
 )
 
-__all__ = ["Budget", "Candidate", "CandidateKind", "CandidateResult", "TuneResult", "search_space", "tune"]  # the types: tune_space
+__all__ = [
+    "Budget",
+    "Candidate",
+    "CandidateKind",
+    "CandidateResult",
+    "TuneResult",
+    "search_space",
+    "tune",
+]  # the types: tune_space
 
 logger = logging.getLogger(__name__)
 
@@ -193,8 +201,15 @@ def tune(
     # channel candidates fine-tune: --epochs, else the profile's [pruning] finetune_epochs, else channel pruning's own
     finetune_epochs = epochs or resolved.pruning.finetune_epochs or FINETUNE_EPOCHS[PruningMode.CHANNELS]
     build = functools.partial(
-        _build, model=model, profile=resolved, calibration=calibration, evaluation=evaluation, finetune=finetune, out=out,
-        labels=labels, options=options,
+        _build,
+        model=model,
+        profile=resolved,
+        calibration=calibration,
+        evaluation=evaluation,
+        finetune=finetune,
+        out=out,
+        labels=labels,
+        options=options,
     )
     search_started = time.monotonic()
     # int8 first: the reference (the original float top-1), the input size, and the time a conversion takes.
@@ -208,7 +223,12 @@ def tune(
     base_s = time.monotonic() - started
     clock = _Clock(time_budget_s - base_s, finetune_images, forward_seconds(model, options, input_size), base_s)
     space = search_space(
-        input_size, qat_epochs, finetune_epochs, finetune_epochs, channel_fractions, student_scales,
+        input_size,
+        qat_epochs,
+        finetune_epochs,
+        finetune_epochs,
+        channel_fractions,
+        student_scales,
     )
     results = [_judge(reference, bundle_dir, manifest, measured, float_top1, budget, time.monotonic() - started)]
     first_fit = stop_early and budget.has_resource_budget  # else every candidate, then the most accurate
@@ -238,8 +258,15 @@ def tune(
         winner = _most_accurate(results)
     winner_path = _publish(winner, resolved.name, out, budget, results, measured_on, options) if winner else None
     tune_result = TuneResult(
-        resolved.name, budget, measured_on, float_top1, tuple(results), winner, winner_path,
-        round(time.monotonic() - search_started, 1), time_budget_s,
+        resolved.name,
+        budget,
+        measured_on,
+        float_top1,
+        tuple(results),
+        winner,
+        winner_path,
+        round(time.monotonic() - search_started, 1),
+        time_budget_s,
     )
     write_report(tune_result, out)
     return tune_result
@@ -253,14 +280,19 @@ def _failure(exc: Exception) -> str:
     return f"unexpected {type(exc).__name__}: {summarize(exc)}"
 
 
-def _report(on_result: Callable[[CandidateResult, int, int], None] | None, result: CandidateResult, number: int, total: int) -> None:
+def _report(
+    on_result: Callable[[CandidateResult, int, int], None] | None, result: CandidateResult, number: int, total: int
+) -> None:
     logger.info("tune %s: %s, %s", result.candidate.name, result.status, result.note)
     if on_result is not None:
         on_result(result, number, total)
 
 
 def _skip_reason(
-    candidate: Candidate, results: Sequence[CandidateResult], winner: CandidateResult | None, clock: _Clock,
+    candidate: Candidate,
+    results: Sequence[CandidateResult],
+    winner: CandidateResult | None,
+    clock: _Clock,
     input_size: tuple[int, int],
 ) -> str:
     """Why ``candidate`` is not worth its time, or "" to try it."""
@@ -280,8 +312,16 @@ def _skip_reason(
 
 
 def _build(
-    candidate: Candidate, *, model: str | Path, profile: Profile, calibration: str | Path, evaluation: str | Path,
-    finetune: str | Path, out: Path, labels: str | Path | None, options: ConversionOptions,
+    candidate: Candidate,
+    *,
+    model: str | Path,
+    profile: Profile,
+    calibration: str | Path,
+    evaluation: str | Path,
+    finetune: str | Path,
+    out: Path,
+    labels: str | Path | None,
+    options: ConversionOptions,
 ) -> Path:
     """Write the candidate's bundle (and student) under ``out/candidates/<name>/``; return the bundle folder."""
     from .conversion import convert  # TensorFlow: only when a candidate runs
@@ -289,7 +329,8 @@ def _build(
 
     folder = out / "candidates" / candidate.name
     fields = {
-        f.name: getattr(options, f.name) for f in dataclasses.fields(options)
+        f.name: getattr(options, f.name)
+        for f in dataclasses.fields(options)
         if f.name not in ("pruning", "distillation", "qat", "allow_accuracy_drop")
     }
     fields["allow_accuracy_drop"] = True  # the search judges the drop
@@ -300,19 +341,35 @@ def _build(
         conversion = ConversionOptions.for_profile(profile, prune="none", qat=True, qat_epochs=candidate.epochs, **fields)
     elif candidate.kind is CandidateKind.CHANNELS:
         conversion = ConversionOptions.for_profile(
-            profile, prune=f"channels:{candidate.fraction:g}", finetune_epochs=candidate.epochs, distill=True, **fields,
+            profile,
+            prune=f"channels:{candidate.fraction:g}",
+            finetune_epochs=candidate.epochs,
+            distill=True,
+            **fields,
         )
     else:
         student = distill(
-            model, STUDENT, folder / "student.keras", data=finetune, epochs=candidate.epochs, labels=labels,
-            options=ConversionOptions(**{**fields, "allow_accuracy_drop": False}), student_size=candidate.student_size,
+            model,
+            STUDENT,
+            folder / "student.keras",
+            data=finetune,
+            epochs=candidate.epochs,
+            labels=labels,
+            options=ConversionOptions(**{**fields, "allow_accuracy_drop": False}),
+            student_size=candidate.student_size,
         )
         source = student.path
         conversion = ConversionOptions.for_profile(profile, prune="none", **fields)
     needs_finetune = candidate.kind in (CandidateKind.QAT, CandidateKind.CHANNELS)
     bundle = convert(
-        source, profile, calibration=calibration, out=folder, evaluation=evaluation, labels=labels,
-        options=conversion, finetune=finetune if needs_finetune else None,
+        source,
+        profile,
+        calibration=calibration,
+        out=folder,
+        evaluation=evaluation,
+        labels=labels,
+        options=conversion,
+        finetune=finetune if needs_finetune else None,
     )
     return bundle.path
 
@@ -335,7 +392,9 @@ def _measure(bundle_dir: Path, frames: int, bench_command: str | None) -> tuple[
     try:
         data = json.loads(completed.stdout)
     except json.JSONDecodeError as exc:
-        raise DataError(f"--bench-command printed no benchmark JSON ({exc.msg}); it must end like 'tillsight benchmark --json -'") from exc
+        raise DataError(
+            f"--bench-command printed no benchmark JSON ({exc.msg}); it must end like 'tillsight benchmark --json -'"
+        ) from exc
     report = BenchmarkReport.from_dict(data, "--bench-command's output")
     if len(report.results) != 1:
         raise DataError(f"--bench-command answered with {len(report.results)} results for one bundle")
@@ -343,8 +402,13 @@ def _measure(bundle_dir: Path, frames: int, bench_command: str | None) -> tuple[
 
 
 def _judge(
-    candidate: Candidate, bundle_dir: Path, manifest: Any, measured: BundleBenchmark, float_top1: float | None,
-    budget: Budget, seconds: float,
+    candidate: Candidate,
+    bundle_dir: Path,
+    manifest: Any,
+    measured: BundleBenchmark,
+    float_top1: float | None,
+    budget: Budget,
+    seconds: float,
 ) -> CandidateResult:
     accuracy = manifest.metrics.accuracy
     top1 = accuracy.converted_top1 if accuracy else None
@@ -357,8 +421,19 @@ def _judge(
         misses.append(f"drop {'unmeasured' if drop is None else f'{drop:.2f}'} > {budget.max_top1_drop:g} points")
     note = "misses " + "; ".join(misses) if misses else "meets the budget"
     return CandidateResult(
-        candidate, "measured", note, round(seconds, 1), str(bundle_dir), top1, drop, latency, memory, size, not misses,
-        tuple(resource_misses), drop_misses,
+        candidate,
+        "measured",
+        note,
+        round(seconds, 1),
+        str(bundle_dir),
+        top1,
+        drop,
+        latency,
+        memory,
+        size,
+        not misses,
+        tuple(resource_misses),
+        drop_misses,
     )
 
 
@@ -368,8 +443,13 @@ def _most_accurate(results: Sequence[CandidateResult]) -> CandidateResult | None
 
 
 def _publish(
-    winner: CandidateResult, profile: str, out: Path, budget: Budget, results: Sequence[CandidateResult],
-    measured_on: str, options: ConversionOptions,
+    winner: CandidateResult,
+    profile: str,
+    out: Path,
+    budget: Budget,
+    results: Sequence[CandidateResult],
+    measured_on: str,
+    options: ConversionOptions,
 ) -> Path:
     """Copy the winner to ``out/<profile>/`` atomically, the search recorded in its manifest (re-signed when a key is given)."""
     final = out / profile

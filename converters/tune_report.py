@@ -51,7 +51,9 @@ def _number(value: float | None, fmt: str) -> str:
 def summary_line(result: TuneResult) -> str:
     """One line: the winner with its figures, or that none met the budget; candidates and time."""
     counts = {status: sum(r.status == status for r in result.results) for status in ("measured", "skipped", "failed")}
-    tally = f"{counts['measured']} measured, {counts['skipped']} skipped, {counts['failed']} failed in {result.seconds / 60:.1f} min"
+    tally = (
+        f"{counts['measured']} measured, {counts['skipped']} skipped, {counts['failed']} failed in {result.seconds / 60:.1f} min"
+    )
     if result.winner is None:
         return f"no candidate met the budget ({tally}); see tune.md for the closest"
     w = result.winner
@@ -84,7 +86,8 @@ def write_report(result: TuneResult, out: Path) -> tuple[Path, Path | None]:
     front = pareto_front(result.results)
     points = [
         (r.candidate.name, r.latency_ms, r.top1, r.model_bytes or 0)
-        for r in result.results if r.status == "measured" and r.latency_ms is not None and r.top1 is not None
+        for r in result.results
+        if r.status == "measured" and r.latency_ms is not None and r.top1 is not None
     ]
     png = plot_accuracy_latency(points, out / "tune.png", title=f"tune {result.profile}: top-1 vs latency") if points else None
     lines = [

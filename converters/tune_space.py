@@ -15,7 +15,14 @@ from ..errors import OptionsError
 from ..profiles import Profile
 
 __all__ = [
-    "CHANNEL_FRACTIONS", "STUDENT", "STUDENT_SCALES", "Budget", "Candidate", "CandidateKind", "CandidateResult", "TuneResult",
+    "CHANNEL_FRACTIONS",
+    "STUDENT",
+    "STUDENT_SCALES",
+    "Budget",
+    "Candidate",
+    "CandidateKind",
+    "CandidateResult",
+    "TuneResult",
     "search_space",
 ]
 
@@ -132,8 +139,12 @@ class TuneResult:
 
 
 def search_space(
-    input_size: tuple[int, int], qat_epochs: int, finetune_epochs: int, student_epochs: int,
-    channel_fractions: Sequence[float] = CHANNEL_FRACTIONS, student_scales: Sequence[float] = STUDENT_SCALES,
+    input_size: tuple[int, int],
+    qat_epochs: int,
+    finetune_epochs: int,
+    student_epochs: int,
+    channel_fractions: Sequence[float] = CHANNEL_FRACTIONS,
+    student_scales: Sequence[float] = STUDENT_SCALES,
 ) -> list[Candidate]:
     """The candidates in the order they are tried (of cost)."""
     candidates = [
@@ -141,16 +152,24 @@ def search_space(
         Candidate("qat", CandidateKind.QAT, f"quantization-aware fine-tuning ({qat_epochs} epochs), int8", epochs=qat_epochs),
     ]
     for fraction in channel_fractions:
-        candidates.append(Candidate(
-            f"channels-{fraction:g}", CandidateKind.CHANNELS,
-            f"{fraction:.0%} of channels pruned, fine-tuned {finetune_epochs} epochs with distillation, int8",
-            epochs=finetune_epochs, fraction=fraction,
-        ))
+        candidates.append(
+            Candidate(
+                f"channels-{fraction:g}",
+                CandidateKind.CHANNELS,
+                f"{fraction:.0%} of channels pruned, fine-tuned {finetune_epochs} epochs with distillation, int8",
+                epochs=finetune_epochs,
+                fraction=fraction,
+            )
+        )
     for scale in student_scales:
         size = tuple(max(32, int(round(side * scale / 8)) * 8) for side in input_size)
-        candidates.append(Candidate(
-            f"student-{size[0]}", CandidateKind.STUDENT,
-            f"{STUDENT} (ImageNet-pretrained) at {size[0]}x{size[1]} distilled {student_epochs} epochs, int8",
-            epochs=student_epochs, student_size=size,  # type: ignore[arg-type]
-        ))
+        candidates.append(
+            Candidate(
+                f"student-{size[0]}",
+                CandidateKind.STUDENT,
+                f"{STUDENT} (ImageNet-pretrained) at {size[0]}x{size[1]} distilled {student_epochs} epochs, int8",
+                epochs=student_epochs,
+                student_size=size,  # type: ignore[arg-type]
+            )
+        )
     return candidates

@@ -70,7 +70,10 @@ class RoundingReport:
     def to_dict(self) -> dict[str, object]:
         """For the bundle manifest's quantization record."""
         return {
-            "method": "gptq", "layers": self.layers, "skipped_layers": len(self.skipped), "images": self.images,
+            "method": "gptq",
+            "layers": self.layers,
+            "skipped_layers": len(self.skipped),
+            "images": self.images,
             "seconds": self.seconds,
         }
 
@@ -108,7 +111,10 @@ def compensated_weights(
         report = RoundingReport(len(targets), tuple(skipped), len(images), round(time.perf_counter() - started, 1))
         logger.info(
             "weight rounding: %d kernels error-compensated on %d images in %.1f s (%d left to nearest rounding)",
-            report.layers, report.images, report.seconds, len(skipped),
+            report.layers,
+            report.images,
+            report.seconds,
+            len(skipped),
         )
         yield report
     finally:
@@ -136,12 +142,12 @@ def _measure(model: keras.Model, images: np.ndarray, skipped: list[str]) -> list
     for start in range(0, len(images), _BATCH):
         outputs = probe([images[start : start + _BATCH]], training=False)
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-        for target, layer_input in zip(targets, outputs[: len(targets)]):
+        for target, layer_input in zip(targets, outputs[: len(targets)], strict=True):
             moments = _second_moments(target.layer, tf.convert_to_tensor(layer_input, tf.float32))
             target.hessian = moments if target.hessian is None else target.hessian + moments
-        for gathered, layer_input in zip(nested_inputs, outputs[len(targets) :]):
+        for gathered, layer_input in zip(nested_inputs, outputs[len(targets) :], strict=True):
             gathered.append(np.asarray(layer_input))
-    for submodel, gathered in zip(nested, nested_inputs):
+    for submodel, gathered in zip(nested, nested_inputs, strict=True):
         targets += _measure(submodel, np.concatenate(gathered), skipped)
     return targets
 
@@ -234,7 +240,9 @@ def _depthwise(target: _Target) -> bool:
     return isinstance(target.layer, keras.layers.DepthwiseConv2D)
 
 
-def _gptq(rows: np.ndarray, hessian: np.ndarray, step: np.ndarray, per_channel: bool, grid: WeightGrid = TFLITE_INT8) -> np.ndarray:
+def _gptq(
+    rows: np.ndarray, hessian: np.ndarray, step: np.ndarray, per_channel: bool, grid: WeightGrid = TFLITE_INT8
+) -> np.ndarray:
     """Round ``rows`` [R, C] to multiples of ``step`` [R], column by column with error feedback.
 
     ``hessian`` is X Xᵀ, shared [C, C] or one per row [R, C, C]. The largest weight of each

@@ -85,11 +85,11 @@ def _asked_threads(threads: int) -> int:
     return threads
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _warn_capped(threads: int, cores: int) -> None:
     logger.warning("%d threads asked for; this machine gives the process %d cores: running on %d", threads, cores, cores)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _say_capped(threads: int, cores: int) -> None:
     logger.info("the profile asks for %d threads; this machine gives the process %d cores: running on %d", threads, cores, cores)

@@ -92,7 +92,7 @@ def select_device(requested: str, fallbacks: Sequence[str], available: Sequence[
     hint = " (install the Intel GPU compute runtime, e.g. intel-opencl-icd, for an iGPU)" if requested.startswith("GPU") else ""
     raise BackendUnavailableError(
         f"the profile needs OpenVINO device {requested} but this machine has {', '.join(available) or 'none'}{hint}; "
-        "or allow a fallback in the profile: [openvino] device_fallbacks = [\"CPU\"]"
+        'or allow a fallback in the profile: [openvino] device_fallbacks = ["CPU"]'
     )
 
 
@@ -188,7 +188,9 @@ class OpenVINOBackend(Backend):
         if self._queue is None:
             import openvino
 
-            self._queue = openvino.AsyncInferQueue(self._compiled, int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+            self._queue = openvino.AsyncInferQueue(
+                self._compiled, int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+            )
         outputs: list[np.ndarray | None] = [None] * len(tensors)
 
         def done(request: Any, index: int) -> None:

@@ -39,8 +39,14 @@ def convert_family(args: argparse.Namespace, check: Callable[[tillsight.Bundle],
                 profile, prune=args.prune, input_range=args.input_range, progress=True
             )
             bundle = tillsight.convert(
-                Path(args.model), profile, calibration=args.calibration, out=args.out,
-                evaluation=args.evaluation, labels=args.labels, options=options, finetune=args.finetune,
+                Path(args.model),
+                profile,
+                calibration=args.calibration,
+                out=args.out,
+                evaluation=args.evaluation,
+                labels=args.labels,
+                options=options,
+                finetune=args.finetune,
             )
         except tillsight.OptionsError as exc:  # a bad --prune setting: every profile would fail the same way
             print(f"{profile}: FAILED: {exc}")
@@ -53,7 +59,8 @@ def convert_family(args: argparse.Namespace, check: Callable[[tillsight.Bundle],
         accuracy = metrics.accuracy
         measured = (
             f"top-1 {accuracy.converted_top1:.2f}% (drop {accuracy.top1_drop:.2f}), agreement {accuracy.top1_agreement:.2f}%"
-            if accuracy else "no --eval: accuracy not measured"
+            if accuracy
+            else "no --eval: accuracy not measured"
         )
         if metrics.pruning:
             measured += f"; pruned {metrics.pruning.mode} {metrics.pruning.target:g}"

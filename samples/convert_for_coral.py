@@ -18,7 +18,11 @@ def report(bundle: tillsight.Bundle) -> None:
     compiled = bool(bundle.manifest.runtime.options.get("edgetpu_model"))
     print(
         f"  Edge TPU: {preflight.get('ops_on_tpu', '?')}/{preflight.get('ops_total', '?')} ops map; "
-        + ("compiled." if compiled else f"not compiled here: run 'tillsight compile-edgetpu {bundle.path}' where the compiler is.")
+        + (
+            "compiled."
+            if compiled
+            else f"not compiled here: run 'tillsight compile-edgetpu {bundle.path}' where the compiler is."
+        )
     )
 
 

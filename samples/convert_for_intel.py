@@ -14,7 +14,9 @@ import tillsight
 def report(bundle: tillsight.Bundle) -> None:
     runtime = bundle.manifest.runtime
     fallbacks = ", ".join(runtime.options.get("device_fallbacks", [])) or "none"
-    print(f"  OpenVINO {bundle.manifest.quantization.get('precision', '?')} for {runtime.device or 'AUTO'} (fallbacks: {fallbacks})")
+    print(
+        f"  OpenVINO {bundle.manifest.quantization.get('precision', '?')} for {runtime.device or 'AUTO'} (fallbacks: {fallbacks})"
+    )
 
 
 if __name__ == "__main__":

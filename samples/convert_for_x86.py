@@ -1,6 +1,6 @@
 """Convert a Keras classifier for any x86-64 CPU kiosk (full-int8 TFLite, 2 threads).
 
-    python samples/convert_for_x86.py model.keras --calibration train.txt --eval val.txt --labels labels.txt
+python samples/convert_for_x86.py model.keras --calibration train.txt --eval val.txt --labels labels.txt
 """
 
 from conversion_script import convert_family, parse_args

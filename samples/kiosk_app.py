@@ -29,12 +29,20 @@ from tillsight.pipelines import (
     open_source,
 )
 
-
 #: The store's price list (the point-of-sale system would supply it); products not on it cost 0 here.
 PRICES = {
-    "Banana": 0.35, "Granny-Smith": 0.60, "Golden-Delicious": 0.55, "Arla-Standard-Milk": 1.25,
-    "Arla-Ecological-Medium-Fat-Milk": 1.45, "Oatly-Oat-Milk": 1.95, "Oatly-Natural-Oatghurt": 2.25,
-    "Red-Bell-Pepper": 0.90, "Yellow-Bell-Pepper": 0.90, "Carrots": 0.80, "Pineapple": 2.50, "Aubergine": 1.10,
+    "Banana": 0.35,
+    "Granny-Smith": 0.60,
+    "Golden-Delicious": 0.55,
+    "Arla-Standard-Milk": 1.25,
+    "Arla-Ecological-Medium-Fat-Milk": 1.45,
+    "Oatly-Oat-Milk": 1.95,
+    "Oatly-Natural-Oatghurt": 2.25,
+    "Red-Bell-Pepper": 0.90,
+    "Yellow-Bell-Pepper": 0.90,
+    "Carrots": 0.80,
+    "Pineapple": 2.50,
+    "Aubergine": 1.10,
 }
 
 

@@ -30,9 +30,19 @@ FPS = 10
 # The photos are val photos the shipped classifier recognises on this tray (65% of all val photos are,
 # on three rest frames each); the video shows a checkout working, the bench measures accuracy.
 SEQUENCE = (
-    ("Banana", 0), ("Granny-Smith", 0), ("Arla-Standard-Milk", 0), ("Golden-Delicious", 0), ("Red-Bell-Pepper", 0),
-    ("Oatly-Oat-Milk", 1), ("Arla-Ecological-Medium-Fat-Milk", 0), ("Yellow-Bell-Pepper", 2),
-    ("Oatly-Natural-Oatghurt", 2), ("Banana", 3), ("Carrots", 0), ("Pineapple", 0), ("Aubergine", 0),
+    ("Banana", 0),
+    ("Granny-Smith", 0),
+    ("Arla-Standard-Milk", 0),
+    ("Golden-Delicious", 0),
+    ("Red-Bell-Pepper", 0),
+    ("Oatly-Oat-Milk", 1),
+    ("Arla-Ecological-Medium-Fat-Milk", 0),
+    ("Yellow-Bell-Pepper", 2),
+    ("Oatly-Natural-Oatghurt", 2),
+    ("Banana", 3),
+    ("Carrots", 0),
+    ("Pineapple", 0),
+    ("Aubergine", 0),
 )
 FIRST_EMPTY_S, EMPTY_S, SLIDE_S, REST_S = 2.0, 1.0, 0.5, 2.5
 
@@ -74,10 +84,14 @@ def main() -> None:
         path = photos[label][which % len(photos[label])]
         arrive = len(frames) / FPS
         frames += placement_frames(counter, cv2.imread(str(path)), rng)
-        placements.append({
-            "label": label, "photo": path.relative_to(args.data).as_posix(),
-            "arrive_s": round(arrive, 2), "gone_s": round(len(frames) / FPS, 2),
-        })
+        placements.append(
+            {
+                "label": label,
+                "photo": path.relative_to(args.data).as_posix(),
+                "arrive_s": round(arrive, 2),
+                "gone_s": round(len(frames) / FPS, 2),
+            }
+        )
         frames += [counter] * int(EMPTY_S * FPS)
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -103,8 +117,10 @@ def main() -> None:
         (Path(staging) / "checkout.json").write_text(json.dumps(script, indent=2) + "\n")
         for name in ("checkout.mp4", "checkout.json"):
             os.replace(Path(staging) / name, args.out / name)
-    print(f"wrote {args.out / 'checkout.mp4'}: {len(frames)} frames, {len(frames) / FPS:.1f} s, "
-          f"{(args.out / 'checkout.mp4').stat().st_size / 1e6:.2f} MB")
+    print(
+        f"wrote {args.out / 'checkout.mp4'}: {len(frames)} frames, {len(frames) / FPS:.1f} s, "
+        f"{(args.out / 'checkout.mp4').stat().st_size / 1e6:.2f} MB"
+    )
 
 
 if __name__ == "__main__":

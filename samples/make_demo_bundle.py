@@ -37,8 +37,13 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as work:
         bundle = tillsight.convert(
-            args.model, "generic-x86-cpu", calibration=args.data / "train.txt", evaluation=args.data / "val.txt",
-            labels=args.labels, out=Path(work), options=tillsight.ConversionOptions(crop=CROP, progress=False, allow_accuracy_drop=True),
+            args.model,
+            "generic-x86-cpu",
+            calibration=args.data / "train.txt",
+            evaluation=args.data / "val.txt",
+            labels=args.labels,
+            out=Path(work),
+            options=tillsight.ConversionOptions(crop=CROP, progress=False, allow_accuracy_drop=True),
         )
         accuracy = bundle.manifest.metrics.accuracy
         print(

@@ -44,10 +44,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tillsight.staging import staged_file  # noqa: E402
 from tillsight.converters.backbones import efficientnet_lite  # noqa: E402
 from tillsight.datasets import iter_images, read_image_set  # noqa: E402
 from tillsight.preprocess import InputSpec, model_pixels  # noqa: E402
+from tillsight.staging import staged_file  # noqa: E402
 
 MODEL_FILE = "grocery_efficientnet_lite0.keras"
 CROP = 0.875  # the centre fraction the model is validated on (and converted with)
@@ -78,7 +78,9 @@ def centre(pixels: np.ndarray, size: int) -> np.ndarray:
 
 def features(backbone: keras.Model, pixels: np.ndarray) -> np.ndarray:
     """Pooled backbone features of a photo batch, in batches of 64."""
-    return np.concatenate([backbone(pixels[i : i + 64].astype(np.float32), training=False).numpy() for i in range(0, len(pixels), 64)])
+    return np.concatenate(
+        [backbone(pixels[i : i + 64].astype(np.float32), training=False).numpy() for i in range(0, len(pixels), 64)]
+    )
 
 
 def augmented(pixels: np.ndarray, labels: np.ndarray, size: int, batch: int, seed: int) -> tf.data.Dataset:
@@ -156,7 +158,8 @@ def main() -> None:
         )
         model.fit(
             augmented(train_x, keras.utils.to_categorical(train_y, len(labels)), args.size, 32, args.seed),
-            epochs=args.epochs, validation_data=(val_x.astype(np.float32), keras.utils.to_categorical(val_y, len(labels))),
+            epochs=args.epochs,
+            validation_data=(val_x.astype(np.float32), keras.utils.to_categorical(val_y, len(labels))),
             verbose=2,
         )
     for layer in model.layers:  # a plain inference model for whoever loads it

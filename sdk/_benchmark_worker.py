@@ -85,9 +85,13 @@ def measure(bundle: str, frames: int, threads: int | None, source: str | None) -
         invoke_s = timed(classifier.infer, tensors, frames)
         backend = classifier.backend
         return {
-            "first_result_unix": first, "engine": classifier.engine, "fallback_reason": backend.fallback_reason,
-            "threads": getattr(backend, "threads", threads), "source": described,
-            "classify_s": classify_s, "invoke_s": invoke_s,
+            "first_result_unix": first,
+            "engine": classifier.engine,
+            "fallback_reason": backend.fallback_reason,
+            "threads": getattr(backend, "threads", threads),
+            "source": described,
+            "classify_s": classify_s,
+            "invoke_s": invoke_s,
         }
 
 

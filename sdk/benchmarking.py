@@ -28,12 +28,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from . import errors as _errors
 from ._version import __version__
 from .bundle import read_bundle
 from .bundle_metrics import latency_percentiles_ms
-from .staging import staged_file
 from .errors import BudgetError, DataError, OptionsError, SourceError, TillsightError
-from . import errors as _errors
+from .staging import staged_file
 
 __all__ = [
     "DEFAULT_FRAMES",
@@ -54,9 +54,19 @@ FORMAT_VERSION = 1
 
 # ARM's "CPU part" numbers of the cores found in kiosk-class boards (Raspberry Pi, Coral Dev Board, Jetson).
 _ARM_CORES = {
-    "0xd03": "Cortex-A53", "0xd04": "Cortex-A35", "0xd05": "Cortex-A55", "0xd07": "Cortex-A57", "0xd08": "Cortex-A72",
-    "0xd09": "Cortex-A73", "0xd0a": "Cortex-A75", "0xd0b": "Cortex-A76", "0xd0d": "Cortex-A77", "0xd41": "Cortex-A78",
-    "0xd0c": "Neoverse-N1", "0xd40": "Neoverse-V1", "0xd4f": "Neoverse-V2",
+    "0xd03": "Cortex-A53",
+    "0xd04": "Cortex-A35",
+    "0xd05": "Cortex-A55",
+    "0xd07": "Cortex-A57",
+    "0xd08": "Cortex-A72",
+    "0xd09": "Cortex-A73",
+    "0xd0a": "Cortex-A75",
+    "0xd0b": "Cortex-A76",
+    "0xd0d": "Cortex-A77",
+    "0xd41": "Cortex-A78",
+    "0xd0c": "Neoverse-N1",
+    "0xd40": "Neoverse-V1",
+    "0xd4f": "Neoverse-V2",
 }
 
 
@@ -97,8 +107,10 @@ class BudgetCheck:
     def describe(self, profile: str, host: str) -> str:
         """One line naming the budget, the measured figure and the profile."""
         verdict = "within" if self.within else "over"
-        return f"{self.what} {_in_unit(self.name, self.measured)} is {verdict} profile '{profile}' budget " \
-               f"{self.name} = {_in_unit(self.name, self.limit)}, measured on {host}"
+        return (
+            f"{self.what} {_in_unit(self.name, self.measured)} is {verdict} profile '{profile}' budget "
+            f"{self.name} = {_in_unit(self.name, self.limit)}, measured on {host}"
+        )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BudgetCheck:
@@ -129,8 +141,9 @@ class HostInfo:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> HostInfo:
-        return cls(_text(data, "cpu"), int(_number(data, "cores")), _text(data, "machine"), _text(data, "system"),
-                   _text(data, "python"))
+        return cls(
+            _text(data, "cpu"), int(_number(data, "cores")), _text(data, "machine"), _text(data, "system"), _text(data, "python")
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,12 +173,18 @@ class BundleBenchmark:
         reason = data.get("fallback_reason")
         threads = data.get("threads")
         return cls(
-            bundle=_text(data, "bundle"), profile=_text(data, "profile"), backend=_text(data, "backend"),
-            model_sha256=_text(data, "model_sha256"), engine=_text(data, "engine"),
-            fallback_reason=None if reason is None else str(reason), threads=None if threads is None else int(threads),
-            source=_text(data, "source"), cold_start_s=_number(data, "cold_start_s"),
+            bundle=_text(data, "bundle"),
+            profile=_text(data, "profile"),
+            backend=_text(data, "backend"),
+            model_sha256=_text(data, "model_sha256"),
+            engine=_text(data, "engine"),
+            fallback_reason=None if reason is None else str(reason),
+            threads=None if threads is None else int(threads),
+            source=_text(data, "source"),
+            cold_start_s=_number(data, "cold_start_s"),
             peak_rss_bytes=int(_number(data, "peak_rss_bytes")),
-            classify=LatencyStats.from_dict(_table(data, "classify")), invoke=LatencyStats.from_dict(_table(data, "invoke")),
+            classify=LatencyStats.from_dict(_table(data, "classify")),
+            invoke=LatencyStats.from_dict(_table(data, "invoke")),
             budgets=tuple(BudgetCheck.from_dict(item) for item in _list(data, "budgets")),
         )
 
@@ -262,14 +281,23 @@ def benchmark(
         manifest = read_bundle(path, verify=False).manifest  # the measuring process verifies as it loads
         measured = _run_worker(Path(path), frames, threads, source, launcher)
         budgets = _budget_checks(manifest.profile.get("budgets", {}), measured, max_latency_ms, max_memory_bytes)
-        results.append(BundleBenchmark(
-            bundle=str(path), profile=manifest.profile_name, backend=manifest.runtime.backend.value,
-            model_sha256=str(manifest.artifacts[manifest.runtime.model_file]["sha256"]), engine=measured["engine"],
-            fallback_reason=measured["fallback_reason"], threads=measured["threads"], source=measured["source"],
-            cold_start_s=round(measured["cold_start_s"], 3), peak_rss_bytes=int(measured["peak_rss_bytes"]),
-            classify=LatencyStats.from_seconds(measured["classify_s"]), invoke=LatencyStats.from_seconds(measured["invoke_s"]),
-            budgets=budgets,
-        ))
+        results.append(
+            BundleBenchmark(
+                bundle=str(path),
+                profile=manifest.profile_name,
+                backend=manifest.runtime.backend.value,
+                model_sha256=str(manifest.artifacts[manifest.runtime.model_file]["sha256"]),
+                engine=measured["engine"],
+                fallback_reason=measured["fallback_reason"],
+                threads=measured["threads"],
+                source=measured["source"],
+                cold_start_s=round(measured["cold_start_s"], 3),
+                peak_rss_bytes=int(measured["peak_rss_bytes"]),
+                classify=LatencyStats.from_seconds(measured["classify_s"]),
+                invoke=LatencyStats.from_seconds(measured["invoke_s"]),
+                budgets=budgets,
+            )
+        )
     created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     return BenchmarkReport(host, package_versions(), created, tuple(results))
 
@@ -297,21 +325,38 @@ def bundle_from_tar(stream: IO[bytes], into: Path) -> Path:
 
 def format_table(report: BenchmarkReport) -> str:
     """The results as a fixed-width table, with the host and any fallback under it."""
-    header = ("bundle", "engine", "threads", "cold start s", "classify p50/p95/p99 ms", "invoke p50/p95/p99 ms",
-              "peak RSS MB", "budgets")
+    header = (
+        "bundle",
+        "engine",
+        "threads",
+        "cold start s",
+        "classify p50/p95/p99 ms",
+        "invoke p50/p95/p99 ms",
+        "peak RSS MB",
+        "budgets",
+    )
     rows = [header]
     for r in report.results:
-        budgets = "; ".join(
-            f"{c.name} {_in_unit(c.name, c.measured)} {'<=' if c.within else '>'} {_in_unit(c.name, c.limit)} "
-            f"{'ok' if c.within else 'OVER'}"
-            for c in r.budgets
-        ) or "none set"
-        rows.append((
-            r.bundle, r.engine, str(r.threads if r.threads is not None else "-"), f"{r.cold_start_s:.2f}",
-            " / ".join(f"{v:.2f}" for v in (r.classify.p50_ms, r.classify.p95_ms, r.classify.p99_ms)),
-            " / ".join(f"{v:.2f}" for v in (r.invoke.p50_ms, r.invoke.p95_ms, r.invoke.p99_ms)),
-            f"{r.peak_rss_bytes / 1e6:.1f}", budgets,
-        ))
+        budgets = (
+            "; ".join(
+                f"{c.name} {_in_unit(c.name, c.measured)} {'<=' if c.within else '>'} {_in_unit(c.name, c.limit)} "
+                f"{'ok' if c.within else 'OVER'}"
+                for c in r.budgets
+            )
+            or "none set"
+        )
+        rows.append(
+            (
+                r.bundle,
+                r.engine,
+                str(r.threads if r.threads is not None else "-"),
+                f"{r.cold_start_s:.2f}",
+                " / ".join(f"{v:.2f}" for v in (r.classify.p50_ms, r.classify.p95_ms, r.classify.p99_ms)),
+                " / ".join(f"{v:.2f}" for v in (r.invoke.p50_ms, r.invoke.p95_ms, r.invoke.p99_ms)),
+                f"{r.peak_rss_bytes / 1e6:.1f}",
+                budgets,
+            )
+        )
     widths = [max(len(row[k]) for row in rows) for k in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
     sources = sorted({r.source for r in report.results})

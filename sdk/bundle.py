@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import hashlib
 import gzip
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -147,7 +147,7 @@ class Manifest:
             BundleError: A key is missing or has the wrong type, or the format is unknown.
         """
         if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
-            raise BundleError(f"{where} is not a tillsight manifest (no \"format\": \"{FORMAT_NAME}\")")
+            raise BundleError(f'{where} is not a tillsight manifest (no "format": "{FORMAT_NAME}")')
         version = data.get("format_version")
         if not isinstance(version, int) or version > FORMAT_VERSION:
             raise BundleError(
@@ -188,9 +188,7 @@ class Manifest:
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{where} is malformed ({type(exc).__name__}: {exc}); convert the model again") from exc
         if len(manifest.labels) != manifest.output.num_classes:
-            raise BundleError(
-                f"{where} lists {len(manifest.labels)} labels for {manifest.output.num_classes} outputs"
-            )
+            raise BundleError(f"{where} lists {len(manifest.labels)} labels for {manifest.output.num_classes} outputs")
         if manifest.runtime.model_file not in manifest.artifacts:
             raise BundleError(f"{where}: model file '{manifest.runtime.model_file}' is not among its artifacts")
         return manifest
@@ -267,9 +265,7 @@ def read_bundle(path: str | Path, verify: bool = True, trusted_keys: Sequence[Tr
     bundle_dir = Path(path)
     manifest_path = bundle_dir / MANIFEST_NAME
     if not manifest_path.is_file():
-        raise BundleError(
-            f"{bundle_dir} is not a tillsight bundle (no {MANIFEST_NAME}); make one with 'tillsight convert'"
-        )
+        raise BundleError(f"{bundle_dir} is not a tillsight bundle (no {MANIFEST_NAME}); make one with 'tillsight convert'")
     try:
         manifest_bytes = manifest_path.read_bytes()
     except OSError as exc:

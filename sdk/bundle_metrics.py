@@ -228,7 +228,10 @@ class PruningMetrics:
         """Raises KeyError or TypeError when malformed."""
         data = _mapping(data, "pruning")
         finetune = data.get("finetune")
-        required = {"unstructured": ("sparsity", "pruned_weights"), "channels": ("kept_channels", "prunable_channels", "macs_before", "macs_after")}
+        required = {
+            "unstructured": ("sparsity", "pruned_weights"),
+            "channels": ("kept_channels", "prunable_channels", "macs_before", "macs_after"),
+        }
         for key in required.get(_field(data, "mode", str), ()):
             _field(data, key, float if key == "sparsity" else int)
         return cls(

@@ -222,11 +222,15 @@ def _warn_unchecked_origin(bundle_dir: Path) -> None:
     _warned_unchecked = True
     logger.warning(
         "bundle %s: its origin is not checked (no trusted keys); set %s or pass trusted_keys= to refuse unsigned "
-        "bundles (said once per process)", bundle_dir, TRUSTED_KEYS_VARIABLE,
+        "bundles (said once per process)",
+        bundle_dir,
+        TRUSTED_KEYS_VARIABLE,
     )
 
 
-def _open(bundle_dir: str | Path, threads: int | None, device: str | None, keys: tuple[TrustedKey, ...], throughput: bool) -> Classifier:
+def _open(
+    bundle_dir: str | Path, threads: int | None, device: str | None, keys: tuple[TrustedKey, ...], throughput: bool
+) -> Classifier:
     bundle = read_bundle(bundle_dir, trusted_keys=keys)
     backend = open_backend(bundle, threads, device, throughput)
     try:

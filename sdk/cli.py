@@ -15,9 +15,9 @@ import os
 import shlex
 import sys
 import tempfile
-from typing import Any
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 
@@ -29,20 +29,20 @@ from .cli_parser import CHECKOUT_FLAGS, build_parser
 from .converters.options import ConversionOptions
 from .datasets import read_image, why_unreadable
 from .errors import OptionsError, SinkError, TillsightError
-from .preprocess import ColorOrder
 from .pipelines import (
     Basket,
     CaptureOptions,
     CheckoutOptions,
     CheckoutPipeline,
+    ImageFolderSource,
     JsonLines,
     PipelineOptions,
     ProductRecognized,
-    ImageFolderSource,
     open_source,
 )
-from .pipelines.lanes import Lane, LaneSpec, MultiLanePipeline, parse_lane, read_lanes_file
 from .pipelines.events import Event
+from .pipelines.lanes import Lane, LaneSpec, MultiLanePipeline, parse_lane, read_lanes_file
+from .preprocess import ColorOrder
 from .profiles import DistillationOptions, list_profiles, load_profile
 
 __all__ = ["main", "build_parser"]
@@ -88,7 +88,9 @@ def _run(args: argparse.Namespace) -> int:
     basket = Basket()
     with contextlib.ExitStack() as stack:
         sinks = _run_sinks(args, stack, [basket])
-        classifier = stack.enter_context(load(args.bundle, threads=args.threads, device=args.device, trusted_keys=args.trusted_key))
+        classifier = stack.enter_context(
+            load(args.bundle, threads=args.threads, device=args.device, trusted_keys=args.trusted_key)
+        )
         pipeline = CheckoutPipeline(source, classifier, sinks, options, tray_reference=reference)
         try:
             metrics, failure = pipeline.run(), None
@@ -102,7 +104,8 @@ def _run(args: argparse.Namespace) -> int:
     if isinstance(source, ImageFolderSource) and not source.stills and metrics.frames_classified == 0:
         print(
             f"note: nothing was classified: the images of {args.source} were read as frames of one camera, the first "
-            "ones as the empty tray (or pass --tray-reference); for photos of one item each, add --photos", file=sys.stderr,
+            "ones as the empty tray (or pass --tray-reference); for photos of one item each, add --photos",
+            file=sys.stderr,
         )
     return 0
 
@@ -121,8 +124,7 @@ def _lane_specs(args: argparse.Namespace) -> list[LaneSpec]:
 
 def _run_lanes(args: argparse.Namespace, specs: list[LaneSpec], options: PipelineOptions) -> int:
     lanes = [
-        Lane(spec.lane_id, open_source(spec.source, fps=args.fps, loop=args.loop, photos=args.photos), spec.roi)
-        for spec in specs
+        Lane(spec.lane_id, open_source(spec.source, fps=args.fps, loop=args.loop, photos=args.photos), spec.roi) for spec in specs
     ]
     baskets = [Basket(lane=spec.lane_id) for spec in specs]
     with contextlib.ExitStack() as stack:
@@ -159,8 +161,11 @@ def _mqtt_sink(args: argparse.Namespace, stack: contextlib.ExitStack) -> Any:
     from .pipelines.mqtt import MqttOptions, MqttSink
 
     options = MqttOptions.from_url(
-        args.mqtt, username=args.mqtt_user, password=os.environ.get("TILLSIGHT_MQTT_PASSWORD") or None,
-        ca_file=args.mqtt_ca, outbox=Path(args.mqtt_outbox) if args.mqtt_outbox else None,
+        args.mqtt,
+        username=args.mqtt_user,
+        password=os.environ.get("TILLSIGHT_MQTT_PASSWORD") or None,
+        ca_file=args.mqtt_ca,
+        outbox=Path(args.mqtt_outbox) if args.mqtt_outbox else None,
     )
     sink = MqttSink(options)
     stack.callback(sink.close, args.mqtt_drain_timeout)  # after the pipeline has handed it every event
@@ -228,17 +233,27 @@ def _benchmark(args: argparse.Namespace) -> int:
         bundles = args.bundles
         if not bundles:  # a bundle sent as a tar on stdin, to be measured here
             if sys.stdin.isatty():
-                raise OptionsError("benchmark needs BUNDLE folders, or one bundle as a tar on standard input (tar -C out -c raspberry-pi-4 | tillsight benchmark)")
+                raise OptionsError(
+                    "benchmark needs BUNDLE folders, or one bundle as a tar on standard input (tar -C out -c raspberry-pi-4 | tillsight benchmark)"
+                )
             unpacked = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tillsight-benchmark-")))
             bundles = [benchmarking.bundle_from_tar(sys.stdin.buffer, unpacked)]
         results = benchmarking.benchmark(
-            bundles, args.frames, args.threads, args.source, max_latency_ms=args.max_latency_ms, max_memory_bytes=max_memory,
+            bundles,
+            args.frames,
+            args.threads,
+            args.source,
+            max_latency_ms=args.max_latency_ms,
+            max_memory_bytes=max_memory,
             launcher=shlex.split(args.launcher or ""),
         )
     if not args.bundles:  # name it as sent, not by the temporary folder it was measured in
-        results = dataclasses.replace(results, results=tuple(
-            dataclasses.replace(result, bundle=f"<stdin>/{Path(result.bundle).name}") for result in results.results
-        ))
+        results = dataclasses.replace(
+            results,
+            results=tuple(
+                dataclasses.replace(result, bundle=f"<stdin>/{Path(result.bundle).name}") for result in results.results
+            ),
+        )
     table_out = sys.stderr if args.json == "-" else sys.stdout
     print(benchmarking.format_table(results), file=table_out)
     if args.json == "-":
@@ -301,9 +316,17 @@ def _input_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _convert(args: argparse.Namespace) -> int:
     options = ConversionOptions.for_profile(
-        args.profile, prune=args.prune, finetune_epochs=args.finetune_epochs, distill=args.distill, qat=args.qat,
-        qat_epochs=args.qat_epochs, allow_accuracy_drop=args.allow_accuracy_drop,
-        min_calibration_images=args.min_calibration, sign_key=args.sign_key, seed=args.seed, **_input_options(args),
+        args.profile,
+        prune=args.prune,
+        finetune_epochs=args.finetune_epochs,
+        distill=args.distill,
+        qat=args.qat,
+        qat_epochs=args.qat_epochs,
+        allow_accuracy_drop=args.allow_accuracy_drop,
+        min_calibration_images=args.min_calibration,
+        sign_key=args.sign_key,
+        seed=args.seed,
+        **_input_options(args),
     )
     from .converters.input_checks import check_conversion_inputs  # no TensorFlow: bad input fails in a second
 
@@ -344,18 +367,34 @@ def _tune(args: argparse.Namespace) -> int:
 
     def on_result(result: Any, number: int, total: int) -> None:
         bar.total = total
-        figures = "" if result.top1 is None else (
-            f": top-1 {result.top1:.2f}% (drop {result.top1_drop:.2f}), p50 {result.latency_ms:.2f} ms, {result.model_bytes / 1e6:.2f} MB, "
-            f"{result.seconds:.0f} s"
+        figures = (
+            ""
+            if result.top1 is None
+            else (
+                f": top-1 {result.top1:.2f}% (drop {result.top1_drop:.2f}), p50 {result.latency_ms:.2f} ms, {result.model_bytes / 1e6:.2f} MB, "
+                f"{result.seconds:.0f} s"
+            )
         )
         tqdm.write(f"[{number}/{total}] {result.candidate.name}{figures} -- {result.verdict}")
         bar.update(1)
 
     try:
         result = tune(
-            args.model, args.profile, args.calibration, args.evaluation, args.finetune, args.out, labels=args.labels,
-            options=options, max_latency_ms=args.max_latency_ms, max_top1_drop=args.max_drop, time_budget_s=args.time_budget,
-            bench_command=args.bench_command, frames=args.frames, epochs=args.epochs, on_result=on_result,
+            args.model,
+            args.profile,
+            args.calibration,
+            args.evaluation,
+            args.finetune,
+            args.out,
+            labels=args.labels,
+            options=options,
+            max_latency_ms=args.max_latency_ms,
+            max_top1_drop=args.max_drop,
+            time_budget_s=args.time_budget,
+            bench_command=args.bench_command,
+            frames=args.frames,
+            epochs=args.epochs,
+            on_result=on_result,
             stop_early=not args.explore,
         )
     finally:
@@ -375,9 +414,18 @@ def _distill(args: argparse.Namespace) -> int:
         temperature=base.temperature if args.temperature is None else args.temperature,
     )
     result = distill(
-        args.teacher, args.student, args.out, data=args.data, unlabeled=args.unlabeled, epochs=args.epochs,
-        learning_rate=args.learning_rate, distillation=distillation, evaluation=args.evaluation, labels=args.labels,
-        options=ConversionOptions.from_input_range(**_input_options(args)), student_size=args.student_size,
+        args.teacher,
+        args.student,
+        args.out,
+        data=args.data,
+        unlabeled=args.unlabeled,
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        distillation=distillation,
+        evaluation=args.evaluation,
+        labels=args.labels,
+        options=ConversionOptions.from_input_range(**_input_options(args)),
+        student_size=args.student_size,
     )
     report = result.report
     print(f"student: {result.path} ({report.student_parameters:,} parameters; teacher {report.teacher_parameters:,})")
@@ -398,8 +446,12 @@ def _print_summary(manifest: Manifest) -> None:
     spec = manifest.input
     metrics = manifest.metrics
     print(f"profile: {manifest.profile_name} ({manifest.runtime.backend.value}, {manifest.runtime.threads} threads)")
-    print(f"classes: {len(manifest.labels)}  input: {spec.height}x{spec.width} {spec.dtype} {spec.color_order.value}, {spec.resize.value}, crop {spec.crop:g}")
-    print(f"model: {manifest.runtime.model_file} ({metrics.model_bytes / 1e6:.2f} MB), source sha256 {manifest.source_model.get('sha256', '?')[:12]}")
+    print(
+        f"classes: {len(manifest.labels)}  input: {spec.height}x{spec.width} {spec.dtype} {spec.color_order.value}, {spec.resize.value}, crop {spec.crop:g}"
+    )
+    print(
+        f"model: {manifest.runtime.model_file} ({metrics.model_bytes / 1e6:.2f} MB), source sha256 {manifest.source_model.get('sha256', '?')[:12]}"
+    )
     accuracy = metrics.accuracy
     if accuracy is not None:
         tolerance = "?" if accuracy.tolerance is None else f"{accuracy.tolerance:g}"
@@ -475,8 +527,10 @@ def _inspect(args: argparse.Namespace) -> int:
     _print_summary(bundle.manifest)
     accuracy = bundle.manifest.metrics.accuracy
     if accuracy is not None and accuracy.within_tolerance is False:
-        print(f"WARNING: the accuracy check missed its tolerance: drop {accuracy.top1_drop:.2f} points > {accuracy.tolerance:g} "
-              "(converted with --allow-accuracy-drop)")
+        print(
+            f"WARNING: the accuracy check missed its tolerance: drop {accuracy.top1_drop:.2f} points > {accuracy.tolerance:g} "
+            "(converted with --allow-accuracy-drop)"
+        )
     if status.refused:
         print(f"error: loading refuses this bundle: {status.detail}", file=sys.stderr)
     return 1 if status.refused else 0
@@ -558,5 +612,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug or an unforeseen library error: still one line without --debug
         if args.debug:
             logger.exception("unexpected failure")
-        print(f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)".splitlines()[0], file=sys.stderr)
+        print(
+            f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)".splitlines()[0], file=sys.stderr
+        )
         return 1

@@ -162,7 +162,8 @@ def _add_convert(commands: Any) -> None:
     conv.add_argument("model", help=".keras / .h5 file or SavedModel directory")
     conv.add_argument("--profile", required=True, help="profile name (see 'tillsight profiles') or a .toml file")
     conv.add_argument(
-        "--calibration", help="class folder or list file of representative images (needed by every int8 profile; "
+        "--calibration",
+        help="class folder or list file of representative images (needed by every int8 profile; "
         "an OpenVINO FP16 profile quantizes nothing)",
     )
     conv.add_argument("--eval", dest="evaluation", help="labeled class folder or list file for the accuracy check")
@@ -171,17 +172,21 @@ def _add_convert(commands: Any) -> None:
     _add_input_options(conv)
     conv.add_argument("--allow-accuracy-drop", action="store_true", help="write the bundle even beyond the tolerance")
     conv.add_argument(
-        "--min-calibration", type=_count(1), metavar="N",
+        "--min-calibration",
+        type=_count(1),
+        metavar="N",
         help="accept as few as N usable calibration images (default: the profile's, 100 for the shipped int8 profiles)",
     )
     conv.add_argument("--unsafe-load", action="store_true", help="load a trusted model file with Keras safe mode off")
     conv.add_argument(
-        "--prune", metavar="MODE:FRACTION",
+        "--prune",
+        metavar="MODE:FRACTION",
         help="prune before quantizing: channels:0.3 (filters removed), unstructured:0.5 (sparsity), a bare "
         "fraction (the profile's mode) or none; default: the profile's [pruning]",
     )
     conv.add_argument(
-        "--finetune", metavar="DATA",
+        "--finetune",
+        metavar="DATA",
         help="photos to fine-tune on after pruning and for --qat: class folder or list file (or unlabeled frames with --distill)",
     )
     conv.add_argument("--finetune-epochs", type=_count(0), metavar="N", help="fine-tuning epochs after pruning (0: one shot)")
@@ -189,15 +194,23 @@ def _add_convert(commands: Any) -> None:
         "--distill", action="store_true", help="fine-tuning after pruning also learns from the original float model"
     )
     conv.add_argument(
-        "--qat", action="store_true",
+        "--qat",
+        action="store_true",
         help="quantization-aware fine-tuning before the int8 conversion (TFLite and Edge TPU profiles; needs --finetune)",
     )
     conv.add_argument("--qat-epochs", type=_count(1), metavar="N", help="quantization-aware fine-tuning epochs (with --qat)")
     conv.add_argument(
-        "--seed", type=_count(0), default=0, metavar="N",
+        "--seed",
+        type=_count(0),
+        default=0,
+        metavar="N",
         help="random seed of the fine-tuning steps (recorded in the manifest; the same seed and data give the same model)",
     )
-    conv.add_argument("--sign-key", metavar="PEM", help="sign the bundle with this Ed25519 private key (see 'tillsight keygen') as it is written")
+    conv.add_argument(
+        "--sign-key",
+        metavar="PEM",
+        help="sign the bundle with this Ed25519 private key (see 'tillsight keygen') as it is written",
+    )
     conv.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -212,27 +225,42 @@ def _duration(text: str) -> float:
 
 def _add_tune(commands: Any) -> None:
     tune = commands.add_parser(
-        "tune", help="find the most accurate bundle that meets a profile's budget: int8, QAT, pruning, students, measured",
+        "tune",
+        help="find the most accurate bundle that meets a profile's budget: int8, QAT, pruning, students, measured",
     )
     tune.add_argument("model", help=".keras / .h5 file or SavedModel directory")
     tune.add_argument("--profile", required=True, help="profile name (see 'tillsight profiles') or a .toml file")
     tune.add_argument("--calibration", required=True, help="class folder or list file of representative images")
     tune.add_argument("--eval", dest="evaluation", required=True, help="labeled photos every candidate's top-1 is measured on")
-    tune.add_argument("--finetune", required=True, metavar="DATA", help="labeled photos for QAT, pruning's fine-tuning and the students")
+    tune.add_argument(
+        "--finetune", required=True, metavar="DATA", help="labeled photos for QAT, pruning's fine-tuning and the students"
+    )
     tune.add_argument("--labels", help="labels file: one label a line, in output-index order")
     tune.add_argument("--out", required=True, help="folder for candidates/, tune.md, tune.png and the winner OUT/<profile>/")
     tune.add_argument("--max-latency-ms", type=_positive, help="latency budget, classify() p50 (default: the profile's)")
-    tune.add_argument("--max-drop", type=float, metavar="POINTS", help="top-1 points the bundle may lose (default: the profile's max_top1_drop)")
-    tune.add_argument("--time-budget", type=_duration, default=45 * 60.0, metavar="DURATION", help="for the whole search: 45m (default), 2h, 600s")
     tune.add_argument(
-        "--bench-command", metavar="COMMAND",
+        "--max-drop", type=float, metavar="POINTS", help="top-1 points the bundle may lose (default: the profile's max_top1_drop)"
+    )
+    tune.add_argument(
+        "--time-budget",
+        type=_duration,
+        default=45 * 60.0,
+        metavar="DURATION",
+        help="for the whole search: 45m (default), 2h, 600s",
+    )
+    tune.add_argument(
+        "--bench-command",
+        metavar="COMMAND",
         help="measure on the device: a shell command that gets each bundle as a tar on stdin and prints benchmark JSON, "
-        "e.g. \"ssh kiosk-12 tillsight benchmark --json -\" (default: this host)",
+        'e.g. "ssh kiosk-12 tillsight benchmark --json -" (default: this host)',
     )
     tune.add_argument("--frames", type=_count(1), default=50, help="timed runs per latency measurement (default 50)")
-    tune.add_argument("--epochs", type=_count(1), help="epochs of every training candidate (default: the profile's QAT and pruning epochs)")
     tune.add_argument(
-        "--explore", action="store_true",
+        "--epochs", type=_count(1), help="epochs of every training candidate (default: the profile's QAT and pruning epochs)"
+    )
+    tune.add_argument(
+        "--explore",
+        action="store_true",
         help="keep trying candidates after one fits (time budget allowing) and keep the most accurate that fits",
     )
     _add_input_options(tune)
@@ -245,8 +273,10 @@ def _add_distill(commands: Any) -> None:
     dist = commands.add_parser("distill", help="train a smaller student from a Keras classifier (the teacher)")
     dist.add_argument("teacher", help="the teacher: .keras / .h5 file")
     dist.add_argument(
-        "--student", required=True, help="efficientnet-lite0|1|2 (ImageNet-pretrained), mobilenetv2-0.35, mobilenetv3-small, "
-        "mobilenetv3-small-minimal (from scratch), or a .keras file with the teacher's input and outputs"
+        "--student",
+        required=True,
+        help="efficientnet-lite0|1|2 (ImageNet-pretrained), mobilenetv2-0.35, mobilenetv3-small, "
+        "mobilenetv3-small-minimal (from scratch), or a .keras file with the teacher's input and outputs",
     )
     dist.add_argument(
         "--student-size", type=_size, metavar="HxW", help="the student's input size, e.g. 160 (default: the teacher's)"
@@ -254,7 +284,12 @@ def _add_distill(commands: Any) -> None:
     dist.add_argument("--data", help="labeled class folder or list file")
     dist.add_argument("--unlabeled", metavar="FOLDER", help="folder of unlabeled photos (store frames): the teacher labels them")
     dist.add_argument("--epochs", type=_count(1), default=10, help="passes over the photos (default 10)")
-    dist.add_argument("--learning-rate", type=float, default=0.001, help="Adam's starting rate (default 0.001; pretrained students' backbones train at 1/10, students started from the teacher at 1/100)")
+    dist.add_argument(
+        "--learning-rate",
+        type=float,
+        default=0.001,
+        help="Adam's starting rate (default 0.001; pretrained students' backbones train at 1/10, students started from the teacher at 1/100)",
+    )
     dist.add_argument("--alpha", type=float, help=f"weight of the label loss (default {DistillationOptions.alpha})")
     dist.add_argument("--temperature", type=float, help=f"softening of the outputs (default {DistillationOptions.temperature:g})")
     dist.add_argument("--eval", dest="evaluation", help="labeled photos to compare teacher and student on")
@@ -280,7 +315,9 @@ def _add_classify(commands: Any) -> None:
     classify = commands.add_parser("classify", help="classify image files with a bundle")
     classify.add_argument("bundle")
     classify.add_argument("images", nargs="+")
-    classify.add_argument("--top-k", type=_count(1), default=3, help="how many labels to print per image, best first (default: 3)")
+    classify.add_argument(
+        "--top-k", type=_count(1), default=3, help="how many labels to print per image, best first (default: 3)"
+    )
     classify.add_argument("--threads", type=_count(1), help="CPU threads (default: the profile's)")
     classify.add_argument("--json", action="store_true", help="one JSON object per image")
     _add_trusted_key(classify)
@@ -288,17 +325,27 @@ def _add_classify(commands: Any) -> None:
 
 def _add_trusted_key(command: argparse.ArgumentParser) -> None:
     command.add_argument(
-        "--trusted-key", action="append", metavar="PEM",
+        "--trusted-key",
+        action="append",
+        metavar="PEM",
         help="refuse the bundle unless signed by this public key (repeatable; default: the files $TILLSIGHT_TRUSTED_KEYS names)",
     )
 
 
 def _add_keys(commands: Any) -> None:
-    keygen = commands.add_parser("keygen", help="make an Ed25519 key pair for signing bundles (PKCS#8 + SubjectPublicKeyInfo PEM)")
-    keygen.add_argument("name", help="writes NAME.pem (private, mode 0600; encrypted when $TILLSIGHT_KEY_PASSWORD is set) and NAME.pub.pem")
-    sign = commands.add_parser("sign", help="sign a bundle with an Ed25519 private key: writes signature.json beside its manifest")
+    keygen = commands.add_parser(
+        "keygen", help="make an Ed25519 key pair for signing bundles (PKCS#8 + SubjectPublicKeyInfo PEM)"
+    )
+    keygen.add_argument(
+        "name", help="writes NAME.pem (private, mode 0600; encrypted when $TILLSIGHT_KEY_PASSWORD is set) and NAME.pub.pem"
+    )
+    sign = commands.add_parser(
+        "sign", help="sign a bundle with an Ed25519 private key: writes signature.json beside its manifest"
+    )
     sign.add_argument("bundle")
-    sign.add_argument("--key", required=True, metavar="PEM", help="the private key (PKCS#8 PEM; encrypted ones with $TILLSIGHT_KEY_PASSWORD)")
+    sign.add_argument(
+        "--key", required=True, metavar="PEM", help="the private key (PKCS#8 PEM; encrypted ones with $TILLSIGHT_KEY_PASSWORD)"
+    )
 
 
 def _add_edgetpu_check(commands: Any) -> None:
@@ -317,7 +364,10 @@ def _add_run(commands: Any) -> None:
     run.add_argument("bundle")
     run.add_argument("--source", help="camera index (0), rtsp://... or http://... URL, video file or folder")
     run.add_argument(
-        "--lane", action="append", default=[], metavar="ID:SOURCE[:X,Y,W,H]",
+        "--lane",
+        action="append",
+        default=[],
+        metavar="ID:SOURCE[:X,Y,W,H]",
         help="a lane of a multi-lane kiosk, with its source and tray region (repeat per lane; instead of --source)",
     )
     run.add_argument("--lanes", metavar="TOML", help="the lanes from a file of [[lane]] tables with id, source and roi")
@@ -327,26 +377,35 @@ def _add_run(commands: Any) -> None:
     run.add_argument("--background-label", help="model class meaning 'empty tray' (instead of the frame difference)")
     run.add_argument("--tray-reference", help="picture of the empty tray region (default: learned from the first frames)")
     run.add_argument("--realtime", action="store_true", help="play recorded sources at their frame rate, dropping late frames")
-    run.add_argument("--speed", type=_positive, metavar="X", help="play recorded sources X times faster than recorded (implies --realtime)")
+    run.add_argument(
+        "--speed", type=_positive, metavar="X", help="play recorded sources X times faster than recorded (implies --realtime)"
+    )
     run.add_argument("--metrics-interval", type=_non_negative, default=30.0, help="seconds between metrics log lines (0: off)")
     run.add_argument("--max-frames", type=_count(1), help="stop after this many frames")
     run.add_argument("--loop", action="store_true", help="play a video file again and again (demos, soak runs)")
     run.add_argument(
-        "--photos", action="store_true",
+        "--photos",
+        action="store_true",
         help="the --source folder holds photos of one item each (any size): classify every photo as its own item",
     )
     _add_trusted_key(run)
-    mqtt = run.add_argument_group("MQTT (pip install \"tillsight[mqtt]\")")
+    mqtt = run.add_argument_group('MQTT (pip install "tillsight[mqtt]")')
     mqtt.add_argument(
-        "--mqtt", metavar="URL",
+        "--mqtt",
+        metavar="URL",
         help="also publish events (QoS 1, through a durable outbox) to mqtt[s]://[USER@]HOST[:PORT]/TOPIC; "
         "the password comes from $TILLSIGHT_MQTT_PASSWORD",
     )
     mqtt.add_argument("--mqtt-user", help="MQTT user name (instead of USER@ in the URL)")
     mqtt.add_argument("--mqtt-ca", metavar="PEM", help="certificate authorities to trust for mqtts:// (default: the system's)")
-    mqtt.add_argument("--mqtt-outbox", metavar="FILE", help="the outbox file (default: $XDG_STATE_HOME/tillsight/mqtt-outbox.sqlite)")
     mqtt.add_argument(
-        "--mqtt-drain-timeout", type=_non_negative, default=10.0, metavar="S",
+        "--mqtt-outbox", metavar="FILE", help="the outbox file (default: $XDG_STATE_HOME/tillsight/mqtt-outbox.sqlite)"
+    )
+    mqtt.add_argument(
+        "--mqtt-drain-timeout",
+        type=_non_negative,
+        default=10.0,
+        metavar="S",
         help="seconds to wait at the end for the broker to take what the outbox holds (default 10; the rest waits for the next run)",
     )
 
@@ -354,9 +413,14 @@ def _add_run(commands: Any) -> None:
 def _add_report(commands: Any) -> None:
     report_ = commands.add_parser("report", help="compare bundles: markdown table and accuracy-vs-latency plot")
     report_.add_argument("bundles", nargs="+")
-    report_.add_argument("--out", required=True, help="folder for report.md and report.png (created; files there of those names are replaced)")
     report_.add_argument(
-        "--benchmark", nargs="+", default=[], metavar="JSON",
+        "--out", required=True, help="folder for report.md and report.png (created; files there of those names are replaced)"
+    )
+    report_.add_argument(
+        "--benchmark",
+        nargs="+",
+        default=[],
+        metavar="JSON",
         help="'tillsight benchmark --json' files: their device latency replaces the conversion host's, labelled with the device",
     )
 
@@ -373,10 +437,13 @@ def _add_val(commands: Any) -> None:
 
 def _add_benchmark(commands: Any) -> None:
     bench = commands.add_parser(
-        "benchmark", help="measure bundles on this machine: cold start, latency p50/p95/p99, peak memory, budgets",
+        "benchmark",
+        help="measure bundles on this machine: cold start, latency p50/p95/p99, peak memory, budgets",
     )
     bench.add_argument(
-        "bundles", nargs="*", metavar="BUNDLE",
+        "bundles",
+        nargs="*",
+        metavar="BUNDLE",
         help="bundle folders; none: one bundle as a tar on standard input (tar -C out -c raspberry-pi-4 | ssh kiosk tillsight benchmark --json -)",
     )
     bench.add_argument("--frames", type=_count(1), default=100, help="timed runs per measurement (default: 100)")
@@ -386,7 +453,9 @@ def _add_benchmark(commands: Any) -> None:
     bench.add_argument("--max-latency-ms", type=_positive, help="latency budget for the classify() p50 (default: the profile's)")
     bench.add_argument("--max-memory-mb", type=_positive, help="peak RSS budget in MB (default: the profile's)")
     bench.add_argument(
-        "--launcher", metavar="COMMAND", help="run each measuring process under this command, e.g. 'taskset -c 2' (one core)",
+        "--launcher",
+        metavar="COMMAND",
+        help="run each measuring process under this command, e.g. 'taskset -c 2' (one core)",
     )
 
 
@@ -407,6 +476,8 @@ def _add_input_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mean", type=_triple, help="per-channel mean in 0-255 units (overrides --input-range)")
     parser.add_argument("--std", type=_triple, help="per-channel std in 0-255 units (with --mean)")
     parser.add_argument(
-        "--crop", type=float, help="central fraction of each frame side the model was trained on, e.g. 0.875 "
-        "(default: the profile's input.crop, 1.0 in the shipped profiles)"
+        "--crop",
+        type=float,
+        help="central fraction of each frame side the model was trained on, e.g. 0.875 "
+        "(default: the profile's input.crop, 1.0 in the shipped profiles)",
     )

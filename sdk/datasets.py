@@ -156,8 +156,7 @@ def _read_folder(folder: Path, labels: Sequence[str] | None) -> ImageSet:
     for class_dir in class_dirs:
         if class_dir.name not in index_of:
             raise DataError(
-                f"folder '{class_dir.name}' in {folder} is not a label in the labels file; "
-                "rename it or add the label"
+                f"folder '{class_dir.name}' in {folder} is not a label in the labels file; rename it or add the label"
             )
         index = index_of[class_dir.name]
         files = sorted(p for p in class_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
@@ -169,9 +168,7 @@ def _read_list_file(list_file: Path, labels: Sequence[str] | None) -> ImageSet:
     try:
         lines = list_file.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as exc:
-        raise DataError(
-            f"{list_file} is not a text list file (expected lines 'relative/path.jpg, class_id')"
-        ) from exc
+        raise DataError(f"{list_file} is not a text list file (expected lines 'relative/path.jpg, class_id')") from exc
     except OSError as exc:
         raise DataError(f"cannot read list file {list_file}: {exc.strerror or exc}") from exc
     base = list_file.parent

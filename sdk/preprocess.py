@@ -22,7 +22,17 @@ import numpy as np
 from .errors import OptionsError
 from .profiles import ResizeMode, crop_problem
 
-__all__ = ["ColorOrder", "InputRange", "InputSpec", "input_region", "model_input", "model_pixels", "preprocess", "quantize", "to_bgr"]
+__all__ = [
+    "ColorOrder",
+    "InputRange",
+    "InputSpec",
+    "input_region",
+    "model_input",
+    "model_pixels",
+    "preprocess",
+    "quantize",
+    "to_bgr",
+]
 
 
 class ColorOrder(str, enum.Enum):
@@ -241,8 +251,11 @@ def model_input(image: np.ndarray, spec: InputSpec) -> np.ndarray:
         ValueError: ``image`` is not a usable uint8 image.
     """
     identity = (
-        spec.dtype == "uint8" and spec.scale == 1.0 and spec.zero_point == 0
-        and tuple(spec.mean) == (0.0, 0.0, 0.0) and tuple(spec.std) == (1.0, 1.0, 1.0)
+        spec.dtype == "uint8"
+        and spec.scale == 1.0
+        and spec.zero_point == 0
+        and tuple(spec.mean) == (0.0, 0.0, 0.0)
+        and tuple(spec.std) == (1.0, 1.0, 1.0)
     )
     if not identity:
         return quantize(preprocess(image, spec), spec.dtype, spec.scale, spec.zero_point)

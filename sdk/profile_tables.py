@@ -173,7 +173,9 @@ class PruningOptions:
         except ValueError:
             raise OptionsError(f"'{spec}' is not a pruning setting: use none, unstructured:0.5 or channels:0.3") from None
         if mode is PruningMode.NONE and fraction > 0:
-            raise OptionsError(f"'{spec}' gives no pruning mode and the profile has none: use channels:{fraction:g} or unstructured:{fraction:g}")
+            raise OptionsError(
+                f"'{spec}' gives no pruning mode and the profile has none: use channels:{fraction:g} or unstructured:{fraction:g}"
+            )
         if mode is not PruningMode.NONE and not 0.0 < fraction < 1.0:
             raise OptionsError(f"pruning fraction in '{spec}' must be between 0 and 1 (exclusive), e.g. channels:0.3")
         return dataclasses.replace(base, mode=mode, target=fraction if mode is not PruningMode.NONE else 0.0)

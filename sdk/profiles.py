@@ -23,24 +23,24 @@ from .errors import ProfileError
 from .profile_tables import (
     FINETUNE_EPOCHS,
     BackendKind,
-    ResizeMode,
-    IODtype,
-    SizePolicy,
-    PruningMode,
-    PruningScope,
-    ChannelCriterion,
-    crop_problem,
-    InputPolicy,
-    WeightRounding,
-    QuantizationOptions,
-    PruningOptions,
-    DistillationOptions,
-    QatOptions,
     Budgets,
-    Precision,
-    PerformanceHint,
-    OpenVINOOptions,
+    ChannelCriterion,
+    DistillationOptions,
     EdgeTPUOptions,
+    InputPolicy,
+    IODtype,
+    OpenVINOOptions,
+    PerformanceHint,
+    Precision,
+    PruningMode,
+    PruningOptions,
+    PruningScope,
+    QatOptions,
+    QuantizationOptions,
+    ResizeMode,
+    SizePolicy,
+    WeightRounding,
+    crop_problem,
 )
 
 if sys.version_info >= (3, 11):
@@ -293,6 +293,4 @@ def load_profile(name_or_path: str | Path | Profile) -> Profile:
         if not path.is_file():
             raise ProfileError(f"profile file {path} does not exist")
         return Profile.from_toml(path)
-    raise ProfileError(
-        f"unknown profile '{text}' (shipped: {', '.join(sorted(files))}; or pass a path to a .toml file)"
-    )
+    raise ProfileError(f"unknown profile '{text}' (shipped: {', '.join(sorted(files))}; or pass a path to a .toml file)")

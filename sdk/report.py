@@ -92,10 +92,15 @@ def with_device_latency(summaries: Sequence[BundleSummary], benchmarks: Sequence
             updated.append(summary)
             continue
         result, host = found
-        updated.append(dataclasses.replace(
-            summary, latency_p50_ms=result.invoke.p50_ms, latency_p95_ms=result.invoke.p95_ms, threads=result.threads or 0,
-            host=f"{host.describe()} (tillsight benchmark)",
-        ))
+        updated.append(
+            dataclasses.replace(
+                summary,
+                latency_p50_ms=result.invoke.p50_ms,
+                latency_p95_ms=result.invoke.p95_ms,
+                threads=result.threads or 0,
+                host=f"{host.describe()} (tillsight benchmark)",
+            )
+        )
     return updated
 
 
@@ -120,8 +125,12 @@ def markdown_table(summaries: Sequence[BundleSummary]) -> str:
     if len(hosts) == 1:
         lines += ["", f"Inference (the model alone, not frame preparation) measured on: {hosts[0]}."]
     elif hosts:
-        lines += ["", "Inference (the model alone, not frame preparation) measured on: "
-                  + "; ".join(f"[{k}] {host}" for k, host in enumerate(hosts, 1)) + "."]
+        lines += [
+            "",
+            "Inference (the model alone, not frame preparation) measured on: "
+            + "; ".join(f"[{k}] {host}" for k, host in enumerate(hosts, 1))
+            + ".",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -201,7 +210,7 @@ def _draw_axes(image: np.ndarray, axes: _Axes, title: str) -> None:
         y = a.y_lo + (a.y_hi - a.y_lo) * k / 5
         cv2.line(image, a.pixel(x, a.y_lo), a.pixel(x, a.y_hi), _GREY, 1)
         cv2.line(image, a.pixel(a.x_lo, y), a.pixel(a.x_hi, y), _GREY, 1)
-        tick = f"{10 ** x if a.log_x else x:.2f}"
+        tick = f"{10**x if a.log_x else x:.2f}"
         cv2.putText(image, tick, (a.pixel(x, a.y_lo)[0] - 18, height - margin + 22), _FONT, 0.45, _BLACK, 1, cv2.LINE_AA)
         cv2.putText(image, f"{y:.1f}", (12, a.pixel(a.x_lo, y)[1] + 5), _FONT, 0.45, _BLACK, 1, cv2.LINE_AA)
     cv2.rectangle(image, a.pixel(a.x_lo, a.y_hi), a.pixel(a.x_hi, a.y_lo), _BLACK, 1)

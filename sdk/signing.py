@@ -102,7 +102,9 @@ def generate_keys(private_path: str | Path, public_path: str | Path) -> str:
     password = os.environ.get(KEY_PASSWORD_VARIABLE)
     encryption = serialization.BestAvailableEncryption(password.encode()) if password else serialization.NoEncryption()
     private_pem = private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
-    public_pem = private_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    public_pem = private_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     with staged_file(private_path) as temporary:
         temporary.write_bytes(private_pem)
     os.chmod(private_path, 0o600)
@@ -133,7 +135,9 @@ def load_private_key(path: str | Path) -> Any:
             f"{path} is not a PEM private key (or {KEY_PASSWORD_VARIABLE} is wrong): pass a PKCS#8 PEM file from 'tillsight keygen'"
         ) from exc
     if not isinstance(key, ed25519.Ed25519PrivateKey):
-        raise OptionsError(f"{path} is a {type(key).__name__.removeprefix('_')}, not an Ed25519 key; make one with 'tillsight keygen'")
+        raise OptionsError(
+            f"{path} is a {type(key).__name__.removeprefix('_')}, not an Ed25519 key; make one with 'tillsight keygen'"
+        )
     return key
 
 
@@ -149,11 +153,15 @@ def load_trusted_keys(paths: Sequence[str | Path]) -> tuple[TrustedKey, ...]:
         try:
             data = path.read_bytes()
         except OSError as exc:
-            raise OptionsError(f"cannot read the trusted key {path}: {exc.strerror}; pass the .pub.pem file 'tillsight keygen' wrote") from exc
+            raise OptionsError(
+                f"cannot read the trusted key {path}: {exc.strerror}; pass the .pub.pem file 'tillsight keygen' wrote"
+            ) from exc
         try:
             key = serialization.load_pem_public_key(data)
         except ValueError as exc:
-            raise OptionsError(f"{path} is not a PEM public key; pass a SubjectPublicKeyInfo PEM file (the .pub.pem of 'tillsight keygen')") from exc
+            raise OptionsError(
+                f"{path} is not a PEM public key; pass a SubjectPublicKeyInfo PEM file (the .pub.pem of 'tillsight keygen')"
+            ) from exc
         if not isinstance(key, ed25519.Ed25519PublicKey):
             raise OptionsError(f"the trusted key {path} is not an Ed25519 key; tillsight bundles are signed with Ed25519")
         keys.append(TrustedKey(key_id(key), str(path), key))
@@ -206,7 +214,9 @@ def verify_signature(bundle_dir: str | Path, manifest_bytes: bytes, trusted: Seq
     bundle_dir = Path(bundle_dir)
     path = bundle_dir / SIGNATURE_NAME
     if not path.is_file():
-        raise SignatureError(f"bundle {bundle_dir} is not signed and trusted keys are configured; sign it with 'tillsight sign {bundle_dir} --key KEY'")
+        raise SignatureError(
+            f"bundle {bundle_dir} is not signed and trusted keys are configured; sign it with 'tillsight sign {bundle_dir} --key KEY'"
+        )
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
         identifier, signature = str(record["key_id"]), base64.b64decode(record["signature"], validate=True)
@@ -217,7 +227,9 @@ def verify_signature(bundle_dir: str | Path, manifest_bytes: bytes, trusted: Seq
     matching = [key for key in trusted if key.key_id == identifier]
     if not matching:
         ids = ", ".join(f"{key.key_id} ({key.source})" for key in trusted)
-        raise SignatureError(f"bundle {bundle_dir} is signed by key {identifier}, which is not trusted here (trusted: {ids}); refusing it")
+        raise SignatureError(
+            f"bundle {bundle_dir} is signed by key {identifier}, which is not trusted here (trusted: {ids}); refusing it"
+        )
     try:
         matching[0].key.verify(signature, manifest_bytes)
     except invalid_signature:
@@ -244,7 +256,9 @@ def signature_status(bundle_dir: str | Path, trusted: Sequence[TrustedKey]) -> S
     path = bundle_dir / SIGNATURE_NAME
     if not path.is_file():
         refused = bool(trusted)
-        return SignatureStatus("unsigned", None, refused, "unsigned" + (" (trusted keys are configured: loading refuses it)" if refused else ""))
+        return SignatureStatus(
+            "unsigned", None, refused, "unsigned" + (" (trusted keys are configured: loading refuses it)" if refused else "")
+        )
     try:
         identifier = str(json.loads(path.read_text(encoding="utf-8"))["key_id"])
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
@@ -252,7 +266,9 @@ def signature_status(bundle_dir: str | Path, trusted: Sequence[TrustedKey]) -> S
     if not trusted:
         if identifier is None:
             return SignatureStatus("broken", None, False, f"{SIGNATURE_NAME} is malformed (not checked: no trusted keys)")
-        return SignatureStatus("unchecked", identifier, False, f"signed by key {identifier}, not checked (no trusted keys configured)")
+        return SignatureStatus(
+            "unchecked", identifier, False, f"signed by key {identifier}, not checked (no trusted keys configured)"
+        )
     try:
         verify_signature(bundle_dir, (bundle_dir / "manifest.json").read_bytes(), trusted)
     except SignatureError as exc:

@@ -87,8 +87,13 @@ class ValidationReport:
         ]
         if self.manifest_top1 is not None:
             lines.append(f"- at conversion: top-1 {self.manifest_top1:.2f}% on {self.manifest_images} photos")
-        lines += ["", f"## Lowest recall ({min(worst, len(self.classes))} of {len(self.classes)} classes)", "",
-                  "| product | photos | correct | recall |", "| --- | ---: | ---: | ---: |"]
+        lines += [
+            "",
+            f"## Lowest recall ({min(worst, len(self.classes))} of {len(self.classes)} classes)",
+            "",
+            "| product | photos | correct | recall |",
+            "| --- | ---: | ---: | ---: |",
+        ]
         lines += [f"| {c.label} | {c.images} | {c.correct} | {c.recall:.2f}% |" for c in self.classes[:worst]]
         lines += ["", "## Most-confused pairs", ""]
         if self.confused:
@@ -118,14 +123,17 @@ def validate(bundle: str | Path, data: str | Path, labels: str | Path | None = N
     with load(bundle) as classifier:
         names = read_labels(labels) if labels else classifier.labels
         if len(names) != len(classifier.labels):
-            raise DataError(f"{len(names)} labels for a bundle with {len(classifier.labels)} outputs: pass the bundle's labels file")
+            raise DataError(
+                f"{len(names)} labels for a bundle with {len(classifier.labels)} outputs: pass the bundle's labels file"
+            )
         image_set = read_image_set(data, names)
         if not image_set.labeled:
             raise DataError(f"{data} has no labels: use a class folder or a list file with class indices")
         skipped: list = []
         truth, ranked = [], []
-        for item, image in tqdm(iter_images(image_set.images, skipped), total=len(image_set.images), desc="val",
-                                disable=not progress):
+        for item, image in tqdm(
+            iter_images(image_set.images, skipped), total=len(image_set.images), desc="val", disable=not progress
+        ):
             truth.append(int(item.label_index))
             ranked.append(np.argsort(-classifier.scores(image), kind="stable")[:TOP_K])
         manifest = classifier.bundle.manifest if classifier.bundle is not None else None
@@ -134,8 +142,9 @@ def validate(bundle: str | Path, data: str | Path, labels: str | Path | None = N
     return _report(str(bundle), manifest, str(data), names, np.array(truth), np.stack(ranked), len(skipped))
 
 
-def _report(bundle: str, manifest: Any, data: str, names: Sequence[str], truth: np.ndarray, ranked: np.ndarray,
-            skipped: int) -> ValidationReport:
+def _report(
+    bundle: str, manifest: Any, data: str, names: Sequence[str], truth: np.ndarray, ranked: np.ndarray, skipped: int
+) -> ValidationReport:
     predicted = ranked[:, 0]
     matrix = np.zeros((len(names), len(names)), np.int64)
     np.add.at(matrix, (truth, predicted), 1)
@@ -147,11 +156,18 @@ def _report(bundle: str, manifest: Any, data: str, names: Sequence[str], truth: 
     confused = tuple(Confusion(t, p, n) for n, t, p in sorted(pairs, key=lambda x: (-x[0], x[1], x[2])))
     accuracy = manifest.metrics.accuracy if manifest is not None else None
     return ValidationReport(
-        bundle=bundle, profile=manifest.profile_name if manifest else "", data=data, images=int(len(truth)),
-        skipped=skipped, top1=percent_equal(predicted, truth, 2),
+        bundle=bundle,
+        profile=manifest.profile_name if manifest else "",
+        data=data,
+        images=int(len(truth)),
+        skipped=skipped,
+        top1=percent_equal(predicted, truth, 2),
         top5=round(100.0 * float(np.mean([t in row for t, row in zip(truth, ranked, strict=True)])), 2),
-        classes=tuple(classes), confused=confused, matrix=tuple(tuple(int(v) for v in row) for row in matrix),
-        labels=tuple(names), manifest_top1=accuracy.converted_top1 if accuracy else None,
+        classes=tuple(classes),
+        confused=confused,
+        matrix=tuple(tuple(int(v) for v in row) for row in matrix),
+        labels=tuple(names),
+        manifest_top1=accuracy.converted_top1 if accuracy else None,
         manifest_images=accuracy.images if accuracy else None,
     )
 
@@ -192,8 +208,12 @@ def write_confusion_picture(report: ValidationReport, path: str | Path, classes:
     counts = matrix[np.ix_(rows, columns)]
     other = matrix[rows].sum(axis=1) - counts.sum(axis=1)
     cells = np.concatenate([counts, other[:, None]], axis=1)
-    image = _draw_matrix(cells, [report.labels[k] for k in rows], [report.labels[k] for k in columns] + ["other"],
-                         f"{report.bundle}: lowest-recall products (rows) and what they were taken for")
+    image = _draw_matrix(
+        cells,
+        [report.labels[k] for k in rows],
+        [report.labels[k] for k in columns] + ["other"],
+        f"{report.bundle}: lowest-recall products (rows) and what they were taken for",
+    )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with staged_file(path) as temporary:

@@ -57,14 +57,21 @@ def _apt_download(work: Path, suite: str, arch: str, packages: list[str], resolv
         f"Types: deb\nURIs: http://deb.debian.org/debian\nSuites: {suite}\nComponents: main\nSigned-By: {KEYRING}\n"
     )
     options = [
-        f"-oDir::State={work / 'state'}", f"-oDir::State::status={work / 'state' / 'status'}",
-        f"-oDir::Cache={work / 'cache'}", "-oDir::Etc::SourceList=/dev/null", f"-oDir::Etc::SourceParts={work / 'sources'}",
-        f"-oAPT::Architecture={arch}", f"-oAPT::Architectures={arch}", "-oDebug::NoLocking=1",
+        f"-oDir::State={work / 'state'}",
+        f"-oDir::State::status={work / 'state' / 'status'}",
+        f"-oDir::Cache={work / 'cache'}",
+        "-oDir::Etc::SourceList=/dev/null",
+        f"-oDir::Etc::SourceParts={work / 'sources'}",
+        f"-oAPT::Architecture={arch}",
+        f"-oAPT::Architectures={arch}",
+        "-oDebug::NoLocking=1",
     ]
     _run(["apt-get", *options, "update"], f"apt-get update ({suite} {arch})")
     if resolve:
-        _run(["apt-get", *options, "install", "-y", "--download-only", "--no-install-recommends", *packages],
-             f"downloading {' '.join(packages)} ({suite} {arch})")
+        _run(
+            ["apt-get", *options, "install", "-y", "--download-only", "--no-install-recommends", *packages],
+            f"downloading {' '.join(packages)} ({suite} {arch})",
+        )
         return sorted((work / "cache" / "archives").glob("*.deb"))
     _run(["apt-get", *options, "download", *packages], f"downloading {' '.join(packages)} ({suite} {arch})", cwd=work)
     return sorted(work.glob("*.deb"))
@@ -101,8 +108,27 @@ def _build_rootfs(work: Path) -> Path:
 def _build_site(work: Path) -> Path:
     site = work / "site"
     platforms = [arg for tag in PLATFORMS for arg in ("--platform", tag)]
-    _run([sys.executable, "-m", "pip", "install", "--quiet", "--target", str(site), *platforms, "--implementation", "cp",
-          "--python-version", "3.11", "--abi", "cp311", "--only-binary=:all:", *WHEELS], "pip download of aarch64 wheels")
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--target",
+            str(site),
+            *platforms,
+            "--implementation",
+            "cp",
+            "--python-version",
+            "3.11",
+            "--abi",
+            "cp311",
+            "--only-binary=:all:",
+            *WHEELS,
+        ],
+        "pip download of aarch64 wheels",
+    )
     return site
 
 
@@ -123,7 +149,9 @@ class Aarch64Python:
         wheel_dir = workdir / "wheel"
         subprocess.run(
             [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheel_dir), str(repo)],
-            check=True, capture_output=True, timeout=300,
+            check=True,
+            capture_output=True,
+            timeout=300,
         )
         (wheel,) = wheel_dir.glob("tillsight-*.whl")
         self.package = workdir / "tillsight-pkg"
@@ -131,7 +159,22 @@ class Aarch64Python:
 
     def run(self, script: str, *args: str, cpu: str, timeout: float = 600) -> subprocess.CompletedProcess:
         """Run a Python script on the emulated CPU; stdout/stderr captured as text."""
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(CACHE), "PYTHONPATH": f"{self.package}:{self.site}",
-               "PYTHONDONTWRITEBYTECODE": "1", "TILLSIGHT_CACHE_DIR": str(CACHE / "runtime-cache")}
-        command = [str(self.qemu), "-cpu", cpu, "-L", str(self.rootfs), str(self.rootfs / "usr/bin/python3.11"), "-c", script, *args]
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(CACHE),
+            "PYTHONPATH": f"{self.package}:{self.site}",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "TILLSIGHT_CACHE_DIR": str(CACHE / "runtime-cache"),
+        }
+        command = [
+            str(self.qemu),
+            "-cpu",
+            cpu,
+            "-L",
+            str(self.rootfs),
+            str(self.rootfs / "usr/bin/python3.11"),
+            "-c",
+            script,
+            *args,
+        ]
         return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)

@@ -23,8 +23,13 @@ DATA = Path(os.environ.get("TILLSIGHT_TEST_DATA", REPO / "tests" / "data" / "gro
 CLASSES = {"Satsumas": 27, "Banana": 6, "Watermelon": 14, "Regular-Tomato": 78}
 SIZE = 64
 REQUIRED_PROFILES = {
-    "raspberry-pi-4", "raspberry-pi-5", "generic-x86-cpu", "coral-usb", "coral-devboard",
-    "intel-nuc-iris-xe", "intel-celeron-uhd",
+    "raspberry-pi-4",
+    "raspberry-pi-5",
+    "generic-x86-cpu",
+    "coral-usb",
+    "coral-devboard",
+    "intel-nuc-iris-xe",
+    "intel-celeron-uhd",
 }
 
 

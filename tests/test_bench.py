@@ -12,7 +12,9 @@ from .conftest import REPO
 
 
 def probe(*args):
-    result = subprocess.run([sys.executable, str(REPO / "bench" / "probe.py"), *args], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "probe.py"), *args], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -34,56 +36,166 @@ def test_results_render_says_which_targets_were_missed_and_by_how_much():
     finally:
         sys.path.remove(str(REPO / "bench"))
     row = {"bytes": 1e6, "top1": 30.0, "agreement": 96.0, "p50_ms": 1.0, "p95_ms": 2.0}
-    bundle = {"name": "raspberry-pi-4", "backend": "tflite", "model_bytes": 1e6, "gzip_bytes": 8e5, "float_top1": 30.0,
-              "converted_top1": 30.0, "top1_drop": 0.0, "top1_agreement": 99.5,
-              "process": {"engine": "litert", "p50_ms": 0.5, "p95_ms": 0.6, "cold_start_s": 0.3, "peak_rss_mb": 70}, "conversion_s": 20}
-    results = {
-        "host": "test host", "date": "2026-01-01", "wall_time_s": 60, "model": "results/model/grocery_efficientnet_lite0.keras",
-        "input_size": 96, "crop": 0.875, "eval_images": 10, "versions": {},
-        "baselines": [{"name": n, **row} for n in ("Keras float (predict)", "TFLite float", "plain TFLiteConverter int8 (200 images)", "OpenVINO FP32 (CPU)")],
-        "plain_int8_gzip_bytes": 8e5, "bundles": [bundle],
-        "bare_process": {"cold_start_s": 0.25, "peak_rss_mb": 60, "p50_ms": 0.5},
-        "pipeline": {"bundle": "raspberry-pi-4", "threads": 4, "fps": 100, "bare_bound_fps": 1000, "bare_inference_ms": 1.0, "ratio": 0.1,
-                     "stage_latency_ms": {"inference": {"p50": 1.0, "p95": 2.0}}, "frame_age_ms": {"p50": 5, "p95": 6, "p99": 7}},
+    bundle = {
+        "name": "raspberry-pi-4",
+        "backend": "tflite",
+        "model_bytes": 1e6,
+        "gzip_bytes": 8e5,
+        "float_top1": 30.0,
+        "converted_top1": 30.0,
+        "top1_drop": 0.0,
+        "top1_agreement": 99.5,
+        "process": {"engine": "litert", "p50_ms": 0.5, "p95_ms": 0.6, "cold_start_s": 0.3, "peak_rss_mb": 70},
+        "conversion_s": 20,
     }
-    pruned = {"epochs": 3, "profile": "raspberry-pi-4", "float_top1": 30.0, "model_bytes": 5e5, "process": {"p50_ms": 0.4},
-              "top1_agreement": 90.0, "finetune_s": 100, "conversion_s": 120}
+    results = {
+        "host": "test host",
+        "date": "2026-01-01",
+        "wall_time_s": 60,
+        "model": "results/model/grocery_efficientnet_lite0.keras",
+        "input_size": 96,
+        "crop": 0.875,
+        "eval_images": 10,
+        "versions": {},
+        "baselines": [
+            {"name": n, **row}
+            for n in ("Keras float (predict)", "TFLite float", "plain TFLiteConverter int8 (200 images)", "OpenVINO FP32 (CPU)")
+        ],
+        "plain_int8_gzip_bytes": 8e5,
+        "bundles": [bundle],
+        "bare_process": {"cold_start_s": 0.25, "peak_rss_mb": 60, "p50_ms": 0.5},
+        "pipeline": {
+            "bundle": "raspberry-pi-4",
+            "threads": 4,
+            "fps": 100,
+            "bare_bound_fps": 1000,
+            "bare_inference_ms": 1.0,
+            "ratio": 0.1,
+            "stage_latency_ms": {"inference": {"p50": 1.0, "p95": 2.0}},
+            "frame_age_ms": {"p50": 5, "p95": 6, "p99": 7},
+        },
+    }
+    pruned = {
+        "epochs": 3,
+        "profile": "raspberry-pi-4",
+        "float_top1": 30.0,
+        "model_bytes": 5e5,
+        "process": {"p50_ms": 0.4},
+        "top1_agreement": 90.0,
+        "finetune_s": 100,
+        "conversion_s": 120,
+    }
     results["pruning"] = [
-        {**pruned, "name": "structured", "setting": "channels:0.5", "pruned_top1": 29.0, "converted_top1": 28.5,
-         "drop_vs_unpruned_float": 1.5, "gzip_bytes": 4e5, "gzip_ratio": 0.5, "latency_ratio": 0.8, "macs_ratio": 0.3},
-        {**pruned, "name": "unstructured", "setting": "unstructured:0.5", "pruned_top1": 29.0, "converted_top1": 28.0,
-         "drop_vs_unpruned_float": 2.0, "gzip_bytes": 5.6e5, "gzip_ratio": 0.7, "latency_ratio": 1.0, "macs_ratio": None},
-        {**pruned, "name": "structured-distilled", "setting": "channels:0.5 + distill", "distilled": True, "pruned_top1": 29.5,
-         "converted_top1": 29.0, "drop_vs_unpruned_float": 1.0, "gzip_bytes": 4e5, "gzip_ratio": 0.5, "latency_ratio": 0.8,
-         "macs_ratio": 0.3},
-        {**pruned, "name": "channels-0.3-distilled", "setting": "channels:0.3 + distill", "distilled": True, "pruned_top1": 28.5,
-         "converted_top1": 28.2, "drop_vs_unpruned_float": 1.8, "gzip_bytes": 6e5, "gzip_ratio": 0.7, "latency_ratio": 0.65,
-         "macs_ratio": 0.5, "finetune_s": 1000,
-         "runs": [{"seed": 0, "converted_top1": 28.2, "drop_vs_unpruned_float": 1.8, "pruned_top1": 28.5},
-                  {"seed": 1, "converted_top1": 26.0, "drop_vs_unpruned_float": 4.0, "pruned_top1": 26.5},
-                  {"seed": 2, "converted_top1": 29.0, "drop_vs_unpruned_float": 1.0, "pruned_top1": 29.1}]},
+        {
+            **pruned,
+            "name": "structured",
+            "setting": "channels:0.5",
+            "pruned_top1": 29.0,
+            "converted_top1": 28.5,
+            "drop_vs_unpruned_float": 1.5,
+            "gzip_bytes": 4e5,
+            "gzip_ratio": 0.5,
+            "latency_ratio": 0.8,
+            "macs_ratio": 0.3,
+        },
+        {
+            **pruned,
+            "name": "unstructured",
+            "setting": "unstructured:0.5",
+            "pruned_top1": 29.0,
+            "converted_top1": 28.0,
+            "drop_vs_unpruned_float": 2.0,
+            "gzip_bytes": 5.6e5,
+            "gzip_ratio": 0.7,
+            "latency_ratio": 1.0,
+            "macs_ratio": None,
+        },
+        {
+            **pruned,
+            "name": "structured-distilled",
+            "setting": "channels:0.5 + distill",
+            "distilled": True,
+            "pruned_top1": 29.5,
+            "converted_top1": 29.0,
+            "drop_vs_unpruned_float": 1.0,
+            "gzip_bytes": 4e5,
+            "gzip_ratio": 0.5,
+            "latency_ratio": 0.8,
+            "macs_ratio": 0.3,
+        },
+        {
+            **pruned,
+            "name": "channels-0.3-distilled",
+            "setting": "channels:0.3 + distill",
+            "distilled": True,
+            "pruned_top1": 28.5,
+            "converted_top1": 28.2,
+            "drop_vs_unpruned_float": 1.8,
+            "gzip_bytes": 6e5,
+            "gzip_ratio": 0.7,
+            "latency_ratio": 0.65,
+            "macs_ratio": 0.5,
+            "finetune_s": 1000,
+            "runs": [
+                {"seed": 0, "converted_top1": 28.2, "drop_vs_unpruned_float": 1.8, "pruned_top1": 28.5},
+                {"seed": 1, "converted_top1": 26.0, "drop_vs_unpruned_float": 4.0, "pruned_top1": 26.5},
+                {"seed": 2, "converted_top1": 29.0, "drop_vs_unpruned_float": 1.0, "pruned_top1": 29.1},
+            ],
+        },
     ]
-    results["qat"] = {"profile": "raspberry-pi-4", "epochs": 2, "float_top1": 30.0, "converted_top1": 30.0, "top1_drop": 0.0,
-                      "top1_agreement": 98.0, "reference_agreement": 95.0, "qat_s": 60, "process": {"p50_ms": 0.5}}
-    results["student"] = {"student": "mobilenetv3-small", "student_input": [96, 96], "epochs": 15, "teacher_float_top1": 30.0, "student_float_top1": 26.0,
-                          "student_int8_top1": 25.0, "teacher_parameters": 800000, "student_parameters": 500000,
-                          "process": {"p50_ms": 0.2}, "latency_ratio": 0.4, "distill_s": 300}
+    results["qat"] = {
+        "profile": "raspberry-pi-4",
+        "epochs": 2,
+        "float_top1": 30.0,
+        "converted_top1": 30.0,
+        "top1_drop": 0.0,
+        "top1_agreement": 98.0,
+        "reference_agreement": 95.0,
+        "qat_s": 60,
+        "process": {"p50_ms": 0.5},
+    }
+    results["student"] = {
+        "student": "mobilenetv3-small",
+        "student_input": [96, 96],
+        "epochs": 15,
+        "teacher_float_top1": 30.0,
+        "student_float_top1": 26.0,
+        "student_int8_top1": 25.0,
+        "teacher_parameters": 800000,
+        "student_parameters": 500000,
+        "process": {"p50_ms": 0.2},
+        "latency_ratio": 0.4,
+        "distill_s": 300,
+    }
     text = render_markdown(results)
     # distillation halves the points lost (1.5 -> 1.0 is a third: missed); the distilled row is not judged as plain pruning
-    assert "recovers >= half of the points channels:0.5 loses without it (same epochs): MISSED (33% (1.50 -> 1.00 points lost))" in text
+    assert (
+        "recovers >= half of the points channels:0.5 loses without it (same epochs): MISSED (33% (1.50 -> 1.00 points lost))"
+        in text
+    )
     assert "Model: `grocery_efficientnet_lite0.keras`" in text and "centre crop 0.875" in text
-    assert ("structured (channels:0.3 + distill) + int8: latency <= 0.7x unpruned int8: met (0.65x); "
-            "median drop <= 1.5 points: MISSED (1.80 points); fine-tuning <= 15 min on 2 cores: MISSED (16.7 min)") in text
+    assert (
+        "structured (channels:0.3 + distill) + int8: latency <= 0.7x unpruned int8: met (0.65x); "
+        "median drop <= 1.5 points: MISSED (1.80 points); fine-tuning <= 15 min on 2 cores: MISSED (16.7 min)"
+    ) in text
     assert "| 28.20% (26.00-29.00, 3 seeds) |" in text and "| 1.80 (1.00-4.00, 3 seeds) |" in text  # median, and the spread
     assert "## Distilled student (mobilenetv3-small at 96x96 px, 15 epochs on the train photos, from scratch" in text
-    assert ("student mobilenetv3-small: int8 latency <= 0.5x the teacher's: met (0.40x); median int8 top-1 within 2 points "
-            "of the teacher's float top-1: MISSED (5.00 points below)") in text
-    assert ("QAT: median int8 agreement with float >= post-training int8's (95.00%): met (98.00%); >= 98.5%: MISSED (98.00%)"
-            in text)
+    assert (
+        "student mobilenetv3-small: int8 latency <= 0.5x the teacher's: met (0.40x); median int8 top-1 within 2 points "
+        "of the teacher's float top-1: MISSED (5.00 points below)"
+    ) in text
+    assert (
+        "QAT: median int8 agreement with float >= post-training int8's (95.00%): met (98.00%); >= 98.5%: MISSED (98.00%)" in text
+    )
     assert text.index("## Quantization-aware") < text.index("## Distilled student") < text.index("## Targets")
-    assert "structured (channels:0.5) + int8: latency <= 0.5x unpruned int8: MISSED (0.80x); median drop <= 3.0 points: met (1.50 points)" in text
-    assert ("unstructured (unstructured:0.5, 3 epochs) + int8: gzip <= 0.6x unpruned int8: MISSED (0.70x); drop <= 1.0 point: "
-            "MISSED (2.00 points)") in text
+    assert (
+        "structured (channels:0.5) + int8: latency <= 0.5x unpruned int8: MISSED (0.80x); median drop <= 3.0 points: met (1.50 points)"
+        in text
+    )
+    assert (
+        "unstructured (unstructured:0.5, 3 epochs) + int8: gzip <= 0.6x unpruned int8: MISSED (0.70x); drop <= 1.0 point: "
+        "MISSED (2.00 points)"
+    ) in text
     assert "| channels:0.5 | 3 | 29.00% | 28.50% | 1.50 | 0.400 (0.50x) | 0.400 (0.80x) | 0.30x |  | 100 |" in text
     assert text.index("## Pruning") < text.index("## Targets")
     assert "agreement >= 99%: met (99.50%, plain recipe 96.00%)" in text
@@ -99,8 +211,10 @@ def test_lanes_section_gives_ratios_to_one_lane_and_replaces_its_old_self_in_res
     finally:
         sys.path.remove(str(REPO / "bench"))
     row = {"bundle": "b", "profile": "generic-x86-cpu", "engine": "litert", "hint": None, "classified_share": 0.7, "runs": 5}
-    rows = [{**row, "lanes": 1, "lane_fps": 60.0, "total_fps": 60.0, "baskets_ok": 5},
-            {**row, "lanes": 2, "lane_fps": 33.0, "total_fps": 66.0, "baskets_ok": 4}]
+    rows = [
+        {**row, "lanes": 1, "lane_fps": 60.0, "total_fps": 60.0, "baskets_ok": 5},
+        {**row, "lanes": 2, "lane_fps": 33.0, "total_fps": 66.0, "baskets_ok": 4},
+    ]
     section = render(rows, 5, "test host")
     assert "| generic-x86-cpu | litert | 2 | 33.0 | 0.55x | 66.0 | 1.10x | 4/5 |" in section
     results = "# Benchmark results\n\n## Pipeline\nx\n\n## Targets\n- t\n"
@@ -120,13 +234,35 @@ def test_tune_section_lists_every_candidate_and_the_winner():
     candidate = {"recipe": "r", "kind": "int8", "epochs": 0, "fraction": None, "student_size": None}
     record = {
         "budget": {"max_latency_ms": 9.0, "max_top1_drop": 5.0, "max_memory_bytes": 512e6, "max_model_bytes": 16e6},
-        "float_top1": 80.07, "measured_on": "this host", "seconds": 1500, "time_budget_s": 2700, "winner": "student-168",
+        "float_top1": 80.07,
+        "measured_on": "this host",
+        "seconds": 1500,
+        "time_budget_s": 2700,
+        "winner": "student-168",
         "candidates": [
-            {"candidate": {**candidate, "name": "int8"}, "status": "measured", "note": "misses latency 10.04 ms > 9 ms",
-             "top1": 79.05, "top1_drop": 1.01, "latency_ms": 10.04, "model_bytes": 4.07e6, "seconds": 125, "pareto": True},
+            {
+                "candidate": {**candidate, "name": "int8"},
+                "status": "measured",
+                "note": "misses latency 10.04 ms > 9 ms",
+                "top1": 79.05,
+                "top1_drop": 1.01,
+                "latency_ms": 10.04,
+                "model_bytes": 4.07e6,
+                "seconds": 125,
+                "pareto": True,
+            },
             {"candidate": {**candidate, "name": "qat"}, "status": "skipped", "note": "same int8 graph as int8"},
-            {"candidate": {**candidate, "name": "student-168"}, "status": "measured", "note": "meets the budget",
-             "top1": 77.0, "top1_drop": 3.07, "latency_ms": 6.1, "model_bytes": 4.07e6, "seconds": 480, "pareto": True},
+            {
+                "candidate": {**candidate, "name": "student-168"},
+                "status": "measured",
+                "note": "meets the budget",
+                "top1": 77.0,
+                "top1_drop": 3.07,
+                "latency_ms": 6.1,
+                "model_bytes": 4.07e6,
+                "seconds": 480,
+                "pareto": True,
+            },
         ],
     }
     text = render(record, "tillsight tune ...")

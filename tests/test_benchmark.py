@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 import tillsight
-from tillsight.errors import OptionsError
-from tillsight.runtimes import available_cores
 from tillsight import cli
 from tillsight.benchmarking import describe_cpu, read_benchmark
 from tillsight.demo import ASSETS
+from tillsight.errors import OptionsError
+from tillsight.runtimes import available_cores
 
 PI4_CPUINFO = """processor	: 0
 BogoMIPS	: 108.00
@@ -59,14 +59,27 @@ def test_benchmark_measures_a_fresh_process_and_writes_json_report_reads(bundle:
     assert cli.main(["report", str(bundle), "--benchmark", str(out), "--out", str(tmp_path / "report")]) == 0
     report = (tmp_path / "report" / "report.md").read_text()
     assert f"{result.invoke.p50_ms:.2f} / {result.invoke.p95_ms:.2f}" in report
-    assert f"Inference (the model alone, not frame preparation) measured on: {document.host.describe()} (tillsight benchmark)." in report
+    assert (
+        f"Inference (the model alone, not frame preparation) measured on: {document.host.describe()} (tillsight benchmark)."
+        in report
+    )
 
 
 def test_the_worker_never_imports_tensorflow_and_classifies_a_given_video(bundle: Path):
     done = subprocess.run(
-        [sys.executable, "-m", "tillsight._benchmark_worker", str(bundle), "--frames", "4",
-         "--source", str(ASSETS / "checkout.mp4")],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "tillsight._benchmark_worker",
+            str(bundle),
+            "--frames",
+            "4",
+            "--source",
+            str(ASSETS / "checkout.mp4"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     measured = json.loads(done.stdout.strip().splitlines()[-1])
     assert measured["imported_tensorflow"] is False
@@ -119,8 +132,11 @@ def test_a_tampered_bundle_is_refused_by_the_measuring_process_in_one_line(bundl
 
 
 def test_a_file_that_is_not_a_benchmark_is_refused_by_report(bundle: Path, tmp_path: Path, capsys):
-    for text, expected in [("{", "is not JSON"), ('{"format": "other"}', "is not a 'tillsight benchmark --json' file"),
-                           ('{"format": "tillsight-benchmark", "format_version": 1, "host": []}', "is malformed")]:
+    for text, expected in [
+        ("{", "is not JSON"),
+        ('{"format": "other"}', "is not a 'tillsight benchmark --json' file"),
+        ('{"format": "tillsight-benchmark", "format_version": 1, "host": []}', "is malformed"),
+    ]:
         bad = tmp_path / "bad.json"
         bad.write_text(text)
         assert cli.main(["report", str(bundle), "--benchmark", str(bad), "--out", str(tmp_path / "r")]) == 1

@@ -9,8 +9,8 @@ import shutil
 import pytest
 
 from tillsight import BundleError, read_bundle
-from tillsight.staging import staged_directory
 from tillsight.demo import ASSETS
+from tillsight.staging import staged_directory
 
 
 def test_staged_directory_appears_only_when_complete(tmp_path):

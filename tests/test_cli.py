@@ -78,8 +78,12 @@ def test_every_flag_of_every_command_says_what_it_does():
     from tillsight.cli_parser import build_parser
 
     (commands,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
-    silent = [f"{name} {action.option_strings[0]}" for name, parser in commands.choices.items()
-              for action in parser._actions if action.option_strings and not action.help]
+    silent = [
+        f"{name} {action.option_strings[0]}"
+        for name, parser in commands.choices.items()
+        for action in parser._actions
+        if action.option_strings and not action.help
+    ]
     assert silent == []
     assert "how many labels" in commands.choices["classify"].format_help()
 
@@ -92,8 +96,10 @@ def test_every_flag_of_every_command_says_what_it_does():
         (["run", "--bundle", "b", "--source", "v.mp4", "--fps", "inf"], "--fps: expected a finite number, got 'inf'"),
         (["benchmark", "b", "--frames", "0"], "--frames: must be at least 1, got 0"),
         (["classify", "b", "x.jpg", "--top-k", "0"], "--top-k: must be at least 1, got 0"),
-        (["convert", "m.keras", "--profile", "generic-x86-cpu", "--calibration", "c", "--out", "o", "--std", "inf,1,1"],
-         "--std: expected three finite numbers, got 'inf,1,1'"),
+        (
+            ["convert", "m.keras", "--profile", "generic-x86-cpu", "--calibration", "c", "--out", "o", "--std", "inf,1,1"],
+            "--std: expected three finite numbers, got 'inf,1,1'",
+        ),
     ],
 )
 def test_numbers_out_of_range_are_refused_in_one_line_naming_the_flag(argv, message, capsys):

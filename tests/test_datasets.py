@@ -12,7 +12,7 @@ def test_list_file_paths_are_relative_to_the_list_file(grocery):
     lines = (grocery / "val.txt").read_text().splitlines()
     image_set = read_image_set(grocery / "val.txt")
     assert image_set.labeled and len(image_set.images) == len(lines) > 0
-    for item, line in zip(image_set.images, lines):
+    for item, line in zip(image_set.images, lines, strict=True):
         path, fine_id = (field.strip() for field in line.split(",")[:2])
         assert item.path == grocery / path and item.path.is_file()
         assert item.label_index == int(fine_id)  # the list's own ids, not re-numbered

@@ -17,7 +17,11 @@ from tillsight.bundle import Manifest, read_bundle
 from tillsight.demo import ASSETS
 from tillsight.errors import BundleError
 
-FUZZ = settings(max_examples=int(os.environ.get("TILLSIGHT_FUZZ_EXAMPLES", "150")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=int(os.environ.get("TILLSIGHT_FUZZ_EXAMPLES", "150")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 VALID_MANIFEST = json.loads((ASSETS / "classifier" / "manifest.json").read_text())
 VALID_TFLITE = (ASSETS / "classifier" / "model.tflite").read_bytes()
 
@@ -79,8 +83,10 @@ def test_random_bytes_are_not_a_tflite_model(tmp_path_factory, data):
 
 
 @FUZZ
-@given(st.lists(st.tuples(st.integers(0, len(VALID_TFLITE) - 1), st.integers(1, 255)), min_size=1, max_size=8),
-       st.integers(64, len(VALID_TFLITE)))
+@given(
+    st.lists(st.tuples(st.integers(0, len(VALID_TFLITE) - 1), st.integers(1, 255)), min_size=1, max_size=8),
+    st.integers(64, len(VALID_TFLITE)),
+)
 def test_mutated_tflite_models_give_a_report_or_a_bundle_error(tmp_path_factory, flips, length):
     from tillsight.converters.edgetpu_preflight import preflight
 

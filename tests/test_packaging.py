@@ -23,7 +23,9 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dist = tmp_path_factory.mktemp("dist")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(REPO)],
-        check=True, capture_output=True, timeout=300,
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     (built,) = dist.glob("tillsight-*.whl")
     return built
@@ -35,7 +37,10 @@ def _venv_seeing(env_dir: Path, folders: list[Path]) -> Path:
     python = env_dir / "bin" / "python"
     venv_site = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-        check=True, capture_output=True, text=True, timeout=120,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
     ).stdout.strip()
     (Path(venv_site) / "outer-packages.pth").write_text("".join(f"{folder}\n" for folder in folders))
     return python
@@ -85,19 +90,27 @@ def test_the_device_wheel_with_only_the_tflite_extra_benchmarks_and_validates_wi
     python = _venv_seeing(env_dir, [_device_site(tmp_path / "device-site", device)])
     subprocess.run(  # the extra's requirements must be met by what is there: --no-index fails otherwise
         [str(python), "-m", "pip", "install", "--no-index", f"tillsight[tflite] @ {wheel.as_uri()}"],
-        check=True, capture_output=True, timeout=300,
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     assert subprocess.run([str(python), "-c", "import tensorflow"], capture_output=True, timeout=120).returncode != 0
 
     tillsight_cli = str(env_dir / "bin" / "tillsight")
     bundle = subprocess.run(
         [str(python), "-c", "from tillsight.demo import ASSETS; print(ASSETS / 'classifier')"],
-        check=True, capture_output=True, text=True, timeout=120,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
     ).stdout.strip()
     assert bundle.startswith(str(env_dir))
     bench = subprocess.run(
         [tillsight_cli, "benchmark", bundle, "--frames", "10", "--json", str(tmp_path / "device.json")],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert bench.returncode == 0, bench.stderr
     document = json.loads((tmp_path / "device.json").read_text())
@@ -105,7 +118,10 @@ def test_the_device_wheel_with_only_the_tflite_extra_benchmarks_and_validates_wi
     assert result["engine"].startswith("ai_edge_litert") and "tensorflow" not in document["versions"]
     val = subprocess.run(
         [tillsight_cli, "val", bundle, str(DATA / "val.txt"), "--out", str(tmp_path / "val"), "--quiet"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert val.returncode == 0, val.stderr
     assert "top-1" in val.stdout and (tmp_path / "val" / "val.md").is_file()
@@ -116,8 +132,13 @@ def test_wheel_installs_into_a_fresh_venv_and_ships_the_profiles(wheel: Path, tm
     assert {f"tillsight/device_profiles/{name}.toml" for name in REQUIRED_PROFILES} <= set(names)
     assert "tillsight/converters/tflite.py" in names and "tillsight/runtimes/tflite.py" in names
     assert "tillsight/pipelines/pipeline.py" in names
-    assert {"tillsight/demo_assets/checkout.mp4", "tillsight/demo_assets/checkout.json", "tillsight/demo_assets/DATA-LICENSE.txt",
-            "tillsight/demo_assets/classifier/model.tflite", "tillsight/demo_assets/classifier/manifest.json"} <= set(names)
+    assert {
+        "tillsight/demo_assets/checkout.mp4",
+        "tillsight/demo_assets/checkout.json",
+        "tillsight/demo_assets/DATA-LICENSE.txt",
+        "tillsight/demo_assets/classifier/model.tflite",
+        "tillsight/demo_assets/classifier/manifest.json",
+    } <= set(names)
     assert not any(name.startswith(("sdk/", "tests/")) for name in names)
 
     # The venv sees this interpreter's packages (numpy, OpenCV, LiteRT) but gets its own tillsight.
@@ -128,11 +149,16 @@ def test_wheel_installs_into_a_fresh_venv_and_ships_the_profiles(wheel: Path, tm
     python = _venv_seeing(env_dir, [Path(folder) for folder in site.getsitepackages()])
     subprocess.run(
         [str(python), "-m", "pip", "install", "--no-deps", "--no-index", str(wheel)],
-        check=True, capture_output=True, timeout=300,
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     where = subprocess.run(
         [str(python), "-c", "import tillsight, sys; print(tillsight.__file__); print('tensorflow' in sys.modules)"],
-        check=True, capture_output=True, text=True, timeout=120,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
     ).stdout.split()
     assert where[0].startswith(str(env_dir)) and where[1] == "False"
     listing = subprocess.run(
@@ -142,9 +168,16 @@ def test_wheel_installs_into_a_fresh_venv_and_ships_the_profiles(wheel: Path, tm
 
     # The main job works right after install, from anywhere, without TensorFlow.
     demo = subprocess.run(
-        [str(python), "-c", "import sys; from tillsight.cli import main; code = main(['demo']); "
-         "print('tensorflow' in sys.modules); sys.exit(code)"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        [
+            str(python),
+            "-c",
+            "import sys; from tillsight.cli import main; code = main(['demo']); "
+            "print('tensorflow' in sys.modules); sys.exit(code)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert demo.returncode == 0, demo.stderr
     assert "matches the video's script" in demo.stdout and demo.stdout.split()[-1] == "False"

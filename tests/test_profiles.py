@@ -12,7 +12,6 @@ from tillsight.profiles import BackendKind, IODtype, ResizeMode
 from .conftest import REQUIRED_PROFILES as REQUIRED
 
 
-
 def shipped_text(name: str) -> str:
     return resources.files("tillsight.device_profiles").joinpath(f"{name}.toml").read_text()
 
@@ -24,7 +23,9 @@ def test_required_profiles_ship_and_validate():
     assert (pi4.backend, pi4.threads, pi4.max_top1_drop) == (BackendKind.TFLITE, 4, 1.0)
     assert pi4.input.io_dtype is IODtype.UINT8 and pi4.quantization.per_channel
     assert pi4.quantization.calibration_samples >= 200
-    assert profiles["coral-usb"].backend is BackendKind.EDGETPU and profiles["coral-usb"].backend_fallbacks == (BackendKind.TFLITE,)
+    assert profiles["coral-usb"].backend is BackendKind.EDGETPU and profiles["coral-usb"].backend_fallbacks == (
+        BackendKind.TFLITE,
+    )
     assert profiles["intel-nuc-iris-xe"].backend is BackendKind.OPENVINO
 
 
@@ -47,8 +48,14 @@ def test_a_profile_with_the_old_fallbacks_key_still_loads(tmp_path):
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
-        (("threads = 4", "threads = 4\ncolour = 1"), "unknown key 'colour' (allowed: backend, backend_fallbacks, budgets, description"),
-        (('resize = "center-crop"', 'resize = "fill"'), "'input.resize' = 'fill' is not allowed (allowed: center-crop, stretch, letterbox)"),
+        (
+            ("threads = 4", "threads = 4\ncolour = 1"),
+            "unknown key 'colour' (allowed: backend, backend_fallbacks, budgets, description",
+        ),
+        (
+            ('resize = "center-crop"', 'resize = "fill"'),
+            "'input.resize' = 'fill' is not allowed (allowed: center-crop, stretch, letterbox)",
+        ),
         (('io_dtype = "uint8"', 'io_dtype = "float"'), "(allowed: uint8, int8)"),
         (('backend = "tflite"', 'backend = "onnx"'), "'backend' = 'onnx' is not allowed (allowed: tflite, edgetpu, openvino)"),
         (("threads = 4", 'threads = "four"'), "'threads' must be an integer"),

@@ -18,21 +18,82 @@ def name_needs_tensorflow(name: str) -> bool:
 
 def test_public_names_are_pinned():
     assert set(tillsight.__all__) == {
-        "__version__", "AccuracyError", "BackendUnavailableError", "Bundle", "BundleError", "CalibrationError",
-        "Classifier", "ColorOrder", "ConversionError", "ConversionOptions", "DataError", "DistillResult", "DistillationOptions", "InferenceError",
-        "InputRange", "InputSpec", "Manifest", "ModelLoadError", "OptionsError", "Prediction", "Profile", "ProfileError",
-        "PruningOptions", "QatOptions", "SignatureError", "SinkError", "SourceError", "TillsightError", "convert", "distill", "list_profiles", "load", "load_profile", "preprocess", "read_bundle",
-        "BenchmarkReport", "BudgetError", "benchmark", "read_benchmark", "tune", "TuneResult",
+        "__version__",
+        "AccuracyError",
+        "BackendUnavailableError",
+        "Bundle",
+        "BundleError",
+        "CalibrationError",
+        "Classifier",
+        "ColorOrder",
+        "ConversionError",
+        "ConversionOptions",
+        "DataError",
+        "DistillResult",
+        "DistillationOptions",
+        "InferenceError",
+        "InputRange",
+        "InputSpec",
+        "Manifest",
+        "ModelLoadError",
+        "OptionsError",
+        "Prediction",
+        "Profile",
+        "ProfileError",
+        "PruningOptions",
+        "QatOptions",
+        "SignatureError",
+        "SinkError",
+        "SourceError",
+        "TillsightError",
+        "convert",
+        "distill",
+        "list_profiles",
+        "load",
+        "load_profile",
+        "preprocess",
+        "read_bundle",
+        "BenchmarkReport",
+        "BudgetError",
+        "benchmark",
+        "read_benchmark",
+        "tune",
+        "TuneResult",
     }
     converting = importlib.util.find_spec("tensorflow") is not None  # a device-side install has no converting side
     assert all(hasattr(tillsight, name) for name in tillsight.__all__ if converting or not name_needs_tensorflow(name))
     assert set(tillsight.runtimes.__all__) == {"Backend", "TensorSpec", "BACKENDS", "available_cores", "open_backend"}
     assert set(tillsight.testing.__all__) == {"FakeBackend", "fake_classifier"}
     assert set(tillsight.pipelines.__all__) == {
-        "Basket", "CameraSource", "Capture", "CaptureOptions", "CaptureStats", "CheckoutLogic", "CheckoutOptions",
-        "CheckoutPipeline", "Event", "Frame", "FrameResult", "ImageFolderSource", "JsonLines", "Lane", "MultiLanePipeline", "PipelineMetrics", "PipelineOptions",
-        "ProductRecognized", "Sink", "SinkDispatcher", "SinkStats", "Source", "SourceState", "StreamSource", "TrayMonitor",
-        "UnknownProduct", "VideoFileSource", "crop_roi", "open_source",
+        "Basket",
+        "CameraSource",
+        "Capture",
+        "CaptureOptions",
+        "CaptureStats",
+        "CheckoutLogic",
+        "CheckoutOptions",
+        "CheckoutPipeline",
+        "Event",
+        "Frame",
+        "FrameResult",
+        "ImageFolderSource",
+        "JsonLines",
+        "Lane",
+        "MultiLanePipeline",
+        "PipelineMetrics",
+        "PipelineOptions",
+        "ProductRecognized",
+        "Sink",
+        "SinkDispatcher",
+        "SinkStats",
+        "Source",
+        "SourceState",
+        "StreamSource",
+        "TrayMonitor",
+        "UnknownProduct",
+        "VideoFileSource",
+        "crop_roi",
+        "open_source",
     }
     assert all(hasattr(tillsight.pipelines, name) for name in tillsight.pipelines.__all__)
 
@@ -51,8 +112,18 @@ def test_a_device_install_says_what_to_install_to_convert(tmp_path, photos, caps
     with pytest.raises(tillsight.BackendUnavailableError, match=r"pip install 'tillsight\[convert\]'"):
         tillsight.convert  # noqa: B018
     (tmp_path / "model.keras").write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip: reading it would need Keras
-    argv = ["convert", str(tmp_path / "model.keras"), "--profile", "raspberry-pi-4", "--out", str(tmp_path / "out"),
-            "--calibration", str(photos.train_list), "--labels", str(photos.labels_file)]
+    argv = [
+        "convert",
+        str(tmp_path / "model.keras"),
+        "--profile",
+        "raspberry-pi-4",
+        "--out",
+        str(tmp_path / "out"),
+        "--calibration",
+        str(photos.train_list),
+        "--labels",
+        str(photos.labels_file),
+    ]
     assert cli.main(argv) == 1
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: converting needs TensorFlow") and "tillsight[convert]" in error, error

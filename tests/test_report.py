@@ -48,7 +48,11 @@ def test_gzip_size_is_measured_and_smaller_for_sparse_weights(bundle_dir, tiny_m
     # the same model with half of every kernel zeroed (one shot): the same size, a smaller download
     pruning = tillsight.PruningOptions.from_spec("unstructured:0.5", base=tillsight.PruningOptions(finetune_epochs=0))
     sparse_bundle = tillsight.convert(
-        tiny_model_file, "raspberry-pi-4", calibration=photos.train_list, labels=photos.labels_file, out=tmp_path,
+        tiny_model_file,
+        "raspberry-pi-4",
+        calibration=photos.train_list,
+        labels=photos.labels_file,
+        out=tmp_path,
         options=tillsight.ConversionOptions(pruning=pruning),
     )
     sparse = summarize_bundle(sparse_bundle.path)

@@ -16,9 +16,7 @@ SAMPLES = REPO / "samples"
 
 
 def run_sample(name, *args, cwd):
-    return subprocess.run(
-        [sys.executable, str(SAMPLES / name), *args], capture_output=True, text=True, timeout=300, cwd=cwd
-    )
+    return subprocess.run([sys.executable, str(SAMPLES / name), *args], capture_output=True, text=True, timeout=300, cwd=cwd)
 
 
 def test_kiosk_app_builds_the_basket_from_callbacks(tmp_path):
@@ -73,8 +71,15 @@ def test_conversion_scripts_list_their_profiles(script, tmp_path):
 def test_a_conversion_script_converts_for_its_family(tiny_model_file, photos, tmp_path):
     # No --eval: the accuracy gate has its own tests; here the script's wiring is under test.
     result = run_sample(
-        "convert_for_x86.py", str(tiny_model_file), "--calibration", str(photos.train_list),
-        "--labels", str(photos.labels_file), "--out", str(tmp_path / "bundles"), cwd=tmp_path,
+        "convert_for_x86.py",
+        str(tiny_model_file),
+        "--calibration",
+        str(photos.train_list),
+        "--labels",
+        str(photos.labels_file),
+        "--out",
+        str(tmp_path / "bundles"),
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "generic-x86-cpu: " in result.stdout and "accuracy not measured" in result.stdout
@@ -84,12 +89,23 @@ def test_a_conversion_script_converts_for_its_family(tiny_model_file, photos, tm
 @pytest.mark.integration
 def test_a_conversion_script_prunes_with_the_profiles_mode(tiny_model_file, photos, tmp_path):
     result = run_sample(
-        "convert_for_x86.py", str(tiny_model_file), "--calibration", str(photos.train_list),
-        "--labels", str(photos.labels_file), "--out", str(tmp_path / "bundles"), "--prune", "0.25",
-        "--finetune", str(photos.train_list), cwd=tmp_path,
+        "convert_for_x86.py",
+        str(tiny_model_file),
+        "--calibration",
+        str(photos.train_list),
+        "--labels",
+        str(photos.labels_file),
+        "--out",
+        str(tmp_path / "bundles"),
+        "--prune",
+        "0.25",
+        "--finetune",
+        str(photos.train_list),
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "pruned channels 0.25" in result.stdout  # the profile's mode
-    bad = run_sample("convert_for_x86.py", str(tiny_model_file), "--calibration", str(photos.train_list), "--prune", "lots",
-                     cwd=tmp_path)
+    bad = run_sample(
+        "convert_for_x86.py", str(tiny_model_file), "--calibration", str(photos.train_list), "--prune", "lots", cwd=tmp_path
+    )
     assert bad.returncode == 2 and "'lots' is not a pruning setting" in bad.stdout

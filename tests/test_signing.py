@@ -20,6 +20,7 @@ from tillsight.demo import ASSETS
 from tillsight.errors import OptionsError, SignatureError
 from tillsight.signing import SIGNATURE_NAME, TRUSTED_KEYS_VARIABLE, generate_keys, load_trusted_keys, sign_bundle
 
+
 @pytest.fixture
 def keys(tmp_path):
     generate_keys(tmp_path / "retailer.pem", tmp_path / "retailer.pub.pem")
@@ -58,12 +59,18 @@ def test_a_signed_bundle_loads_with_its_key_and_classifies_as_before(bundle, key
 def test_an_unsigned_bundle_is_refused_in_one_line_once_keys_are_configured(bundle, keys, no_model_opened):
     with pytest.raises(SignatureError) as caught:
         tillsight.load(bundle, trusted_keys=[keys / "retailer.pub.pem"])
-    assert str(caught.value) == f"bundle {bundle} is not signed and trusted keys are configured; sign it with 'tillsight sign {bundle} --key KEY'"
+    assert (
+        str(caught.value)
+        == f"bundle {bundle} is not signed and trusted keys are configured; sign it with 'tillsight sign {bundle} --key KEY'"
+    )
 
 
 def test_a_bundle_signed_by_another_key_is_refused(bundle, keys, no_model_opened):
     sign_bundle(bundle, keys / "other.pem")
-    with pytest.raises(SignatureError, match=r"is signed by key [0-9a-f]{16}, which is not trusted here \(trusted: [0-9a-f]{16} \(.*retailer.pub.pem\)\)"):
+    with pytest.raises(
+        SignatureError,
+        match=r"is signed by key [0-9a-f]{16}, which is not trusted here \(trusted: [0-9a-f]{16} \(.*retailer.pub.pem\)\)",
+    ):
         tillsight.load(bundle, trusted_keys=[keys / "retailer.pub.pem"])
 
 
@@ -77,7 +84,10 @@ def test_a_tampered_bundle_with_recomputed_sums_is_refused(bundle, keys, no_mode
     manifest["artifacts"]["model.tflite"] = {"bytes": len(data), "sha256": sha256_of_file(model)}
     (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     tillsight.read_bundle(bundle)  # the sums alone no longer notice...
-    with pytest.raises(SignatureError, match=r"its signature does not match its manifest \(the manifest or signature.json was changed after key [0-9a-f]{16} signed it\); refusing it"):
+    with pytest.raises(
+        SignatureError,
+        match=r"its signature does not match its manifest \(the manifest or signature.json was changed after key [0-9a-f]{16} signed it\); refusing it",
+    ):
         tillsight.load(bundle, trusted_keys=[keys / "retailer.pub.pem"])  # ...the signature does
 
 
@@ -115,7 +125,9 @@ def test_keys_are_standard_pem_files_that_openssl_reads_and_writes(keys, bundle,
     if openssl is None:
         pytest.skip("openssl is not installed")
     subprocess.run([openssl, "genpkey", "-algorithm", "ed25519", "-out", str(tmp_path / "ops.pem")], check=True)
-    subprocess.run([openssl, "pkey", "-in", str(tmp_path / "ops.pem"), "-pubout", "-out", str(tmp_path / "ops.pub.pem")], check=True)
+    subprocess.run(
+        [openssl, "pkey", "-in", str(tmp_path / "ops.pem"), "-pubout", "-out", str(tmp_path / "ops.pub.pem")], check=True
+    )
     sign_bundle(bundle, tmp_path / "ops.pem")
     with tillsight.load(bundle, trusted_keys=[tmp_path / "ops.pub.pem"]):
         pass
@@ -134,7 +146,16 @@ def test_keys_that_are_not_ed25519_or_not_keys_are_one_line_errors(tmp_path, key
 def test_cli_keygen_sign_and_run_with_a_trusted_key(tmp_path, bundle, capsys):
     assert cli.main(["keygen", str(tmp_path / "store")]) == 0
     assert "private" in capsys.readouterr().out
-    run = ["run", str(bundle), "--source", str(ASSETS / "checkout.mp4"), "--max-frames", "5", "--trusted-key", str(tmp_path / "store.pub.pem")]
+    run = [
+        "run",
+        str(bundle),
+        "--source",
+        str(ASSETS / "checkout.mp4"),
+        "--max-frames",
+        "5",
+        "--trusted-key",
+        str(tmp_path / "store.pub.pem"),
+    ]
     assert cli.main(run) == 1
     assert capsys.readouterr().err.strip().splitlines() == [
         f"error: bundle {bundle} is not signed and trusted keys are configured; sign it with 'tillsight sign {bundle} --key KEY'"

@@ -18,8 +18,12 @@ from .conftest import DATA, PhotoSplit
 
 def test_val_reports_top1_top5_recall_and_confusions_that_add_up(tmp_path: Path, capsys):
     out, json_path = tmp_path / "val", tmp_path / "val.json"
-    assert cli.main(["val", str(ASSETS / "classifier"), str(DATA / "val.txt"), "--out", str(out), "--json", str(json_path),
-                     "--quiet"]) == 0
+    assert (
+        cli.main(
+            ["val", str(ASSETS / "classifier"), str(DATA / "val.txt"), "--out", str(out), "--json", str(json_path), "--quiet"]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     data = json.loads(json_path.read_text())
     images = sum(1 for line in (DATA / "val.txt").read_text().splitlines() if line.strip())
@@ -65,7 +69,10 @@ def test_val_refuses_unlabeled_photos_and_a_wrong_labels_file_in_one_line(tmp_pa
     (unlabeled / "a.jpg").write_bytes(next(DATA.glob("val/**/*.jpg")).read_bytes())
     labels = tmp_path / "labels.txt"
     labels.write_text("apple\npear\n")
-    for args, expected in [([str(unlabeled)], "no labels"), ([str(DATA / "val.txt"), "--labels", str(labels)], "2 labels for a bundle")]:
+    for args, expected in [
+        ([str(unlabeled)], "no labels"),
+        ([str(DATA / "val.txt"), "--labels", str(labels)], "2 labels for a bundle"),
+    ]:
         assert cli.main(["val", str(ASSETS / "classifier"), *args, "--out", str(tmp_path / "v"), "--quiet"]) == 1
         error = capsys.readouterr().err.strip()
         assert expected in error and len(error.splitlines()) == 1

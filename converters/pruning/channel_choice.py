@@ -75,7 +75,11 @@ def _aligned(count: int, size: int, multiple: int) -> int:
 
 
 def choose_channels(
-    plan: ChannelPlan, fraction: float, scope: PruningScope, criterion: ChannelCriterion, multiple: int = 1,
+    plan: ChannelPlan,
+    fraction: float,
+    scope: PruningScope,
+    criterion: ChannelCriterion,
+    multiple: int = 1,
     orders: Orders | None = None,
 ) -> None:
     """Set ``keep`` on every prunable group: the highest-scoring channels stay.
@@ -144,7 +148,9 @@ def choose_channels_by_damage(
         if group is None:  # every group at its deepest level
             logger.warning(
                 "channels %.0f%%: every group is at its most (%.0f%% of its channels), so the model keeps more multiply-adds "
-                "than asked; scope = \"layer\" cuts every group to the target", 100 * fraction, 100 * DAMAGE_LEVELS[-1],
+                'than asked; scope = "layer" cuts every group to the target',
+                100 * fraction,
+                100 * DAMAGE_LEVELS[-1],
             )
             break
         reached[id(group)] += 1

@@ -140,9 +140,7 @@ def _batchnorm_after(layer: Any, group: ChannelGroup) -> Any | None:
         output = layer.output
     except (AttributeError, ValueError):
         return None
-    return next(
-        (bn for bn in group.channelwise if isinstance(bn, layers.BatchNormalization) and bn.input is output), None
-    )
+    return next((bn for bn in group.channelwise if isinstance(bn, layers.BatchNormalization) and bn.input is output), None)
 
 
 def removal_weights(plan: ChannelPlan, groups: Iterable[ChannelGroup], moments: dict[int, Moments]) -> LayerWeights:
@@ -175,7 +173,12 @@ def removal_weights(plan: ChannelPlan, groups: Iterable[ChannelGroup], moments: 
 
 
 def _refit_consumer(
-    plan: ChannelPlan, consumer: Any, keep: np.ndarray, moments: Moments, values: list[np.ndarray], names: list[str],
+    plan: ChannelPlan,
+    consumer: Any,
+    keep: np.ndarray,
+    moments: Moments,
+    values: list[np.ndarray],
+    names: list[str],
     changed: LayerWeights,
 ) -> None:
     """Zero the consumer's removed input columns and refit the kept ones (and its bias) to its own outputs."""

@@ -24,8 +24,14 @@ from .._tf import keras
 __all__ = ["MagnitudePruner", "SparsitySchedule", "prunable_kernels", "sparsity_report"]
 
 _KERNEL_LAYERS = (
-    keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.DepthwiseConv1D,
-    keras.layers.DepthwiseConv2D, keras.layers.SeparableConv1D, keras.layers.SeparableConv2D, keras.layers.Dense,
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Conv3D,
+    keras.layers.DepthwiseConv1D,
+    keras.layers.DepthwiseConv2D,
+    keras.layers.SeparableConv1D,
+    keras.layers.SeparableConv2D,
+    keras.layers.Dense,
 )
 _KERNEL_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel")
 

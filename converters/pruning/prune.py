@@ -111,7 +111,9 @@ def prune(
         if images is not None:  # zeros chosen and compensated layer by layer, then held through the recovery
             per_layer = None
             if options.scope is PruningScope.MEASURED:  # zeros where the outputs change least, tried on the images
-                per_layer = measured_sparsity(model, images, options.target, _output_change(model, images[:TRIAL_IMAGES], activation))
+                per_layer = measured_sparsity(
+                    model, images, options.target, _output_change(model, images[:TRIAL_IMAGES], activation)
+                )
             report["one_shot"] = one_shot_sparsity(pruned, model, images, options.target, per_layer)
             report["scope"] = options.scope.value if per_layer is not None else PruningScope.LAYER.value
             pruner = MagnitudePruner(pruned, SparsitySchedule(options.target, 0))
@@ -151,8 +153,11 @@ def _without_channels(
     if images is not None:  # every layer refit to the original's outputs, in graph order
         report["reconstruction"] = reconstruct(pruned, model, images, _kept_outputs(plan))
     report.update(
-        scope=choice.pop("scope"), criterion=options.criterion.value, channel_multiple=options.channel_multiple,
-        choice=choice, **plan.report(),
+        scope=choice.pop("scope"),
+        criterion=options.criterion.value,
+        channel_multiple=options.channel_multiple,
+        choice=choice,
+        **plan.report(),
     )
     report["macs_before"], report["macs_after"] = plan.macs, count_macs(pruned)  # the plan walked the original
     return pruned

@@ -35,7 +35,12 @@ from .magnitude import prunable_kernels
 from .reconstruction import LinearLayer, augmented, refit
 
 __all__ = [
-    "MAX_LAYER_SPARSITY", "MIN_COLUMNS", "SPARSITY_LEVELS", "measured_sparsity", "one_shot_sparsity", "sparse_rows",
+    "MAX_LAYER_SPARSITY",
+    "MIN_COLUMNS",
+    "SPARSITY_LEVELS",
+    "measured_sparsity",
+    "one_shot_sparsity",
+    "sparse_rows",
     "sparsified",
 ]
 
@@ -106,7 +111,11 @@ def _layer_sparsity(model: Any, target: float) -> float:
     if wanted > MAX_LAYER_SPARSITY:
         logger.warning(
             "unstructured %.0f%%: the layers that can lose weights hold %.0f%% of them; each loses %.0f%% (the most), "
-            "so the model reaches %.0f%%", 100 * target, 100 * share, 100 * MAX_LAYER_SPARSITY, 100 * MAX_LAYER_SPARSITY * share,
+            "so the model reaches %.0f%%",
+            100 * target,
+            100 * share,
+            100 * MAX_LAYER_SPARSITY,
+            100 * MAX_LAYER_SPARSITY * share,
         )
     return min(wanted, MAX_LAYER_SPARSITY)
 
@@ -153,9 +162,7 @@ def one_shot_sparsity(
     return {"method": "obs", "layer_sparsity": shares, "layers": pruned, "images": int(len(images)), "seconds": seconds}
 
 
-def measured_sparsity(
-    model: Any, images: np.ndarray, target: float, damage: Callable[[], float]
-) -> dict[int, float]:
+def measured_sparsity(model: Any, images: np.ndarray, target: float, damage: Callable[[], float]) -> dict[int, float]:
     """Each sparsified layer's share of zeros, put where the model's outputs change least per weight removed.
 
     Every sparsified layer is tried alone at each of :data:`SPARSITY_LEVELS` (zeros chosen and compensated

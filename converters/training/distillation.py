@@ -18,11 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from tillsight.bundle import OutputActivation
+from tillsight.profiles import DistillationOptions
+
 from .._tf import keras, tf
 from .finetune import TrainingSchedule, fit
 from .photos import BATCH, UNLABELED, TrainingPhotos, shuffled_batches
-from tillsight.bundle import OutputActivation
-from tillsight.profiles import DistillationOptions
 
 __all__ = ["DistillationLoss", "TeacherCache", "kd_loss", "logits_of", "train_student"]
 
@@ -96,8 +97,13 @@ class DistillationLoss(keras.losses.Loss):
     def call(self, y_true: Any, y_pred: Any) -> Any:
         c = self.num_classes
         return kd_loss(
-            logits_of(y_pred, self.student_activation), y_true[:, c + 1 :], y_true[:, :c], y_true[:, c],
-            self.alpha, self.temperature, multi_label=self.student_activation == OutputActivation.SIGMOID,
+            logits_of(y_pred, self.student_activation),
+            y_true[:, c + 1 :],
+            y_true[:, :c],
+            y_true[:, c],
+            self.alpha,
+            self.temperature,
+            multi_label=self.student_activation == OutputActivation.SIGMOID,
         )
 
 

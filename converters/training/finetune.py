@@ -14,9 +14,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from tillsight.bundle import OutputActivation
+
 from .._tf import keras
 from .photos import TrainingPhotos
-from tillsight.bundle import OutputActivation
 
 __all__ = ["TrainingSchedule", "fine_tune", "fit"]
 

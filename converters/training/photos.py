@@ -79,7 +79,9 @@ class TrainingPhotos:
     def dataset(self, one_hot: bool, batch_size: int = BATCH, seed: int = 0) -> tf.data.Dataset:
         """Shuffled, augmented (mirror, brightness), normalised batches of ``(images, labels)``."""
         if self.labeled_count < len(self.labels):
-            raise DataError(f"{len(self.labels) - self.labeled_count} photos of {self.source} have no label; fine-tuning needs labels")
+            raise DataError(
+                f"{len(self.labels) - self.labeled_count} photos of {self.source} have no label; fine-tuning needs labels"
+            )
         num_classes = self.num_classes
 
         def prepare(pixels: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

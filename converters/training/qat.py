@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from tillsight.errors import ConversionError
 from tillsight.bundle import OutputActivation
+from tillsight.errors import ConversionError
 from tillsight.profiles import DistillationOptions
 
 from .._tf import keras, tf
@@ -270,7 +270,9 @@ def _kind(layer: Any) -> str | None:
     name = _activation_name(layer)
     if name in _FIXED_RANGE_ACTIVATIONS:
         return None
-    if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense, keras.layers.BatchNormalization)):
+    if isinstance(
+        layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense, keras.layers.BatchNormalization)
+    ):
         return "linear" if name == "linear" else "activated"
     if isinstance(layer, keras.layers.Add):
         return "linear"
@@ -285,7 +287,9 @@ def _fuses(kind: str, layer: Any, consumer: Any) -> bool:
         return False
     if isinstance(consumer, keras.layers.BatchNormalization):
         return isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense))
-    return isinstance(consumer, (keras.layers.ReLU, keras.layers.Activation)) and _activation_name(consumer) in _FUSABLE_ACTIVATIONS
+    return (
+        isinstance(consumer, (keras.layers.ReLU, keras.layers.Activation)) and _activation_name(consumer) in _FUSABLE_ACTIVATIONS
+    )
 
 
 def quantization_aware_finetune(

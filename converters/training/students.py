@@ -78,7 +78,11 @@ def build_student(name_or_path: str | Path, spec: InputSpec, num_classes: int, a
         from tillsight.converters.backbones import efficientnet_lite
 
         model = efficientnet_lite(
-            PRETRAINED_STUDENTS[str(name_or_path)], shape, num_classes, mean=spec.mean, std=spec.std,
+            PRETRAINED_STUDENTS[str(name_or_path)],
+            shape,
+            num_classes,
+            mean=spec.mean,
+            std=spec.std,
             color_order=spec.color_order.value,
         )
         for layer in batchnorm_layers(model):  # BatchNorm keeps its ImageNet statistics (inference mode): a

@@ -1,11 +1,11 @@
 """Camera-frame pipelines for unmanned checkout: frames in, product events out.
 
-    from tillsight import load
-    from tillsight.pipelines import CheckoutPipeline, CheckoutOptions, PipelineOptions, JsonLines, open_source
+from tillsight import load
+from tillsight.pipelines import CheckoutPipeline, CheckoutOptions, PipelineOptions, JsonLines, open_source
 
-    with load("bundles/raspberry-pi-4") as classifier:
-        options = PipelineOptions(checkout=CheckoutOptions(roi=(120, 40, 280, 280)))
-        CheckoutPipeline(open_source(0), classifier, [JsonLines(), print], options).run()
+with load("bundles/raspberry-pi-4") as classifier:
+    options = PipelineOptions(checkout=CheckoutOptions(roi=(120, 40, 280, 280)))
+    CheckoutPipeline(open_source(0), classifier, [JsonLines(), print], options).run()
 """
 
 from .capture import Capture, CaptureOptions, CaptureStats, SourceState

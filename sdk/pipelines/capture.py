@@ -219,8 +219,15 @@ class Capture:
         """Current counters."""
         with self._lock:
             return CaptureStats(
-                self._state, self._frames_read, self._handoff.dropped, self._reconnects,
-                self._read_failures, self._freezes, self._converted, self._empty, self._resolution_changes,
+                self._state,
+                self._frames_read,
+                self._handoff.dropped,
+                self._reconnects,
+                self._read_failures,
+                self._freezes,
+                self._converted,
+                self._empty,
+                self._resolution_changes,
             )
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -272,7 +279,8 @@ class Capture:
                 attempts += 1
                 if attempts == 1:  # the retries quietly: the error, with its hint, is said once when they end
                     logger.warning(
-                        "source %s does not open yet; retrying for up to %.0f s", self.source.source_id,
+                        "source %s does not open yet; retrying for up to %.0f s",
+                        self.source.source_id,
                         max(0.0, deadline - time.monotonic()),
                     )
                 else:

@@ -151,7 +151,10 @@ class TrayMonitor:
             options = self.options
             if self._learning and small.shape != self._learning[-1].shape:  # the camera changed resolution or aspect
                 self._learning.clear()
-            if self._learning and _share_changed(small - self._learning[-1], options.change_threshold) > options.occupied_fraction:
+            if (
+                self._learning
+                and _share_changed(small - self._learning[-1], options.change_threshold) > options.occupied_fraction
+            ):
                 self._learning.clear()
             self._learning.append(small)
             if len(self._learning) >= self.options.background_frames:
@@ -205,7 +208,11 @@ class CheckoutLogic:
         Recognized when its top score reaches ``min_score``, else unknown with that label as the candidate.
         """
         if prediction.score >= self.options.min_score:
-            return [ProductRecognized(prediction.label, round(prediction.score, 4), timestamp, timestamp, 1, self.source_id, self.lane)]
+            return [
+                ProductRecognized(
+                    prediction.label, round(prediction.score, 4), timestamp, timestamp, 1, self.source_id, self.lane
+                )
+            ]
         return [UnknownProduct(timestamp, timestamp, 1, ((prediction.label, 1),), self.source_id, self.lane)]
 
     def update(self, timestamp: float, occupied: bool, prediction: Prediction | None) -> list[Event]:
@@ -243,8 +250,14 @@ class CheckoutLogic:
             if votes >= options.min_votes:
                 presence.decided = True
                 score = float(np.mean([s for vote, s in presence.votes if vote == label]))
-                return [ProductRecognized(label, round(score, 4), presence.first_seen, timestamp, votes, self.source_id, self.lane)]
+                return [
+                    ProductRecognized(label, round(score, 4), presence.first_seen, timestamp, votes, self.source_id, self.lane)
+                ]
         if timestamp - presence.first_seen >= options.unknown_after:
             presence.decided = True
-            return [UnknownProduct(presence.first_seen, timestamp, presence.classified, tuple(counts.most_common(3)), self.source_id, self.lane)]
+            return [
+                UnknownProduct(
+                    presence.first_seen, timestamp, presence.classified, tuple(counts.most_common(3)), self.source_id, self.lane
+                )
+            ]
         return []

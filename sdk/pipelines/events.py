@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from typing import Any, Union
+from typing import Any
 
 __all__ = ["ProductRecognized", "UnknownProduct", "Event", "event_id"]
 
@@ -89,4 +89,4 @@ class UnknownProduct:
         return {"event": self.kind, "id": self.event_id, **data}
 
 
-Event = Union[ProductRecognized, UnknownProduct]
+Event = ProductRecognized | UnknownProduct

@@ -62,11 +62,15 @@ class LaneSpec:
 
     def __post_init__(self) -> None:
         if not self.lane_id or any(c in self.lane_id for c in ":/#+ "):
-            raise OptionsError(f"lane id {self.lane_id!r} must be a short name without ':', '/', '#', '+' or spaces (1, 2, left...)")
+            raise OptionsError(
+                f"lane id {self.lane_id!r} must be a short name without ':', '/', '#', '+' or spaces (1, 2, left...)"
+            )
         if not self.source:
             raise OptionsError(f"lane {self.lane_id} has no source; write ID:SOURCE[:X,Y,W,H]")
         if self.roi is not None and (len(self.roi) != 4 or self.roi[2] <= 0 or self.roi[3] <= 0):
-            raise OptionsError(f"lane {self.lane_id}: tray region {self.roi} must be 4 numbers x,y,width,height with positive width and height")
+            raise OptionsError(
+                f"lane {self.lane_id}: tray region {self.roi} must be 4 numbers x,y,width,height with positive width and height"
+            )
 
 
 def _roi(text: str, lane_id: str) -> tuple[int, int, int, int]:
@@ -163,7 +167,12 @@ class MultiLanePipeline(_LanesPipeline):
         if not lanes or len(set(ids)) != len(ids):
             raise OptionsError(f"a multi-lane kiosk needs lanes with distinct ids, got {ids}")
         specs = [
-            (lane.lane_id, lane.source, dataclasses.replace(options.checkout, roi=lane.roi or options.checkout.roi), lane.tray_reference)
+            (
+                lane.lane_id,
+                lane.source,
+                dataclasses.replace(options.checkout, roi=lane.roi or options.checkout.roi),
+                lane.tray_reference,
+            )
             for lane in lanes
         ]
         super().__init__(specs, classifier, sinks, options, on_frame)

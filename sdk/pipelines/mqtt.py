@@ -148,7 +148,9 @@ class Outbox:
     def put(self, event_id: str, topic: str, payload: bytes) -> None:
         """Store one event durably (a second event with the same id is ignored)."""
         with self._lock:
-            self._db.execute("INSERT OR IGNORE INTO outbox (event_id, topic, payload) VALUES (?, ?, ?)", (event_id, topic, payload))
+            self._db.execute(
+                "INSERT OR IGNORE INTO outbox (event_id, topic, payload) VALUES (?, ?, ?)", (event_id, topic, payload)
+            )
 
     def oldest(self, limit: int) -> list[tuple[int, str, str, bytes]]:
         """Up to ``limit`` events, oldest first, as ``(seq, event_id, topic, payload)``."""
@@ -188,9 +190,7 @@ def _lock_for_this_process(path: Path) -> Any:
         holder.seek(0)
         other = holder.read().strip() or "another process"
         holder.close()
-        raise SinkError(
-            f"the MQTT outbox {path} is in use by {other}; give each kiosk process its own --mqtt-outbox"
-        ) from None
+        raise SinkError(f"the MQTT outbox {path} is in use by {other}; give each kiosk process its own --mqtt-outbox") from None
     holder.seek(0)
     holder.truncate()
     holder.write(f"process {os.getpid()}")
@@ -254,8 +254,11 @@ class MqttSink:
         """Said a few seconds into a run, not at its end: the broker has not answered yet."""
         if not self._connected.is_set() and not self._closing.is_set():
             logger.warning(
-                "MQTT broker %s has not answered in %.0f s; events wait in the outbox %s (%d so far) and go out once it "
-                "does", self.options.address, UNREACHABLE_WARNING_S, self.outbox.path, self.pending,
+                "MQTT broker %s has not answered in %.0f s; events wait in the outbox %s (%d so far) and go out once it does",
+                self.options.address,
+                UNREACHABLE_WARNING_S,
+                self.outbox.path,
+                self.pending,
             )
 
     def _make_client(self, paho: Any, client_id: str) -> Any:
@@ -299,7 +302,12 @@ class MqttSink:
         self._client.loop_stop()
         left = self.pending
         if left:
-            logger.warning("%d events wait in the MQTT outbox %s for %s; the next run sends them first", left, self.outbox.path, self.options.address)
+            logger.warning(
+                "%d events wait in the MQTT outbox %s for %s; the next run sends them first",
+                left,
+                self.outbox.path,
+                self.options.address,
+            )
         self.outbox.close()
 
     def __enter__(self) -> MqttSink:
@@ -312,7 +320,11 @@ class MqttSink:
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
-            logger.error("MQTT broker %s refused the connection: %s; check the user name, password and TLS options", self.options.address, reason_code)
+            logger.error(
+                "MQTT broker %s refused the connection: %s; check the user name, password and TLS options",
+                self.options.address,
+                reason_code,
+            )
             return
         logger.info("connected to the MQTT broker %s", self.options.address)
         self._connected.set()
@@ -322,7 +334,9 @@ class MqttSink:
         self._connected.clear()
         self._wake.set()
         if not self._closing.is_set():
-            logger.warning("lost the MQTT broker %s (%s); reconnecting, events wait in the outbox", self.options.address, reason_code)
+            logger.warning(
+                "lost the MQTT broker %s (%s); reconnecting, events wait in the outbox", self.options.address, reason_code
+            )
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         with self._lock:

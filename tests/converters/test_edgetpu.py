@@ -11,8 +11,8 @@ import pytest
 
 import tillsight
 from tillsight import cli
-from tillsight.converters.edgetpu_preflight import check
 from tillsight.converters.edgetpu_compiler import parse_compiler_log
+from tillsight.converters.edgetpu_preflight import check
 
 from ..conftest import SIZE, load_photos, requires_keras
 
@@ -124,7 +124,9 @@ def test_unsupported_op_is_named_and_a_strict_profile_refuses_it(photos, tmp_pat
     out = capfd.readouterr().out
     assert "GELU cannot map" in out and "CPU (cannot map: GELU is not an Edge TPU op)" in out
     with pytest.raises(tillsight.ConversionError, match=r"op \d+ GELU cannot map .*require_full_mapping"):
-        tillsight.convert(model, "coral-devboard", calibration=photos.train_list, labels=photos.labels_file, out=tmp_path / "strict")
+        tillsight.convert(
+            model, "coral-devboard", calibration=photos.train_list, labels=photos.labels_file, out=tmp_path / "strict"
+        )
     assert not (tmp_path / "strict").exists()
 
 
@@ -173,7 +175,11 @@ def test_compiler_log_parsing():
     assert report["on_chip_remaining_bytes"] == round(6.85 * 1024**2)
     assert (report["subgraphs"], report["ops_total"], report["ops_on_tpu"], report["ops_on_cpu"]) == (1, 7, 6, 1)
     assert [(row["op"], row["count"], row["mapped"]) for row in report["operators"]] == [
-        ("CONV_2D", 3, True), ("MEAN", 1, True), ("FULLY_CONNECTED", 1, True), ("QUANTIZE", 1, True), ("SOFTMAX", 1, False),
+        ("CONV_2D", 3, True),
+        ("MEAN", 1, True),
+        ("FULLY_CONNECTED", 1, True),
+        ("QUANTIZE", 1, True),
+        ("SOFTMAX", 1, False),
     ]
 
 
@@ -185,15 +191,17 @@ def test_compile_bundle_then_delegate_missing_falls_back_or_fails_clearly(coral_
     bundle = shutil.copytree(coral_bundle, tmp_path / "coral-usb")
     fake = tmp_path / "bin" / "edgetpu_compiler"
     fake.parent.mkdir()
-    fake.write_text(textwrap.dedent(f"""\
+    fake.write_text(
+        textwrap.dedent(f"""\
         #!/bin/sh
         # usage: edgetpu_compiler -s -o OUT MODEL
         out="$3"; model="$4"; name=$(basename "$model" .tflite)
         cp "$model" "$out/${{name}}_edgetpu.tflite"
         cat <<'LOG'
-        {textwrap.indent(COMPILER_LOG, '        ').strip()}
+        {textwrap.indent(COMPILER_LOG, "        ").strip()}
         LOG
-        """))
+        """)
+    )
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{fake.parent}:{__import__('os').environ['PATH']}")
     assert cli.main(["compile-edgetpu", str(bundle)]) == 0

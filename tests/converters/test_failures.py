@@ -100,9 +100,7 @@ def test_bad_input_gives_one_line_error_and_no_output(case, tmp_path, tiny_model
 @pytest.mark.integration
 def test_console_script_exit_code_and_single_line(tmp_path, tiny_model_file, photos):
     argv, phrase = make_case("corrupt model", tmp_path, tiny_model_file, photos)
-    result = subprocess.run(
-        [sys.executable, "-m", "tillsight", *argv], capture_output=True, text=True, timeout=300
-    )
+    result = subprocess.run([sys.executable, "-m", "tillsight", *argv], capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [result.stderr.strip()], result.stderr
     assert phrase in result.stderr
@@ -169,9 +167,10 @@ def test_accuracy_refusal_names_pruning_when_pruning_lost_the_points(tmp_path, t
     assert not (tmp_path / "out").exists()
 
 
-
 @pytest.mark.integration
-def test_a_write_failure_while_converting_is_one_line_and_keeps_the_good_bundle(tmp_path, tiny_model_file, photos, bundle_dir, capfd, monkeypatch):
+def test_a_write_failure_while_converting_is_one_line_and_keeps_the_good_bundle(
+    tmp_path, tiny_model_file, photos, bundle_dir, capfd, monkeypatch
+):
     """A full disk during the SavedModel export printed TensorFlow's raw OutOfRangeError."""
     import shutil
 
@@ -203,21 +202,33 @@ def test_missing_evaluation_photos_are_said_on_screen_with_the_count(tmp_path, t
     broken = tmp_path / "eval.txt"
     broken.write_text("".join(f"{tmp_path / 'gone' / f'{i}.jpg'}, 0\n" if i % 2 else line + "\n" for i, line in enumerate(lines)))
     missing = len(lines) // 2
-    code, err = run_cli(capfd, *convert_args(tiny_model_file, photos, tmp_path / "out"), "--eval", broken, "--allow-accuracy-drop")
+    code, err = run_cli(
+        capfd, *convert_args(tiny_model_file, photos, tmp_path / "out"), "--eval", broken, "--allow-accuracy-drop"
+    )
     assert code == 0
     said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "evaluation photos" in r.getMessage()]
-    assert len(said) == 1 and f"{missing} of {len(lines)} evaluation photos" in said[0] and str(tmp_path / "gone" / "1.jpg") in said[0]
+    assert (
+        len(said) == 1
+        and f"{missing} of {len(lines)} evaluation photos" in said[0]
+        and str(tmp_path / "gone" / "1.jpg") in said[0]
+    )
 
 
 @pytest.mark.integration
 def test_a_conversion_shows_each_step_with_its_time_and_the_calibration_bar_once(tmp_path, tiny_model_file, photos):
     """Loading TensorFlow, converting and the compensated rounding showed nothing; the calibration 100% printed twice."""
     argv = [a for a in convert_args(tiny_model_file, photos, tmp_path / "out") if a != "--quiet"]
-    done = subprocess.run([sys.executable, "-m", "tillsight", *argv[0:], "--eval", str(photos.eval_list)],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "tillsight", *argv[0:], "--eval", str(photos.eval_list)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stderr.splitlines()
     for step in ("load TensorFlow", "load model", "calibration images", "convert for raspberry-pi-4 (tflite)"):
         assert any(line.startswith(f"{step}: ") and line.endswith(" s") for line in lines), (step, lines)
-    finished = [line for line in done.stderr.replace("\r", "\n").splitlines() if line.startswith("calibration:") and "100%" in line]
+    finished = [
+        line for line in done.stderr.replace("\r", "\n").splitlines() if line.startswith("calibration:") and "100%" in line
+    ]
     assert len(finished) == 1, finished

@@ -29,10 +29,16 @@ print(json.dumps(results))
 
 def _keras_file(path: Path, units: int) -> Path:
     """A .keras archive whose config names a Dense output of ``units`` (enough for the header checks)."""
-    config = {"class_name": "Functional", "config": {
-        "layers": [{"class_name": "InputLayer", "name": "image", "config": {}},
-                   {"class_name": "Dense", "name": "scores", "config": {"units": units}}],
-        "output_layers": ["scores", 0, 0]}}
+    config = {
+        "class_name": "Functional",
+        "config": {
+            "layers": [
+                {"class_name": "InputLayer", "name": "image", "config": {}},
+                {"class_name": "Dense", "name": "scores", "config": {"units": units}},
+            ],
+            "output_layers": ["scores", 0, 0],
+        },
+    }
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("config.json", json.dumps(config))
     return path
@@ -55,20 +61,29 @@ def test_bad_convert_inputs_fail_in_one_line_without_importing_tensorflow(tmp_pa
         (["convert", str(tmp_path / "missing.keras"), "--calibration", train, *common], "model path"),
         (["convert", str(tmp_path / "model.jpg"), "--calibration", train, *common], "is not a Keras model"),
         (["convert", str(model), "--calibration", str(tmp_path / "empty"), *common], "no image files found"),
-        (["convert", str(model), "--calibration", train, "--labels", str(tmp_path / "two.txt"), *common],
-         "2 labels for a model with 3 outputs"),
+        (
+            ["convert", str(model), "--calibration", train, "--labels", str(tmp_path / "two.txt"), *common],
+            "2 labels for a model with 3 outputs",
+        ),
         (["convert", str(model), "--calibration", val, *common], "--min-calibration N"),
         (["convert", str(model), "--calibration", train, "--eval", str(tmp_path / "nowhere"), *common], "does not exist"),
         (["convert", str(model), *common], "quantizes to int8 (tflite): pass --calibration DATA"),
-        (["convert", str(model), "--calibration", str(gone), *common],
-         f"lists 211 images but 211 do not exist (the first: {tmp_path / 'moved' / 'photo0.jpg'})"),
-        (["convert", str(model), "--calibration", train, "--profile", "raspberry-pi-4", "--out", str(tmp_path / "two.txt")],
-         f"{tmp_path / 'two.txt'} is a file, so"),
-        (["convert", str(model), "--calibration", train, "--profile", "raspberry-pi-4", "--out", str(bundle / "again")],
-         f"is inside the bundle {bundle}; pick a folder outside it (nothing was written"),
+        (
+            ["convert", str(model), "--calibration", str(gone), *common],
+            f"lists 211 images but 211 do not exist (the first: {tmp_path / 'moved' / 'photo0.jpg'})",
+        ),
+        (
+            ["convert", str(model), "--calibration", train, "--profile", "raspberry-pi-4", "--out", str(tmp_path / "two.txt")],
+            f"{tmp_path / 'two.txt'} is a file, so",
+        ),
+        (
+            ["convert", str(model), "--calibration", train, "--profile", "raspberry-pi-4", "--out", str(bundle / "again")],
+            f"is inside the bundle {bundle}; pick a folder outside it (nothing was written",
+        ),
     ]
-    done = subprocess.run([sys.executable, "-c", CASES, json.dumps([argv for argv, _ in cases])],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", CASES, json.dumps([argv for argv, _ in cases])], capture_output=True, text=True, timeout=120
+    )
     results = json.loads(done.stdout.strip().splitlines()[-1])
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == len(cases)  # one line each

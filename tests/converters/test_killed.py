@@ -23,8 +23,20 @@ def test_sigkill_mid_conversion_keeps_the_good_bundle(bundle_dir, tiny_model_fil
     before = {p.name: p.read_bytes() for p in bundle_dir.iterdir()}
     profile = one_photo_tolerance("raspberry-pi-4", tmp_path, photos)
     command = [
-        sys.executable, "-m", "tillsight", "convert", str(tiny_model_file), "--profile", str(profile),
-        "--calibration", str(photos.train_list), "--labels", str(photos.labels_file), "--out", str(out), "--quiet",
+        sys.executable,
+        "-m",
+        "tillsight",
+        "convert",
+        str(tiny_model_file),
+        "--profile",
+        str(profile),
+        "--calibration",
+        str(photos.train_list),
+        "--labels",
+        str(photos.labels_file),
+        "--out",
+        str(out),
+        "--quiet",
     ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -27,7 +27,9 @@ def build_shape(shape: str):
     inputs = keras.Input((SIZE, SIZE, 3))
     if shape == "nested-base":
         x = layers.Rescaling(1 / 127.5, offset=-1)(inputs)
-        base = keras.applications.MobileNetV2(input_shape=(SIZE, SIZE, 3), alpha=0.35, include_top=False, weights=None, pooling="avg")
+        base = keras.applications.MobileNetV2(
+            input_shape=(SIZE, SIZE, 3), alpha=0.35, include_top=False, weights=None, pooling="avg"
+        )
         x = layers.Dropout(0.2)(base(x))
         return keras.Model(inputs, layers.Dense(4, activation="softmax")(x), name="nested_base")
     x = layers.Rescaling(1 / 255)(inputs)
@@ -71,15 +73,25 @@ def test_every_compression_mode_converts_every_model_shape(shape, mode, shape_mo
 
     qat = mode == "qat"
     options = tillsight.ConversionOptions.for_profile(
-        "generic-x86-cpu", prune=None if qat else mode, finetune_epochs=None if qat else 1, qat=qat, qat_epochs=1 if qat else None,
-        distill=True, allow_accuracy_drop=True,
+        "generic-x86-cpu",
+        prune=None if qat else mode,
+        finetune_epochs=None if qat else 1,
+        qat=qat,
+        qat_epochs=1 if qat else None,
+        distill=True,
+        allow_accuracy_drop=True,
     )
     profile = one_photo_tolerance("generic-x86-cpu", tmp_path, photos)  # 48 calibration photos: enough for these models
     text = profile.read_text().replace("calibration_samples = 300", "calibration_samples = 48")
     profile.write_text(text.replace("min_calibration_samples = 100", "min_calibration_samples = 32"))
     bundle = tillsight.convert(
-        shape_models[shape], profile, calibration=photos.train_list,
-        evaluation=photos.eval_list, labels=photos.labels_file, out=tmp_path / "out", finetune=photos.train_list,
+        shape_models[shape],
+        profile,
+        calibration=photos.train_list,
+        evaluation=photos.eval_list,
+        labels=photos.labels_file,
+        out=tmp_path / "out",
+        finetune=photos.train_list,
         options=options,
     )
     metrics = bundle.manifest.metrics
@@ -105,8 +117,13 @@ def test_a_nested_teacher_distills_into_a_student(shape, shape_models, photos: P
     import tillsight
 
     result = tillsight.distill(
-        shape_models[shape], "mobilenetv3-small-minimal", tmp_path / "student.keras", data=photos.train_list, epochs=1,
-        evaluation=photos.eval_list, labels=photos.labels_file,
+        shape_models[shape],
+        "mobilenetv3-small-minimal",
+        tmp_path / "student.keras",
+        data=photos.train_list,
+        epochs=1,
+        evaluation=photos.eval_list,
+        labels=photos.labels_file,
     )
     assert result.path.is_file() and result.report.accuracy.images == len(photos.eval_items)
     assert np.isfinite(result.report.training.loss).all()

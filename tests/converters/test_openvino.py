@@ -25,9 +25,12 @@ def openvino_bundles(tiny_model_file, photos, tmp_path_factory):
     profiles = tmp_path_factory.mktemp("openvino_profiles")
     return {
         name: tillsight.convert(  # an FP16 IR quantizes nothing: no calibration photos
-            tiny_model_file, one_photo_tolerance(name, profiles, photos),
-            calibration=photos.train_list if name == "intel-nuc-iris-xe" else None, evaluation=photos.eval_list,
-            labels=photos.labels_file, out=out,
+            tiny_model_file,
+            one_photo_tolerance(name, profiles, photos),
+            calibration=photos.train_list if name == "intel-nuc-iris-xe" else None,
+            evaluation=photos.eval_list,
+            labels=photos.labels_file,
+            out=out,
         ).path
         for name in ("intel-nuc-iris-xe", "intel-celeron-uhd")
     }
@@ -43,14 +46,21 @@ def test_int8_ir_with_embedded_preprocessing(openvino_bundles):
     assert set(manifest["artifacts"]) == {"model.xml", "model.bin"}
     spec = manifest["input"]
     assert (spec["dtype"], spec["color_order"], spec["mean"], spec["std"], spec["scale"]) == (
-        "uint8", "bgr", [0.0, 0.0, 0.0], [1.0, 1.0, 1.0], 1.0,
+        "uint8",
+        "bgr",
+        [0.0, 0.0, 0.0],
+        [1.0, 1.0, 1.0],
+        1.0,
     )
     embedded = manifest["quantization"]["embedded_preprocessing"]
     assert embedded["input"] == "u8 NHWC BGR" and embedded["color_order"] == "rgb"
     assert manifest["quantization"]["precision"] == "int8"
     # 7-bit weights in every layer: no int16 overflow on CPUs without VNNI (the CPU fallback, this host)
-    weights = [op.get_data() for op in ov.Core().read_model(path / "model.xml").get_ops()
-               if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8]
+    weights = [
+        op.get_data()
+        for op in ov.Core().read_model(path / "model.xml").get_ops()
+        if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8
+    ]
     assert len(weights) >= 3 and all(np.abs(w.astype(np.int32)).max() <= 64 for w in weights)
     assert manifest["runtime"]["options"]["device_fallbacks"] == ["CPU"]
     assert "FakeQuantize" in op_types(path)
@@ -101,7 +111,7 @@ def test_openvino_runtime_never_imports_tensorflow(openvino_bundles, photos):
 import sys, tillsight
 from pathlib import Path
 from tillsight.datasets import read_image
-with tillsight.load({str(openvino_bundles['intel-celeron-uhd'])!r}) as c:
+with tillsight.load({str(openvino_bundles["intel-celeron-uhd"])!r}) as c:
     c.classify(read_image(Path({str(photos.eval_items[0][0])!r})))
 print("tensorflow" in sys.modules, "nncf" in sys.modules)
 """
@@ -117,12 +127,15 @@ def test_accuracy_control_needs_evaluation_and_then_meets_the_tolerance(tiny_mod
     with pytest.raises(tillsight.ConversionError, match="pass labeled evaluation data with --eval"):
         tillsight.convert(tiny_model_file, profile, calibration=photos.train_list, labels=photos.labels_file, out=tmp_path / "a")
     bundle = tillsight.convert(
-        tiny_model_file, profile, calibration=photos.train_list, evaluation=photos.eval_list,
-        labels=photos.labels_file, out=tmp_path / "b",
+        tiny_model_file,
+        profile,
+        calibration=photos.train_list,
+        evaluation=photos.eval_list,
+        labels=photos.labels_file,
+        out=tmp_path / "b",
     )
     assert bundle.manifest.quantization["accuracy_control"] is True
     assert bundle.manifest.metrics.accuracy.top1_drop <= bundle.manifest.metrics.accuracy.tolerance
-
 
 
 def test_nncf_stores_exactly_the_weights_rounded_for_its_grid(photos, tmp_path):
@@ -144,8 +157,12 @@ def test_nncf_stores_exactly_the_weights_rounded_for_its_grid(photos, tmp_path):
     with compensated_weights(model, inputs, True, NNCF_INT8_OVERFLOW_FIX):
         chosen = conv.kernel.numpy() * fold  # the folded kernel the IR computes with, HWIO
         saved = load_source_model(model).export_saved_model(64, 64, False, tmp_path / "saved")  # as the target exports
-    ir = nncf.quantize(ov.convert_model(str(saved)), nncf.Dataset([x[np.newaxis] for x in inputs]),
-                       subset_size=len(inputs), advanced_parameters=_quantization_parameters(nncf))
+    ir = nncf.quantize(
+        ov.convert_model(str(saved)),
+        nncf.Dataset([x[np.newaxis] for x in inputs]),
+        subset_size=len(inputs),
+        advanced_parameters=_quantization_parameters(nncf),
+    )
     stored = []
     for op in ir.get_ordered_ops():
         a = op.input_value(0).get_node() if op.get_type_name() == "Multiply" else None
@@ -159,4 +176,3 @@ def test_nncf_stores_exactly_the_weights_rounded_for_its_grid(photos, tmp_path):
     # NNCF keeps every chosen weight but each channel's largest, which sits at 63.5 steps, between two of its integers
     assert moved.reshape(-1, first.shape[-1]).sum(axis=0).max() <= 1, moved.reshape(-1, first.shape[-1]).sum(axis=0)
     assert np.abs(chosen - conv.kernel.numpy() * fold).max() > 0, "rounding changed nothing: the comparison proves nothing"
-

@@ -24,10 +24,14 @@ def _randomize_batchnorm(model) -> None:
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if isinstance(layer, keras.layers.BatchNormalization):
             gamma, beta, mean, variance = (np.asarray(w) for w in layer.get_weights())
-            layer.set_weights([
-                rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.2, beta.shape),
-                rng.normal(0, 0.2, mean.shape), rng.uniform(0.5, 2.0, variance.shape),
-            ])
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, gamma.shape),
+                    rng.normal(0, 0.2, beta.shape),
+                    rng.normal(0, 0.2, mean.shape),
+                    rng.uniform(0.5, 2.0, variance.shape),
+                ]
+            )
 
 
 def build_blocks_model(num_classes: int = 4):
@@ -108,8 +112,8 @@ def test_schedule_rises_polynomially_to_the_target_and_holds_it():
 def test_masks_hold_through_training_and_strip_leaves_a_plain_model(photos: PhotoSplit):
     import keras
 
-    from tillsight.converters.training import TrainingSchedule, fine_tune, load_training_photos
     from tillsight.converters.pruning.magnitude import MagnitudePruner, SparsitySchedule, _Mask, sparsity_report
+    from tillsight.converters.training import TrainingSchedule, fine_tune, load_training_photos
     from tillsight.datasets import read_image_set
     from tillsight.preprocess import InputSpec
 
@@ -151,7 +155,9 @@ def test_one_shot_magnitude_pruning_zeroes_the_smallest_weights():
     from tillsight.converters.pruning.magnitude import MagnitudePruner, SparsitySchedule
 
     model = build_tiny_classifier()
-    before = {name: np.asarray(kernel.numpy()).copy() for name, kernel in MagnitudePruner(model, SparsitySchedule(0.3, 0)).kernels}
+    before = {
+        name: np.asarray(kernel.numpy()).copy() for name, kernel in MagnitudePruner(model, SparsitySchedule(0.3, 0)).kernels
+    }
     pruner = MagnitudePruner(model, SparsitySchedule(0.3, 0))
     pruner.set_sparsity(0.3)
     pruner.strip()
@@ -239,10 +245,16 @@ def test_removed_channels_are_made_up_for_by_refitting_the_next_layer(photos: Ph
     model = build_blocks_model()
     inputs = _eval_inputs(photos)
     plan = plan_channels(model)
-    expansion = next(g for g in plan.prunable if g.size == 32 and any(isinstance(c, keras.layers.Conv2D) and c.filters == 16 for c in g.consumers))
+    expansion = next(
+        g
+        for g in plan.prunable
+        if g.size == 32 and any(isinstance(c, keras.layers.Conv2D) and c.filters == 16 for c in g.consumers)
+    )
     expansion.keep = np.arange(0, 32, 2)  # half the channels, whatever their strength
     projection = next(c for c in expansion.consumers if c.filters == 16)
-    bn = next(layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization) and layer.input is projection.output)
+    bn = next(
+        layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization) and layer.input is projection.output
+    )
     weights = removal_weights(plan, [expansion], consumer_moments(plan, inputs))
 
     def bn_outputs(candidate) -> np.ndarray:
@@ -376,7 +388,9 @@ def test_measured_unstructured_scope_puts_zeros_where_the_outputs_change_least(p
 
     keras.utils.set_random_seed(4)
     inputs = keras.Input((SIZE, SIZE, 3))
-    x = keras.layers.Conv2D(64, 3, strides=2, padding="same", activation="relu", name="conv0")(keras.layers.Rescaling(1 / 255)(inputs))
+    x = keras.layers.Conv2D(64, 3, strides=2, padding="same", activation="relu", name="conv0")(
+        keras.layers.Rescaling(1 / 255)(inputs)
+    )
     x = keras.layers.Conv2D(64, 1, activation="relu", name="conv_wide")(x)
     model = keras.Model(inputs, keras.layers.Dense(4, name="scores")(keras.layers.GlobalAveragePooling2D()(x)))
     kernel, bias = model.get_layer("conv0").get_weights()
@@ -385,8 +399,10 @@ def test_measured_unstructured_scope_puts_zeros_where_the_outputs_change_least(p
     images = _eval_inputs(photos)
     base = PruningOptions.from_spec("unstructured:0.5", base=PruningOptions(finetune_epochs=0))
     original = model.predict(images, verbose=0)
-    results = {scope: prune(model, dataclasses.replace(base, scope=scope), None, OutputActivation.SOFTMAX_ADDED, images=images)
-               for scope in (PruningScope.LAYER, PruningScope.MEASURED)}
+    results = {
+        scope: prune(model, dataclasses.replace(base, scope=scope), None, OutputActivation.SOFTMAX_ADDED, images=images)
+        for scope in (PruningScope.LAYER, PruningScope.MEASURED)
+    }
     shares = results[PruningScope.MEASURED].report["one_shot"]["layer_sparsity"]
     assert shares["conv_wide"] > shares["scores"], shares
     assert results[PruningScope.MEASURED].report["sparsity"] >= 0.5 - 1e-3
@@ -530,8 +546,13 @@ def test_prune_convert_load_classify_round_trip(spec, tiny_model_file, photos: P
     profile = _write_profile(tmp_path, photos, 'mode = "none"')
     pruning = tillsight.PruningOptions.from_spec(spec, base=tillsight.PruningOptions(finetune_epochs=4, learning_rate=1e-3))
     bundle = tillsight.convert(
-        tiny_model_file, profile, calibration=photos.train_list, evaluation=photos.eval_list, labels=photos.labels_file,
-        out=tmp_path / "out", finetune=photos.train_list,
+        tiny_model_file,
+        profile,
+        calibration=photos.train_list,
+        evaluation=photos.eval_list,
+        labels=photos.labels_file,
+        out=tmp_path / "out",
+        finetune=photos.train_list,
         options=tillsight.ConversionOptions(pruning=pruning, allow_accuracy_drop=True),
     )
     metrics = bundle.manifest.metrics
@@ -563,8 +584,10 @@ def test_cli_prunes_from_the_profile_and_from_flags(tiny_model_file, photos: Pho
 
     profile = _write_profile(tmp_path, photos, 'mode = "unstructured"\ntarget = 0.5\nfinetune_epochs = 1')
     common = [str(tiny_model_file), "--calibration", str(photos.train_list), "--labels", str(photos.labels_file), "--quiet"]
-    assert main(["convert", *common, "--profile", str(profile), "--out", str(tmp_path / "a"),
-                 "--finetune", str(photos.train_list)]) == 0
+    assert (
+        main(["convert", *common, "--profile", str(profile), "--out", str(tmp_path / "a"), "--finetune", str(photos.train_list)])
+        == 0
+    )
     out = capsys.readouterr().out
     sparsity = re.search(r"pruning: ([0-9.]+)% of \d+ kernel weights are zero, gzip [0-9.]+ MB \(([0-9.]+)x the unpruned", out)
     assert sparsity, out
@@ -572,10 +595,29 @@ def test_cli_prunes_from_the_profile_and_from_flags(tiny_model_file, photos: Pho
     assert read_bundle(tmp_path / "a" / "generic-x86-cpu").manifest.metrics.pruning.finetune.epochs == 1
 
     # the flags override the profile: one-shot channel pruning needs no fine-tuning data, and says it leaves it unused
-    assert main(["convert", *common, "--profile", str(profile), "--out", str(tmp_path / "b"),
-                 "--prune", "channels:0.25", "--finetune-epochs", "0", "--finetune", str(photos.train_list)]) == 0
-    assert any(r.message.endswith("is not used: profile 'generic-x86-cpu' prunes in one shot (0 fine-tuning epochs)")
-               for r in caplog.records), [r.message for r in caplog.records]
+    assert (
+        main(
+            [
+                "convert",
+                *common,
+                "--profile",
+                str(profile),
+                "--out",
+                str(tmp_path / "b"),
+                "--prune",
+                "channels:0.25",
+                "--finetune-epochs",
+                "0",
+                "--finetune",
+                str(photos.train_list),
+            ]
+        )
+        == 0
+    )
+    assert any(
+        r.message.endswith("is not used: profile 'generic-x86-cpu' prunes in one shot (0 fine-tuning epochs)")
+        for r in caplog.records
+    ), [r.message for r in caplog.records]
     manifest = read_bundle(tmp_path / "b" / "generic-x86-cpu").manifest
     assert manifest.metrics.pruning.mode == "channels" and manifest.metrics.pruning.finetune is None
     assert manifest.profile["pruning"]["target"] == 0.25
@@ -597,8 +639,13 @@ def test_one_shot_channel_pruning_converts_for_openvino(tiny_model_file, photos:
 
     pruning = tillsight.PruningOptions.from_spec("channels:0.25", base=tillsight.PruningOptions(finetune_epochs=0))
     bundle = tillsight.convert(
-        tiny_model_file, "intel-celeron-uhd", calibration=photos.train_list, evaluation=photos.eval_list,
-        labels=photos.labels_file, out=tmp_path, options=tillsight.ConversionOptions(pruning=pruning, allow_accuracy_drop=True),
+        tiny_model_file,
+        "intel-celeron-uhd",
+        calibration=photos.train_list,
+        evaluation=photos.eval_list,
+        labels=photos.labels_file,
+        out=tmp_path,
+        options=tillsight.ConversionOptions(pruning=pruning, allow_accuracy_drop=True),
     )
     accuracy = bundle.manifest.metrics.accuracy
     assert bundle.manifest.metrics.pruning.macs_after < 0.75 * bundle.manifest.metrics.pruning.macs_before
@@ -624,11 +671,22 @@ def test_the_same_seed_and_data_give_the_same_bundle_and_the_seed_is_recorded(
 
     def convert(seed: int, out: str):
         options = tillsight.ConversionOptions.for_profile(
-            profile, prune="unstructured:0.5", finetune_epochs=1, distill=True, allow_accuracy_drop=True, seed=seed,
+            profile,
+            prune="unstructured:0.5",
+            finetune_epochs=1,
+            distill=True,
+            allow_accuracy_drop=True,
+            seed=seed,
         )
         return tillsight.convert(
-            tiny_model_file, profile, calibration=photos.train_list, evaluation=photos.eval_list,
-            labels=photos.labels_file, out=tmp_path / out, finetune=photos.train_list, options=options,
+            tiny_model_file,
+            profile,
+            calibration=photos.train_list,
+            evaluation=photos.eval_list,
+            labels=photos.labels_file,
+            out=tmp_path / out,
+            finetune=photos.train_list,
+            options=options,
         )
 
     first, again, other = convert(7, "a"), convert(7, "b"), convert(8, "c")

@@ -12,14 +12,18 @@ import tillsight
 from tillsight.bundle import sha256_of_file
 from tillsight.preprocess import input_region, model_pixels
 
-vision = pytest.importorskip("mediapipe.tasks.python.vision", reason='TFLite metadata needs mediapipe: pip install "tillsight[convert]"')
+vision = pytest.importorskip(
+    "mediapipe.tasks.python.vision", reason='TFLite metadata needs mediapipe: pip install "tillsight[convert]"'
+)
 
 
 @pytest.fixture
 def mediapipe_classifier(bundle_dir):
     from mediapipe.tasks.python import BaseOptions
 
-    options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(bundle_dir / "model.tflite")), max_results=1)
+    options = vision.ImageClassifierOptions(
+        base_options=BaseOptions(model_asset_path=str(bundle_dir / "model.tflite")), max_results=1
+    )
     classifier = vision.ImageClassifier.create_from_options(options)
     yield classifier
     classifier.close()
@@ -34,7 +38,9 @@ def _top1(mediapipe_classifier, rgb, region=None):
     if region is not None:  # tillsight's crop, as MediaPipe's region of interest
         height, width = rgb.shape[:2]
         left, top, right, bottom = region
-        options = ImageProcessingOptions(region_of_interest=RectF(left=left / width, top=top / height, right=right / width, bottom=bottom / height))
+        options = ImageProcessingOptions(
+            region_of_interest=RectF(left=left / width, top=top / height, right=right / width, bottom=bottom / height)
+        )
     image = mediapipe.Image(image_format=mediapipe.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
     result = mediapipe_classifier.classify(image, options)
     category = result.classifications[0].categories[0]

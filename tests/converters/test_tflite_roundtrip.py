@@ -48,7 +48,12 @@ def test_manifest_records_what_the_device_and_the_user_need(bundle_dir, tiny_mod
     assert (spec["height"], spec["width"], spec["dtype"], spec["color_order"]) == (SIZE, SIZE, "uint8", "rgb")
     assert spec["resize"] == "center-crop" and spec["scale"] > 0
     assert manifest["runtime"] == {
-        "backend": "tflite", "model_file": "model.tflite", "threads": 4, "backend_fallbacks": [], "device": "", "options": {},
+        "backend": "tflite",
+        "model_file": "model.tflite",
+        "threads": 4,
+        "backend_fallbacks": [],
+        "device": "",
+        "options": {},
     }
     assert manifest["quantization"]["per_channel"] is True
     assert manifest["quantization"]["calibration_images"] == len(photos.train_list.read_text().splitlines())
@@ -71,7 +76,8 @@ def test_model_is_full_integer_with_uint8_io(bundle_dir):
     dtypes = {np.dtype(d["dtype"]).name for d in interpreter.get_tensor_details()}
     assert dtypes <= {"uint8", "int8", "int32"}, dtypes
     conv_weights = [
-        d for d in interpreter.get_tensor_details()
+        d
+        for d in interpreter.get_tensor_details()
         if d["dtype"] == np.int8 and len(d["shape"]) == 4 and len(d["quantization_parameters"]["scales"]) > 1
     ]
     assert conv_weights, "per-channel int8 conv weights expected"

@@ -157,7 +157,9 @@ def test_student_learns_the_teacher_from_unlabeled_photos(tiny_model, photos: Ph
     student = build_tiny_classifier()
     agreement = [_agreement(tiny_model, student, held_out)]
     for _ in range(3):
-        train_student(student, cache, unlabeled, "softmax", DistillationOptions(alpha=0.5, temperature=4.0), TrainingSchedule(4, 3e-3))
+        train_student(
+            student, cache, unlabeled, "softmax", DistillationOptions(alpha=0.5, temperature=4.0), TrainingSchedule(4, 3e-3)
+        )
         agreement.append(_agreement(tiny_model, student, held_out))
     assert agreement[-1] >= agreement[0] + 0.3, agreement  # held-out photos: it learned the teacher, not the photos
     assert agreement[-1] >= 0.7, agreement
@@ -165,11 +167,11 @@ def test_student_learns_the_teacher_from_unlabeled_photos(tiny_model, photos: Ph
 
 @requires_keras
 def test_built_in_students_take_the_teachers_input(photos: PhotoSplit):
+    import keras
+
     from tillsight.converters.training.students import STUDENTS, build_student
     from tillsight.errors import ModelLoadError
     from tillsight.preprocess import InputRange, InputSpec
-
-    import keras
 
     mean, std = InputRange("0-1").mean_std()
     spec = InputSpec(height=SIZE, width=SIZE, mean=mean, std=std)
@@ -186,24 +188,56 @@ def test_built_in_students_take_the_teachers_input(photos: PhotoSplit):
 
 
 @pytest.mark.integration
-def test_qat_round_trip_converts_with_the_learned_ranges_and_classifies(tiny_model_file, photos: PhotoSplit, tmp_path: Path, capsys):
+def test_qat_round_trip_converts_with_the_learned_ranges_and_classifies(
+    tiny_model_file, photos: PhotoSplit, tmp_path: Path, capsys
+):
     import tillsight
     from tillsight.cli import main
     from tillsight.runtimes.tflite import import_interpreter
 
-    common = [str(tiny_model_file), "--calibration", str(photos.train_list), "--labels", str(photos.labels_file),
-              "--eval", str(photos.eval_list), "--allow-accuracy-drop"]
-    assert main(["convert", *common, "--profile", "generic-x86-cpu", "--out", str(tmp_path / "qat"), "--qat",
-                 "--qat-epochs", "1", "--finetune", str(photos.train_list)]) == 0
+    common = [
+        str(tiny_model_file),
+        "--calibration",
+        str(photos.train_list),
+        "--labels",
+        str(photos.labels_file),
+        "--eval",
+        str(photos.eval_list),
+        "--allow-accuracy-drop",
+    ]
+    assert (
+        main(
+            [
+                "convert",
+                *common,
+                "--profile",
+                "generic-x86-cpu",
+                "--out",
+                str(tmp_path / "qat"),
+                "--qat",
+                "--qat-epochs",
+                "1",
+                "--finetune",
+                str(photos.train_list),
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert "quantization-aware fine-tuning: 1 epochs on" in captured.out
     # fewer calibration photos than the profile asks for: the progress bar still ends at 100%
-    assert tillsight.load_profile("generic-x86-cpu").quantization.calibration_samples > len(photos.train_list.read_text().splitlines())
+    assert tillsight.load_profile("generic-x86-cpu").quantization.calibration_samples > len(
+        photos.train_list.read_text().splitlines()
+    )
     assert "calibration: 100%" in captured.err
     bundle = tillsight.read_bundle(tmp_path / "qat" / "generic-x86-cpu")
     qat = bundle.manifest.metrics.qat
     details = qat.training.details
-    assert details["weight_layers"] == 4 and qat.activation_quantizers >= 3 and details["teacher_images_run"] == details["teacher_views"] * qat.training.photos
+    assert (
+        details["weight_layers"] == 4
+        and qat.activation_quantizers >= 3
+        and details["teacher_images_run"] == details["teacher_views"] * qat.training.photos
+    )
 
     # the converter took the learned ranges: each activation quantizer's scale is a tensor scale of the model
     _, interpreter_class = import_interpreter()
@@ -226,12 +260,18 @@ def test_qat_simulates_the_int8_model_closer_than_the_float_model(tiny_model, ph
     import tillsight
     from tillsight.converters.training import quantization_aware
 
-    calibration, _, _ = load_photos([(p, 0) for p in (line.split(",")[0] for line in photos.train_list.read_text().splitlines())][:64])
+    calibration, _, _ = load_photos(
+        [(p, 0) for p in (line.split(",")[0] for line in photos.train_list.read_text().splitlines())][:64]
+    )
     aware = quantization_aware(tiny_model)
     aware.observe_ranges(calibration)
     aware.set_weight_simulation(False)
     bundle = tillsight.convert(
-        aware.model, "generic-x86-cpu", calibration=photos.train_list, labels=photos.labels_file, out=tmp_path,
+        aware.model,
+        "generic-x86-cpu",
+        calibration=photos.train_list,
+        labels=photos.labels_file,
+        out=tmp_path,
     )
     aware.set_weight_simulation(True)
     inputs, _, frames = load_photos(photos.eval_items)
@@ -256,8 +296,22 @@ def test_qat_is_refused_where_it_cannot_run(tiny_model_file, photos: PhotoSplit,
     from tillsight.cli import main
 
     common = [str(tiny_model_file), "--calibration", str(photos.train_list), "--labels", str(photos.labels_file), "--quiet"]
-    assert main(["convert", *common, "--profile", "intel-celeron-uhd", "--out", str(tmp_path / "a"), "--qat",
-                 "--finetune", str(photos.train_list)]) == 1
+    assert (
+        main(
+            [
+                "convert",
+                *common,
+                "--profile",
+                "intel-celeron-uhd",
+                "--out",
+                str(tmp_path / "a"),
+                "--qat",
+                "--finetune",
+                str(photos.train_list),
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert "--qat is for TFLite and Edge TPU profiles" in err and len(err.strip().splitlines()) == 1
     assert main(["convert", *common, "--profile", "generic-x86-cpu", "--out", str(tmp_path / "b"), "--qat"]) == 1
@@ -285,14 +339,29 @@ def test_pruning_distills_from_the_original_model_on_unlabeled_frames(tiny_model
     pruning = tillsight.PruningOptions.from_spec("channels:0.5", base=tillsight.PruningOptions(finetune_epochs=2))
     options = tillsight.ConversionOptions(allow_accuracy_drop=True, pruning=pruning)
     with pytest.raises(tillsight.DataError, match="add --distill"):  # unlabeled frames need the teacher
-        tillsight.convert(tiny_model_file, "generic-x86-cpu", calibration=photos.train_list, labels=photos.labels_file,
-                          out=tmp_path / "a", finetune=frames, options=options)
+        tillsight.convert(
+            tiny_model_file,
+            "generic-x86-cpu",
+            calibration=photos.train_list,
+            labels=photos.labels_file,
+            out=tmp_path / "a",
+            finetune=frames,
+            options=options,
+        )
     assert not (tmp_path / "a").exists()
     options = tillsight.ConversionOptions(
         allow_accuracy_drop=True, pruning=pruning, distillation=tillsight.DistillationOptions(enabled=True)
     )
-    bundle = tillsight.convert(tiny_model_file, "generic-x86-cpu", calibration=photos.train_list, evaluation=photos.eval_list,
-                               labels=photos.labels_file, out=tmp_path / "b", finetune=frames, options=options)
+    bundle = tillsight.convert(
+        tiny_model_file,
+        "generic-x86-cpu",
+        calibration=photos.train_list,
+        evaluation=photos.eval_list,
+        labels=photos.labels_file,
+        out=tmp_path / "b",
+        finetune=frames,
+        options=options,
+    )
     finetune = bundle.manifest.metrics.pruning.finetune
     chosen = bundle.manifest.metrics.pruning.details  # by default, channels go where trials hurt least
     assert chosen["scope"] == "measured" and chosen["choice"]["trials"] > 0 and chosen["batchnorm_rebased"] > 0
@@ -309,9 +378,30 @@ def test_distill_command_writes_a_student_atomically(tiny_model_file, photos: Ph
 
     frames = _unlabeled_folder(photos, tmp_path / "frames")
     out = tmp_path / "student.keras"
-    assert main(["distill", str(tiny_model_file), "--student", "mobilenetv3-small", "--unlabeled", str(frames),
-                 "--data", str(photos.train_list), "--labels", str(photos.labels_file), "--epochs", "1",
-                 "--eval", str(photos.eval_list), "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "distill",
+                str(tiny_model_file),
+                "--student",
+                "mobilenetv3-small",
+                "--unlabeled",
+                str(frames),
+                "--data",
+                str(photos.train_list),
+                "--labels",
+                str(photos.labels_file),
+                "--epochs",
+                "1",
+                "--eval",
+                str(photos.eval_list),
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert f"student: {out}" in printed and "labeled)" in printed and "teacher top-1" in printed
     student = keras.saving.load_model(out)
@@ -323,7 +413,10 @@ def test_distill_command_writes_a_student_atomically(tiny_model_file, photos: Ph
         (["--student", "mobilenetv3-small"], "distillation needs photos"),
         (["--student", "resnet9000", "--unlabeled", str(frames)], "is none of mobilenetv2-0.35, mobilenetv3-small, "),
         (["--student", "mobilenetv3-small", "--data", str(frames)], "has no labels"),
-        (["--student", "mobilenetv3-small", "--unlabeled", str(frames), "--alpha", "1.5"], "'distillation.alpha' must be in [0, 1]"),
+        (
+            ["--student", "mobilenetv3-small", "--unlabeled", str(frames), "--alpha", "1.5"],
+            "'distillation.alpha' must be in [0, 1]",
+        ),
     ]:
         assert main(["distill", str(tiny_model_file), *args, "--out", str(out), "--quiet"]) == 1
         err = capsys.readouterr().err
@@ -340,14 +433,36 @@ def test_a_pretrained_student_at_its_own_size_learns_the_teacher(tiny_model_file
     from tillsight.cli import main
 
     out = tmp_path / "lite0.keras"
-    assert main(["distill", str(tiny_model_file), "--student", "efficientnet-lite0", "--student-size", "48x56",
-                 "--data", str(photos.train_list), "--labels", str(photos.labels_file), "--epochs", "2",
-                 "--eval", str(photos.eval_list), "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "distill",
+                str(tiny_model_file),
+                "--student",
+                "efficientnet-lite0",
+                "--student-size",
+                "48x56",
+                "--data",
+                str(photos.train_list),
+                "--labels",
+                str(photos.labels_file),
+                "--epochs",
+                "2",
+                "--eval",
+                str(photos.eval_list),
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     student = keras.saving.load_model(out)
     assert student.input_shape == (None, 48, 56, 3) and student.output_shape == (None, len(photos.labels))
     teacher_top1, student_top1, agreement = (
-        float(v.rstrip("%,")) for v in re.search(r"teacher top-1 (\S+) student (\S+) agreement (\S+)", printed.replace(",", "")).groups()
+        float(v.rstrip("%,"))
+        for v in re.search(r"teacher top-1 (\S+) student (\S+) agreement (\S+)", printed.replace(",", "")).groups()
     )
     # ImageNet features make two epochs on ~170 photos enough for the easy four-class task
     assert student_top1 >= 75.0 and agreement >= 75.0, printed
@@ -373,7 +488,12 @@ def test_profile_distillation_and_qat_tables_are_checked(tmp_path: Path):
 
     text = resources.files("tillsight.device_profiles").joinpath("raspberry-pi-4.toml").read_text()
     profile = Profile.from_toml_text(text, "raspberry-pi-4")
-    assert (profile.distillation.enabled, profile.distillation.alpha, profile.qat.enabled, profile.qat.epochs) == (False, 0.5, False, 2)
+    assert (profile.distillation.enabled, profile.distillation.alpha, profile.qat.enabled, profile.qat.epochs) == (
+        False,
+        0.5,
+        False,
+        2,
+    )
     with pytest.raises(ProfileError, match="'distillation.alpha' must be in"):
         Profile.from_toml_text(text.replace("alpha = 0.5", "alpha = 1.5"), "bad")
     with pytest.raises(ProfileError, match="'qat.epochs' must be at least 1"):
@@ -410,8 +530,14 @@ def test_distillation_never_leaves_a_student_below_its_start(tiny_model_file, ph
     import tillsight
 
     result = tillsight.distill(
-        tiny_model_file, tiny_model_file, tmp_path / "student.keras", data=photos.train_list, epochs=1, learning_rate=100.0,
-        evaluation=photos.eval_list, labels=photos.labels_file,
+        tiny_model_file,
+        tiny_model_file,
+        tmp_path / "student.keras",
+        data=photos.train_list,
+        epochs=1,
+        learning_rate=100.0,
+        evaluation=photos.eval_list,
+        labels=photos.labels_file,
     )
     details = result.report.training.details
     assert result.report.started_from_teacher and details["guard_photos"] >= 16

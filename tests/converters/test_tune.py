@@ -26,8 +26,24 @@ def test_time_budgets_read_as_durations(text, seconds):
 
 def test_bad_time_budget_is_one_line(capsys):
     with pytest.raises(SystemExit):
-        cli.main(["tune", "m.keras", "--profile", "raspberry-pi-4", "--calibration", "c", "--eval", "e", "--finetune", "f",
-                  "--out", "o", "--time-budget", "soon"])
+        cli.main(
+            [
+                "tune",
+                "m.keras",
+                "--profile",
+                "raspberry-pi-4",
+                "--calibration",
+                "c",
+                "--eval",
+                "e",
+                "--finetune",
+                "f",
+                "--out",
+                "o",
+                "--time-budget",
+                "soon",
+            ]
+        )
     assert "'soon' is not a duration: write 45m" in capsys.readouterr().err
 
 
@@ -51,8 +67,15 @@ def test_search_space_goes_in_order_of_cost():
 
 def _args(tiny_model_file, photos, out):
     return dict(
-        model=tiny_model_file, profile="raspberry-pi-4", calibration=photos.train_list, evaluation=photos.eval_list,
-        finetune=photos.train_list, out=out, labels=photos.labels_file, frames=5, epochs=1,
+        model=tiny_model_file,
+        profile="raspberry-pi-4",
+        calibration=photos.train_list,
+        evaluation=photos.eval_list,
+        finetune=photos.train_list,
+        out=out,
+        labels=photos.labels_file,
+        frames=5,
+        epochs=1,
     )
 
 
@@ -61,12 +84,33 @@ def test_a_budget_int8_meets_stops_the_search_and_is_published_measured_by_a_ben
     """The bundle goes to the command as a tar on stdin (here a local 'tillsight benchmark'), as to ssh kiosk-12."""
     out = tmp_path / "tune"
     command = f"{shlex.quote(sys.executable)} -m tillsight benchmark --json - --frames 3"
-    code = cli.main([
-        "tune", str(tiny_model_file), "--profile", "raspberry-pi-4", "--calibration", str(photos.train_list),
-        "--eval", str(photos.eval_list), "--finetune", str(photos.train_list), "--labels", str(photos.labels_file),
-        "--out", str(out), "--max-latency-ms", "10000", "--max-drop", "100", "--bench-command", command, "--frames", "3",
-        "--quiet",
-    ])
+    code = cli.main(
+        [
+            "tune",
+            str(tiny_model_file),
+            "--profile",
+            "raspberry-pi-4",
+            "--calibration",
+            str(photos.train_list),
+            "--eval",
+            str(photos.eval_list),
+            "--finetune",
+            str(photos.train_list),
+            "--labels",
+            str(photos.labels_file),
+            "--out",
+            str(out),
+            "--max-latency-ms",
+            "10000",
+            "--max-drop",
+            "100",
+            "--bench-command",
+            command,
+            "--frames",
+            "3",
+            "--quiet",
+        ]
+    )
     assert code == 0
     winner = read_bundle(out / "raspberry-pi-4")  # verified: the manifest edit did not break its sums
     search = json.loads((out / "raspberry-pi-4" / "manifest.json").read_text())["tune"]
@@ -86,11 +130,16 @@ def test_a_budget_int8_meets_stops_the_search_and_is_published_measured_by_a_ben
 @requires_weights
 def test_a_latency_budget_nothing_meets_tries_the_space_and_keeps_the_earlier_winner(tiny_model_file, photos, tmp_path):
     out = tmp_path / "tune"
-    first = tune(**_args(tiny_model_file, photos, out), max_latency_ms=10000, max_top1_drop=100, channel_fractions=(), student_scales=())
+    first = tune(
+        **_args(tiny_model_file, photos, out), max_latency_ms=10000, max_top1_drop=100, channel_fractions=(), student_scales=()
+    )
     kept = (out / "raspberry-pi-4" / "manifest.json").read_bytes()
     seen = []
     result = tune(
-        **_args(tiny_model_file, photos, out), max_latency_ms=0.001, channel_fractions=(0.5,), student_scales=(0.75,),
+        **_args(tiny_model_file, photos, out),
+        max_latency_ms=0.001,
+        channel_fractions=(0.5,),
+        student_scales=(0.75,),
         on_result=lambda r, n, total: seen.append((r.candidate.name, n, total)),
     )
     assert first.winner is not None and result.winner is None and result.winner_path is None
@@ -120,11 +169,16 @@ def test_candidates_that_cannot_help_are_skipped_with_the_reason():
     from tillsight.converters.tune import CandidateResult, _Clock, _skip_reason
 
     space = search_space((64, 64), 1, 1, 1)
-    int8 = CandidateResult(space[0], "measured", "misses latency 9.00 ms > 6 ms", top1_drop=0.2, resource_misses=("latency 9.00 ms > 6 ms",))
+    int8 = CandidateResult(
+        space[0], "measured", "misses latency 9.00 ms > 6 ms", top1_drop=0.2, resource_misses=("latency 9.00 ms > 6 ms",)
+    )
     mild = CandidateResult(space[2], "measured", "misses drop 7.00 > 1 points", top1_drop=7.0, drop_misses=True)
     roomy = _Clock(3600, 100, 0.001)
     assert _skip_reason(space[1], [int8], None, roomy, (64, 64)) == "same int8 graph as int8, which misses latency 9.00 ms > 6 ms"
-    assert _skip_reason(space[3], [int8, mild], None, roomy, (64, 64)) == "compresses more than channels-0.3, which already loses 7.00 points"
+    assert (
+        _skip_reason(space[3], [int8, mild], None, roomy, (64, 64))
+        == "compresses more than channels-0.3, which already loses 7.00 points"
+    )
     assert _skip_reason(space[4], [int8, mild], None, roomy, (64, 64)) == ""  # a student is another road
     assert _skip_reason(space[4], [int8], None, _Clock(60, 100, 10.0), (64, 64)).startswith("needs about ")
 
@@ -141,8 +195,14 @@ def test_without_a_resource_budget_every_candidate_is_tried_and_the_most_accurat
 
 @pytest.mark.integration
 def test_explore_keeps_searching_after_a_fit_and_keeps_the_most_accurate_fit(tiny_model_file, photos, tmp_path):
-    result = tune(**_args(tiny_model_file, photos, tmp_path / "tune"), max_latency_ms=10000, max_top1_drop=100,
-                  channel_fractions=(0.5,), student_scales=(), stop_early=False)
+    result = tune(
+        **_args(tiny_model_file, photos, tmp_path / "tune"),
+        max_latency_ms=10000,
+        max_top1_drop=100,
+        channel_fractions=(0.5,),
+        student_scales=(),
+        stop_early=False,
+    )
     assert [r.status for r in result.results] == ["measured", "measured", "measured"]  # int8 fits, the search goes on
     assert all(r.meets_budget for r in result.results)
     assert result.winner == max(result.results, key=lambda r: (r.top1, -r.latency_ms))
@@ -161,8 +221,14 @@ def test_a_candidate_that_fails_is_listed_with_its_reason_and_the_search_goes_on
         return real_build(candidate, **kwargs)
 
     monkeypatch.setattr(tune_module, "_build", failing_build)
-    result = tune(**_args(tiny_model_file, photos, tmp_path / "tune"), max_latency_ms=10000, max_top1_drop=100,
-                  channel_fractions=(0.3, 0.5), student_scales=(), stop_early=False)
+    result = tune(
+        **_args(tiny_model_file, photos, tmp_path / "tune"),
+        max_latency_ms=10000,
+        max_top1_drop=100,
+        channel_fractions=(0.3, 0.5),
+        student_scales=(),
+        stop_early=False,
+    )
     statuses = {r.candidate.name: (r.status, r.note) for r in result.results}
     assert statuses["channels-0.3"] == ("failed", "unexpected ValueError: Output with path 0 is not connected to inputs")
     assert statuses["channels-0.5"][0] == "measured"  # tried after the failure

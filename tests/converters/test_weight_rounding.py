@@ -36,8 +36,14 @@ def mobile_block_model():
     for layer in model.layers:  # BatchNorm statistics far from identity, as after training
         if isinstance(layer, keras.layers.BatchNormalization):
             channels = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.3, 3.0, channels), rng.normal(0, 0.5, channels),
-                               rng.normal(0, 0.5, channels), rng.uniform(0.05, 4.0, channels)])
+            layer.set_weights(
+                [
+                    rng.uniform(0.3, 3.0, channels),
+                    rng.normal(0, 0.5, channels),
+                    rng.normal(0, 0.5, channels),
+                    rng.uniform(0.05, 4.0, channels),
+                ]
+            )
     return model
 
 
@@ -158,9 +164,9 @@ def test_the_float_weights_come_back_even_after_a_failure(inputs):
     before = [w.copy() for w in model.get_weights()]
     with pytest.raises(RuntimeError, match="export failed"):
         with compensated_weights(model, calibration, per_channel=True):
-            assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+            assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
             raise RuntimeError("export failed")
-    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
 
 
 def test_a_nested_backbone_is_rounded_too(inputs):

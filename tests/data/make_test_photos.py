@@ -87,7 +87,9 @@ def main() -> int:
         wanted = FINE_IDS + IMAGENET_FINE_IDS
         csv.writer(out_csv, lineterminator="\n").writerows([rows[0], *(row for row in rows[1:] if int(row[1]) in wanted)])
     shutil.copy(args.source / "LICENSE", staging / "LICENSE")
-    (staging / "README.md").write_text(README.format(short_side=args.short_side, quality=args.quality, imagenet_photos=IMAGENET_PHOTOS))
+    (staging / "README.md").write_text(
+        README.format(short_side=args.short_side, quality=args.quality, imagenet_photos=IMAGENET_PHOTOS)
+    )
     shutil.rmtree(args.out, ignore_errors=True)
     staging.rename(args.out)
     size = sum(path.stat().st_size for path in args.out.rglob("*") if path.is_file())

@@ -14,9 +14,12 @@ from pathlib import Path
 import pytest
 
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
-needs_mosquitto = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed (apt-get install mosquitto; .ci/run installs it)")
+needs_mosquitto = pytest.mark.skipif(
+    MOSQUITTO is None, reason="mosquitto is not installed (apt-get install mosquitto; .ci/run installs it)"
+)
 needs_paho = pytest.mark.skipif(
-    importlib.util.find_spec("paho") is None, reason="MQTT needs paho-mqtt: pip install 'tillsight[mqtt]' (a device-side install has none)"
+    importlib.util.find_spec("paho") is None,
+    reason="MQTT needs paho-mqtt: pip install 'tillsight[mqtt]' (a device-side install has none)",
 )
 
 

@@ -176,7 +176,9 @@ def test_a_missing_camera_fails_after_the_open_timeout_naming_the_fix(caplog):
     assert any(r.getMessage() == "source 57: failed" and r.levelname == "WARNING" for r in caplog.records)
 
 
-@pytest.mark.parametrize("convert", [lambda im: cv2.cvtColor(im, cv2.COLOR_BGR2GRAY), lambda im: cv2.cvtColor(im, cv2.COLOR_BGR2BGRA)])
+@pytest.mark.parametrize(
+    "convert", [lambda im: cv2.cvtColor(im, cv2.COLOR_BGR2GRAY), lambda im: cv2.cvtColor(im, cv2.COLOR_BGR2BGRA)]
+)
 def test_grayscale_and_bgra_frames_become_bgr(convert):
     source = ScriptedSource(per_open=(4,), live=False, convert=convert)
     capture = _started(Capture(source))

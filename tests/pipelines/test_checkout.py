@@ -69,7 +69,8 @@ def test_brief_gaps_do_not_split_a_presence_but_leaving_does():
     assert [e.label for _, e in feed(logic, empty(3) + flicker)] == ["Banana"]
     logic = CheckoutLogic(CheckoutOptions(leave_frames=3))
     assert [e.label for _, e in feed(logic, empty(3) + item("Banana", 10) + empty(3) + item("Banana", 10))] == [
-        "Banana", "Banana",
+        "Banana",
+        "Banana",
     ]
 
 

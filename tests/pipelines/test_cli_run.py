@@ -18,7 +18,9 @@ EXPECTED = [p["label"] for p in SCRIPT["placements"]]
 
 def test_run_on_a_video_file_writes_the_events_as_json_lines(tmp_path, capsys):
     out = tmp_path / "events.jsonl"
-    code = cli.main(["run", str(ASSETS / "classifier"), "--source", str(ASSETS / "checkout.mp4"), "--roi", ROI, "--jsonl", str(out)])
+    code = cli.main(
+        ["run", str(ASSETS / "classifier"), "--source", str(ASSETS / "checkout.mp4"), "--roi", ROI, "--jsonl", str(out)]
+    )
     assert code == 0
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [line["event"] for line in lines] == ["product_recognized"] * len(EXPECTED)
@@ -119,8 +121,18 @@ def test_every_checkout_threshold_is_a_flag_and_reaches_the_pipeline(capsys):
 
     assert set(cli.CHECKOUT_FLAGS) | {"roi", "background_label"} == {f.name for f in dataclasses.fields(CheckoutOptions)}
     # No frame of the demo reaches a 0.999 score: no vote can win, every item goes to staff review.
-    args = ["run", str(ASSETS / "classifier"), "--source", str(ASSETS / "checkout.mp4"), "--roi", ROI,
-            "--min-score", "0.999", "--unknown-after", "2"]
+    args = [
+        "run",
+        str(ASSETS / "classifier"),
+        "--source",
+        str(ASSETS / "checkout.mp4"),
+        "--roi",
+        ROI,
+        "--min-score",
+        "0.999",
+        "--unknown-after",
+        "2",
+    ]
     assert cli.main(args) == 0
     kinds = [json.loads(line)["event"] for line in capsys.readouterr().out.splitlines()]
     assert kinds == ["unknown_product"] * len(EXPECTED)
@@ -163,8 +175,20 @@ def test_a_setup_error_is_said_once_and_opencv_warnings_stay_quiet(tmp_path):
     import sys
 
     done = subprocess.run(
-        [sys.executable, "-m", "tillsight", "run", str(ASSETS / "classifier"), "--source", str(ASSETS / "checkout.mp4"),
-         "--roi", "900,900,10,10"], capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "tillsight",
+            "run",
+            str(ASSETS / "classifier"),
+            "--source",
+            str(ASSETS / "checkout.mp4"),
+            "--roi",
+            "900,900,10,10",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 1
     assert done.stderr.count("lies outside the 480x360 frame") == 1 and "ERROR" not in done.stderr
@@ -188,8 +212,12 @@ def test_a_source_that_does_not_open_is_said_once_without_the_libraries_noise(ca
     if case == "truncated video":
         source = str(tmp_path / "cut.mp4")
         (tmp_path / "cut.mp4").write_bytes((ASSETS / "checkout.mp4").read_bytes()[:2000])
-    done = subprocess.run([sys.executable, "-m", "tillsight", "run", str(ASSETS / "classifier"), "--source", source],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "tillsight", "run", str(ASSETS / "classifier"), "--source", source],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert lines[-1].startswith("error: cannot open"), lines
@@ -213,7 +241,10 @@ def test_an_audit_log_on_a_full_disk_ends_the_run_in_one_line_with_the_basket_an
 
 def test_an_audit_log_in_a_missing_folder_is_created_and_a_folder_is_refused(tmp_path, capsys):
     out = tmp_path / "logs" / "today" / "events.jsonl"
-    assert cli.main(["run", str(ASSETS / "classifier"), "--source", str(ASSETS / "checkout.mp4"), "--roi", ROI, "--jsonl", str(out)]) == 0
+    assert (
+        cli.main(["run", str(ASSETS / "classifier"), "--source", str(ASSETS / "checkout.mp4"), "--roi", ROI, "--jsonl", str(out)])
+        == 0
+    )
     assert len(out.read_text().splitlines()) == len(EXPECTED)
     capsys.readouterr()
     assert cli.main(["run", str(ASSETS / "classifier"), "--source", str(ASSETS / "checkout.mp4"), "--jsonl", str(tmp_path)]) == 1

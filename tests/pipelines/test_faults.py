@@ -35,7 +35,8 @@ def test_empty_frames_are_skipped_and_counted():
 def test_a_live_source_delivering_only_empty_frames_is_reconnected():
     frames = [np.zeros((0, 0, 3), np.uint8)] * 400 + tray_frames(["green"])
     options = PipelineOptions(
-        checkout=CheckoutOptions(roi=None), metrics_interval=0,
+        checkout=CheckoutOptions(roi=None),
+        metrics_interval=0,
         capture=CaptureOptions(freeze_timeout=0.05, reconnect_delay=0.01, drop_frames=False),
     )
 

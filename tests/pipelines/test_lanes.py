@@ -54,7 +54,9 @@ def test_bad_lane_flags_say_what_to_write(text, message):
 
 def test_lanes_file(tmp_path):
     path = tmp_path / "lanes.toml"
-    path.write_text('[[lane]]\nid = 1\nsource = "0"\nroi = [120, 40, 280, 280]\n\n[[lane]]\nid = "2"\nsource = "rtsp://cam:554/x"\n')
+    path.write_text(
+        '[[lane]]\nid = 1\nsource = "0"\nroi = [120, 40, 280, 280]\n\n[[lane]]\nid = "2"\nsource = "rtsp://cam:554/x"\n'
+    )
     assert read_lanes_file(path) == [LaneSpec("1", "0", (120, 40, 280, 280)), LaneSpec("2", "rtsp://cam:554/x")]
     path.write_text('[[lane]]\nid = "1"\nsorce = "0"\n')
     with pytest.raises(OptionsError, match=r"each \[\[lane\]\] takes id, source and roi \(got id, sorce\)"):
@@ -75,6 +77,7 @@ def test_lanes_need_distinct_ids():
 def test_lanes_take_fair_turns_on_one_model():
     """The model is the bottleneck (3 ms a frame, sources ready at once): every turn serves each
     lane one frame, so no lane runs ahead, and a lane that ends early leaves the other running."""
+
     def respond(tensor):
         time.sleep(0.003)
         return np.array([[1.0, 0.0]])
@@ -99,10 +102,20 @@ def test_two_lanes_in_one_process_keep_their_own_tray_basket_and_ids(tmp_path, c
     nothing is put down. Lane 1's basket is the video's, lane 2's is empty, and events carry their lane."""
     out = tmp_path / "events.jsonl"
     roi = ",".join(str(v) for v in ROI)
-    code = cli.main([
-        "run", str(ASSETS / "classifier"), "--lane", f"1:{VIDEO}:{roi}", "--lane", f"2:{VIDEO}:0,300,100,60",
-        "--jsonl", str(out), "--metrics-interval", "0",
-    ])
+    code = cli.main(
+        [
+            "run",
+            str(ASSETS / "classifier"),
+            "--lane",
+            f"1:{VIDEO}:{roi}",
+            "--lane",
+            f"2:{VIDEO}:0,300,100,60",
+            "--jsonl",
+            str(out),
+            "--metrics-interval",
+            "0",
+        ]
+    )
     assert code == 0
     events = [json.loads(line) for line in out.read_text().splitlines()]
     assert [e["label"] for e in events] == EXPECTED and {e["lane"] for e in events} == {"1"}

@@ -55,7 +55,7 @@ def test_events_reach_the_broker_with_their_ids_and_leave_the_outbox_once_acknow
 
 def test_each_lane_publishes_to_its_own_topic_with_a_lane_placeholder(broker, tmp_path):
     lane_two = Consumer(broker.port, topic="store/12/lane/2")
-    sent = [dataclasses.replace(event, lane=lane) for event, lane in zip(events(7), "1212122")]
+    sent = [dataclasses.replace(event, lane=lane) for event, lane in zip(events(7), "1212122", strict=True)]
     url = broker.url.replace("/lane/1", "/lane/{lane}")
     with MqttSink(MqttOptions.from_url(url, outbox=tmp_path / "outbox.sqlite")) as sink:
         for event in sent:
@@ -125,8 +125,22 @@ def test_events_on_disk_when_the_kiosk_is_sigkilled_are_sent_first_by_the_next_r
 
 def _kiosk(broker, outbox, *extra):
     command = [
-        sys.executable, "-m", "tillsight", "run", str(ASSETS / "classifier"), "--source", str(ASSETS / "checkout.mp4"),
-        "--roi", ROI, "--metrics-interval", "0", "--mqtt", broker.url, "--mqtt-outbox", str(outbox), *extra,
+        sys.executable,
+        "-m",
+        "tillsight",
+        "run",
+        str(ASSETS / "classifier"),
+        "--source",
+        str(ASSETS / "checkout.mp4"),
+        "--roi",
+        ROI,
+        "--metrics-interval",
+        "0",
+        "--mqtt",
+        broker.url,
+        "--mqtt-outbox",
+        str(outbox),
+        *extra,
     ]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
@@ -172,4 +186,3 @@ def test_the_kiosk_sigkilled_mid_run_and_started_again_loses_no_event(broker, tm
     consumer.close()
     assert _basket(received) == BASKET  # duplicates dropped by id: exactly the video's basket
     assert len(consumer.messages) >= len(received)
-

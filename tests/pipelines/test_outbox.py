@@ -71,7 +71,9 @@ def test_an_unreachable_broker_is_said_within_seconds_while_events_wait_in_the_o
 def test_a_malformed_mqtt_url_is_one_line_naming_the_form(capsys):
     code = cli.main(["run", str(ASSETS / "classifier"), "--source", str(ASSETS / "checkout.mp4"), "--mqtt", "http://broker/x"])
     assert code == 1
-    assert capsys.readouterr().err.strip().splitlines() == ["error: 'http://broker/x' is not an MQTT URL; write mqtt://HOST[:PORT]/TOPIC or mqtts://..."]
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: 'http://broker/x' is not an MQTT URL; write mqtt://HOST[:PORT]/TOPIC or mqtts://..."
+    ]
     with pytest.raises(OptionsError, match="wildcards"):
         MqttOptions.from_url("mqtt://broker/store/#")
     with pytest.raises(OptionsError, match="port"):

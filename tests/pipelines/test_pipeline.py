@@ -27,6 +27,7 @@ from tillsight.testing import fake_classifier
 
 from .helpers import ScriptedSource, colour_classifier, colour_scores, options_for, run_pipeline, tray_video, write_video
 
+
 def test_a_synthetic_video_gives_exactly_its_product_sequence(tmp_path):
     sequence = ["red", "blue", "red", "green"]
     video = tray_video(tmp_path, sequence)
@@ -151,7 +152,9 @@ def test_max_frames_stops_a_live_source():
 
 def test_background_label_must_be_a_model_label():
     with pytest.raises(ValueError, match="not a label of the model"):
-        CheckoutPipeline(ScriptedSource(), colour_classifier(), [], PipelineOptions(checkout=CheckoutOptions(background_label="empty")))
+        CheckoutPipeline(
+            ScriptedSource(), colour_classifier(), [], PipelineOptions(checkout=CheckoutOptions(background_label="empty"))
+        )
 
 
 def test_an_image_folder_source_through_the_pipeline(tmp_path):
@@ -200,9 +203,7 @@ def test_real_photo_items_in_another_order_give_that_order(tmp_path, demo_script
             break
         frames.append(image)
     fps = demo_script["fps"]
-    segments = [
-        frames[round(p["arrive_s"] * fps) : round(p["gone_s"] * fps) + 10] for p in demo_script["placements"]
-    ]
+    segments = [frames[round(p["arrive_s"] * fps) : round(p["gone_s"] * fps) + 10] for p in demo_script["placements"]]
     order = [4, 2, 5, 0]
     recut = frames[:20] + [frame for k in order for frame in segments[k]]
     video = write_video(tmp_path / "recut.avi", recut, fps)

@@ -50,7 +50,9 @@ def test_a_long_run_does_not_grow_stall_or_leak_threads():
     assert sum(basket.items().values()) >= int(loops) * len(script["placements"])  # every pass rings up its items
     assert baseline is not None
     growth_mb = (max(peak_after_warm_up, rss_bytes()) - baseline) / 2**20
-    print(f"soak: {FRAMES} frames, RSS growth after warm-up {growth_mb:.2f} MB, frame age p99 {metrics.frame_age_ms['p99']:.1f} ms, {metrics.fps:.0f} fps")
+    print(
+        f"soak: {FRAMES} frames, RSS growth after warm-up {growth_mb:.2f} MB, frame age p99 {metrics.frame_age_ms['p99']:.1f} ms, {metrics.fps:.0f} fps"
+    )
     assert growth_mb < 10, f"RSS grew {growth_mb:.1f} MB after warm-up"
     assert metrics.frame_age_ms["p99"] < 250
     assert not [t for t in set(threading.enumerate()) - threads_before if t.is_alive()]

@@ -69,7 +69,7 @@ def test_tillsight_benchmark_runs_the_pi_bundle_on_aarch64_and_names_the_core(ar
     launcher = f"{arm_python.qemu} -cpu cortex-a72 -L {arm_python.rootfs}"
     result = arm_python.run(BENCHMARK, str(bundle_dir), launcher, cpu="cortex-a72")
     assert result.returncode == 0, result.stderr[-2000:]
-    document = json.loads(result.stdout[result.stdout.index("{"):])
+    document = json.loads(result.stdout[result.stdout.index("{") :])
     assert document["host"]["machine"] == "aarch64" and "Cortex-A72" in document["host"]["cpu"]
     (measured,) = document["results"]
     assert measured["engine"].startswith("ai_edge_litert") and measured["profile"] == "raspberry-pi-4"

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import logging
-
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -132,7 +131,9 @@ def test_threads_come_from_the_profile_capped_at_the_cores_unless_overridden(bun
             with tillsight.load(bundle_dir) as classifier:
                 assert classifier.backend.threads == min(4, cores)  # raspberry-pi-4 asks for 4
     said = [r.getMessage() for r in caplog.records if "threads; this machine gives" in r.getMessage()]
-    assert said == ([] if cores >= 4 else ["the profile asks for 4 threads; this machine gives the process 2 cores: running on 2"])
+    assert said == (
+        [] if cores >= 4 else ["the profile asks for 4 threads; this machine gives the process 2 cores: running on 2"]
+    )
     with caplog.at_level(logging.WARNING, logger="tillsight.runtimes"):
         with tillsight.load(bundle_dir, threads=5000) as classifier:  # asked for: capped too, with a warning
             assert classifier.backend.threads == cores
