@@ -35,6 +35,7 @@ from tillsight.bundle import (
 )
 from tillsight.bundle_metrics import AccuracyMetrics, BundleMetrics, LatencyMetrics, PruningMetrics
 from tillsight.classifier import load_written
+from tillsight.conversion_options import ConversionOptions
 from tillsight.datasets import ImageSet, check_labels, iter_images, read_image_set, read_labels
 from tillsight.errors import AccuracyError, CalibrationError, ConversionError, DataError, TillsightError, summarize
 from tillsight.preprocess import InputSpec, preprocess
@@ -46,15 +47,12 @@ from . import ConversionJob, TargetResult, target_for
 from .compression import compress, training_set
 from .evaluate import evaluate, measure_latency
 from .input_checks import check_conversion_inputs
-from .options import ConversionOptions
-from .source import SourceModel, load_source_model
+from .source import PROBE_IMAGES, SourceModel, load_source_model, output_activation
 from .steps import conversion_step, shown
 
 __all__ = ["ConversionOptions", "convert"]
 
 logger = logging.getLogger(__name__)
-
-PROBE_IMAGES = 16  # images used to tell a model's probabilities from its logits
 
 
 def _input_size(profile: Profile, model_size: tuple[int | None, int | None], description: str) -> tuple[int, int]:
@@ -115,22 +113,6 @@ def _probe_images(image_set: ImageSet | None, spec: InputSpec) -> tuple[np.ndarr
         frames = list(noise)
         arrays = [preprocess(image, spec) for image in frames]
     return np.stack(arrays), len(skipped), frames[0]
-
-
-def output_activation(source: Any, calibration: np.ndarray) -> OutputActivation:
-    """What a model outputs, told from a few preprocessed images: ``softmax``, ``sigmoid`` or ``softmax-added`` (logits).
-
-    Args:
-        source: Anything with ``predict(images) -> scores`` (a SourceModel).
-        calibration: Preprocessed images; the first 16 are used.
-    """
-    outputs = source.predict(calibration[:PROBE_IMAGES])
-    in_unit_range = bool(np.all(outputs >= -1e-6) and np.all(outputs <= 1.0 + 1e-6))
-    if in_unit_range and np.allclose(outputs.sum(axis=-1), 1.0, atol=1e-3):
-        return OutputActivation.SOFTMAX
-    if in_unit_range:
-        return OutputActivation.SIGMOID
-    return OutputActivation.SOFTMAX_ADDED
 
 
 def convert(

@@ -18,6 +18,7 @@ import numpy as np
 
 from tillsight.bundle import OutputActivation
 from tillsight.bundle_metrics import TrainingMetrics, percent_equal
+from tillsight.conversion_options import ConversionOptions
 from tillsight.datasets import read_image_set, read_labels
 from tillsight.errors import DataError, ModelLoadError, OptionsError, ProfileError
 from tillsight.preprocess import InputSpec
@@ -25,9 +26,7 @@ from tillsight.profiles import DistillationOptions
 from tillsight.staging import check_output_folder, staged_file
 
 from ._tf import keras
-from .conversion import PROBE_IMAGES, output_activation
-from .options import ConversionOptions
-from .source import load_source_model
+from .source import PROBE_IMAGES, load_source_model, output_activation
 from .steps import conversion_step
 from .training import (
     STATISTICS_IMAGES,

@@ -18,15 +18,17 @@ from typing import Any
 
 import numpy as np
 
-from tillsight.bundle import sha256_of_file
+from tillsight.bundle import OutputActivation, sha256_of_file
 from tillsight.errors import ModelLoadError, summarize
 
 from ._tf import keras, tf
 from .input_checks import model_file_kind
 
-__all__ = ["SourceModel", "load_source_model"]
+__all__ = ["PROBE_IMAGES", "SourceModel", "load_source_model", "output_activation"]
 
 logger = logging.getLogger(__name__)
+
+PROBE_IMAGES = 16  # images used to tell a model's probabilities from its logits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,3 +223,19 @@ def _from_saved_model(path: Path) -> SourceModel:
         return signature(**{input_name: tf.cast(images, input_spec.dtype)})[output_name]
 
     return SourceModel(str(path), "saved_model", _sha256_of_directory(path), input_size, num_classes, call, loaded)
+
+
+def output_activation(source: Any, calibration: np.ndarray) -> OutputActivation:
+    """What a model outputs, told from a few preprocessed images: ``softmax``, ``sigmoid`` or ``softmax-added`` (logits).
+
+    Args:
+        source: Anything with ``predict(images) -> scores`` (a SourceModel).
+        calibration: Preprocessed images; the first 16 are used.
+    """
+    outputs = source.predict(calibration[:PROBE_IMAGES])
+    in_unit_range = bool(np.all(outputs >= -1e-6) and np.all(outputs <= 1.0 + 1e-6))
+    if in_unit_range and np.allclose(outputs.sum(axis=-1), 1.0, atol=1e-3):
+        return OutputActivation.SOFTMAX
+    if in_unit_range:
+        return OutputActivation.SIGMOID
+    return OutputActivation.SOFTMAX_ADDED

@@ -43,12 +43,12 @@ from typing import Any
 
 from ..benchmarking import BenchmarkReport, BundleBenchmark, benchmark
 from ..bundle import read_bundle
+from ..conversion_options import ConversionOptions
 from ..datasets import read_image_set, read_labels
 from ..errors import DataError, OptionsError, TillsightError, summarize
 from ..profiles import FINETUNE_EPOCHS, Profile, PruningMode, load_profile
 from ..signing import load_private_key, sign_bundle
 from ..staging import check_output_folder, staged_directory
-from .options import ConversionOptions
 from .tune_report import write_report
 from .tune_space import (
     CHANNEL_FRACTIONS,

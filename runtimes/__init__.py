@@ -56,7 +56,8 @@ def open_backend(bundle: Bundle, threads: int | None = None, device: str | None 
     if threads is not None and threads < 1:
         raise OptionsError(f"threads must be at least 1, got {threads}")
     threads = _asked_threads(threads) if threads is not None else _profile_threads(bundle.manifest.runtime.threads)
-    return backend_class.open(bundle, threads, device, throughput)
+    backend: Backend = backend_class.open(bundle, threads, device, throughput)
+    return backend
 
 
 def available_cores() -> int:

@@ -116,7 +116,8 @@ class TFLiteBackend(Backend):
         try:
             self._interpreter.set_tensor(self._input_index, tensor)
             self._interpreter.invoke()
-            return self._interpreter.get_tensor(self._output_index).copy()
+            output: np.ndarray = self._interpreter.get_tensor(self._output_index).copy()
+            return output
         except (ValueError, RuntimeError) as exc:
             raise InferenceError(f"{self.engine} failed on an input of shape {tensor.shape}: {exc}") from exc
 

@@ -21,7 +21,7 @@ from typing import Any
 from ._version import __version__
 from .bundle import Bundle, Manifest, read_bundle
 from .classifier import Classifier, Prediction, load
-from .converters.options import ConversionOptions
+from .conversion_options import ConversionOptions
 from .errors import (
     AccuracyError,
     BackendUnavailableError,

@@ -13,7 +13,9 @@ import json
 import resource
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 #: Untimed runs before each timed loop (caches, lazy allocations).
 WARMUP = 5
@@ -35,7 +37,7 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
-def read_frames(source: str | None, count: int) -> tuple[list, str]:
+def read_frames(source: str | None, count: int) -> tuple[list[Any], str]:
     """Frames to classify, and what they are."""
     import cv2
     import numpy as np
@@ -45,23 +47,23 @@ def read_frames(source: str | None, count: int) -> tuple[list, str]:
     if source is None:
         frame = np.random.default_rng(0).integers(0, 256, (*CAMERA_FRAME, 3), dtype=np.uint8)
         return [frame], f"synthetic {CAMERA_FRAME[1]}x{CAMERA_FRAME[0]} frame"
-    image = cv2.imread(source, cv2.IMREAD_COLOR)
+    image: Any = cv2.imread(source, cv2.IMREAD_COLOR)
     if image is not None:
         return [image], f"{Path(source).name} ({image.shape[1]}x{image.shape[0]})"
     capture = cv2.VideoCapture(source)
-    frames = []
+    frames: list[Any] = []
     while len(frames) < min(count, VIDEO_FRAMES):
-        ok, frame = capture.read()
+        ok, decoded = capture.read()
         if not ok:
             break
-        frames.append(frame)
+        frames.append(decoded)
     capture.release()
     if not frames:
         raise SourceError(f"benchmark source {source} is neither an image nor a video OpenCV can decode")
     return frames, f"{Path(source).name} ({len(frames)} frames, {frames[0].shape[1]}x{frames[0].shape[0]})"
 
 
-def timed(function, inputs: list, runs: int) -> list[float]:
+def timed(function: Callable[[Any], object], inputs: list[Any], runs: int) -> list[float]:
     """Seconds of ``runs`` calls, cycling over ``inputs``, after WARMUP untimed calls."""
     for k in range(WARMUP):
         function(inputs[k % len(inputs)])
@@ -73,7 +75,7 @@ def timed(function, inputs: list, runs: int) -> list[float]:
     return seconds
 
 
-def measure(bundle: str, frames: int, threads: int | None, source: str | None) -> dict:
+def measure(bundle: str, frames: int, threads: int | None, source: str | None) -> dict[str, Any]:
     import tillsight
 
     images, described = read_frames(source, frames)  # a kiosk opens its camera before the first result too

@@ -25,7 +25,7 @@ from typing import Any
 from ._version import __version__
 from .bundle_metrics import BundleMetrics
 from .errors import BundleError
-from .preprocess import InputSpec
+from .input_spec import InputSpec
 from .profiles import BackendKind
 from .signing import TrustedKey, verify_signature
 

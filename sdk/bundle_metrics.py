@@ -306,7 +306,12 @@ class BundleMetrics:
     def from_dict(cls, data: Any) -> BundleMetrics:
         """Raises KeyError or TypeError when malformed (the manifest reader turns them into BundleError)."""
         data = _mapping(data, "metrics")
-        sections = {"accuracy": AccuracyMetrics, "latency_host": LatencyMetrics, "pruning": PruningMetrics, "qat": QatMetrics}
+        sections: dict[str, Any] = {
+            "accuracy": AccuracyMetrics,
+            "latency_host": LatencyMetrics,
+            "pruning": PruningMetrics,
+            "qat": QatMetrics,
+        }
         parsed = {name: kind.from_dict(data[name]) if data.get(name) is not None else None for name, kind in sections.items()}
         budgets = _mapping(data.get("budgets", {}), "budgets")
         seconds = _mapping(data.get("conversion_seconds", {}), "conversion_seconds")

@@ -84,7 +84,7 @@ class Classifier:
     @property
     def engine(self) -> str:
         """What runs the model (e.g. ``ai_edge_litert.interpreter``)."""
-        return self.backend.engine
+        return str(self.backend.engine)
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         """Preprocess and quantize one BGR frame into the model's input tensor (batch of 1).

@@ -26,7 +26,7 @@ from .bundle import Manifest, read_bundle
 from .bundle_metrics import AccuracyMetrics, PruningMetrics
 from .classifier import load
 from .cli_parser import CHECKOUT_FLAGS, build_parser
-from .converters.options import ConversionOptions
+from .conversion_options import ConversionOptions
 from .datasets import read_image, why_unreadable
 from .errors import OptionsError, SinkError, TillsightError
 from .pipelines import (
@@ -61,7 +61,7 @@ def _describe(event: Event) -> str:
     return f"{lane}{event.last_seen:7.1f} s  unknown product, for staff review  (on the tray since {event.first_seen:.1f} s; votes: {candidates})"
 
 
-def _checkout_options(args: argparse.Namespace, **extra) -> CheckoutOptions:
+def _checkout_options(args: argparse.Namespace, **extra: Any) -> CheckoutOptions:
     return CheckoutOptions(roi=args.roi, **{name: getattr(args, name) for name in CHECKOUT_FLAGS}, **extra)
 
 
@@ -497,10 +497,9 @@ def _pruning_line(pruning: PruningMetrics, accuracy: AccuracyMetrics | None) -> 
             ratio = pruning.gzip_bytes / pruning.gzip_bytes_unpruned
             line += f", gzip {pruning.gzip_bytes / 1e6:.2f} MB ({ratio:.2f}x the unpruned model)"
     else:
-        line = (
-            f"pruning: {pruning.kept_channels}/{pruning.prunable_channels} channels kept, "
-            f"MACs {pruning.macs_before / 1e6:.1f}M -> {pruning.macs_after / 1e6:.1f}M"
-        )
+        line = f"pruning: {pruning.kept_channels}/{pruning.prunable_channels} channels kept"
+        if pruning.macs_before is not None and pruning.macs_after is not None:
+            line += f", MACs {pruning.macs_before / 1e6:.1f}M -> {pruning.macs_after / 1e6:.1f}M"
     if accuracy is not None and accuracy.pruned_top1 is not None:
         line += f"; pruned float top-1 {accuracy.pruned_top1:.2f}%"
     return line

@@ -26,7 +26,7 @@ def _triple(text: str) -> tuple[float, float, float]:
         raise argparse.ArgumentTypeError(f"expected three comma-separated numbers, got {text!r}")
     if not all(math.isfinite(v) for v in values):
         raise argparse.ArgumentTypeError(f"expected three finite numbers, got {text!r}")
-    return values  # type: ignore[return-value]
+    return values
 
 
 def _count(minimum: int) -> Any:
@@ -87,7 +87,7 @@ def _roi(text: str) -> tuple[int, int, int, int]:
         raise argparse.ArgumentTypeError(f"expected x,y,width,height in pixels like 120,40,280,280, got {text!r}") from None
     if len(values) != 4 or values[2] <= 0 or values[3] <= 0 or min(values[:2]) < 0:
         raise argparse.ArgumentTypeError(f"expected x,y,width,height with a positive size, got {text!r}")
-    return values  # type: ignore[return-value]
+    return values
 
 
 # Every threshold of CheckoutOptions is a flag of `tillsight run` (roi and background_label have their own).
@@ -124,7 +124,7 @@ _DASHED_VALUE_FLAGS = frozenset({"--input-range"})
 class _Parser(argparse.ArgumentParser):
     """An argument parser that takes ``--input-range -1-1`` as ``--input-range=-1-1``, as the README writes it."""
 
-    def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
         tokens, joined = list(sys.argv[1:] if args is None else args), []
         while tokens:
             token = tokens.pop(0)

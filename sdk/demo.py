@@ -55,7 +55,8 @@ def demo_script() -> dict[str, Any]:
     path = ASSETS / "checkout.json"
     if not path.is_file():
         raise SourceError(f"the demo assets are missing ({path}); reinstall tillsight")
-    return json.loads(path.read_text(encoding="utf-8"))
+    script: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return script
 
 
 def run_demo(

@@ -12,15 +12,11 @@ model's colour order. A quantized model's input tensor then takes
 
 from __future__ import annotations
 
-import dataclasses
-import enum
-from typing import Any
-
 import cv2
 import numpy as np
 
-from .errors import OptionsError
-from .profiles import ResizeMode, crop_problem
+from .input_spec import ColorOrder, InputRange, InputSpec
+from .profiles import ResizeMode
 
 __all__ = [
     "ColorOrder",
@@ -33,93 +29,6 @@ __all__ = [
     "quantize",
     "to_bgr",
 ]
-
-
-class ColorOrder(str, enum.Enum):
-    """Channel order the model was trained on."""
-
-    RGB = "rgb"
-    BGR = "bgr"
-
-
-class InputRange(str, enum.Enum):
-    """Common value ranges a Keras model may expect; each is a (mean, std) in pixel units."""
-
-    PIXELS = "0-255"  # preprocessing (Rescaling) inside the model
-    UNIT = "0-1"
-    SYMMETRIC = "-1-1"  # MobileNet-style
-
-    def mean_std(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
-        """The (mean, std) in 0-255 pixel units that give this range."""
-        mean, std = {
-            InputRange.PIXELS: (0.0, 1.0),
-            InputRange.UNIT: (0.0, 255.0),
-            InputRange.SYMMETRIC: (127.5, 127.5),
-        }[self]
-        return (mean, mean, mean), (std, std, std)
-
-
-@dataclasses.dataclass(frozen=True)
-class InputSpec:
-    """Everything needed to turn a camera frame into this model's input tensor."""
-
-    height: int
-    width: int
-    color_order: ColorOrder = ColorOrder.RGB
-    resize: ResizeMode = ResizeMode.CENTER_CROP
-    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    dtype: str = "float32"  # the model's input tensor type: uint8 | int8 | float32
-    scale: float = 0.0  # quantization of the input tensor (0 for float inputs)
-    zero_point: int = 0
-    crop: float = 1.0  # central fraction of each side kept before resizing (0.875: the usual ImageNet eval crop)
-
-    def __post_init__(self) -> None:
-        if self.height < 1 or self.width < 1:
-            raise OptionsError(f"input size must be positive, got {self.height}x{self.width}")
-        if problem := crop_problem(self.crop):
-            raise OptionsError(f"crop {problem}")
-        if any(s == 0 for s in self.std):
-            raise OptionsError(f"std must not be zero, got {self.std}")
-        if self.dtype not in ("uint8", "int8", "float32"):
-            raise OptionsError(f"input dtype must be uint8, int8 or float32, got {self.dtype}")
-        if self.dtype != "float32" and self.scale <= 0:
-            raise OptionsError(f"a {self.dtype} input needs a positive quantization scale")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form recorded in the manifest."""
-        return {
-            "height": self.height,
-            "width": self.width,
-            "color_order": self.color_order.value,
-            "resize": self.resize.value,
-            "crop": self.crop,
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "dtype": self.dtype,
-            "scale": self.scale,
-            "zero_point": self.zero_point,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> InputSpec:
-        """Inverse of :meth:`to_dict`.
-
-        Raises:
-            ValueError, KeyError, TypeError: The data is malformed (callers translate it).
-        """
-        return cls(
-            height=int(data["height"]),
-            width=int(data["width"]),
-            color_order=ColorOrder(data["color_order"]),
-            resize=ResizeMode(data["resize"]),
-            crop=float(data.get("crop", 1.0)),  # bundles written before the crop fraction took the whole frame
-            mean=tuple(float(v) for v in data["mean"]),  # type: ignore[arg-type]
-            std=tuple(float(v) for v in data["std"]),  # type: ignore[arg-type]
-            dtype=str(data["dtype"]),
-            scale=float(data["scale"]),
-            zero_point=int(data["zero_point"]),
-        )
 
 
 def to_bgr(image: np.ndarray) -> np.ndarray:

@@ -173,11 +173,13 @@ class Profile:
             table["backend_fallbacks"] = table.pop("fallbacks")
         table["name"] = name
         table["source"] = source
-        return _build(cls, table, where, prefix="")
+        profile: Profile = _build(cls, table, where, prefix="")
+        return profile
 
     def to_dict(self) -> dict[str, Any]:
         """The profile as plain JSON-ready data (recorded in bundle manifests)."""
-        return _to_plain(self)
+        plain: dict[str, Any] = _to_plain(self)
+        return plain
 
 
 def _to_plain(value: Any) -> Any:
@@ -213,7 +215,7 @@ def _convert(hint: Any, value: Any, where: str, key: str) -> Any:
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise ProfileError(f"{where}: '{key}' must be a table ([{key}])")
-        return _build(hint, value, where, prefix=f"{key}.")
+        return _build(typing.cast(type, hint), value, where, prefix=f"{key}.")
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         allowed = [member.value for member in hint]
         if value not in allowed:

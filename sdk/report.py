@@ -135,7 +135,7 @@ def markdown_table(summaries: Sequence[BundleSummary]) -> str:
 
 
 def plot_accuracy_latency(
-    points: Sequence[tuple[str, float, float, int]], path: str | Path, title: str = "accuracy vs latency"
+    points: Sequence[tuple[str, float | None, float | None, int]], path: str | Path, title: str = "accuracy vs latency"
 ) -> Path | None:
     """Write a PNG scatter plot: x latency (ms), y top-1 (%), marker area proportional to bytes.
 
@@ -150,7 +150,7 @@ def plot_accuracy_latency(
     Raises:
         TillsightError: The PNG cannot be written.
     """
-    usable = [p for p in points if p[1] is not None and p[2] is not None]
+    usable = [(label, ms, top1, size) for label, ms, top1, size in points if ms is not None and top1 is not None]
     if not usable:
         return None
     axes = _Axes.around([p[1] for p in usable], [p[2] for p in usable])

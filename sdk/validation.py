@@ -129,7 +129,7 @@ def validate(bundle: str | Path, data: str | Path, labels: str | Path | None = N
         image_set = read_image_set(data, names)
         if not image_set.labeled:
             raise DataError(f"{data} has no labels: use a class folder or a list file with class indices")
-        skipped: list = []
+        skipped: list[Path] = []
         truth, ranked = [], []
         for item, image in tqdm(
             iter_images(image_set.images, skipped), total=len(image_set.images), desc="val", disable=not progress

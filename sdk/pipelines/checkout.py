@@ -176,7 +176,7 @@ class _Presence:
     """One item on the tray, from arrival to departure."""
 
     first_seen: float
-    votes: collections.deque  # (label or None, score) of the last `window` classified frames
+    votes: collections.deque[tuple[str | None, float]]  # (label or None, score) of the last `window` classified frames
     classified: int = 0
     decided: bool = False
 

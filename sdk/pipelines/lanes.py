@@ -80,7 +80,8 @@ def _roi(text: str, lane_id: str) -> tuple[int, int, int, int]:
         raise OptionsError(f"lane {lane_id}: tray region {text!r} is not x,y,width,height in pixels") from None
     if len(values) != 4:
         raise OptionsError(f"lane {lane_id}: tray region {text!r} is not x,y,width,height in pixels")
-    return values  # type: ignore[return-value]
+    x, y, width, height = values
+    return x, y, width, height
 
 
 def parse_lane(text: str) -> LaneSpec:
@@ -121,7 +122,8 @@ def read_lanes_file(path: str | Path) -> list[LaneSpec]:
         if unknown or "id" not in table or "source" not in table:
             raise OptionsError(f"lanes file {path}: each [[lane]] takes id, source and roi (got {', '.join(sorted(table))})")
         roi = table.get("roi")
-        lanes.append(LaneSpec(str(table["id"]), str(table["source"]), tuple(int(v) for v in roi) if roi is not None else None))
+        region = _roi(",".join(str(v) for v in roi), str(table["id"])) if roi is not None else None
+        lanes.append(LaneSpec(str(table["id"]), str(table["source"]), region))
     return lanes
 
 

@@ -6,10 +6,13 @@ import collections
 import dataclasses
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..bundle_metrics import latency_percentiles_ms
 from .sinks import SinkStats
+
+if TYPE_CHECKING:
+    from .capture import CaptureStats
 
 __all__ = ["LatencyWindow", "PipelineMetrics", "MetricsRecorder"]
 
@@ -134,7 +137,7 @@ class MetricsRecorder:
             span = self._done_at[-1] - self._done_at[0]
             return (len(self._done_at) - 1) / span if span > 0 else 0.0
 
-    def snapshot(self, capture_stats, sinks: tuple[SinkStats, ...]) -> PipelineMetrics:
+    def snapshot(self, capture_stats: CaptureStats, sinks: tuple[SinkStats, ...]) -> PipelineMetrics:
         fps = self.fps()
         with self._lock:
             return PipelineMetrics(

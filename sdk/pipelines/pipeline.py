@@ -228,8 +228,10 @@ class _LanesPipeline:
         finally:
             self.stop()
         failure = self._sinks.failure()  # also one that failed while the last events drained
-        if self.error is not None or failure is not None:
-            raise failure if failure is not None else self.error
+        if failure is not None:
+            raise failure
+        if self.error is not None:
+            raise self.error
         for lane in self._lanes:
             if lane.capture.state is SourceState.FAILED and lane.capture.error is not None:
                 raise lane.capture.error
@@ -387,7 +389,7 @@ class _LanesPipeline:
 
     def _classify(self, steps: list[_Step]) -> None:
         """Run the model on the turn's frames: one call, so engines that overlap requests can."""
-        tensors = [step.tensor for step in steps]
+        tensors = [step.tensor for step in steps if step.tensor is not None]  # every step of a turn has its tensor
         started = time.perf_counter()
         try:
             scores = self.classifier.infer_many(tensors)

@@ -11,9 +11,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from tillsight.errors import OptionsError
-from tillsight.preprocess import ColorOrder, InputRange
-from tillsight.profiles import DistillationOptions, Profile, PruningOptions, QatOptions, crop_problem, load_profile
+from .errors import OptionsError
+from .input_spec import ColorOrder, InputRange
+from .profiles import DistillationOptions, Profile, PruningOptions, QatOptions, crop_problem, load_profile
 
 __all__ = ["ConversionOptions"]
 
@@ -122,7 +122,7 @@ class ConversionOptions:
 
     def apply_to(self, profile: Profile) -> Profile:
         """The profile with the tables these options replace."""
-        tables = {"pruning": self.pruning, "distillation": self.distillation, "qat": self.qat}
+        tables: dict[str, Any] = {"pruning": self.pruning, "distillation": self.distillation, "qat": self.qat}
         profile = dataclasses.replace(profile, **{name: table for name, table in tables.items() if table is not None})
         if self.min_calibration_images is None:
             return profile
