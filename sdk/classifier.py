@@ -215,9 +215,8 @@ _warned_unchecked = False
 def _warn_unchecked_origin(bundle_dir: Path) -> None:
     """Say once per process that bundles load unchecked; never for the package's own demo bundle."""
     global _warned_unchecked
-    from .demo import ASSETS
-
-    if _warned_unchecked or bundle_dir.resolve().is_relative_to(ASSETS.resolve()):
+    shipped = bundle_dir.resolve().is_relative_to(Path(__file__).resolve().parent)  # only the demo bundle ships inside
+    if _warned_unchecked or shipped:
         return
     _warned_unchecked = True
     logger.warning(
