@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tillsight._benchmark_worker import timed as timed_calls
 from tillsight.bundle_metrics import latency_percentiles_ms, percent_equal
 
 
@@ -28,14 +28,8 @@ def percentiles_ms(times: list[float]) -> dict[str, float]:
 
 
 def timed(call, runs: int, warmup: int = 5) -> dict[str, float]:
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return percentiles_ms(times)
+    """p50/p95 of ``runs`` calls after ``warmup``, through the package's one timing loop."""
+    return percentiles_ms(timed_calls(lambda _: call(), [None], runs, warmup))
 
 
 def scores_summary(predicted: np.ndarray, truth: np.ndarray, float_top1: np.ndarray) -> dict[str, float]:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -131,7 +129,9 @@ def main() -> int:
         expected[placement["label"]] = expected.get(placement["label"], 0) + 1
     bundles = args.bundle or [ASSETS / "classifier"]
     rows = bench(bundles, sorted(args.lanes), args.repeats, ASSETS / script["video"], tuple(script["roi"]), expected)
-    note = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, each bundle at its profile's threads"
+    from tillsight.benchmarking import HostInfo
+
+    note = f"{HostInfo.current().describe()}, each bundle at its profile's threads"
     section = render(rows, args.repeats, note)
     publish(section, SECTION_FILES[0])
     if args.json:

@@ -17,23 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import time
 
-from baselines import timed  # the same timing as the in-process baselines (numpy only)
+from baselines import timed  # the same timing loop as the in-process baselines and the package
 
-
-def peak_rss_bytes() -> int:
-    """This process's RSS high-water mark. VmHWM, not getrusage: ru_maxrss survives exec on
-    Linux, so a child of a big parent would report the parent's peak."""
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+from tillsight._benchmark_worker import peak_rss_bytes
 
 
 def run_tillsight(bundle: str, image_path: str, runs: int, threads: int) -> dict:

@@ -43,6 +43,7 @@ from compression_rows import pruning_benchmark, qat_benchmark, student_benchmark
 from render_results import render_markdown  # noqa: E402
 
 import tillsight  # noqa: E402
+from tillsight.benchmarking import HostInfo  # noqa: E402
 from tillsight.datasets import iter_images, read_image_set, read_labels  # noqa: E402
 from tillsight.preprocess import InputSpec, preprocess  # noqa: E402
 from tillsight.report import plot_accuracy_latency, summarize_bundle  # noqa: E402
@@ -63,15 +64,8 @@ PLAIN_INT8_FILE = HERE / "results" / "plain_int8.tflite"
 
 
 def host_description() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, Python {platform.python_version()}"
+    """The host line of RESULTS.md: the package's own description, with the Python version."""
+    return f"{HostInfo.current().describe()}, Python {platform.python_version()}"
 
 
 def ensure_model(args) -> tuple[Path, Path]:

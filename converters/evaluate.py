@@ -8,11 +8,11 @@ device's own :class:`tillsight.Classifier` (which applies that same function).
 from __future__ import annotations
 
 import logging
-import time
 
 import numpy as np
 from tqdm import tqdm
 
+from tillsight._benchmark_worker import timed
 from tillsight.benchmarking import HostInfo
 from tillsight.bundle_metrics import AccuracyMetrics, LatencyMetrics, latency_percentiles_ms, percent_equal
 from tillsight.classifier import Classifier
@@ -110,13 +110,7 @@ def measure_latency(classifier: Classifier, sample: np.ndarray, runs: int = 30, 
         warmup: Untimed inferences first.
     """
     tensor = classifier.prepare(sample)
-    for _ in range(warmup):
-        classifier.infer(tensor)
-    seconds = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        classifier.infer(tensor)  # under the classifier's lock, as every frame of a kiosk app runs
-        seconds.append(time.perf_counter() - start)
+    seconds = timed(classifier.infer, [tensor], runs, warmup)  # under the classifier's lock, as a kiosk app's frames run
     p50_ms, p95_ms = latency_percentiles_ms(seconds)
     return LatencyMetrics(
         p50_ms=p50_ms,

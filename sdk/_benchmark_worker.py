@@ -63,9 +63,10 @@ def read_frames(source: str | None, count: int) -> tuple[list[Any], str]:
     return frames, f"{Path(source).name} ({len(frames)} frames, {frames[0].shape[1]}x{frames[0].shape[0]})"
 
 
-def timed(function: Callable[[Any], object], inputs: list[Any], runs: int) -> list[float]:
-    """Seconds of ``runs`` calls, cycling over ``inputs``, after WARMUP untimed calls."""
-    for k in range(WARMUP):
+def timed(function: Callable[[Any], object], inputs: list[Any], runs: int, warmup: int = WARMUP) -> list[float]:
+    """Seconds of ``runs`` calls, cycling over ``inputs``, after ``warmup`` untimed calls: the one timing loop
+    behind every latency figure (the conversion's host latency, ``tillsight benchmark`` and the bench)."""
+    for k in range(warmup):
         function(inputs[k % len(inputs)])
     seconds = []
     for k in range(runs):
