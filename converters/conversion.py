@@ -73,7 +73,7 @@ def _load_calibration(
 ) -> tuple[np.ndarray, int, np.ndarray]:
     """Preprocessed calibration images, the count of unreadable files, and the first frame."""
     quant = profile.quantization
-    wanted = quant.calibration_samples
+    wanted = quant.calibration_images
     candidates = image_set.spread_over_classes(len(image_set.images))
     skipped: list[Path] = []
     arrays: list[np.ndarray] = []
@@ -88,12 +88,12 @@ def _load_calibration(
                 break
         if bar.n != bar.total:  # fewer usable images than listed (unreadable ones skipped): the bar still ends at 100%
             bar.total = bar.n  # drawn once, when the bar closes
-    if len(arrays) < quant.min_calibration_samples:
+    if len(arrays) < quant.min_calibration_images:
         raise CalibrationError(
             f"calibration data {image_set.source} has {len(arrays)} usable images ({len(skipped)} unreadable "
-            f"skipped); profile '{profile.name}' needs at least {quant.min_calibration_samples}: add images, or accept "
+            f"skipped); profile '{profile.name}' needs at least {quant.min_calibration_images}: add images, or accept "
             "fewer with --min-calibration N (ConversionOptions.min_calibration_images; profile key "
-            "quantization.min_calibration_samples)"
+            "quantization.min_calibration_images)"
         )
     if skipped:
         logger.warning("calibration: skipped %d unreadable or non-image files", len(skipped))

@@ -86,7 +86,7 @@ def check_conversion_inputs(
         if quantizes(profile):
             raise OptionsError(
                 f"profile '{profile.name}' quantizes to int8 ({profile.backend.value}): pass --calibration DATA, "
-                f"{profile.quantization.calibration_samples} or so photos like the ones the kiosk will see"
+                f"{profile.quantization.calibration_images} or so photos like the ones the kiosk will see"
             )
     else:
         _check_calibration_count(read_image_set(calibration, label_names), profile)
@@ -104,7 +104,7 @@ def quantizes(profile: Profile) -> bool:
 
 
 def _check_calibration_count(image_set: ImageSet, profile: Profile) -> None:
-    needed = profile.quantization.min_calibration_samples
+    needed = profile.quantization.min_calibration_images
     missing = [item.path for item in image_set.images if not item.path.is_file()]
     present = len(image_set.images) - len(missing)
     if missing and present < needed:
@@ -117,7 +117,7 @@ def _check_calibration_count(image_set: ImageSet, profile: Profile) -> None:
         raise CalibrationError(
             f"calibration data {image_set.source} has {len(image_set.images)} image files; profile '{profile.name}' "
             f"needs at least {needed}: add images, or accept fewer with --min-calibration N "
-            "(ConversionOptions.min_calibration_images; profile key quantization.min_calibration_samples)"
+            "(ConversionOptions.min_calibration_images; profile key quantization.min_calibration_images)"
         )
 
 

@@ -128,8 +128,8 @@ class ConversionOptions:
             return profile
         quantization = dataclasses.replace(
             profile.quantization,
-            min_calibration_samples=self.min_calibration_images,
-            calibration_samples=max(profile.quantization.calibration_samples, self.min_calibration_images),
+            min_calibration_images=self.min_calibration_images,
+            calibration_images=max(profile.quantization.calibration_images, self.min_calibration_images),
         )
         return dataclasses.replace(profile, quantization=quantization)
 

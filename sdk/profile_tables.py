@@ -118,8 +118,8 @@ class QuantizationOptions:
 
     per_channel: bool = True
     weight_rounding: WeightRounding = WeightRounding.COMPENSATED
-    calibration_samples: int = 300
-    min_calibration_samples: int = 100
+    calibration_images: int = 300
+    min_calibration_images: int = 100
 
 
 #: Fine-tuning epochs after pruning when neither the profile nor the options say. Measured on the 81.42%

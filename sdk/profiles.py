@@ -114,11 +114,11 @@ class Profile:
         if problem := crop_problem(self.input.crop):
             raise ProfileError(f"{where}: 'input.crop' {problem}")
         quant = self.quantization
-        if quant.min_calibration_samples < 1 or quant.calibration_samples < quant.min_calibration_samples:
+        if quant.min_calibration_images < 1 or quant.calibration_images < quant.min_calibration_images:
             raise ProfileError(
-                f"{where}: need 1 <= 'quantization.min_calibration_samples' <= "
-                f"'quantization.calibration_samples', got {quant.min_calibration_samples} and "
-                f"{quant.calibration_samples}"
+                f"{where}: need 1 <= 'quantization.min_calibration_images' <= "
+                f"'quantization.calibration_images', got {quant.min_calibration_images} and "
+                f"{quant.calibration_images}"
             )
         if not 0.0 <= self.pruning.target < 1.0:
             raise ProfileError(f"{where}: 'pruning.target' must be in [0, 1), got {self.pruning.target}")
@@ -167,10 +167,10 @@ class Profile:
         table = dict(table)
         if "name" in table or "source" in table:
             raise ProfileError(f"{where}: 'name' and 'source' are taken from the file name; remove the key")
-        if "fallbacks" in table:  # the old name, still read
-            if "backend_fallbacks" in table:
-                raise ProfileError(f"{where}: 'fallbacks' is the old name of 'backend_fallbacks'; keep only the latter")
-            table["backend_fallbacks"] = table.pop("fallbacks")
+        _rename_old_keys(table, where, "", {"fallbacks": "backend_fallbacks"})
+        if isinstance(table.get("quantization"), dict):
+            table["quantization"] = dict(table["quantization"])
+            _rename_old_keys(table["quantization"], where, "quantization.", _OLD_QUANTIZATION_KEYS)
         table["name"] = name
         table["source"] = source
         profile: Profile = _build(cls, table, where, prefix="")
@@ -205,6 +205,19 @@ def _build(cls: type, table: dict[str, Any], where: str, prefix: str) -> Any:
     if required:
         raise ProfileError(f"{where}: missing required key '{prefix}{required[0]}'")
     return cls(**kwargs)
+
+
+#: Keys renamed so that one concept has one name (images, as ConversionOptions and the CLI say); the old ones are still read.
+_OLD_QUANTIZATION_KEYS = {"calibration_samples": "calibration_images", "min_calibration_samples": "min_calibration_images"}
+
+
+def _rename_old_keys(table: dict[str, Any], where: str, prefix: str, renamed: dict[str, str]) -> None:
+    """Read each old key of ``table`` under its new name; both at once is refused."""
+    for old, new in renamed.items():
+        if old in table:
+            if new in table:
+                raise ProfileError(f"{where}: '{prefix}{old}' is the old name of '{prefix}{new}'; keep only the latter")
+            table[new] = table.pop(old)
 
 
 def _convert(hint: Any, value: Any, where: str, key: str) -> Any:

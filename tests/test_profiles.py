@@ -22,7 +22,7 @@ def test_required_profiles_ship_and_validate():
     pi4 = profiles["raspberry-pi-4"]
     assert (pi4.backend, pi4.threads, pi4.max_top1_drop) == (BackendKind.TFLITE, 4, 1.0)
     assert pi4.input.io_dtype is IODtype.UINT8 and pi4.quantization.per_channel
-    assert pi4.quantization.calibration_samples >= 200
+    assert pi4.quantization.calibration_images >= 200
     assert profiles["coral-usb"].backend is BackendKind.EDGETPU and profiles["coral-usb"].backend_fallbacks == (
         BackendKind.TFLITE,
     )
@@ -45,6 +45,24 @@ def test_a_profile_with_the_old_fallbacks_key_still_loads(tmp_path):
     assert load_profile(path).backend_fallbacks == (BackendKind.TFLITE,)
 
 
+def test_a_profile_with_the_old_calibration_sample_keys_still_loads_and_both_names_are_refused(tmp_path):
+    path = tmp_path / "old-pi.toml"
+    text = shipped_text("raspberry-pi-4")
+    assert "calibration_images = 300" in text and "min_calibration_images = 100" in text
+    path.write_text(
+        text.replace("calibration_images = 300", "calibration_samples = 250").replace(
+            "min_calibration_images", "min_calibration_samples"
+        )
+    )
+    quantization = load_profile(path).quantization
+    assert (quantization.calibration_images, quantization.min_calibration_images) == (250, 100)
+    path.write_text(text.replace("calibration_images = 300", "calibration_images = 300\ncalibration_samples = 250"))
+    with pytest.raises(
+        ProfileError, match=r"'quantization.calibration_samples' is the old name of 'quantization.calibration_images'"
+    ):
+        load_profile(path)
+
+
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
@@ -62,7 +80,7 @@ def test_a_profile_with_the_old_fallbacks_key_still_loads(tmp_path):
         (("per_channel = true", "per_channel = 1"), "'quantization.per_channel' must be true or false"),
         (("max_top1_drop = 1.0", "max_top1_drop = -1.0"), "'max_top1_drop' must not be negative"),
         (("[pruning]", "[pruning]\nratio = 0.5"), "unknown key 'pruning.ratio'"),
-        (("calibration_samples = 300", "calibration_samples = 10"), "min_calibration_samples"),
+        (("calibration_images = 300", "calibration_images = 10"), "min_calibration_images"),
         (("threads = 4", "threads = [4"), "invalid TOML"),
         (("crop = 1.0", "crop = 1.2"), "'input.crop' must be a fraction in (0, 1], got 1.2"),
         (('description = "Raspberry', 'describe = "Raspberry'), "unknown key 'describe'"),

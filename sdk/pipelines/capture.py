@@ -49,8 +49,8 @@ class CaptureOptions:
         speed: With ``pace``, play recorded sources this many times faster than recorded.
         queue_size: Frames buffered from recorded sources when not dropping.
         open_timeout: Seconds a live source may take to open at start before the capture fails.
-        reconnect_delay: First wait in seconds before reopening a lost live source; doubles each try.
-        reconnect_max_delay: Longest wait between two tries.
+        reconnect_min_s: First wait in seconds before reopening a lost live source; doubles each try.
+        reconnect_max_s: Longest wait between two tries.
         max_reconnects: Tries per outage before giving up; None tries forever (a kiosk should).
         freeze_timeout: A live source repeating the very same frame, or delivering only
             empty frames, this many seconds is reopened; 0 turns the check off.
@@ -61,8 +61,8 @@ class CaptureOptions:
     speed: float = 1.0
     queue_size: int = 4
     open_timeout: float = 10.0
-    reconnect_delay: float = 0.5
-    reconnect_max_delay: float = 10.0
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 10.0
     max_reconnects: int | None = None
     freeze_timeout: float = 5.0
 
@@ -71,7 +71,7 @@ class CaptureOptions:
             raise OptionsError(f"queue_size must be at least 1, got {self.queue_size}")
         if not self.speed > 0:
             raise OptionsError(f"speed must be positive, got {self.speed}")
-        for name in ("open_timeout", "reconnect_delay", "reconnect_max_delay", "freeze_timeout"):
+        for name in ("open_timeout", "reconnect_min_s", "reconnect_max_s", "freeze_timeout"):
             if getattr(self, name) < 0:
                 raise OptionsError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.max_reconnects is not None and self.max_reconnects < 0:
@@ -264,7 +264,7 @@ class Capture:
 
     def _open_at_start(self) -> bool:
         deadline = time.monotonic() + (self.options.open_timeout if self.source.live else 0.0)
-        delay = self.options.reconnect_delay
+        delay = self.options.reconnect_min_s
         attempts = 0
         while True:
             try:
@@ -287,7 +287,7 @@ class Capture:
                     logger.debug("%s; retrying in %.1f s", exc, delay)
             if self._stop.wait(delay):
                 return False
-            delay = min(delay * 2, self.options.reconnect_max_delay)
+            delay = min(delay * 2, self.options.reconnect_max_s)
 
     def _read_loop(self) -> None:
         source, options = self.source, self.options
@@ -373,7 +373,7 @@ class Capture:
         self._set_state(SourceState.RECONNECTING)
         logger.warning("source %s lost (%s); reconnecting", self.source.source_id, reason)
         self.source.close()
-        delay, tries = options.reconnect_delay, 0
+        delay, tries = options.reconnect_min_s, 0
         while not self._stop.is_set():
             if options.max_reconnects is not None and tries >= options.max_reconnects:
                 self.error = SourceError(
@@ -388,8 +388,8 @@ class Capture:
             try:
                 self.source.open()
             except SourceError as exc:
-                logger.warning("%s (try %d); next in %.1f s", exc, tries, min(delay * 2, options.reconnect_max_delay))
-                delay = min(delay * 2, options.reconnect_max_delay)
+                logger.warning("%s (try %d); next in %.1f s", exc, tries, min(delay * 2, options.reconnect_max_s))
+                delay = min(delay * 2, options.reconnect_max_s)
                 continue
             with self._lock:
                 self._reconnects += 1

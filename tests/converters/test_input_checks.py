@@ -94,11 +94,11 @@ def test_bad_convert_inputs_fail_in_one_line_without_importing_tensorflow(tmp_pa
 def test_the_calibration_minimum_can_be_lowered_from_the_options():
     profile = load_profile("raspberry-pi-4")
     images = sum(1 for line in (DATA / "val.txt").read_text().splitlines() if line.strip())
-    assert images < profile.quantization.min_calibration_samples
+    assert images < profile.quantization.min_calibration_images
     with pytest.raises(CalibrationError, match=f"has {images} image files.*--min-calibration"):
         check_conversion_inputs(None, profile, DATA / "val.txt", None, None, None)
     lowered = ConversionOptions(min_calibration_images=images).apply_to(profile)
-    assert lowered.quantization.min_calibration_samples == images
+    assert lowered.quantization.min_calibration_images == images
     check_conversion_inputs(None, lowered, DATA / "val.txt", None, None, None)
     with pytest.raises(OptionsError, match="at least 1 image"):
         ConversionOptions(min_calibration_images=0)

@@ -82,8 +82,8 @@ def test_every_compression_mode_converts_every_model_shape(shape, mode, shape_mo
         allow_accuracy_drop=True,
     )
     profile = one_photo_tolerance("generic-x86-cpu", tmp_path, photos)  # 48 calibration photos: enough for these models
-    text = profile.read_text().replace("calibration_samples = 300", "calibration_samples = 48")
-    profile.write_text(text.replace("min_calibration_samples = 100", "min_calibration_samples = 32"))
+    text = profile.read_text().replace("calibration_images = 300", "calibration_images = 48")
+    profile.write_text(text.replace("min_calibration_images = 100", "min_calibration_images = 32"))
     bundle = tillsight.convert(
         shape_models[shape],
         profile,

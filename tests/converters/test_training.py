@@ -226,7 +226,7 @@ def test_qat_round_trip_converts_with_the_learned_ranges_and_classifies(
     captured = capsys.readouterr()
     assert "quantization-aware fine-tuning: 1 epochs on" in captured.out
     # fewer calibration photos than the profile asks for: the progress bar still ends at 100%
-    assert tillsight.load_profile("generic-x86-cpu").quantization.calibration_samples > len(
+    assert tillsight.load_profile("generic-x86-cpu").quantization.calibration_images > len(
         photos.train_list.read_text().splitlines()
     )
     assert "calibration: 100%" in captured.err

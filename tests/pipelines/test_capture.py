@@ -23,7 +23,7 @@ from tillsight.pipelines import (
 
 from .helpers import ScriptedSource, number_of, numbered, write_video
 
-FAST = CaptureOptions(reconnect_delay=0.01, reconnect_max_delay=0.05, open_timeout=0.5)
+FAST = CaptureOptions(reconnect_min_s=0.01, reconnect_max_s=0.05, open_timeout=0.5)
 
 
 def drain(capture: Capture, timeout: float = 10.0) -> list:
@@ -130,7 +130,7 @@ def test_a_live_source_that_dies_is_reopened():
 def test_a_real_stream_reconnects_when_it_ends(tmp_path):
     # OpenCV's own FFmpeg capture, treated as live: the end of the file is a lost stream.
     video = write_video(tmp_path / "v.avi", [np.full((48, 64, 3), 20 + 30 * i, np.uint8) for i in range(6)])
-    capture = _started(Capture(StreamSource(str(video), timeout=2), CaptureOptions(drop_frames=False, reconnect_delay=0.01)))
+    capture = _started(Capture(StreamSource(str(video), timeout=2), CaptureOptions(drop_frames=False, reconnect_min_s=0.01)))
     try:
         ids = [round((capture.get(timeout=5).image.mean() - 20) / 30) for _ in range(14)]  # survives compression
     finally:
@@ -141,7 +141,7 @@ def test_a_real_stream_reconnects_when_it_ends(tmp_path):
 
 def test_a_source_that_does_not_come_back_fails_with_a_clear_error():
     source = ScriptedSource(per_open=(3,), opens_allowed=1)
-    capture = _started(Capture(source, CaptureOptions(reconnect_delay=0.01, max_reconnects=2)))
+    capture = _started(Capture(source, CaptureOptions(reconnect_min_s=0.01, max_reconnects=2)))
     frames = drain(capture)
     stats = capture.stats()
     # A live source: a consumer slower than the camera gets the newest frame, so some may be dropped.
@@ -153,7 +153,7 @@ def test_a_source_that_does_not_come_back_fails_with_a_clear_error():
 
 def test_a_frozen_stream_is_detected_and_reopened():
     source = ScriptedSource(frozen_opens={0})  # the first connection repeats one picture forever
-    capture = _started(Capture(source, CaptureOptions(freeze_timeout=0.2, reconnect_delay=0.01)))
+    capture = _started(Capture(source, CaptureOptions(freeze_timeout=0.2, reconnect_min_s=0.01)))
     try:
         deadline = time.monotonic() + 5
         while capture.stats().freezes == 0 and time.monotonic() < deadline:
@@ -167,7 +167,7 @@ def test_a_frozen_stream_is_detected_and_reopened():
 
 def test_a_missing_camera_fails_after_the_open_timeout_naming_the_fix(caplog):
     caplog.set_level("INFO", logger="tillsight.pipelines")
-    capture = _started(Capture(CameraSource(57), CaptureOptions(open_timeout=0.3, reconnect_delay=0.05)))
+    capture = _started(Capture(CameraSource(57), CaptureOptions(open_timeout=0.3, reconnect_min_s=0.05)))
     assert drain(capture) == []
     assert capture.state is SourceState.FAILED
     assert "cannot open camera 57" in str(capture.error) and "cable" in str(capture.error)

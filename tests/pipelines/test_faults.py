@@ -37,7 +37,7 @@ def test_a_live_source_delivering_only_empty_frames_is_reconnected():
     options = PipelineOptions(
         checkout=CheckoutOptions(roi=None),
         metrics_interval=0,
-        capture=CaptureOptions(freeze_timeout=0.05, reconnect_delay=0.01, drop_frames=False),
+        capture=CaptureOptions(freeze_timeout=0.05, reconnect_min_s=0.01, drop_frames=False),
     )
 
     class SlowList(ListSource):
