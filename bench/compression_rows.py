@@ -92,26 +92,10 @@ def pruning_benchmark(
         trained = epochs if epochs is not None else PruningOptions.from_spec(spec).epochs
 
         def run(seed: int, measure: bool, name: str = name, spec: str = spec, trained: int = trained) -> dict:
-            started = time.monotonic()
-            bundle = tillsight.convert(
-                model,
-                reference["name"],
-                calibration=data / "train.txt",
-                evaluation=data / "val.txt",
-                labels=labels,
-                out=out / f"{name}-seed{seed}",
-                finetune=data / "train.txt",
-                options=tillsight.ConversionOptions.for_profile(
-                    reference["name"],
-                    prune=spec,
-                    finetune_epochs=trained,
-                    distill=name in distilled,
-                    allow_accuracy_drop=True,
-                    crop=crop,
-                    seed=seed,
-                ),
-            )
-            seconds = time.monotonic() - started
+            bundle, seconds = _convert_trained(
+                model, reference["name"], data, labels, out / f"{name}-seed{seed}",
+                prune=spec, finetune_epochs=trained, distill=name in distilled, crop=crop, seed=seed,
+            )  # fmt: skip
             process = measure_process(bundle.path) if measure else None
             row = _pruning_row(name, spec, name in distilled, trained, bundle, reference, process, seconds)
             print(f"pruning {name} ({spec}) seed {seed}: top-1 {row['converted_top1']}%, {seconds:.0f} s", flush=True)
@@ -119,6 +103,18 @@ def pruning_benchmark(
 
         rows.append(over_seeds(run, seeds if trained else seeds[:1]))
     return rows
+
+
+def _convert_trained(model: Path, profile: str, data: Path, labels: Path, out: Path, **options) -> tuple:
+    """``tillsight.convert`` for ``profile`` calibrated and fine-tuned on the train photos, evaluated on val, with the
+    conversion's ``options`` (accuracy drops allowed: the rows report them); the bundle and the seconds it took."""
+    started = time.monotonic()
+    bundle = tillsight.convert(
+        model, profile, calibration=data / "train.txt", evaluation=data / "val.txt", labels=labels, out=out,
+        finetune=data / "train.txt",
+        options=tillsight.ConversionOptions.for_profile(profile, allow_accuracy_drop=True, **options),
+    )  # fmt: skip
+    return bundle, time.monotonic() - started
 
 
 def _pruning_row(
@@ -167,25 +163,9 @@ def qat_benchmark(
     """Convert with quantization-aware fine-tuning and compare agreement with the post-training bundle."""
 
     def run(seed: int, measure: bool) -> dict:
-        started = time.monotonic()
-        bundle = tillsight.convert(
-            model,
-            reference["name"],
-            calibration=data / "train.txt",
-            evaluation=data / "val.txt",
-            labels=labels,
-            out=out / f"seed{seed}",
-            finetune=data / "train.txt",
-            options=tillsight.ConversionOptions.for_profile(
-                reference["name"],
-                qat=True,
-                qat_epochs=epochs,
-                allow_accuracy_drop=True,
-                crop=crop,
-                seed=seed,
-            ),
+        bundle, seconds = _convert_trained(
+            model, reference["name"], data, labels, out / f"seed{seed}", qat=True, qat_epochs=epochs, crop=crop, seed=seed
         )
-        seconds = time.monotonic() - started
         process = measure_process(bundle.path) if measure else None
         accuracy, qat = bundle.manifest.metrics.accuracy, bundle.manifest.metrics.qat
         print(
