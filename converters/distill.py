@@ -36,6 +36,7 @@ from .training import (
     rebase_statistics,
     train_student,
 )
+from .training.guard import HeldOutGuard, held_out_indices
 from .training.students import PRETRAINED_STUDENTS, build_student
 
 __all__ = ["DistillReport", "DistillResult", "StudentAccuracy", "distill"]
@@ -175,56 +176,12 @@ def distill(
     return DistillResult(out, report)
 
 
-#: Of the distillation photos, every this-many-th one is held out to check the student did not get worse.
-GUARD_EVERY = 10
-#: ...when there are at least this many photos to hold out.
-GUARD_MIN_PHOTOS = 16
-
-
-@dataclasses.dataclass
-class _Guard:
-    """Photos held out of the distillation, on which the student must agree with the teacher at least as well as it did."""
-
-    teacher_top1: np.ndarray  # the teacher's top class of each held-out photo
-    photos: Any  # TrainingPhotos at the student's size
-    start_agreement: float
-    start_weights: list[np.ndarray]
-
-    def agreement(self, student: Any) -> float:
-        found = [
-            np.argmax(np.asarray(student(self.photos.normalise(self.photos.pixels[i : i + 64]), training=False)), axis=-1)
-            for i in range(0, len(self.photos.labels), 64)
-        ]
-        return percent_equal(np.concatenate(found), self.teacher_top1, 2)
-
-    def settle(self, student: Any) -> dict[str, Any]:
-        """Keep the trained student, or its starting weights if training lowered its agreement on the held-out photos."""
-        end = self.agreement(student)
-        kept_start = end < self.start_agreement
-        if kept_start:
-            student.set_weights(self.start_weights)
-            logger.warning(
-                "distillation lowered the student's agreement with the teacher on %d held-out photos from %.2f%% to "
-                "%.2f%%: keeping its starting weights (try a lower --learning-rate or more photos)",
-                len(self.teacher_top1),
-                self.start_agreement,
-                end,
-            )
-        return {
-            "guard_photos": int(len(self.teacher_top1)),
-            "guard_agreement_start": self.start_agreement,
-            "guard_agreement_end": end,
-            "kept_start": kept_start,
-        }
-
-
-def _guard(teacher: Any, student: Any, sets: _PhotoSets) -> tuple[_Guard | None, _PhotoSets]:
-    """Hold out every :data:`GUARD_EVERY`-th photo (a spread over the classes) and measure the untrained student on it."""
-    count = len(sets.teacher.labels)
-    held = np.arange(0, count, GUARD_EVERY)
-    if len(held) < GUARD_MIN_PHOTOS:
+def _guard(teacher: Any, student: Any, sets: _PhotoSets) -> tuple[HeldOutGuard | None, _PhotoSets]:
+    """Hold out every :data:`~.training.guard.HOLD_OUT_EVERY`-th photo and measure the untrained student on it."""
+    split = held_out_indices(len(sets.teacher.labels))
+    if split is None:
         return None, sets
-    kept = np.setdiff1d(np.arange(count), held)
+    held, kept = split
     teacher_photos = sets.teacher.subset(held)
     teacher_top1 = np.concatenate(
         [
@@ -232,8 +189,7 @@ def _guard(teacher: Any, student: Any, sets: _PhotoSets) -> tuple[_Guard | None,
             for i in range(0, len(held), 64)
         ]
     )
-    guard = _Guard(teacher_top1, sets.student.subset(held), 0.0, [np.array(w) for w in student.get_weights()])
-    guard.start_agreement = guard.agreement(student)
+    guard = HeldOutGuard.before_training(student, sets.student.subset(held), teacher_top1, "distillation")
     student_set = sets.student.subset(kept)
     teacher_set = student_set if sets.teacher is sets.student else sets.teacher.subset(kept)
     return guard, dataclasses.replace(sets, teacher=teacher_set, student=student_set)

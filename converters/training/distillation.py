@@ -13,6 +13,7 @@ teacher inside the training step.
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Any
 
@@ -135,6 +136,16 @@ class TeacherCache:
                     self.logits[start : start + len(batch), view] = np.asarray(predict(batch))
                     self.images_run += len(batch)
                     bar.update(len(batch))
+
+    def subset(self, indices: np.ndarray) -> TeacherCache:
+        """The cached outputs of the photos at ``indices`` only (to go with ``photos.subset(indices)``)."""
+        part = copy.copy(self)
+        part.logits = self.logits[indices]
+        return part
+
+    def top1(self) -> np.ndarray:
+        """The teacher's top class of each photo, as it is (not mirrored)."""
+        return np.argmax(self.logits[:, VIEWS.index("photo")], axis=-1)
 
     def dataset(self, photos: TrainingPhotos, batch_size: int = BATCH, seed: int = 0) -> tf.data.Dataset:
         """Shuffled batches of ``(student input, packed targets)``, one random cached view per photo."""

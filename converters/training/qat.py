@@ -38,6 +38,7 @@ from tillsight.profiles import DistillationOptions
 
 from .._tf import keras, tf
 from .finetune import TrainingSchedule
+from .guard import HeldOutGuard, held_out_indices
 
 __all__ = ["ActivationQuantizer", "QuantizationAwareModel", "quantization_aware", "quantization_aware_finetune"]
 
@@ -323,6 +324,21 @@ def quantization_aware_finetune(
     with compensated_weights(model, calibration, per_channel) as rounding:  # GPTQ's integers: where QAT starts
         aware = quantization_aware(model, per_channel)
     aware.observe_ranges(calibration)
+    guard, photos, teacher = _held_out(aware.model, photos, teacher)
     report = train_student(aware.model, teacher, photos, activation, distillation, dataclasses.replace(schedule, desc="QAT"))
+    report.update(guard.settle(aware.model) if guard is not None else {})
     aware.set_weight_simulation(False)  # the converter rounds the float kernels to the same integers
     return aware.model, {**report, **aware.report(), "started_from": rounding.to_dict()}
+
+
+def _held_out(aware_model: Any, photos: Any, teacher: Any) -> tuple[HeldOutGuard | None, Any, Any]:
+    """The guard that keeps the compensated start when training makes the int8 simulation agree less with the
+    float model on held-out photos, and the photos and teacher outputs left to train on."""
+    split = held_out_indices(len(photos.labels))
+    if split is None:
+        return None, photos, teacher
+    held, kept = split
+    guard = HeldOutGuard.before_training(
+        aware_model, photos.subset(held), teacher.subset(held).top1(), "quantization-aware fine-tuning"
+    )
+    return guard, photos.subset(kept), teacher.subset(kept)
