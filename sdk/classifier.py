@@ -48,7 +48,14 @@ def dequantize(raw: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
 class Classifier:
     """Classifies BGR frames with one loaded model."""
 
-    def __init__(self, backend: Backend, labels: Sequence[str], input_spec: InputSpec, bundle: Bundle | None = None):
+    def __init__(
+        self,
+        backend: Backend,
+        labels: Sequence[str],
+        input_spec: InputSpec,
+        bundle: Bundle | None = None,
+        version: str | None = None,
+    ):
         """Wrap a loaded backend.
 
         Args:
@@ -56,6 +63,8 @@ class Classifier:
             labels: Class names in output-index order.
             input_spec: Preprocessing of the model input (from the manifest).
             bundle: The bundle the model came from, if any.
+            version: The bundle's version, as a fleet rollout names it; default: the first
+                12 hex digits of the model file's sha256. Every pipeline event carries it.
 
         Raises:
             BundleError: The labels or input spec do not fit the backend's tensors.
@@ -79,7 +88,25 @@ class Classifier:
         self.labels = tuple(labels)
         self.input_spec = input_spec
         self.bundle = bundle
+        self.version = version or (self.model_sha256[:12] if self.model_sha256 else "")
         self._lock = threading.Lock()
+
+    @property
+    def model_sha256(self) -> str:
+        """The sha256 of the bundle's model file, as its manifest records it ("" without a bundle)."""
+        if self.bundle is None:
+            return ""
+        manifest = self.bundle.manifest
+        return str(manifest.artifacts[manifest.runtime.model_file]["sha256"])
+
+    def warm_up(self) -> None:
+        """Run the model once on a blank input, so that the first real frame does not pay for lazy allocation.
+
+        Raises:
+            InferenceError: The backend failed.
+        """
+        blank = np.zeros((self.input_spec.height, self.input_spec.width, 3), np.uint8)
+        self.infer(self.prepare(blank))
 
     @property
     def engine(self) -> str:
@@ -174,6 +201,7 @@ def load(
     device: str | None = None,
     trusted_keys: Sequence[str | Path | TrustedKey] | None = None,
     throughput: bool = False,
+    version: str | None = None,
 ) -> Classifier:
     """Load a bundle for inference.
 
@@ -187,6 +215,8 @@ def load(
             none configured the bundle loads unchecked, with a warning.
         throughput: Several frames will be in flight (multi-lane kiosks, :meth:`Classifier.infer_many`):
             OpenVINO compiles with its ``THROUGHPUT`` hint; other backends ignore it.
+        version: The bundle's version (a fleet rollout's name for it), on every event; default:
+            the start of the model file's sha256.
 
     Returns:
         A classifier; close it (or use it as a context manager) when done.
@@ -201,12 +231,12 @@ def load(
     keys = _trusted_keys(trusted_keys)
     if not keys:
         _warn_unchecked_origin(Path(bundle_dir))
-    return _open(bundle_dir, threads, device, keys, throughput)
+    return _open(bundle_dir, threads, device, keys, throughput, version)
 
 
 def load_written(bundle_dir: str | Path) -> Classifier:
     """Load a bundle this process has just written (a conversion's staging folder): its origin is known."""
-    return _open(bundle_dir, None, None, (), False)
+    return _open(bundle_dir, None, None, (), False, None)
 
 
 _warned_unchecked = False
@@ -228,12 +258,17 @@ def _warn_unchecked_origin(bundle_dir: Path) -> None:
 
 
 def _open(
-    bundle_dir: str | Path, threads: int | None, device: str | None, keys: tuple[TrustedKey, ...], throughput: bool
+    bundle_dir: str | Path,
+    threads: int | None,
+    device: str | None,
+    keys: tuple[TrustedKey, ...],
+    throughput: bool,
+    version: str | None,
 ) -> Classifier:
     bundle = read_bundle(bundle_dir, trusted_keys=keys)
     backend = open_backend(bundle, threads, device, throughput)
     try:
-        return Classifier(backend, bundle.manifest.labels, bundle.manifest.input, bundle)
+        return Classifier(backend, bundle.manifest.labels, bundle.manifest.input, bundle, version)
     except BundleError:
         backend.close()
         raise

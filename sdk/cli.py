@@ -28,20 +28,18 @@ from .classifier import load
 from .cli_parser import CHECKOUT_FLAGS, build_parser
 from .conversion_options import ConversionOptions
 from .datasets import read_image, why_unreadable
-from .errors import OptionsError, SinkError, TillsightError
+from .errors import OptionsError, TillsightError
+from .kiosk import Kiosk, KioskOptions
 from .pipelines import (
-    Basket,
     CaptureOptions,
     CheckoutOptions,
-    CheckoutPipeline,
-    ImageFolderSource,
     JsonLines,
     PipelineOptions,
     ProductRecognized,
-    open_source,
 )
 from .pipelines.events import Event
-from .pipelines.lanes import Lane, LaneSpec, MultiLanePipeline, parse_lane, read_lanes_file
+from .pipelines.lanes import parse_lane, read_lanes_file
+from .pipelines.sinks import Sink
 from .preprocess import ColorOrder
 from .profiles import DistillationOptions, list_profiles, load_profile
 
@@ -68,108 +66,55 @@ def _checkout_options(args: argparse.Namespace, **extra: Any) -> CheckoutOptions
 def _run(args: argparse.Namespace) -> int:
     if not args.debug:  # source state changes and the periodic metrics line go to stderr
         logging.getLogger("tillsight.pipelines").setLevel(logging.INFO)
-    lanes = _lane_specs(args)
-    checkout = _checkout_options(args, background_label=args.background_label)
+    lanes = tuple(parse_lane(text) for text in args.lane) + tuple(read_lanes_file(args.lanes) if args.lanes else [])
     paced = args.realtime or args.speed is not None
-    options = PipelineOptions(
-        checkout=checkout,
-        capture=CaptureOptions(pace=paced, speed=1.0 if args.speed is None else args.speed, drop_frames=True if paced else None),
-        metrics_interval=args.metrics_interval,
-        max_frames=args.max_frames,
+    options = KioskOptions(
+        args.bundle,
+        source=args.source,
+        lanes=lanes,
+        pipeline=PipelineOptions(
+            checkout=_checkout_options(args, background_label=args.background_label),
+            capture=CaptureOptions(
+                pace=paced, speed=1.0 if args.speed is None else args.speed, drop_frames=True if paced else None
+            ),
+            metrics_interval=args.metrics_interval,
+            max_frames=args.max_frames,
+        ),
+        fps=args.fps,
+        loop=args.loop,
+        photos=args.photos,
+        tray_reference=Path(args.tray_reference) if args.tray_reference else None,
+        threads=args.threads,
+        device=args.device,
+        trusted_keys=tuple(args.trusted_key) if args.trusted_key is not None else None,
+        jsonl=Path(args.jsonl) if args.jsonl else None,
+        mqtt=_mqtt_options(args) if args.mqtt else None,
+        mqtt_drain_timeout=args.mqtt_drain_timeout,
     )
-    reference = None
-    if args.tray_reference:
-        reference = read_image(Path(args.tray_reference))
-        if reference is None:
-            raise TillsightError(f"--tray-reference {args.tray_reference} {why_unreadable(Path(args.tray_reference))}")
-    if lanes:
-        return _run_lanes(args, lanes, options)
-    source = open_source(args.source, fps=args.fps, loop=args.loop, photos=args.photos)
-    basket = Basket()
-    with contextlib.ExitStack() as stack:
-        sinks = _run_sinks(args, stack, [basket])
-        classifier = stack.enter_context(
-            load(args.bundle, threads=args.threads, device=args.device, trusted_keys=args.trusted_key)
-        )
-        pipeline = CheckoutPipeline(source, classifier, sinks, options, tray_reference=reference)
-        try:
-            metrics, failure = pipeline.run(), None
-        except SinkError as exc:  # an audit log that cannot write ends the run: say what was kept, then fail
-            metrics, failure = pipeline.metrics(), exc
-    print(f"basket: {_basket_text(basket.items(), basket.unknown)}", file=sys.stderr)
-    print(f"pipeline: {metrics.summary()}", file=sys.stderr)
-    if failure is not None:
-        print(f"error: {failure}", file=sys.stderr)
+    shown: Sink = _print_event if args.jsonl else JsonLines(sys.stdout)  # readable lines beside a file, else JSON on stdout
+    result = Kiosk(options, sinks=[shown]).run()
+    for lane, (items, unknown) in result.baskets.items():
+        print(f"{f'lane {lane} ' if lane else ''}basket: {_basket_text(items, unknown)}", file=sys.stderr)
+    for lane, metrics in result.metrics.items():
+        print(f"{f'lane {lane} ' if lane else ''}pipeline: {metrics.summary()}", file=sys.stderr)
+    if result.failure is not None:
+        print(f"error: {result.failure}", file=sys.stderr)
         return 1
-    if isinstance(source, ImageFolderSource) and not source.stills and metrics.frames_classified == 0:
-        print(
-            f"note: nothing was classified: the images of {args.source} were read as frames of one camera, the first "
-            "ones as the empty tray (or pass --tray-reference); for photos of one item each, add --photos",
-            file=sys.stderr,
-        )
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
     return 0
 
 
-def _lane_specs(args: argparse.Namespace) -> list[LaneSpec]:
-    """The lanes of --lane / --lanes (empty for a one-lane --source run)."""
-    specs = [parse_lane(text) for text in args.lane] + (read_lanes_file(args.lanes) if args.lanes else [])
-    if specs and args.source is not None:
-        raise OptionsError("give either --source (one lane) or --lane/--lanes (several), not both")
-    if not specs and args.source is None:
-        raise OptionsError("run needs a source: --source SOURCE, or --lane ID:SOURCE[:X,Y,W,H] per lane, or --lanes FILE")
-    if specs and args.tray_reference:
-        raise OptionsError("--tray-reference is a picture of one tray; with several lanes each learns its empty tray")
-    return specs
+def _mqtt_options(args: argparse.Namespace) -> Any:
+    from .pipelines.mqtt import MqttOptions
 
-
-def _run_lanes(args: argparse.Namespace, specs: list[LaneSpec], options: PipelineOptions) -> int:
-    lanes = [
-        Lane(spec.lane_id, open_source(spec.source, fps=args.fps, loop=args.loop, photos=args.photos), spec.roi) for spec in specs
-    ]
-    baskets = [Basket(lane=spec.lane_id) for spec in specs]
-    with contextlib.ExitStack() as stack:
-        sinks = _run_sinks(args, stack, baskets)
-        classifier = stack.enter_context(
-            load(args.bundle, threads=args.threads, device=args.device, trusted_keys=args.trusted_key, throughput=len(lanes) > 1)
-        )
-        pipeline = MultiLanePipeline(lanes, classifier, sinks, options)
-        try:
-            metrics, failure = pipeline.run(), None
-        except SinkError as exc:
-            metrics, failure = pipeline.metrics(), exc
-    for basket in baskets:
-        print(f"lane {basket.lane} basket: {_basket_text(basket.items(), basket.unknown)}", file=sys.stderr)
-    for lane_id, lane_metrics in metrics.items():
-        print(f"lane {lane_id} pipeline: {lane_metrics.summary()}", file=sys.stderr)
-    if failure is not None:
-        print(f"error: {failure}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _run_sinks(args: argparse.Namespace, stack: contextlib.ExitStack, baskets: list[Basket]) -> list[Any]:
-    """The baskets, then the events as JSON lines: to the --jsonl file (with readable lines on
-    stdout), else to stdout; then MQTT when asked."""
-    jsonl = stack.enter_context(JsonLines(args.jsonl if args.jsonl else sys.stdout))
-    sinks: list[Any] = [*baskets, jsonl, _print_event] if args.jsonl else [*baskets, jsonl]
-    if args.mqtt:
-        sinks.append(_mqtt_sink(args, stack))
-    return sinks
-
-
-def _mqtt_sink(args: argparse.Namespace, stack: contextlib.ExitStack) -> Any:
-    from .pipelines.mqtt import MqttOptions, MqttSink
-
-    options = MqttOptions.from_url(
+    return MqttOptions.from_url(
         args.mqtt,
         username=args.mqtt_user,
         password=os.environ.get("TILLSIGHT_MQTT_PASSWORD") or None,
         ca_file=args.mqtt_ca,
         outbox=Path(args.mqtt_outbox) if args.mqtt_outbox else None,
     )
-    sink = MqttSink(options)
-    stack.callback(sink.close, args.mqtt_drain_timeout)  # after the pipeline has handed it every event
-    return sink
 
 
 def _basket_text(items: dict[str, int], unknown: int) -> str:

@@ -33,6 +33,8 @@ class ProductRecognized:
         frames: How many of the recent frames voted for ``label``.
         source_id: The source the frames came from.
         lane: The checkout lane (a multi-lane kiosk's lane id; empty for one lane).
+        bundle_version: The version of the bundle whose model decided it (see :attr:`Classifier.version`).
+        model_sha256: The sha256 of that bundle's model file.
     """
 
     label: str
@@ -42,6 +44,8 @@ class ProductRecognized:
     frames: int
     source_id: str = ""
     lane: str = ""
+    bundle_version: str = ""
+    model_sha256: str = ""
 
     kind = "product_recognized"
 
@@ -66,6 +70,8 @@ class UnknownProduct:
         candidates: The most frequent labels among those frames and their vote counts.
         source_id: The source the frames came from.
         lane: The checkout lane (a multi-lane kiosk's lane id; empty for one lane).
+        bundle_version: The version of the bundle whose model decided it (see :attr:`Classifier.version`).
+        model_sha256: The sha256 of that bundle's model file.
     """
 
     first_seen: float
@@ -74,6 +80,8 @@ class UnknownProduct:
     candidates: tuple[tuple[str, int], ...] = ()
     source_id: str = ""
     lane: str = ""
+    bundle_version: str = ""
+    model_sha256: str = ""
 
     kind = "unknown_product"
 

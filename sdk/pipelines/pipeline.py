@@ -163,12 +163,12 @@ class _LanesPipeline:
         options: PipelineOptions,
         on_frame: Callable[[FrameResult], None] | None,
     ):
-        for _, _, checkout, _ in lanes:
-            label = checkout.background_label
-            if label is not None and label not in classifier.labels:
-                raise OptionsError(f"background_label {label!r} is not a label of the model ({', '.join(classifier.labels)})")
+        self._checkouts = [checkout for _, _, checkout, _ in lanes]
+        self._check_labels(classifier)
         self.classifier = classifier
         self.options = options
+        self._swap_lock = threading.Lock()
+        self._pending: tuple[Classifier, threading.Event] | None = None
         self._notify = threading.Event()
         self._lanes = [
             _Lane(lane_id, source, checkout, options.capture, reference, self._notify)
@@ -217,9 +217,72 @@ class _LanesPipeline:
             self._worker.join(timeout)
         self._shutdown(timeout)
 
+    def swap_classifier(self, classifier: Classifier, timeout: float = 30.0) -> Classifier:
+        """Switch the pipeline to another loaded model between two frames, without stopping it.
+
+        The worker thread takes ``classifier`` before its next turn: no frame meets a half-loaded
+        model, every lane keeps its tray and votes (an item on the tray during the swap is
+        reported once), and events decided from then on name the new bundle. Load and
+        :meth:`~tillsight.Classifier.warm_up` it before, on any thread.
+
+        Args:
+            classifier: The loaded replacement.
+            timeout: Seconds to wait for the worker to take it.
+
+        Returns:
+            The classifier it replaced, no longer used by the pipeline: close it.
+
+        Raises:
+            OptionsError: A lane's ``background_label`` is not a label of the new model.
+            TimeoutError: The worker did not reach a frame boundary in time (the swap is withdrawn).
+        """
+        self._check_labels(classifier)
+        taken = threading.Event()
+        with self._swap_lock:
+            if not self._worker.is_alive():  # not started, or finished: nothing is using the model
+                old, self.classifier = self.classifier, classifier
+                return old
+            old = self.classifier
+            self._pending = (classifier, taken)
+        self._notify.set()
+        deadline = time.monotonic() + timeout
+        while not taken.wait(0.05):
+            with self._swap_lock:
+                if not self._worker.is_alive():  # the worker ended before its next turn
+                    self._take_pending()
+                if taken.is_set():
+                    break
+                if time.monotonic() >= deadline:
+                    self._pending = None
+                    raise TimeoutError(f"the pipeline did not reach a frame boundary within {timeout:.0f} s; model not swapped")
+        return old
+
+    def _check_labels(self, classifier: Classifier) -> None:
+        for checkout in self._checkouts:
+            label = checkout.background_label
+            if label is not None and label not in classifier.labels:
+                raise OptionsError(f"background_label {label!r} is not a label of the model ({', '.join(classifier.labels)})")
+
+    def _take_pending(self) -> None:
+        """Between two turns (or once the worker has ended): switch to a classifier handed over by :meth:`swap_classifier`."""
+        if self._pending is not None:
+            self.classifier, taken = self._pending
+            self._pending = None
+            taken.set()
+
     def _run_to_end(self) -> None:
         """Start and block until the sources end (Ctrl-C stops cleanly); raise what stopped them."""
         self.start()
+        self.wait()
+
+    def wait(self) -> None:
+        """Block until the started pipeline's sources end (Ctrl-C stops cleanly), stop it, and raise what stopped it.
+
+        Raises:
+            SinkError: A sink that never drops (the audit log) failed.
+            SourceError: A source could not be opened, or was lost for good.
+            Exception: Whatever stopped the inference thread (a bug), as it was raised there.
+        """
         try:
             while not self.join(timeout=0.5):
                 pass
@@ -257,6 +320,9 @@ class _LanesPipeline:
         next_log = time.monotonic() + interval
         try:
             while not self._stop.is_set():
+                if self._pending is not None:
+                    with self._swap_lock:
+                        self._take_pending()
                 turn = self._take_turn()
                 if turn is None:  # every lane has finished
                     break
@@ -415,6 +481,8 @@ class _LanesPipeline:
             events = lane.logic.decide_photo(frame.timestamp, prediction) if prediction is not None else []
         else:
             events = lane.logic.update(frame.timestamp, occupied, prediction) if occupied is not None else []
+        version, sha256 = self.classifier.version, self.classifier.model_sha256  # the bundle that decided them
+        events = [dataclasses.replace(event, bundle_version=version, model_sha256=sha256) for event in events]
         for event in events:  # occupied None: still learning the empty tray
             metrics.count("events")
             logger.debug("%s", event)
