@@ -35,6 +35,7 @@ from tillsight.bundle import (
 )
 from tillsight.bundle_metrics import AccuracyMetrics, BundleMetrics, LatencyMetrics, PruningMetrics
 from tillsight.classifier import load_written
+from tillsight.conformance import DEFAULT_CONFORMANCE_IMAGES, add_conformance_set
 from tillsight.conversion_options import ConversionOptions
 from tillsight.datasets import ImageSet, check_labels, iter_images, read_image_set, read_labels
 from tillsight.errors import AccuracyError, CalibrationError, ConversionError, DataError, TillsightError, summarize
@@ -221,6 +222,8 @@ def _convert(
             conversion_seconds=timings,
         )
         write_manifest(staging, dataclasses.replace(manifest, metrics=metrics))
+        with conversion_step("conformance set", timings):
+            _add_conformance_set(staging, evaluation_set or calibration_set)
         if signing_key is not None:  # the final manifest, before the bundle is published
             sign_bundle(staging, signing_key)
     return read_bundle(final_dir)
@@ -327,6 +330,18 @@ def _measure(
         accuracy = evaluate(source, classifier, evaluation_set, job.input_spec, options.progress, pruned=pruned)
     accuracy = dataclasses.replace(accuracy, source=str(evaluation_set.source))
     return latency, _check_accuracy(job.profile, accuracy, options.allow_accuracy_drop)
+
+
+def _add_conformance_set(staging: Path, image_set: ImageSet | None) -> None:
+    """The inputs and top-1 results a kiosk must reproduce before it takes this bundle (see :mod:`tillsight.conformance`)."""
+    if image_set is None:
+        logger.warning("no photos to build the bundle's conformance set from: kiosks of a fleet will refuse it")
+        return
+    frames = (frame for _, frame in iter_images(image_set.spread_over_classes(4 * DEFAULT_CONFORMANCE_IMAGES), []))
+    with load_written(staging) as classifier:
+        kept = add_conformance_set(staging, classifier, frames, DEFAULT_CONFORMANCE_IMAGES)
+    if kept < DEFAULT_CONFORMANCE_IMAGES:
+        logger.warning("the conformance set holds %d inputs, not %d: few clear photos", kept, DEFAULT_CONFORMANCE_IMAGES)
 
 
 def _unpruned_gzip_bytes(target: Any, job: Any, original: Any) -> int:
