@@ -73,7 +73,9 @@ def add_conformance_set(bundle_dir: str | Path, classifier: Classifier, frames: 
         How many inputs were written (0: none of the frames was clear enough, nothing written).
     """
     bundle_dir = Path(bundle_dir)
-    inputs, top1, scores = [], [], []
+    inputs: list[np.ndarray] = []
+    top1: list[int] = []
+    scores: list[np.ndarray] = []
     for frame in frames:
         if len(inputs) >= count:
             break
@@ -88,7 +90,8 @@ def add_conformance_set(bundle_dir: str | Path, classifier: Classifier, frames: 
     if not inputs:
         return 0
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **_packed(np.stack(inputs)), top1=np.array(top1, np.int32), scores=np.stack(scores))
+    arrays = {**_packed(np.stack(inputs)), "top1": np.array(top1, np.int32), "scores": np.stack(scores)}
+    np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as the allow_pickle flag
     path = bundle_dir / CONFORMANCE_FILE
     path.write_bytes(buffer.getvalue())
     manifest = read_bundle(bundle_dir, verify=False).manifest
@@ -101,7 +104,7 @@ def _packed(inputs: np.ndarray) -> dict[str, np.ndarray]:
     """8-bit colour inputs as lossless WebP (a third of their zlib size: 56 KB a 224 px input); others as they are."""
     if inputs.dtype not in (np.uint8, np.int8) or inputs.ndim != 4 or inputs.shape[-1] != 3:
         return {"inputs": inputs}
-    as_uint8 = inputs if inputs.dtype == np.uint8 else (inputs.view(np.uint8) ^ 0x80)  # int8 shifted by 128
+    as_uint8 = inputs if inputs.dtype == np.uint8 else np.bitwise_xor(inputs.view(np.uint8), np.uint8(0x80))  # int8 + 128
     encoded = [cv2.imencode(".webp", image, [cv2.IMWRITE_WEBP_QUALITY, 101])[1].reshape(-1) for image in as_uint8]
     return {
         "webp": np.concatenate(encoded),
@@ -114,11 +117,14 @@ def _unpacked(data: Any) -> np.ndarray:
     if "inputs" in data:
         return np.asarray(data["inputs"])
     webp, offsets = data["webp"], data["webp_offsets"]
-    images = [cv2.imdecode(webp[offsets[i] : offsets[i + 1]], cv2.IMREAD_UNCHANGED) for i in range(len(offsets) - 1)]
-    if any(image is None for image in images):
-        raise ValueError("an input does not decode")
+    images: list[np.ndarray] = []
+    for i in range(len(offsets) - 1):
+        image = cv2.imdecode(webp[offsets[i] : offsets[i + 1]], cv2.IMREAD_UNCHANGED)
+        if image is None:
+            raise ValueError(f"input {i} does not decode")
+        images.append(np.asarray(image, np.uint8))
     stacked = np.stack(images)
-    return (stacked ^ 0x80).view(np.int8) if bool(data["signed"]) else stacked
+    return np.bitwise_xor(stacked, np.uint8(0x80)).view(np.int8) if bool(data["signed"]) else stacked
 
 
 def has_conformance_set(bundle: Bundle) -> bool:

@@ -66,3 +66,13 @@ def test_a_bundle_without_a_conformance_set_is_named_with_the_fix(tmp_path: Path
     (bare / CONFORMANCE_FILE).unlink()
     with tillsight.load(bare) as classifier, pytest.raises(BundleError, match="carries no conformance set.*convert it again"):
         check_conformance(classifier)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.float32])
+def test_inputs_are_stored_losslessly_in_every_input_type(dtype):
+    from tillsight.conformance import _packed, _unpacked
+
+    rng = np.random.default_rng(0)
+    inputs = rng.integers(-128 if dtype == np.int8 else 0, 128 if dtype == np.int8 else 256, (3, 17, 23, 3)).astype(dtype)
+    restored = _unpacked(_packed(inputs))
+    assert restored.dtype == inputs.dtype and np.array_equal(restored, inputs)
