@@ -25,6 +25,7 @@ from . import benchmarking, demo, report, signing, validation
 from .bundle import Manifest, read_bundle
 from .bundle_metrics import AccuracyMetrics, PruningMetrics
 from .classifier import load
+from .cli_fleet import fleet_command, fleet_options, run_with_fleet
 from .cli_parser import CHECKOUT_FLAGS, build_parser
 from .conversion_options import ConversionOptions
 from .datasets import read_image, why_unreadable
@@ -92,7 +93,8 @@ def _run(args: argparse.Namespace) -> int:
         mqtt_drain_timeout=args.mqtt_drain_timeout,
     )
     shown: Sink = _print_event if args.jsonl else JsonLines(sys.stdout)  # readable lines beside a file, else JSON on stdout
-    result = Kiosk(options, sinks=[shown]).run()
+    fleet = fleet_options(args)
+    result = run_with_fleet(options, fleet, [shown]) if fleet is not None else Kiosk(options, sinks=[shown]).run()
     for lane, (items, unknown) in result.baskets.items():
         print(f"{f'lane {lane} ' if lane else ''}basket: {_basket_text(items, unknown)}", file=sys.stderr)
     for lane, metrics in result.metrics.items():
@@ -526,6 +528,7 @@ _COMMANDS = {
     "report": _report,
     "benchmark": _benchmark,
     "val": _val,
+    "fleet": fleet_command,
 }
 
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
+from .cli_fleet import add_fleet, add_run_fleet_flags
 from .pipelines import CheckoutOptions
 from .preprocess import ColorOrder, InputRange
 from .profiles import DistillationOptions
@@ -154,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_val(commands)
     _add_demo(commands)
     _add_keys(commands)
+    add_fleet(commands)
     return parser
 
 
@@ -389,6 +391,7 @@ def _add_run(commands: Any) -> None:
         help="the --source folder holds photos of one item each (any size): classify every photo as its own item",
     )
     _add_trusted_key(run)
+    add_run_fleet_flags(run)
     mqtt = run.add_argument_group('MQTT (pip install "tillsight[mqtt]")')
     mqtt.add_argument(
         "--mqtt",

@@ -17,7 +17,10 @@ message is one line that says what is wrong and what to do about it::
     ├── InferenceError            the backend failed on an input
     ├── SourceError               a camera, stream, video file or image folder cannot be read
     ├── SinkError                 an event sink cannot be set up (an MQTT outbox that cannot be opened)
-    └── BudgetError               a bundle measured on this machine is over its profile's budget
+    ├── BudgetError               a bundle measured on this machine is over its profile's budget
+    └── FleetError                a fleet message is malformed, or a rollout cannot go on
+        ├── DownloadError         a bundle could not be fetched (unreachable, too big, wrong sha256)
+        └── AcceptanceError       a bundle failed a kiosk's acceptance check (conformance, budgets, local photos)
 
 Errors from TensorFlow, LiteRT and friends are translated at the boundary with
 ``raise ... from exc`` so that callers only ever need to catch ``TillsightError``.
@@ -41,6 +44,9 @@ __all__ = [
     "SinkError",
     "SignatureError",
     "BudgetError",
+    "FleetError",
+    "DownloadError",
+    "AcceptanceError",
     "summarize",
 ]
 
@@ -106,6 +112,18 @@ class SignatureError(BundleError):
 
 class BudgetError(TillsightError):
     """A bundle measured here is slower or bigger than its profile's budget allows."""
+
+
+class FleetError(TillsightError):
+    """A fleet message (desired or reported state) is malformed, or a rollout cannot go on."""
+
+
+class DownloadError(FleetError):
+    """A bundle could not be downloaded: unreachable, over the size limit, or not the sha256 it should have."""
+
+
+class AcceptanceError(FleetError):
+    """A bundle failed a kiosk's on-device acceptance check; the kiosk keeps its running bundle."""
 
 
 def summarize(text: object, prefer_errors: bool = False, limit: int = 300) -> str:

@@ -154,6 +154,7 @@ class Kiosk:
             reference = read_image(options.tray_reference)
             if reference is None:
                 raise TillsightError(f"--tray-reference {options.tray_reference} {why_unreadable(options.tray_reference)}")
+        self._mqtt: Any = None
         single = options.source is not None
         self.baskets = [Basket()] if single else [Basket(lane=spec.lane_id) for spec in options.lanes]
         sinks: list[Sink] = [*self.baskets]
@@ -166,6 +167,7 @@ class Kiosk:
             mqtt = MqttSink(options.mqtt)
             self._stack.callback(mqtt.close, options.mqtt_drain_timeout)  # after the pipeline has handed it every event
             sinks.append(mqtt)
+            self._mqtt = mqtt
         self.classifier = self._load(options.bundle, options.version)
         self._stack.callback(lambda: self.classifier.close())  # the current one, after any swap
         names = [options.source] if options.source is not None else [spec.source for spec in options.lanes]
@@ -184,6 +186,11 @@ class Kiosk:
         return load(bundle, options.threads, options.device, keys, throughput=len(options.lanes) > 1, version=version)
 
     @property
+    def outbox_depth(self) -> int:
+        """Events waiting in the MQTT outbox (0 without MQTT)."""
+        return int(self._mqtt.pending) if self._mqtt is not None else 0
+
+    @property
     def version(self) -> str:
         """The version of the bundle deciding events now."""
         return self.pipeline.classifier.version
@@ -193,6 +200,38 @@ class Kiosk:
         self._started = True
         self.pipeline.start()
         return self
+
+    def load_candidate(self, bundle: str | Path, version: str | None = None) -> Classifier:
+        """Load and warm another bundle beside the running one (as the kiosk loads: threads, device, trusted keys).
+
+        Returns:
+            The loaded classifier, for :meth:`swap_in` or to close.
+
+        Raises:
+            BundleError, SignatureError, BackendUnavailableError, InferenceError: Nothing was swapped.
+        """
+        candidate = self._load(bundle, version)
+        try:
+            candidate.warm_up()
+        except BaseException:
+            candidate.close()
+            raise
+        return candidate
+
+    def swap_in(self, candidate: Classifier, timeout: float = 30.0) -> SwapReport:
+        """Switch the running pipeline to a loaded classifier between two frames, and close the one it replaces.
+
+        Raises:
+            OptionsError: A lane's ``background_label`` is not a label of the candidate (it stays open).
+            TimeoutError: The pipeline did not take it in time (it stays open; the running one goes on).
+        """
+        started = time.perf_counter()
+        old = self.pipeline.swap_classifier(candidate, timeout)
+        switched = time.perf_counter() - started
+        self.classifier = candidate
+        old.close()
+        logger.info("bundle %s swapped in for %s (switched in %.3f s)", candidate.version, old.version, switched)
+        return SwapReport(old.version, candidate.version, candidate.model_sha256, 0.0, switched)
 
     def swap_bundle(self, bundle: str | Path, version: str | None = None, timeout: float = 30.0) -> SwapReport:
         """Load another bundle beside the running one, warm it, and switch to it between two frames.
@@ -211,26 +250,14 @@ class Kiosk:
             TimeoutError: The pipeline did not take it in time; the running one goes on.
         """
         started = time.perf_counter()
-        new = self._load(bundle, version)
+        candidate = self.load_candidate(bundle, version)
+        loaded = time.perf_counter() - started
         try:
-            new.warm_up()
-            loaded = time.perf_counter()
-            old = self.pipeline.swap_classifier(new, timeout)
+            report = self.swap_in(candidate, timeout)
         except BaseException:
-            new.close()
+            candidate.close()
             raise
-        switched = time.perf_counter()
-        self.classifier = new
-        old.close()
-        report = SwapReport(old.version, new.version, new.model_sha256, loaded - started, switched - loaded)
-        logger.info(
-            "bundle %s swapped in for %s (loaded in %.2f s, switched in %.3f s)",
-            report.new_version,
-            report.old_version,
-            report.load_s,
-            report.switch_s,
-        )
-        return report
+        return dataclasses.replace(report, load_s=loaded)
 
     def wait(self) -> KioskResult:
         """Block until the sources end (or Ctrl-C), stop, close everything; returns what the run ended with.

@@ -81,6 +81,7 @@ class FrameResult:
         prediction: The top prediction, or None when the model did not run on this frame.
         events: Events this frame completed.
         lane: The lane the frame came from (empty for one lane).
+        tray: The frame's tray region (a view into ``frame.image``).
     """
 
     frame: Frame
@@ -88,6 +89,7 @@ class FrameResult:
     prediction: Prediction | None
     events: tuple[Event, ...]
     lane: str = ""
+    tray: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 def _log_sparsely(count: int, message: str, *args: object) -> None:
@@ -491,7 +493,7 @@ class _LanesPipeline:
         metrics.frame_done(frame.captured_at, classified=prediction is not None)
         if self._on_frame is not None:
             try:
-                self._on_frame(FrameResult(frame, occupied, prediction, tuple(events), lane.lane_id))
+                self._on_frame(FrameResult(frame, occupied, prediction, tuple(events), lane.lane_id, step.tray))
             except Exception as exc:
                 logger.warning("on_frame callback failed on frame %d: %s", frame.frame_id, summarize(exc))
 
