@@ -88,6 +88,7 @@ def _run(args: argparse.Namespace) -> int:
         threads=args.threads,
         device=args.device,
         trusted_keys=tuple(args.trusted_key) if args.trusted_key is not None else None,
+        version=args.bundle_version,
         jsonl=Path(args.jsonl) if args.jsonl else None,
         mqtt=_mqtt_options(args) if args.mqtt else None,
         mqtt_drain_timeout=args.mqtt_drain_timeout,

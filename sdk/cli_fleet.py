@@ -64,6 +64,9 @@ def add_fleet(commands: Any) -> None:
 
 def add_run_fleet_flags(run: Any) -> None:
     """``tillsight run`` flags of a kiosk in a fleet."""
+    run.add_argument(
+        "--bundle-version", metavar="V", help="the starting bundle's version, on every event (default: its model's sha256 start)"
+    )
     group = run.add_argument_group('fleet (pip install "tillsight[fleet]")')
     group.add_argument("--fleet", metavar="URL", help="follow the fleet's desired state: mqtt[s]://[USER@]HOST[:PORT]/PREFIX")
     group.add_argument("--kiosk-id", help="this kiosk's id in the fleet")

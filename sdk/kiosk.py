@@ -25,7 +25,7 @@ from typing import Any
 from .classifier import Classifier, load
 from .datasets import read_image, why_unreadable
 from .errors import OptionsError, SinkError, TillsightError
-from .pipelines import Basket, CheckoutPipeline, ImageFolderSource, JsonLines, PipelineOptions, open_source
+from .pipelines import Basket, CheckoutPipeline, ImageFolderSource, JsonLines, PipelineOptions, Source, open_source
 from .pipelines.lanes import Lane, LaneSpec, MultiLanePipeline
 from .pipelines.metrics import PipelineMetrics
 from .pipelines.sinks import Sink
@@ -42,7 +42,8 @@ class KioskOptions:
 
     Attributes:
         bundle: The bundle folder to start with.
-        source: The one camera, stream, video or folder of a one-lane kiosk (or give ``lanes``).
+        source: The one camera, stream, video or folder of a one-lane kiosk (or an unopened
+            :class:`~tillsight.pipelines.Source` of the app's own), or give ``lanes``.
         lanes: The lanes of a multi-lane kiosk, each with its id, source and tray region.
         pipeline: Checkout, capture and metrics options shared by the lanes.
         fps, loop, photos: How sources are opened (see :func:`~tillsight.pipelines.open_source`).
@@ -56,7 +57,7 @@ class KioskOptions:
     """
 
     bundle: str | Path
-    source: str | None = None
+    source: str | Source | None = None
     lanes: tuple[LaneSpec, ...] = ()
     pipeline: PipelineOptions = PipelineOptions()
     fps: float | None = None
@@ -171,7 +172,10 @@ class Kiosk:
         self.classifier = self._load(options.bundle, options.version)
         self._stack.callback(lambda: self.classifier.close())  # the current one, after any swap
         names = [options.source] if options.source is not None else [spec.source for spec in options.lanes]
-        sources = [open_source(name, fps=options.fps, loop=options.loop, photos=options.photos) for name in names]
+        sources = [
+            name if isinstance(name, Source) else open_source(name, fps=options.fps, loop=options.loop, photos=options.photos)
+            for name in names
+        ]
         self._folder_sources = [source for source in sources if isinstance(source, ImageFolderSource) and not source.stills]
         self.pipeline: CheckoutPipeline | MultiLanePipeline
         if single:

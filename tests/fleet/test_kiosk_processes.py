@@ -1,0 +1,124 @@
+"""``tillsight run --fleet``: kiosk processes on the demo video, a rollout to three of them, and a kiosk killed mid-swap."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.pipelines.broker import Broker, Consumer, needs_mosquitto, needs_paho
+from tillsight.demo import ASSETS
+from tillsight.fleet import KioskStatus, RolloutOptions, desired_state, pack_bundle, rollout
+from tillsight.fleet.rollout import FleetView
+from tillsight.pipelines.mqtt import MqttOptions
+
+from .helpers import HttpServer, demo_bundle_copy, needs_rangehttpserver
+
+pytestmark = [needs_mosquitto, needs_paho, needs_rangehttpserver, pytest.mark.integration]
+
+SCRIPT = json.loads((ASSETS / "checkout.json").read_text())
+SEQUENCE = [placement["label"] for placement in SCRIPT["placements"]]
+
+
+def _kiosk(kiosk_id: str, folder: Path, factory: Path, broker: Broker, public_key: Path) -> subprocess.Popen:
+    folder.mkdir(parents=True, exist_ok=True)
+    command = [
+        sys.executable, "-m", "tillsight", "run", str(factory),
+        "--source", str(ASSETS / SCRIPT["video"]), "--roi", ",".join(str(v) for v in SCRIPT["roi"]),
+        "--speed", "2", "--loop", "--metrics-interval", "0", "--bundle-version", "v1",
+        "--fleet", f"mqtt://127.0.0.1:{broker.port}/fleet", "--kiosk-id", kiosk_id, "--fleet-store", str(folder / "store"),
+        "--trusted-key", str(public_key), "--health-interval", "2",
+        "--jsonl", str(folder / "events.jsonl"),
+        "--mqtt", f"mqtt://127.0.0.1:{broker.port}/store/{kiosk_id}/events", "--mqtt-outbox", str(folder / "outbox.sqlite"),
+    ]  # fmt: skip
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=open(folder / "stderr.log", "ab"))  # noqa: SIM115
+
+
+def _events(folder: Path) -> list[dict]:
+    path = folder / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _wait(condition, timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.fixture
+def setup(tmp_path: Path, retailer_key):
+    broker = Broker(tmp_path / "broker").start()
+    served = tmp_path / "served"
+    served.mkdir()
+    http = HttpServer(served)
+    factory = demo_bundle_copy(tmp_path / "factory", retailer_key[0])
+    pack_bundle(demo_bundle_copy(tmp_path / "v2", retailer_key[0]), served / "v2.tar")
+    state = desired_state(served / "v2.tar", http.url("v2.tar"), "v2")
+    processes: list[subprocess.Popen] = []
+    yield broker, factory, state, processes, tmp_path
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    http.stop()
+    broker.kill()
+
+
+def test_a_rollout_to_three_kiosk_processes_completes_with_no_lost_event(setup, retailer_key):
+    broker, factory, state, processes, tmp_path = setup
+    consumer = Consumer(broker.port, "store/+/events")
+    ids = ("k1", "k2", "k3")
+    processes += [_kiosk(k, tmp_path / k, factory, broker, retailer_key[1]) for k in ids]
+    assert _wait(lambda: all(len(_events(tmp_path / k)) >= 1 for k in ids), 90), [
+        (tmp_path / k / "stderr.log").read_text() for k in ids
+    ]
+    options = RolloutOptions(
+        broker=MqttOptions.from_url(f"mqtt://127.0.0.1:{broker.port}/fleet"), kiosks=ids, canary=0.05, waves=2, wave_timeout_s=180
+    )
+    result = rollout(state, options, progress=lambda line: None)
+    assert result.completed and [o.outcome for o in result.outcomes] == ["running"] * 3, result
+    assert _wait(lambda: all(sum(e["bundle_version"] == "v2" for e in _events(tmp_path / k)) >= 2 for k in ids), 90)
+    for process in processes:
+        process.send_signal(signal.SIGINT)  # Ctrl-C: the kiosk drains its outbox and exits
+    assert all(process.wait(60) == 0 for process in processes)
+    written = {k: _events(tmp_path / k) for k in ids}
+    received = consumer.wait_for(sum(len(events) for events in written.values()), 30)
+    consumer.close()
+    for kiosk, events in written.items():
+        assert all(event["id"] in received for event in events), kiosk  # every audited event reached the broker
+        versions = [event["bundle_version"] for event in events]
+        assert versions == sorted(versions) and versions[0] == "v1" and versions[-1] == "v2", (kiosk, versions)
+        labels = [event["label"] for event in events]
+        assert labels == [SEQUENCE[i % len(SEQUENCE)] for i in range(len(labels))], (kiosk, labels)
+
+
+def test_a_kiosk_killed_mid_swap_starts_again_on_a_working_bundle_and_takes_the_new_one(setup, retailer_key):
+    broker, factory, state, processes, tmp_path = setup
+    folder = tmp_path / "k1"
+    processes.append(_kiosk("k1", folder, factory, broker, retailer_key[1]))
+    view = FleetView(MqttOptions.from_url(f"mqtt://127.0.0.1:{broker.port}/fleet"), "test").connect()
+    try:
+        assert _wait(lambda: "k1" in view.reported, 60)
+        view.publish_desired("k1", state)
+        assert _wait(lambda: view.reported["k1"].status is KioskStatus.CHECKING, 60)
+        os.kill(processes[0].pid, signal.SIGKILL)  # while it proves the new bundle, before the swap
+        processes[0].wait(10)
+        record = json.loads((folder / "store" / "state.json").read_text()) if (folder / "store" / "state.json").exists() else {}
+        assert record.get("current", "") in ("", "v1")  # the record never names a bundle that was not swapped in
+        processes.append(_kiosk("k1", folder, factory, broker, retailer_key[1]))
+        assert _wait(lambda: view.reported["k1"].status is KioskStatus.RUNNING and view.reported["k1"].current == "v2", 90)
+    finally:
+        view.close()
+    assert _wait(lambda: any(e["bundle_version"] == "v2" for e in _events(folder)), 60)
+    processes[-1].send_signal(signal.SIGINT)
+    assert processes[-1].wait(60) == 0
+    assert json.loads((folder / "store" / "state.json").read_text())["current"] == "v2"
