@@ -12,7 +12,9 @@ Camera-frame pipelines for unmanned checkout live in :mod:`tillsight.pipelines`.
 Importing this package never imports TensorFlow. :func:`convert`, :func:`distill`,
 :class:`DistillResult`, :func:`tune` and :class:`TuneResult` are re-exported from the converting side (:mod:`tillsight.converters`),
 which is imported the first time one of them is used; so are :func:`benchmark`,
-:func:`read_benchmark` and :class:`BenchmarkReport` (:mod:`tillsight.benchmarking`).
+:func:`read_benchmark` and :class:`BenchmarkReport` (:mod:`tillsight.benchmarking`), and
+:class:`Kiosk` and :class:`KioskOptions` (:mod:`tillsight.kiosk`: a kiosk's bundle, lanes and sinks,
+with bundles swapped in while it runs). A fleet of kiosks is :mod:`tillsight.fleet`.
 """
 
 import importlib
@@ -30,6 +32,8 @@ from .errors import (
     CalibrationError,
     ConversionError,
     DataError,
+    DownloadError,
+    FleetError,
     InferenceError,
     ModelLoadError,
     OptionsError,
@@ -58,6 +62,10 @@ __all__ = [
     "ConversionOptions",
     "DataError",
     "DistillResult",
+    "DownloadError",
+    "FleetError",
+    "Kiosk",
+    "KioskOptions",
     "DistillationOptions",
     "InferenceError",
     "InputRange",
@@ -97,6 +105,8 @@ _LAZY = {
     "benchmark": "tillsight.benchmarking",
     "read_benchmark": "tillsight.benchmarking",
     "BenchmarkReport": "tillsight.benchmarking",
+    "Kiosk": "tillsight.kiosk",
+    "KioskOptions": "tillsight.kiosk",
 }
 
 

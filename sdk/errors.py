@@ -19,8 +19,7 @@ message is one line that says what is wrong and what to do about it::
     ├── SinkError                 an event sink cannot be set up (an MQTT outbox that cannot be opened)
     ├── BudgetError               a bundle measured on this machine is over its profile's budget
     └── FleetError                a fleet message is malformed, or a rollout cannot go on
-        ├── DownloadError         a bundle could not be fetched (unreachable, too big, wrong sha256)
-        └── AcceptanceError       a bundle failed a kiosk's acceptance check (conformance, budgets, local photos)
+        └── DownloadError         a bundle could not be fetched (unreachable, too big, wrong sha256)
 
 Errors from TensorFlow, LiteRT and friends are translated at the boundary with
 ``raise ... from exc`` so that callers only ever need to catch ``TillsightError``.
@@ -46,7 +45,6 @@ __all__ = [
     "BudgetError",
     "FleetError",
     "DownloadError",
-    "AcceptanceError",
     "summarize",
 ]
 
@@ -120,10 +118,6 @@ class FleetError(TillsightError):
 
 class DownloadError(FleetError):
     """A bundle could not be downloaded: unreachable, over the size limit, or not the sha256 it should have."""
-
-
-class AcceptanceError(FleetError):
-    """A bundle failed a kiosk's on-device acceptance check; the kiosk keeps its running bundle."""
 
 
 def summarize(text: object, prefer_errors: bool = False, limit: int = 300) -> str:

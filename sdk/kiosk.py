@@ -17,7 +17,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -127,6 +127,7 @@ class Kiosk:
         options: KioskOptions,
         sinks: Sequence[Sink] = (),
         on_frame: Any = None,
+        loader: Callable[[Path, str | None], Classifier] | None = None,
     ) -> None:
         """Load the bundle and open the sources and sinks (nothing runs until :meth:`start`).
 
@@ -134,12 +135,15 @@ class Kiosk:
             options: The kiosk's bundle, lanes and sinks.
             sinks: More callables receiving every event (a display, the app's own handler).
             on_frame: Called with each :class:`~tillsight.pipelines.FrameResult` on the inference thread.
+            loader: Loads a bundle folder at a version into a classifier; default: :func:`tillsight.load` with
+                the options' threads, device and trusted keys. Simulations pass one that builds a fake model.
 
         Raises:
             OptionsError, BundleError, SignatureError, SourceError, SinkError, BackendUnavailableError:
                 Whatever was opened is closed again.
         """
         self.options = options
+        self._loader = loader
         self._stack = contextlib.ExitStack()
         try:
             self._build(list(sinks), on_frame)
@@ -185,6 +189,8 @@ class Kiosk:
             self.pipeline = MultiLanePipeline(lanes, self.classifier, sinks, options.pipeline, on_frame)
 
     def _load(self, bundle: str | Path, version: str | None) -> Classifier:
+        if self._loader is not None:
+            return self._loader(Path(bundle), version)
         options = self.options
         keys = list(options.trusted_keys) if options.trusted_keys is not None else None
         return load(bundle, options.threads, options.device, keys, throughput=len(options.lanes) > 1, version=version)

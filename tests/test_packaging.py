@@ -84,7 +84,7 @@ def _device_site(folder: Path, distributions: set[str]) -> Path:
 def test_the_device_wheel_with_only_the_tflite_extra_benchmarks_and_validates_without_tensorflow(wheel: Path, tmp_path: Path):
     # Only what `tillsight[tflite]` needs is visible (no TensorFlow, no OpenVINO), as on a device;
     # the packages come from this interpreter instead of the index.
-    device = _requirements_closure(["numpy", "opencv-python-headless", "tqdm", "ai-edge-litert"])
+    device = _requirements_closure(["numpy", "opencv-python-headless", "tqdm", "msgspec", "ai-edge-litert"])
     assert not any(name.startswith(("tensorflow", "keras", "openvino")) for name in device)
     env_dir = tmp_path / "device-venv"
     python = _venv_seeing(env_dir, [_device_site(tmp_path / "device-site", device)])
@@ -138,6 +138,9 @@ def test_wheel_installs_into_a_fresh_venv_and_ships_the_profiles(wheel: Path, tm
         "tillsight/demo_assets/DATA-LICENSE.txt",
         "tillsight/demo_assets/classifier/model.tflite",
         "tillsight/demo_assets/classifier/manifest.json",
+        "tillsight/demo_assets/classifier/conformance.npz",
+        "tillsight/fleet/agent.py",
+        "tillsight/schemas/fleet-desired.schema.json",
     } <= set(names)
     assert not any(name.startswith(("sdk/", "tests/")) for name in names)
 

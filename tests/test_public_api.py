@@ -59,7 +59,11 @@ def test_public_names_are_pinned():
         "read_benchmark",
         "tune",
         "TuneResult",
-    }
+        "Kiosk",
+        "KioskOptions",
+        "FleetError",
+        "DownloadError",
+        }
     converting = importlib.util.find_spec("tensorflow") is not None  # a device-side install has no converting side
     assert all(hasattr(tillsight, name) for name in tillsight.__all__ if converting or not name_needs_tensorflow(name))
     assert set(tillsight.runtimes.__all__) == {"Backend", "TensorSpec", "BACKENDS", "available_cores", "open_backend"}
@@ -100,9 +104,10 @@ def test_public_names_are_pinned():
 
 def test_every_error_is_a_tillsight_error():
     errors = [getattr(tillsight, name) for name in tillsight.__all__ if name.endswith("Error")]
-    assert len(errors) == 15
+    assert len(errors) == 17
     assert all(issubclass(error, tillsight.TillsightError) for error in errors)
     assert issubclass(tillsight.CalibrationError, tillsight.DataError)
+    assert issubclass(tillsight.DownloadError, tillsight.FleetError)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorflow") is not None, reason="the converting side is installed")
