@@ -63,7 +63,7 @@ def test_public_names_are_pinned():
         "KioskOptions",
         "FleetError",
         "DownloadError",
-        }
+    }
     converting = importlib.util.find_spec("tensorflow") is not None  # a device-side install has no converting side
     assert all(hasattr(tillsight, name) for name in tillsight.__all__ if converting or not name_needs_tensorflow(name))
     assert set(tillsight.runtimes.__all__) == {"Backend", "TensorSpec", "BACKENDS", "available_cores", "open_backend"}
