@@ -1,4 +1,4 @@
-"""Sections of RESULTS.md measured apart from run_benchmarks.py (multi-lane, tune, hot swap, fleet), kept before its targets."""
+"""Sections of RESULTS.md measured apart from run_benchmarks.py (multi-lane, tune, hot swap, drift, fleet), kept before its targets."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RESULTS_MD = HERE / "RESULTS.md"
 #: Section files, in the order render_results.py puts them before the targets.
-SECTION_FILES = (HERE / "LANES.md", HERE / "TUNE.md", HERE / "HOT_SWAP.md", HERE / "FLEET.md")
+SECTION_FILES = (HERE / "LANES.md", HERE / "TUNE.md", HERE / "HOT_SWAP.md", HERE / "DRIFT.md", HERE / "FLEET.md")
 
 
 def splice(results_md: str, section: str) -> str:
