@@ -56,7 +56,18 @@ def _header(results: dict) -> list[str]:
         "Refresh with `python bench/run_benchmarks.py` (see its docstring). This run: "
         f"`python bench/run_benchmarks.py {' '.join(results.get('arguments', []))}`".rstrip()
         + " (rows its arguments skip are absent).",
+        *_later_rows(results),
         "",
+    ]
+
+
+def _later_rows(results: dict) -> list[str]:
+    """Rows re-measured by a later run of the same script on the same host, merged in by ``bench/merge_rows.py``."""
+    return [
+        f"The {', '.join(later['rows'])} rows come from a later run on the same host and model ({later['date']}, "
+        f"{later['wall_time_s'] / 60:.1f} minutes, with its own post-training int8 reference measured again): "
+        f"`python bench/run_benchmarks.py {' '.join(later['arguments'])}`."
+        for later in results.get("later_runs", [])
     ]
 
 

@@ -1,0 +1,40 @@
+"""Merge rows of a later ``run_benchmarks.py`` run (e.g. only ``--no-pruning --qat-epochs 1``) into a full run's results.
+
+    python bench/merge_rows.py FULL/results.json LATER/results.json --rows qat student
+
+The later run's rows replace the full run's; its arguments, date and run time are recorded in
+``later_runs``, which RESULTS.md names under its header. RESULTS.md is rendered again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from render_results import render_markdown
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("full", type=Path)
+    parser.add_argument("later", type=Path)
+    parser.add_argument("--rows", nargs="+", required=True, help="top-level keys of results.json to take from the later run")
+    parser.add_argument("--results-md", type=Path, default=HERE / "RESULTS.md")
+    args = parser.parse_args()
+    full, later = json.loads(args.full.read_text()), json.loads(args.later.read_text())
+    if later["host"] != full["host"] or later["model"] != full["model"]:
+        raise SystemExit("the later run is of another host or model: its rows do not compare")
+    for row in args.rows:
+        full[row] = later[row]
+    full.setdefault("later_runs", []).append(
+        {"rows": args.rows, "date": later["date"], "wall_time_s": later["wall_time_s"], "arguments": later["arguments"]}
+    )
+    args.full.write_text(json.dumps(full, indent=2))
+    args.results_md.write_text(render_markdown(full))
+
+
+if __name__ == "__main__":
+    main()
