@@ -95,6 +95,11 @@ def _mini_bundle(folder: Path, template: Path, key: Path, note: str) -> Path:
     return folder
 
 
+class _QuietFiles(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the standard library's name
+        pass
+
+
 class _EmptyTray(Source):
     """A camera looking at an empty tray, 2 frames a second."""
 
@@ -167,9 +172,7 @@ def main() -> None:
     time.sleep(0.5)
     served = work / "served"
     served.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietFiles, directory=str(served)))
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     generate_keys(work / "key.pem", work / "key.pub.pem")
     keys = load_trusted_keys([work / "key.pub.pem"])

@@ -22,12 +22,12 @@ from typing import Any
 import cv2
 
 from . import benchmarking, demo, report, signing, validation
-from .bundle import Manifest, read_bundle
-from .bundle_metrics import AccuracyMetrics, PruningMetrics
+from .bundle import read_bundle
+from .bundle_summary import summary_lines
 from .classifier import load
+from .cli_convert import convert_command, distill_command, tune_command
 from .cli_fleet import fleet_command, fleet_options, run_with_fleet
 from .cli_parser import CHECKOUT_FLAGS, build_parser
-from .conversion_options import ConversionOptions
 from .datasets import read_image, why_unreadable
 from .errors import OptionsError, TillsightError
 from .kiosk import Kiosk, KioskOptions
@@ -41,8 +41,7 @@ from .pipelines import (
 from .pipelines.events import Event
 from .pipelines.lanes import parse_lane, read_lanes_file
 from .pipelines.sinks import Sink
-from .preprocess import ColorOrder
-from .profiles import DistillationOptions, list_profiles, load_profile
+from .profiles import list_profiles
 
 __all__ = ["main", "build_parser"]
 
@@ -250,209 +249,6 @@ def _compile_edgetpu(args: argparse.Namespace) -> int:
     return 0
 
 
-def _input_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The ConversionOptions fields from the input flags (--mean and --std, else --input-range), safe loading, progress."""
-    if (args.mean is None) != (args.std is None):
-        raise OptionsError("--mean and --std go together: give both")
-    fields = dict(
-        color_order=ColorOrder(args.color_order), crop=args.crop, allow_unsafe_model=args.unsafe_load, progress=not args.quiet
-    )
-    if args.mean is not None:
-        return {**fields, "mean": args.mean, "std": args.std, "input_range": None}
-    return {**fields, "input_range": args.input_range}
-
-
-def _convert(args: argparse.Namespace) -> int:
-    options = ConversionOptions.for_profile(
-        args.profile,
-        prune=args.prune,
-        finetune_epochs=args.finetune_epochs,
-        distill=args.distill,
-        qat=args.qat,
-        qat_epochs=args.qat_epochs,
-        allow_accuracy_drop=args.allow_accuracy_drop,
-        min_calibration_images=args.min_calibration,
-        sign_key=args.sign_key,
-        seed=args.seed,
-        **_input_options(args),
-    )
-    from .converters.input_checks import check_conversion_inputs  # no TensorFlow: bad input fails in a second
-
-    profile = options.apply_to(load_profile(args.profile))
-    check_conversion_inputs(args.model, profile, args.calibration, args.evaluation, args.labels, args.finetune, args.out)
-    if args.sign_key:
-        signing.load_private_key(args.sign_key)  # a wrong key fails now, not after the conversion
-    from .converters.steps import conversion_step, shown
-
-    with shown(options.progress), conversion_step("load TensorFlow", {}):
-        from .converters.conversion import convert  # imports TensorFlow: only when converting
-
-    bundle = convert(
-        args.model,
-        args.profile,
-        calibration=args.calibration,
-        out=args.out,
-        evaluation=args.evaluation,
-        labels=args.labels,
-        options=options,
-        finetune=args.finetune,
-    )
-    print(f"bundle: {bundle.path}")
-    _print_summary(bundle.manifest)
-    return 0
-
-
-def _tune(args: argparse.Namespace) -> int:
-    fields = _input_options(args)
-    progress = fields.pop("progress")
-    options = ConversionOptions.from_input_range(**fields, sign_key=args.sign_key)
-    from tqdm import tqdm
-
-    from .converters.tune import tune  # imports TensorFlow: only when tuning
-    from .converters.tune_report import summary_line
-
-    bar = tqdm(total=6, desc="tune", unit="candidate", disable=not progress, file=sys.stderr)
-
-    def on_result(result: Any, number: int, total: int) -> None:
-        bar.total = total
-        figures = (
-            ""
-            if result.top1 is None
-            else (
-                f": top-1 {result.top1:.2f}% (drop {result.top1_drop:.2f}), p50 {result.latency_ms:.2f} ms, {result.model_bytes / 1e6:.2f} MB, "
-                f"{result.seconds:.0f} s"
-            )
-        )
-        tqdm.write(f"[{number}/{total}] {result.candidate.name}{figures} -- {result.verdict}")
-        bar.update(1)
-
-    try:
-        result = tune(
-            args.model,
-            args.profile,
-            args.calibration,
-            args.evaluation,
-            args.finetune,
-            args.out,
-            labels=args.labels,
-            options=options,
-            max_latency_ms=args.max_latency_ms,
-            max_top1_drop=args.max_drop,
-            time_budget_s=args.time_budget,
-            bench_command=args.bench_command,
-            frames=args.frames,
-            epochs=args.epochs,
-            on_result=on_result,
-            stop_early=not args.explore,
-        )
-    finally:
-        bar.close()
-    print(f"tune: {summary_line(result)}")
-    print(f"wrote {Path(args.out) / 'tune.md'}" + (" and tune.png" if (Path(args.out) / "tune.png").exists() else ""))
-    return 0 if result.winner is not None else 1
-
-
-def _distill(args: argparse.Namespace) -> int:
-    from .converters.distill import distill  # imports TensorFlow: only when distilling
-
-    base = DistillationOptions()
-    distillation = dataclasses.replace(
-        base,
-        alpha=base.alpha if args.alpha is None else args.alpha,
-        temperature=base.temperature if args.temperature is None else args.temperature,
-    )
-    result = distill(
-        args.teacher,
-        args.student,
-        args.out,
-        data=args.data,
-        unlabeled=args.unlabeled,
-        epochs=args.epochs,
-        learning_rate=args.learning_rate,
-        distillation=distillation,
-        evaluation=args.evaluation,
-        labels=args.labels,
-        options=ConversionOptions.from_input_range(**_input_options(args)),
-        student_size=args.student_size,
-    )
-    report = result.report
-    print(f"student: {result.path} ({report.student_parameters:,} parameters; teacher {report.teacher_parameters:,})")
-    print(
-        f"distilled {report.training.epochs} epochs on {report.training.photos} photos ({report.labeled_photos} labeled) in "
-        f"{report.training.seconds:.0f} s; teacher run on {report.teacher_images_run} images once"
-    )
-    accuracy = report.accuracy
-    if accuracy is not None:
-        print(
-            f"on {accuracy.images} images: teacher top-1 {accuracy.teacher_top1:.2f}%, student {accuracy.student_top1:.2f}%, "
-            f"agreement {accuracy.top1_agreement:.2f}%"
-        )
-    return 0
-
-
-def _print_summary(manifest: Manifest) -> None:
-    spec = manifest.input
-    metrics = manifest.metrics
-    print(f"profile: {manifest.profile_name} ({manifest.runtime.backend.value}, {manifest.runtime.threads} threads)")
-    print(
-        f"classes: {len(manifest.labels)}  input: {spec.height}x{spec.width} {spec.dtype} {spec.color_order.value}, {spec.resize.value}, crop {spec.crop:g}"
-    )
-    print(
-        f"model: {manifest.runtime.model_file} ({metrics.model_bytes / 1e6:.2f} MB), source sha256 {manifest.source_model.get('sha256', '?')[:12]}"
-    )
-    accuracy = metrics.accuracy
-    if accuracy is not None:
-        tolerance = "?" if accuracy.tolerance is None else f"{accuracy.tolerance:g}"
-        print(
-            f"accuracy on {accuracy.images} images: float {accuracy.float_top1:.2f}%, "
-            f"converted {accuracy.converted_top1:.2f}%, drop {accuracy.top1_drop:.2f} points "
-            f"(tolerance {tolerance}), agreement {accuracy.top1_agreement:.2f}%"
-        )
-    if metrics.pruning is not None:
-        print(_pruning_line(metrics.pruning, accuracy))
-    qat = metrics.qat
-    if qat is not None:
-        photos = "?" if qat.training.photos is None else qat.training.photos
-        print(
-            f"quantization-aware fine-tuning: {qat.training.epochs} epochs on {photos} photos in {qat.training.seconds:.0f} s, "
-            f"{qat.activation_quantizers} activation ranges learned"
-        )
-    latency = metrics.latency_host
-    if latency is not None:
-        print(f"latency on this host: p50 {latency.p50_ms:.2f} ms, p95 {latency.p95_ms:.2f} ms ({latency.engine})")
-    for line in _edgetpu_lines(manifest.target_report):
-        print(line)
-
-
-def _edgetpu_lines(target_report: dict[str, Any]) -> list[str]:
-    """The Edge TPU preflight and compiler status recorded by a Coral conversion (none for other backends)."""
-    lines = []
-    preflight = target_report.get("edgetpu_preflight")
-    if isinstance(preflight, dict) and preflight.get("summary"):
-        lines.append(f"Edge TPU preflight: {preflight['summary']}")
-    compiler = target_report.get("edgetpu_compiler")
-    if isinstance(compiler, dict) and compiler.get("status"):
-        step = compiler.get("next_step")
-        lines.append(f"Edge TPU compiler: {compiler['status']}" + (f"; next: {step}" if step else ""))
-    return lines
-
-
-def _pruning_line(pruning: PruningMetrics, accuracy: AccuracyMetrics | None) -> str:
-    """One line on what pruning did: sparsity and gzip size, or channels and MACs; the pruned float top-1."""
-    if pruning.mode == "unstructured":
-        line = f"pruning: {pruning.sparsity:.1%} of {pruning.pruned_weights} kernel weights are zero"
-        if pruning.gzip_bytes and pruning.gzip_bytes_unpruned:
-            ratio = pruning.gzip_bytes / pruning.gzip_bytes_unpruned
-            line += f", gzip {pruning.gzip_bytes / 1e6:.2f} MB ({ratio:.2f}x the unpruned model)"
-    else:
-        line = f"pruning: {pruning.kept_channels}/{pruning.prunable_channels} channels kept"
-        if pruning.macs_before is not None and pruning.macs_after is not None:
-            line += f", MACs {pruning.macs_before / 1e6:.1f}M -> {pruning.macs_after / 1e6:.1f}M"
-    if accuracy is not None and accuracy.pruned_top1 is not None:
-        line += f"; pruned float top-1 {accuracy.pruned_top1:.2f}%"
-    return line
-
-
 def _profiles(_args: argparse.Namespace) -> int:
     for profile in list_profiles():
         fallbacks = profile.backend_fallbacks
@@ -471,7 +267,7 @@ def _inspect(args: argparse.Namespace) -> int:
         return 1 if status.refused else 0
     print(f"bundle: {bundle.path} (files match the manifest)")
     print(f"signature: {status.detail}")
-    _print_summary(bundle.manifest)
+    print("\n".join(summary_lines(bundle.manifest)))
     accuracy = bundle.manifest.metrics.accuracy
     if accuracy is not None and accuracy.within_tolerance is False:
         print(
@@ -514,15 +310,15 @@ def _sign(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {
-    "convert": _convert,
-    "distill": _distill,
+    "convert": convert_command,
+    "distill": distill_command,
     "profiles": _profiles,
     "inspect": _inspect,
     "classify": _classify,
     "edgetpu-check": _edgetpu_check,
     "compile-edgetpu": _compile_edgetpu,
     "run": _run,
-    "tune": _tune,
+    "tune": tune_command,
     "keygen": _keygen,
     "sign": _sign,
     "demo": _demo,
