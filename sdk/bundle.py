@@ -46,6 +46,8 @@ __all__ = [
 
 
 MANIFEST_NAME = "manifest.json"
+#: The conformance set (:mod:`tillsight.conformance`): an artifact, but not a model file.
+CONFORMANCE_FILE = "conformance.npz"
 FORMAT_NAME = "tillsight-bundle"
 FORMAT_VERSION = 1
 
@@ -117,6 +119,11 @@ class Manifest:
     sdk_version: str = __version__
     created: str = ""
     tune: dict[str, Any] = dataclasses.field(default_factory=dict)  # the search that chose this bundle (tillsight tune)
+
+    @property
+    def model_artifacts(self) -> list[str]:
+        """The files the runtime loads (the artifacts but the conformance set a fleet kiosk checks)."""
+        return [name for name in self.artifacts if name != CONFORMANCE_FILE]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form written as ``manifest.json``."""

@@ -13,8 +13,10 @@ import json
 import logging
 import os
 import shlex
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -63,9 +65,15 @@ def _checkout_options(args: argparse.Namespace, **extra: Any) -> CheckoutOptions
     return CheckoutOptions(roi=args.roi, **{name: getattr(args, name) for name in CHECKOUT_FLAGS}, **extra)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def _run(args: argparse.Namespace) -> int:
     if not args.debug:  # source state changes and the periodic metrics line go to stderr
         logging.getLogger("tillsight.pipelines").setLevel(logging.INFO)
+    if threading.current_thread() is threading.main_thread():  # a service manager's stop ends the run as Ctrl-C does
+        signal.signal(signal.SIGTERM, _interrupt)
     lanes = tuple(parse_lane(text) for text in args.lane) + tuple(read_lanes_file(args.lanes) if args.lanes else [])
     paced = args.realtime or args.speed is not None
     options = KioskOptions(

@@ -22,7 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .bundle import MANIFEST_NAME, Bundle, read_bundle, sha256_of_file, write_manifest
+from .bundle import CONFORMANCE_FILE, MANIFEST_NAME, Bundle, read_bundle, sha256_of_file, write_manifest
 from .classifier import Classifier
 from .errors import BundleError
 
@@ -36,7 +36,6 @@ __all__ = [
     "has_conformance_set",
 ]
 
-CONFORMANCE_FILE = "conformance.npz"
 #: Inputs a conformance set holds by default (a 224 px uint8 input is 150 KB before compression).
 DEFAULT_CONFORMANCE_IMAGES = 24
 #: Photos whose top-1 score leads the second by less than this are not used.

@@ -52,7 +52,7 @@ def summarize_bundle(path: str | Path) -> BundleSummary:
     """
     bundle = read_bundle(path)
     manifest = bundle.manifest
-    model_files = [bundle.path / name for name in manifest.artifacts if name != "manifest.json"]
+    model_files = [bundle.path / name for name in manifest.model_artifacts if name != "manifest.json"]
     model_bytes = sum(p.stat().st_size for p in model_files)
     accuracy, latency = manifest.metrics.accuracy, manifest.metrics.latency_host
     return BundleSummary(

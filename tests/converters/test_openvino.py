@@ -43,7 +43,7 @@ def op_types(bundle_path) -> set[str]:
 def test_int8_ir_with_embedded_preprocessing(openvino_bundles):
     path = openvino_bundles["intel-nuc-iris-xe"]
     manifest = json.loads((path / "manifest.json").read_text())
-    assert set(manifest["artifacts"]) == {"model.xml", "model.bin"}
+    assert set(manifest["artifacts"]) == {"model.xml", "model.bin", "conformance.npz"}
     spec = manifest["input"]
     assert (spec["dtype"], spec["color_order"], spec["mean"], spec["std"], spec["scale"]) == (
         "uint8",

@@ -14,7 +14,7 @@ import pytest
 
 from tests.pipelines.broker import Broker, Consumer, needs_mosquitto, needs_paho
 from tillsight.demo import ASSETS
-from tillsight.fleet import KioskStatus, RolloutOptions, desired_state, pack_bundle, rollout
+from tillsight.fleet import KioskStatus, desired_state, pack_bundle
 from tillsight.fleet.rollout import FleetView
 from tillsight.pipelines.mqtt import MqttOptions
 
@@ -73,7 +73,9 @@ def setup(tmp_path: Path, retailer_key):
     broker.kill()
 
 
-def test_a_rollout_to_three_kiosk_processes_completes_with_no_lost_event(setup, retailer_key):
+def test_a_rollout_to_three_kiosk_processes_completes_with_no_lost_event(setup, retailer_key, capsys):
+    from tillsight.cli import main
+
     broker, factory, state, processes, tmp_path = setup
     consumer = Consumer(broker.port, "store/+/events")
     ids = ("k1", "k2", "k3")
@@ -81,14 +83,18 @@ def test_a_rollout_to_three_kiosk_processes_completes_with_no_lost_event(setup, 
     assert _wait(lambda: all(len(_events(tmp_path / k)) >= 1 for k in ids), 90), [
         (tmp_path / k / "stderr.log").read_text() for k in ids
     ]
-    options = RolloutOptions(
-        broker=MqttOptions.from_url(f"mqtt://127.0.0.1:{broker.port}/fleet"), kiosks=ids, canary=0.05, waves=2, wave_timeout_s=180
-    )
-    result = rollout(state, options, progress=lambda line: None)
-    assert result.completed and [o.outcome for o in result.outcomes] == ["running"] * 3, result
+    (tmp_path / "kiosks.txt").write_text("# the store's kiosks\nk1\nk2\nk3\n")
+    command = ["fleet", "rollout", str(tmp_path / "served" / "v2.tar"), "--url", state.url, "--version", "v2"]
+    command += ["--broker", f"mqtt://127.0.0.1:{broker.port}/fleet", "--kiosks", str(tmp_path / "kiosks.txt")]
+    assert main([*command, "--canary", "5%", "--waves", "2", "--wave-timeout", "180"]) == 0
+    out = capsys.readouterr().out
+    assert "wave 1: 1 kiosks (k1)" in out and "wave 2: 2 kiosks (k2, k3)" in out and "3 kiosks run v2" in out, out
+    assert main(["fleet", "status", "--broker", f"mqtt://127.0.0.1:{broker.port}/fleet"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(ids)]
+    assert len(rows) == 3 and all(" running " in row and " v2 " in row and "100.0%" in row for row in rows), rows
     assert _wait(lambda: all(sum(e["bundle_version"] == "v2" for e in _events(tmp_path / k)) >= 2 for k in ids), 90)
     for process in processes:
-        process.send_signal(signal.SIGINT)  # Ctrl-C: the kiosk drains its outbox and exits
+        process.send_signal(signal.SIGTERM)  # a service manager's stop: the kiosk drains its outbox and exits
     assert all(process.wait(60) == 0 for process in processes)
     written = {k: _events(tmp_path / k) for k in ids}
     received = consumer.wait_for(sum(len(events) for events in written.values()), 30)
@@ -119,6 +125,6 @@ def test_a_kiosk_killed_mid_swap_starts_again_on_a_working_bundle_and_takes_the_
     finally:
         view.close()
     assert _wait(lambda: any(e["bundle_version"] == "v2" for e in _events(folder)), 60)
-    processes[-1].send_signal(signal.SIGINT)
+    processes[-1].send_signal(signal.SIGTERM)
     assert processes[-1].wait(60) == 0
     assert json.loads((folder / "store" / "state.json").read_text())["current"] == "v2"

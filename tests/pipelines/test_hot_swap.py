@@ -106,3 +106,29 @@ def test_a_bundle_without_the_lane_background_label_is_refused_before_the_switch
         assert "Banana" in kiosk.classifier.labels and kiosk.pipeline.classifier is kiosk.classifier
     finally:
         kiosk.close()
+
+
+def test_a_multi_lane_kiosk_swaps_for_every_lane_at_once(tmp_path):
+    """Two lanes on one model: one swap, both lanes' events name the new bundle after it, every item once per lane."""
+    from tillsight.pipelines.lanes import LaneSpec
+
+    new_bundle = tmp_path / "v2"
+    shutil.copytree(BUNDLE, new_bundle)
+    pipeline = PipelineOptions(checkout=CheckoutOptions(roi=tuple(SCRIPT["roi"])), metrics_interval=0)
+    lanes = (LaneSpec("1", VIDEO), LaneSpec("2", VIDEO))
+    events, reached = [], threading.Event()
+    kiosk = Kiosk(
+        KioskOptions(BUNDLE, lanes=lanes, pipeline=pipeline, fps=SCRIPT["fps"], version="v1"),
+        sinks=[events.append],
+        on_frame=lambda result: result.frame.frame_id >= 250 and reached.set(),
+    )
+    thread = threading.Thread(target=lambda: reached.wait(60) and kiosk.swap_bundle(new_bundle, "v2"))
+    thread.start()
+    result = kiosk.run()
+    thread.join(60)
+    expected = [placement["label"] for placement in SCRIPT["placements"]]
+    for lane in ("1", "2"):
+        mine = [event for event in events if event.lane == lane]
+        assert [event.label for event in mine] == expected and result.metrics[lane].frames_processed == SCRIPT["frames"]
+        versions = [event.bundle_version for event in mine]
+        assert versions == sorted(versions) and versions[0] == "v1" and versions[-1] == "v2", (lane, versions)
