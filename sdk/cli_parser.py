@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import math
 import re
-import sys
-from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
@@ -118,21 +116,25 @@ def _add_checkout_arguments(command: argparse.ArgumentParser) -> None:
         )
 
 
-#: Flags whose value may start with "-": argparse reads ``--input-range -1-1`` as a flag without its value.
-_DASHED_VALUE_FLAGS = frozenset({"--input-range"})
+#: Names of the input ranges that do not start with a dash (``--input-range -1-1`` reads as a flag to argparse).
+_RANGE_NAMES = {"pixels": InputRange.PIXELS, "unit": InputRange.UNIT, "symmetric": InputRange.SYMMETRIC}
+
+
+def _input_range(text: str) -> str:
+    value = _RANGE_NAMES[text].value if text in _RANGE_NAMES else text
+    if value not in {r.value for r in InputRange}:
+        names = ", ".join(f"{name} ({member.value})" for name, member in _RANGE_NAMES.items())
+        raise argparse.ArgumentTypeError(f"{text!r} is none of {names}")
+    return value
 
 
 class _Parser(argparse.ArgumentParser):
-    """An argument parser that takes ``--input-range -1-1`` as ``--input-range=-1-1``, as the README writes it."""
+    """The ``tillsight`` parser: a dash-led range given as a separate word gets its two spellings in the error."""
 
-    def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
-        tokens, joined = list(sys.argv[1:] if args is None else args), []
-        while tokens:
-            token = tokens.pop(0)
-            if token in _DASHED_VALUE_FLAGS and tokens and tokens[0].startswith("-") and tokens[0][1:2].isdigit():
-                token = f"{token}={tokens.pop(0)}"
-            joined.append(token)
-        return super().parse_known_args(joined, namespace)
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        if "--input-range: expected one argument" in message:
+            message += " (write --input-range=-1-1, or --input-range symmetric)"
+        super().error(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -474,7 +476,11 @@ def _add_demo(commands: Any) -> None:
 def _add_input_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--color-order", choices=[c.value for c in ColorOrder], default="rgb", help="model's channel order")
     parser.add_argument(
-        "--input-range", choices=[r.value for r in InputRange], default="0-255", help="value range the model expects"
+        "--input-range",
+        type=_input_range,
+        default="0-255",
+        metavar="RANGE",
+        help="value range the model expects: pixels (0-255, the default), unit (0-1) or symmetric (-1-1; also --input-range=-1-1)",
     )
     parser.add_argument("--mean", type=_triple, help="per-channel mean in 0-255 units (overrides --input-range)")
     parser.add_argument("--std", type=_triple, help="per-channel std in 0-255 units (with --mean)")

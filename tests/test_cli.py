@@ -61,15 +61,23 @@ def test_unknown_command_is_a_usage_error():
     assert exit_info.value.code == 2
 
 
-def test_input_range_takes_a_value_that_starts_with_a_dash():
-    """``--input-range -1-1``, as the README writes it (Keras's MobileNetV2 expects that range)."""
+def test_input_range_is_named_or_joined_to_its_flag_and_a_split_dash_value_says_how(capsys):
+    """Keras's MobileNetV2 expects -1-1: ``--input-range symmetric`` or ``--input-range=-1-1``; argv is never rewritten."""
     from tillsight.cli_parser import build_parser
 
-    for spelling in (["--input-range", "-1-1"], ["--input-range=-1-1"]):
-        args = build_parser().parse_args(["distill", "teacher.keras", "--student", "s", "--out", "s.keras", *spelling])
-        assert args.input_range == "-1-1"
-    with pytest.raises(SystemExit):  # a missing value is still a usage error
-        build_parser().parse_args(["distill", "teacher.keras", "--out", "s.keras", "--input-range", "--debug"])
+    command = ["distill", "teacher.keras", "--student", "s", "--out", "s.keras"]
+    for spelling, value in (
+        (["--input-range=-1-1"], "-1-1"),
+        (["--input-range", "symmetric"], "-1-1"),
+        (["--input-range", "unit"], "0-1"),
+    ):
+        assert build_parser().parse_args([*command, *spelling]).input_range == value
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*command, "--input-range", "-1-1"])
+    assert "write --input-range=-1-1, or --input-range symmetric" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*command, "--input-range", "0-2"])
+    assert "'0-2' is none of pixels (0-255), unit (0-1), symmetric (-1-1)" in capsys.readouterr().err
 
 
 def test_every_flag_of_every_command_says_what_it_does():
