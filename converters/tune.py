@@ -54,16 +54,17 @@ from .tune_space import (
     CHANNEL_FRACTIONS,
     STUDENT,
     STUDENT_SCALES,
-    Budget,
     Candidate,
     CandidateKind,
     CandidateResult,
+    CandidateStatus,
+    TuneRequirements,
     TuneResult,
     search_space,
 )
 
 __all__ = [
-    "Budget",
+    "TuneRequirements",
     "Candidate",
     "CandidateKind",
     "CandidateResult",
@@ -184,7 +185,7 @@ def tune(
         ProfileError, ModelLoadError, DataError, OptionsError: Bad input, found before any candidate runs.
     """
     resolved = load_profile(profile) if not isinstance(profile, Profile) else profile
-    budget = Budget.from_profile(resolved, max_latency_ms, max_top1_drop)
+    budget = TuneRequirements.from_profile(resolved, max_latency_ms, max_top1_drop)
     if time_budget_s <= 0 or frames < 1 or (epochs is not None and epochs < 1):
         raise OptionsError("--time-budget must be positive, --frames and --epochs at least 1")
     if any(not 0 < f < 1 for f in channel_fractions) or any(not 0 < s <= 1 for s in student_scales):
@@ -237,14 +238,16 @@ def tune(
     for number, candidate in enumerate(space[1:], start=2):
         skip = _skip_reason(candidate, results, winner, clock, input_size)
         if skip:
-            result = CandidateResult(candidate, "skipped", skip)
+            result = CandidateResult(candidate, CandidateStatus.SKIPPED, skip)
         else:
             started = time.monotonic()
             try:
                 bundle_dir = build(candidate)
                 measured, measured_on = _measure(bundle_dir, frames, bench_command)
             except Exception as exc:  # noqa: BLE001 - one candidate that fails, for any reason, does not end the search
-                result = CandidateResult(candidate, "failed", _failure(exc), seconds=round(time.monotonic() - started, 1))
+                result = CandidateResult(
+                    candidate, CandidateStatus.FAILED, _failure(exc), seconds=round(time.monotonic() - started, 1)
+                )
             else:
                 seconds = time.monotonic() - started
                 clock.learn_training(candidate, seconds, input_size)
@@ -283,7 +286,7 @@ def _failure(exc: Exception) -> str:
 def _report(
     on_result: Callable[[CandidateResult, int, int], None] | None, result: CandidateResult, number: int, total: int
 ) -> None:
-    logger.info("tune %s: %s, %s", result.candidate.name, result.status, result.note)
+    logger.info("tune %s: %s, %s", result.candidate.name, result.status.value, result.note)
     if on_result is not None:
         on_result(result, number, total)
 
@@ -301,7 +304,7 @@ def _skip_reason(
     int8 = results[0]
     if candidate.kind is CandidateKind.QAT and int8.resource_misses:
         return f"same int8 graph as int8, which misses {'; '.join(int8.resource_misses)}"
-    milder = [r for r in results if r.candidate.kind is candidate.kind and r.status == "measured"]
+    milder = [r for r in results if r.candidate.kind is candidate.kind and r.status is CandidateStatus.MEASURED]
     if candidate.kind in (CandidateKind.CHANNELS, CandidateKind.STUDENT) and milder and milder[-1].drop_misses:
         return f"compresses more than {milder[-1].candidate.name}, which already loses {milder[-1].top1_drop:.2f} points"
     left = clock.budget_s - clock.elapsed()
@@ -407,7 +410,7 @@ def _judge(
     manifest: Any,
     measured: BundleBenchmark,
     float_top1: float | None,
-    budget: Budget,
+    budget: TuneRequirements,
     seconds: float,
 ) -> CandidateResult:
     accuracy = manifest.metrics.accuracy
@@ -422,7 +425,7 @@ def _judge(
     note = "misses " + "; ".join(misses) if misses else "meets the budget"
     return CandidateResult(
         candidate,
-        "measured",
+        CandidateStatus.MEASURED,
         note,
         round(seconds, 1),
         str(bundle_dir),
@@ -446,7 +449,7 @@ def _publish(
     winner: CandidateResult,
     profile: str,
     out: Path,
-    budget: Budget,
+    budget: TuneRequirements,
     results: Sequence[CandidateResult],
     measured_on: str,
     options: ConversionOptions,

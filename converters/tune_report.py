@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from ..report import plot_accuracy_latency
 from ..staging import staged_file
+from .tune_space import CandidateStatus
 
 if TYPE_CHECKING:
     from .tune_space import CandidateResult, TuneResult
@@ -19,7 +20,7 @@ __all__ = ["pareto_front", "summary_line", "to_dict", "write_report"]
 
 def pareto_front(results: Sequence[CandidateResult]) -> set[str]:
     """Names of the measured candidates no other is both more accurate and faster than."""
-    measured = [r for r in results if r.status == "measured" and r.top1 is not None and r.latency_ms is not None]
+    measured = [r for r in results if r.status is CandidateStatus.MEASURED and r.top1 is not None and r.latency_ms is not None]
     front = set()
     for r in measured:
         dominated = any(
@@ -50,7 +51,7 @@ def _number(value: float | None, fmt: str) -> str:
 
 def summary_line(result: TuneResult) -> str:
     """One line: the winner with its figures, or that none met the budget; candidates and time."""
-    counts = {status: sum(r.status == status for r in result.results) for status in ("measured", "skipped", "failed")}
+    counts = {status.value: sum(r.status is status for r in result.results) for status in CandidateStatus}
     tally = (
         f"{counts['measured']} measured, {counts['skipped']} skipped, {counts['failed']} failed in {result.seconds / 60:.1f} min"
     )
@@ -87,13 +88,13 @@ def write_report(result: TuneResult, out: Path) -> tuple[Path, Path | None]:
     points = [
         (r.candidate.name, r.latency_ms, r.top1, r.model_bytes or 0)
         for r in result.results
-        if r.status == "measured" and r.latency_ms is not None and r.top1 is not None
+        if r.status is CandidateStatus.MEASURED and r.latency_ms is not None and r.top1 is not None
     ]
     png = plot_accuracy_latency(points, out / "tune.png", title=f"tune {result.profile}: top-1 vs latency") if points else None
     lines = [
         f"# tillsight tune: {result.profile}",
         "",
-        f"Budget: {_budget_text(result)}.",
+        f"TuneRequirements: {_budget_text(result)}.",
         f"Latency measured on {result.measured_on}. Float model top-1: {_number(result.float_top1, '.2f')}% on the evaluation photos.",
         f"Time: {result.seconds / 60:.1f} of {result.time_budget_s / 60:.0f} minutes.",
         "",

@@ -18,7 +18,8 @@ __all__ = [
     "CHANNEL_FRACTIONS",
     "STUDENT",
     "STUDENT_SCALES",
-    "Budget",
+    "TuneRequirements",
+    "CandidateStatus",
     "Candidate",
     "CandidateKind",
     "CandidateResult",
@@ -53,8 +54,12 @@ class Candidate:
 
 
 @dataclasses.dataclass(frozen=True)
-class Budget:
-    """What a bundle must meet; None: no such budget."""
+class TuneRequirements:
+    """What a tuned bundle must meet (latency, memory and size budgets, top-1 drop); None: no such limit.
+
+    A profile's :class:`~tillsight.profiles.Budgets` say the same with 0 for "no limit"; this is what a search
+    checks, after the overrides given to ``tune``.
+    """
 
     max_latency_ms: float | None
     max_memory_bytes: int | None
@@ -62,7 +67,9 @@ class Budget:
     max_top1_drop: float
 
     @classmethod
-    def from_profile(cls, profile: Profile, max_latency_ms: float | None = None, max_top1_drop: float | None = None) -> Budget:
+    def from_profile(
+        cls, profile: Profile, max_latency_ms: float | None = None, max_top1_drop: float | None = None
+    ) -> TuneRequirements:
         """The profile's ``[budgets]`` and ``max_top1_drop``, with these overrides.
 
         Raises:
@@ -94,12 +101,20 @@ class Budget:
         return missed
 
 
+class CandidateStatus(str, enum.Enum):
+    """What became of a candidate: converted and measured, skipped without converting, or failed with its reason."""
+
+    MEASURED = "measured"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
 @dataclasses.dataclass(frozen=True)
 class CandidateResult:
     """What became of one candidate."""
 
     candidate: Candidate
-    status: str  # "measured", "skipped" or "failed"
+    status: CandidateStatus
     note: str  # the budget verdict, or why it was skipped or failed
     seconds: float = 0.0
     bundle: str | None = None
@@ -115,7 +130,7 @@ class CandidateResult:
     @property
     def verdict(self) -> str:
         """The note, prefixed with the status when the candidate was not measured."""
-        return self.note if self.status == "measured" else f"{self.status}: {self.note}"
+        return self.note if self.status is CandidateStatus.MEASURED else f"{self.status.value}: {self.note}"
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -128,7 +143,7 @@ class TuneResult:
     """The search, its candidates in the order tried, and the winner (None: none met the budget)."""
 
     profile: str
-    budget: Budget
+    budget: TuneRequirements
     measured_on: str  # where latency was measured
     float_top1: float | None
     results: tuple[CandidateResult, ...]

@@ -21,6 +21,7 @@ import numpy as np
 
 from tillsight.bundle import Bundle
 from tillsight.errors import BackendUnavailableError, BundleError, InferenceError, summarize
+from tillsight.profile_tables import PerformanceHint
 
 from .base import Backend, TensorSpec
 
@@ -106,7 +107,7 @@ class OpenVINOBackend(Backend):
         model_path: Path,
         device: str,
         device_fallbacks: Sequence[str] = (),
-        performance_hint: str = "LATENCY",
+        performance_hint: PerformanceHint = PerformanceHint.LATENCY,
         threads: int = 0,
         cache_dir: Path | None = None,
         core: Any = None,
@@ -136,7 +137,7 @@ class OpenVINOBackend(Backend):
         self.fallback_reason = warning
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        config: dict[str, Any] = {"PERFORMANCE_HINT": performance_hint, "CACHE_DIR": str(self.cache_dir)}
+        config: dict[str, Any] = {"PERFORMANCE_HINT": performance_hint.value, "CACHE_DIR": str(self.cache_dir)}
         if threads and self.device.startswith("CPU"):
             config["INFERENCE_NUM_THREADS"] = threads
         if cpu_precision and self.device.startswith("CPU"):
@@ -155,7 +156,7 @@ class OpenVINOBackend(Backend):
         self._queue: Any = None  # an AsyncInferQueue, made by the first infer_many
         self.input_spec = _spec(self._compiled.inputs[0])
         self.output_spec = _spec(self._compiled.outputs[0])
-        logger.info("compiled %s for %s (runs on %s), hint %s", model_path, self.device, self.engine, performance_hint)
+        logger.info("compiled %s for %s (runs on %s), hint %s", model_path, self.device, self.engine, performance_hint.value)
 
     @classmethod
     def open(cls, bundle: Bundle, threads: int, device: str | None = None, throughput: bool = False) -> OpenVINOBackend:
@@ -165,7 +166,9 @@ class OpenVINOBackend(Backend):
             bundle.model_path,
             device or runtime.device,
             device_fallbacks=tuple(options.get("device_fallbacks", ())),
-            performance_hint="THROUGHPUT" if throughput else str(options.get("performance_hint", "LATENCY")),
+            performance_hint=PerformanceHint.THROUGHPUT
+            if throughput
+            else PerformanceHint(str(options.get("performance_hint", PerformanceHint.LATENCY.value))),
             threads=threads,
             cpu_precision=options.get("cpu_inference_precision"),
         )
@@ -181,7 +184,7 @@ class OpenVINOBackend(Backend):
     def infer_many(self, tensors: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Several inputs at once through an ``AsyncInferQueue``: with the ``THROUGHPUT`` hint the
         device runs them in parallel streams (one request at a time otherwise)."""
-        if len(tensors) < 2 or self.performance_hint != "THROUGHPUT":
+        if len(tensors) < 2 or self.performance_hint is not PerformanceHint.THROUGHPUT:
             return super().infer_many(tensors)
         if self._compiled is None:
             raise InferenceError("the OpenVINO backend is closed")

@@ -131,7 +131,7 @@ def _input_range(text: str) -> str:
 class _Parser(argparse.ArgumentParser):
     """The ``tillsight`` parser: a dash-led range given as a separate word gets its two spellings in the error."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> Any:
         if "--input-range: expected one argument" in message:
             message += " (write --input-range=-1-1, or --input-range symmetric)"
         super().error(message)

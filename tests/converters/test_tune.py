@@ -12,7 +12,7 @@ import tillsight
 from tillsight import cli
 from tillsight.bundle import read_bundle
 from tillsight.cli_parser import _duration
-from tillsight.converters.tune import Budget, CandidateKind, search_space, tune
+from tillsight.converters.tune import CandidateKind, TuneRequirements, search_space, tune
 from tillsight.errors import OptionsError
 from tillsight.profiles import load_profile
 
@@ -49,13 +49,13 @@ def test_bad_time_budget_is_one_line(capsys):
 
 def test_budget_comes_from_the_profile_and_flags_override_it():
     pi = load_profile("raspberry-pi-4")
-    budget = Budget.from_profile(pi)
+    budget = TuneRequirements.from_profile(pi)
     assert (budget.max_latency_ms, budget.max_memory_bytes, budget.max_top1_drop) == (150.0, 512_000_000, 1.0)
-    assert Budget.from_profile(pi, max_latency_ms=9, max_top1_drop=2).max_latency_ms == 9
-    assert not Budget.from_profile(load_profile("generic-x86-cpu")).has_resource_budget
+    assert TuneRequirements.from_profile(pi, max_latency_ms=9, max_top1_drop=2).max_latency_ms == 9
+    assert not TuneRequirements.from_profile(load_profile("generic-x86-cpu")).has_resource_budget
     assert budget.misses(160.0, 10, 10) == ["latency 160.00 ms > 150 ms"]
     with pytest.raises(OptionsError):
-        Budget.from_profile(pi, max_latency_ms=-1)
+        TuneRequirements.from_profile(pi, max_latency_ms=-1)
 
 
 def test_search_space_goes_in_order_of_cost():
