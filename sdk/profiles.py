@@ -100,10 +100,10 @@ class Profile:
     budgets: Budgets = Budgets()
     openvino: OpenVINOOptions = OpenVINOOptions()
     edgetpu: EdgeTPUOptions = EdgeTPUOptions()
-    source: str = ""  # the file it was read from
+    file: str = ""  # the TOML file it was read from ("" for a shipped profile read by name, or built in code)
 
     def __post_init__(self) -> None:
-        where = self.source or self.name
+        where = self.file or self.name
         if not 1 <= self.threads <= MAX_THREADS:
             raise ProfileError(f"{where}: 'threads' must be between 1 and {MAX_THREADS}, got {self.threads}")
         if not 0.0 <= self.max_top1_drop <= 100.0:
@@ -154,25 +154,25 @@ class Profile:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise ProfileError(f"cannot read profile file {path}: {exc.strerror or exc}") from exc
-        return cls.from_toml_text(text, name=path.stem, source=str(path))
+        return cls.from_toml_text(text, name=path.stem, file=str(path))
 
     @classmethod
-    def from_toml_text(cls, text: str, name: str, source: str = "") -> Profile:
+    def from_toml_text(cls, text: str, name: str, file: str = "") -> Profile:
         """Parse a profile from TOML text (see :meth:`from_toml`)."""
-        where = source or name
+        where = file or name
         try:
             table = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ProfileError(f"{where}: invalid TOML: {exc}") from exc
         table = dict(table)
-        if "name" in table or "source" in table:
-            raise ProfileError(f"{where}: 'name' and 'source' are taken from the file name; remove the key")
+        if "name" in table or "file" in table:
+            raise ProfileError(f"{where}: 'name' and 'file' are taken from the file name; remove the key")
         _rename_old_keys(table, where, "", {"fallbacks": "backend_fallbacks"})
         if isinstance(table.get("quantization"), dict):
             table["quantization"] = dict(table["quantization"])
             _rename_old_keys(table["quantization"], where, "quantization.", _OLD_QUANTIZATION_KEYS)
         table["name"] = name
-        table["source"] = source
+        table["file"] = file
         profile: Profile = _build(cls, table, where, prefix="")
         return profile
 
@@ -198,7 +198,7 @@ def _build(cls: type, table: dict[str, Any], where: str, prefix: str) -> Any:
     known = {f.name for f in dataclasses.fields(cls)}
     for key in table:
         if key not in known:
-            allowed = ", ".join(sorted(k for k in known if k not in ("name", "source")))
+            allowed = ", ".join(sorted(k for k in known if k not in ("name", "file")))
             raise ProfileError(f"{where}: unknown key '{prefix}{key}' (allowed: {allowed})")
     kwargs = {key: _convert(hints[key], value, where, f"{prefix}{key}") for key, value in table.items()}
     required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.name not in kwargs]
@@ -279,7 +279,7 @@ def list_profiles() -> list[Profile]:
     """
     files = _shipped_profile_files()
     return [
-        Profile.from_toml_text(files[name].read_text(encoding="utf-8"), name=name, source=f"device_profiles/{name}.toml")
+        Profile.from_toml_text(files[name].read_text(encoding="utf-8"), name=name, file=f"device_profiles/{name}.toml")
         for name in sorted(files)
     ]
 
@@ -302,7 +302,7 @@ def load_profile(name_or_path: str | Path | Profile) -> Profile:
     text = str(name_or_path)
     files = _shipped_profile_files()
     if text in files:
-        return Profile.from_toml_text(files[text].read_text(encoding="utf-8"), name=text, source=f"device_profiles/{text}.toml")
+        return Profile.from_toml_text(files[text].read_text(encoding="utf-8"), name=text, file=f"device_profiles/{text}.toml")
     path = Path(text)
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
