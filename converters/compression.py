@@ -142,7 +142,7 @@ def compress(
                 TrainingSchedule(settings.epochs, settings.learning_rate, progress=progress),
                 profile.quantization.per_channel,
             )
-        qat_metrics = QatMetrics.from_dict({**report, "finetune_source": str(photos_set.source), "seed": seed})
+        qat_metrics = QatMetrics.from_dict({**report, "finetune_source": str(photos_set.path), "seed": seed})
         current = current.with_model(model, "quantization-aware")
     if pruned is None:
         return Compressed(current, None, qat=qat_metrics)

@@ -91,7 +91,7 @@ def _load_calibration(
             bar.total = bar.n  # drawn once, when the bar closes
     if len(arrays) < quant.min_calibration_images:
         raise CalibrationError(
-            f"calibration data {image_set.source} has {len(arrays)} usable images ({len(skipped)} unreadable "
+            f"calibration data {image_set.path} has {len(arrays)} usable images ({len(skipped)} unreadable "
             f"skipped); profile '{profile.name}' needs at least {quant.min_calibration_images}: add images, or accept "
             "fewer with --min-calibration N (ConversionOptions.min_calibration_images; profile key "
             "quantization.min_calibration_images)"
@@ -328,7 +328,7 @@ def _measure(
         if evaluation_set is None:
             return latency, None
         accuracy = evaluate(source, classifier, evaluation_set, job.input_spec, options.progress, pruned=pruned)
-    accuracy = dataclasses.replace(accuracy, source=str(evaluation_set.source))
+    accuracy = dataclasses.replace(accuracy, source=str(evaluation_set.path))
     return latency, _check_accuracy(job.profile, accuracy, options.allow_accuracy_drop)
 
 
@@ -357,8 +357,8 @@ def _unpruned_gzip_bytes(target: Any, job: Any, original: Any) -> int:
 
 def _default_labels(calibration_set: ImageSet | None, num_classes: int) -> tuple[str, ...]:
     """Labels when no labels file is given: class folder names, else generic names."""
-    if calibration_set is not None and calibration_set.source.is_dir() and calibration_set.labeled:
-        names = sorted(p.name for p in calibration_set.source.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if calibration_set is not None and calibration_set.path.is_dir() and calibration_set.labeled:
+        names = sorted(p.name for p in calibration_set.path.iterdir() if p.is_dir() and not p.name.startswith("."))
         if len(names) == num_classes:
             return tuple(names)
     logger.warning("no labels file: naming the %d classes class_0 ... class_%d; pass --labels", num_classes, num_classes - 1)

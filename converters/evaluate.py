@@ -81,7 +81,7 @@ def evaluate(
             "the figures are on the %d others",
             len(skipped),
             len(image_set.images),
-            image_set.source,
+            image_set.path,
             examples,
             ", ..." if len(skipped) > 3 else "",
             count,

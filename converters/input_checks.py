@@ -109,13 +109,13 @@ def _check_calibration_count(image_set: ImageSet, profile: Profile) -> None:
     present = len(image_set.images) - len(missing)
     if missing and present < needed:
         raise CalibrationError(
-            f"calibration data {image_set.source} lists {len(image_set.images)} images but {len(missing)} do not exist "
+            f"calibration data {image_set.path} lists {len(image_set.images)} images but {len(missing)} do not exist "
             f"(the first: {missing[0]}); profile '{profile.name}' needs at least {needed}: fix the paths (relative to the "
             "list file's folder) or accept fewer with --min-calibration N"
         )
     if len(image_set.images) < needed:
         raise CalibrationError(
-            f"calibration data {image_set.source} has {len(image_set.images)} image files; profile '{profile.name}' "
+            f"calibration data {image_set.path} has {len(image_set.images)} image files; profile '{profile.name}' "
             f"needs at least {needed}: add images, or accept fewer with --min-calibration N "
             "(ConversionOptions.min_calibration_images; profile key quantization.min_calibration_images)"
         )

@@ -42,7 +42,7 @@ class LabeledImage:
 class ImageSet:
     """The images named by one data argument."""
 
-    source: Path
+    path: Path  # the class folder or list file named
     images: tuple[LabeledImage, ...]
     labeled: bool
 

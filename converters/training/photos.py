@@ -126,7 +126,7 @@ def load_training_photos(
         DataError: Labels are needed and missing, a label is outside the model's classes, or too few photos are readable.
     """
     if need_labels and not image_set.labeled:
-        raise DataError(f"{desc} {image_set.source} has no labels: use a class folder or a list file")
+        raise DataError(f"{desc} {image_set.path} has no labels: use a class folder or a list file")
     from tqdm import tqdm
 
     skipped: list = []
@@ -139,7 +139,7 @@ def load_training_photos(
         pixels.append(model_pixels(image, spec))
         labels.append(label)
     if len(labels) < _MIN_PHOTOS:
-        raise DataError(f"{desc} {image_set.source} has {len(labels)} readable photos; at least {_MIN_PHOTOS} are needed")
+        raise DataError(f"{desc} {image_set.path} has {len(labels)} readable photos; at least {_MIN_PHOTOS} are needed")
     if skipped:
         logger.warning("%s: skipped %d unreadable or non-image files", desc, len(skipped))
-    return TrainingPhotos(np.stack(pixels), np.asarray(labels, np.int32), spec, num_classes, str(image_set.source))
+    return TrainingPhotos(np.stack(pixels), np.asarray(labels, np.int32), spec, num_classes, str(image_set.path))
