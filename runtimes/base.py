@@ -39,9 +39,9 @@ class Backend(abc.ABC):
     #: What actually runs the model, e.g. ``ai_edge_litert`` or ``CPU`` (for logs and manifests).
     engine: str = ""
     #: The model's single input tensor (set when the model is loaded).
-    input_spec: TensorSpec
+    input_tensor: TensorSpec
     #: The model's single output tensor.
-    output_spec: TensorSpec
+    output_tensor: TensorSpec
     #: Why this runs in place of the accelerator the bundle asked for (None: it runs where asked).
     fallback_reason: str | None = None
 

@@ -154,8 +154,8 @@ class OpenVINOBackend(Backend):
         self.performance_hint = performance_hint
         self._request = self._compiled.create_infer_request()
         self._queue: Any = None  # an AsyncInferQueue, made by the first infer_many
-        self.input_spec = _spec(self._compiled.inputs[0])
-        self.output_spec = _spec(self._compiled.outputs[0])
+        self.input_tensor = _spec(self._compiled.inputs[0])
+        self.output_tensor = _spec(self._compiled.outputs[0])
         logger.info("compiled %s for %s (runs on %s), hint %s", model_path, self.device, self.engine, performance_hint.value)
 
     @classmethod

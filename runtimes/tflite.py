@@ -101,8 +101,8 @@ class TFLiteBackend(Backend):
             raise BundleError(f"{model_path} has {len(inputs)} inputs and {len(outputs)} outputs; expected 1 and 1")
         self._input_index = inputs[0]["index"]
         self._output_index = outputs[0]["index"]
-        self.input_spec = _tensor_spec(inputs[0])
-        self.output_spec = _tensor_spec(outputs[0])
+        self.input_tensor = _tensor_spec(inputs[0])
+        self.output_tensor = _tensor_spec(outputs[0])
         self.threads = threads
         logger.info("loaded %s with %s on %d thread(s)", model_path, self.engine, threads)
 

@@ -69,7 +69,7 @@ class Classifier:
         Raises:
             BundleError: The labels or input spec do not fit the backend's tensors.
         """
-        in_spec, out_spec = backend.input_spec, backend.output_spec
+        in_spec, out_spec = backend.input_tensor, backend.output_tensor
         if out_spec.shape[-1] != len(labels):
             raise BundleError(f"the model has {out_spec.shape[-1]} outputs but {len(labels)} labels")
         quantization_differs = in_spec.scale and (
@@ -142,7 +142,7 @@ class Classifier:
         """
         with self._lock:
             raw = self.backend.infer(tensor)
-        out = self.backend.output_spec
+        out = self.backend.output_tensor
         return dequantize(raw.reshape(-1), out.scale, out.zero_point)
 
     def infer_many(self, tensors: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -154,7 +154,7 @@ class Classifier:
         """
         with self._lock:
             raws = self.backend.infer_many(list(tensors))
-        out = self.backend.output_spec
+        out = self.backend.output_tensor
         return [dequantize(raw.reshape(-1), out.scale, out.zero_point) for raw in raws]
 
     def top(self, scores: np.ndarray, top_k: int = 5) -> list[Prediction]:

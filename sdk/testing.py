@@ -24,15 +24,15 @@ class FakeBackend(Backend):
     name = "fake"
     engine = "fake"
 
-    def __init__(self, respond: Callable[[np.ndarray], np.ndarray], input_spec: TensorSpec, output_spec: TensorSpec):
+    def __init__(self, respond: Callable[[np.ndarray], np.ndarray], input_tensor: TensorSpec, output_tensor: TensorSpec):
         """Args:
         respond: Maps the input tensor (batch of 1) to the raw output tensor.
-        input_spec: The input tensor the fake model declares.
-        output_spec: The output tensor the fake model declares.
+        input_tensor: The input tensor the fake model declares.
+        output_tensor: The output tensor the fake model declares.
         """
         self._respond = respond
-        self.input_spec = input_spec
-        self.output_spec = output_spec
+        self.input_tensor = input_tensor
+        self.output_tensor = output_tensor
         self.calls = 0
         self.closed = False
 
@@ -42,7 +42,7 @@ class FakeBackend(Backend):
 
     def infer(self, tensor: np.ndarray) -> np.ndarray:
         self.calls += 1
-        return np.asarray(self._respond(tensor), dtype=self.output_spec.dtype)
+        return np.asarray(self._respond(tensor), dtype=self.output_tensor.dtype)
 
     def close(self) -> None:
         self.closed = True

@@ -277,7 +277,7 @@ def test_qat_simulates_the_int8_model_closer_than_the_float_model(tiny_model, ph
     inputs, _, frames = load_photos(photos.eval_items)
     with tillsight.load(bundle.path) as classifier:
         int8 = np.stack([classifier.scores(frame) for frame in frames])
-        output_scale = classifier.backend.output_spec.scale
+        output_scale = classifier.backend.output_tensor.scale
     # Compared on the int8 output's grid (the output's own rounding, up to half a step, is the same
     # for both predictions) and where the int8 score is neither 0 nor 1: a confident model's
     # pinned scores are matched by any nearby model and would drown what the activations add.

@@ -56,7 +56,7 @@ def test_raspberry_pi_bundle_gives_the_same_results_on_aarch64(arm_python, bundl
 
     with tillsight.load(bundle_dir) as classifier:
         host = np.array([classifier.scores(read_image(Path(p))) for p in paths])
-        step = classifier.backend.output_spec.scale
+        step = classifier.backend.output_tensor.scale
     arm_scores = np.array(arm["scores"])
     assert arm_scores.shape == host.shape
     assert (arm_scores.argmax(axis=1) == host.argmax(axis=1)).all()
