@@ -1,4 +1,4 @@
-"""The runtime backend interface: load, input/output specs, infer (one or many), close.
+"""The runtime backend interface: load, input and output tensors, invoke (one or many), close.
 
 A backend only moves tensors in and out of one inference engine. Task logic (preprocessing,
 dequantization, top-k, voting) lives above it in :class:`tillsight.Classifier` and never
@@ -54,20 +54,20 @@ class Backend(abc.ABC):
             bundle: The verified bundle.
             threads: CPU threads.
             device: Overrides the manifest's device (e.g. ``GPU.1``, ``usb:1``).
-            throughput: Several frames will be in flight (:meth:`infer_many`, multi-lane
+            throughput: Several frames will be in flight (:meth:`invoke_many`, multi-lane
                 kiosks): engines that can overlap requests set up for it (OpenVINO's
                 ``THROUGHPUT`` hint); the others ignore it.
         """
 
     @abc.abstractmethod
-    def infer(self, tensor: np.ndarray) -> np.ndarray:
+    def invoke(self, tensor: np.ndarray) -> np.ndarray:
         """Run the model on one input tensor (with batch dimension) and return the raw output.
 
         Raises:
             InferenceError: The engine failed on this input.
         """
 
-    def infer_many(self, tensors: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def invoke_many(self, tensors: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Run the model on several input tensors; raw outputs in the same order.
 
         Engines with parallel requests overlap them; by default they run one after another.
@@ -75,7 +75,7 @@ class Backend(abc.ABC):
         Raises:
             InferenceError: The engine failed on one of them.
         """
-        return [self.infer(tensor) for tensor in tensors]
+        return [self.invoke(tensor) for tensor in tensors]
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -89,7 +89,7 @@ class EdgeTPUBackend(TFLiteBackend):
             backend = cls(artifact_path(bundle.path, compiled), threads, delegates=(delegate,))
             backend.engine += f" + Edge TPU ({device or 'any'})"
             # The first Edge TPU inference copies the parameters onto the chip: do it now.
-            backend.infer(np.zeros(backend.input_tensor.shape, dtype=backend.input_tensor.dtype))
+            backend.invoke(np.zeros(backend.input_tensor.shape, dtype=backend.input_tensor.dtype))
             return backend
         except BackendUnavailableError as exc:
             if BackendKind.TFLITE not in runtime.backend_fallbacks:

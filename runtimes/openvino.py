@@ -173,7 +173,7 @@ class OpenVINOBackend(Backend):
             cpu_precision=options.get("cpu_inference_precision"),
         )
 
-    def infer(self, tensor: np.ndarray) -> np.ndarray:
+    def invoke(self, tensor: np.ndarray) -> np.ndarray:
         if self._request is None:
             raise InferenceError("the OpenVINO backend is closed")
         try:
@@ -181,11 +181,11 @@ class OpenVINOBackend(Backend):
         except RuntimeError as exc:
             raise InferenceError(f"OpenVINO failed on an input of shape {tensor.shape}: {exc}") from exc
 
-    def infer_many(self, tensors: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def invoke_many(self, tensors: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Several inputs at once through an ``AsyncInferQueue``: with the ``THROUGHPUT`` hint the
         device runs them in parallel streams (one request at a time otherwise)."""
         if len(tensors) < 2 or self.performance_hint is not PerformanceHint.THROUGHPUT:
-            return super().infer_many(tensors)
+            return super().invoke_many(tensors)
         if self._compiled is None:
             raise InferenceError("the OpenVINO backend is closed")
         if self._queue is None:

@@ -110,7 +110,7 @@ class TFLiteBackend(Backend):
     def open(cls, bundle: Bundle, threads: int, device: str | None = None, throughput: bool = False) -> TFLiteBackend:
         return cls(bundle.model_path, threads)
 
-    def infer(self, tensor: np.ndarray) -> np.ndarray:
+    def invoke(self, tensor: np.ndarray) -> np.ndarray:
         if self._interpreter is None:
             raise InferenceError("the TFLite backend is closed")
         try:

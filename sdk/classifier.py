@@ -141,7 +141,7 @@ class Classifier:
             InferenceError: The backend failed.
         """
         with self._lock:
-            raw = self.backend.infer(tensor)
+            raw = self.backend.invoke(tensor)
         out = self.backend.output_tensor
         return dequantize(raw.reshape(-1), out.scale, out.zero_point)
 
@@ -153,7 +153,7 @@ class Classifier:
             InferenceError: The backend failed.
         """
         with self._lock:
-            raws = self.backend.infer_many(list(tensors))
+            raws = self.backend.invoke_many(list(tensors))
         out = self.backend.output_tensor
         return [dequantize(raw.reshape(-1), out.scale, out.zero_point) for raw in raws]
 

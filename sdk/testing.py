@@ -40,7 +40,7 @@ class FakeBackend(Backend):
     def open(cls, bundle: Bundle, threads: int, device: str | None = None, throughput: bool = False) -> FakeBackend:
         raise NotImplementedError("a FakeBackend is built directly, never opened from a bundle")
 
-    def infer(self, tensor: np.ndarray) -> np.ndarray:
+    def invoke(self, tensor: np.ndarray) -> np.ndarray:
         self.calls += 1
         return np.asarray(self._respond(tensor), dtype=self.output_tensor.dtype)
 
