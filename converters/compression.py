@@ -179,7 +179,7 @@ def _prune(
 ) -> _Pruned:
     """The pruned, fine-tuned (or distilled) source model and the pruning report."""
     pruning, distillation = profile.pruning, profile.distillation
-    setting = f"{pruning.mode.value}:{pruning.target:g}"
+    setting = f"{pruning.mode.value}:{pruning.fraction:g}"
     how = " and distill" if teacher is not None and pruning.epochs else (" and fine-tune" if photos is not None else "")
     with conversion_step(f"prune ({setting}){how}", timings):
         result = prune(

@@ -63,7 +63,7 @@ def convert_family(args: argparse.Namespace, check: Callable[[tillsight.Bundle],
             else "no --eval: accuracy not measured"
         )
         if metrics.pruning:
-            measured += f"; pruned {metrics.pruning.mode} {metrics.pruning.target:g}"
+            measured += f"; pruned {metrics.pruning.mode} {metrics.pruning.fraction:g}"
         print(f"{profile}: {bundle.path} ({metrics.model_bytes / 1e6:.2f} MB), {measured}")
         if check is not None:
             check(bundle)

@@ -201,13 +201,13 @@ class PruningMetrics:
     """What pruning removed, and its fine-tuning when it ran."""
 
     mode: str  # "channels" | "unstructured"
-    target: float
+    fraction: float  # what was asked: of the weights zeroed, or of the channels removed
     parameters_before: int
     parameters_after: int
     finetune: TrainingMetrics | None = None
     finetune_source: str | None = None
     gzip_bytes: int | None = None
-    gzip_bytes_unpruned: int | None = None  # unstructured: the same target's file from the unpruned model
+    gzip_bytes_unpruned: int | None = None  # unstructured: the same converter target's file from the unpruned model
     sparsity: float | None = None  # unstructured: share of kernel weights that are zero
     pruned_weights: int | None = None  # unstructured: kernel weights considered
     kept_channels: int | None = None  # channels
@@ -236,7 +236,7 @@ class PruningMetrics:
             _field(data, key, float if key == "sparsity" else int)
         return cls(
             mode=_field(data, "mode", str),
-            target=_field(data, "target", float),
+            fraction=_field(data, "fraction" if "fraction" in data else "target", float),  # "target" before 2026-12-05
             parameters_before=_field(data, "parameters_before", int),
             parameters_after=_field(data, "parameters_after", int),
             finetune=TrainingMetrics.from_dict(finetune) if finetune is not None else None,
@@ -250,7 +250,7 @@ class PruningMetrics:
             removed_fraction=_field(data, "removed_fraction", float, optional=True),
             macs_before=_field(data, "macs_before", int, optional=True),
             macs_after=_field(data, "macs_after", int, optional=True),
-            details=_rest(data, cls),
+            details=_rest({key: value for key, value in data.items() if key != "target"}, cls),
         )
 
 

@@ -138,7 +138,7 @@ class PruningOptions:
     """
 
     mode: PruningMode = PruningMode.NONE
-    target: float = 0.0  # sparsity (unstructured) or channel fraction (channels)
+    fraction: float = 0.0  # of the weights zeroed (unstructured) or of the channels removed (channels)
     scope: PruningScope = PruningScope.MEASURED  # where the cuts go: measured on calibration images, or the same share
     criterion: ChannelCriterion = ChannelCriterion.RECONSTRUCTION  # channels only
     channel_multiple: int = 8  # channels only: kept counts rounded to this (SIMD width, accelerator tiles)
@@ -153,7 +153,7 @@ class PruningOptions:
     @property
     def enabled(self) -> bool:
         """Whether this conversion prunes at all."""
-        return self.mode is not PruningMode.NONE and self.target > 0.0
+        return self.mode is not PruningMode.NONE and self.fraction > 0.0
 
     @classmethod
     def from_spec(cls, spec: str, base: PruningOptions | None = None) -> PruningOptions:
@@ -178,7 +178,7 @@ class PruningOptions:
             )
         if mode is not PruningMode.NONE and not 0.0 < fraction < 1.0:
             raise OptionsError(f"pruning fraction in '{spec}' must be between 0 and 1 (exclusive), e.g. channels:0.3")
-        return dataclasses.replace(base, mode=mode, target=fraction if mode is not PruningMode.NONE else 0.0)
+        return dataclasses.replace(base, mode=mode, fraction=fraction if mode is not PruningMode.NONE else 0.0)
 
 
 @dataclasses.dataclass(frozen=True)

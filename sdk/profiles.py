@@ -120,8 +120,8 @@ class Profile:
                 f"'quantization.calibration_images', got {quant.min_calibration_images} and "
                 f"{quant.calibration_images}"
             )
-        if not 0.0 <= self.pruning.target < 1.0:
-            raise ProfileError(f"{where}: 'pruning.target' must be in [0, 1), got {self.pruning.target}")
+        if not 0.0 <= self.pruning.fraction < 1.0:
+            raise ProfileError(f"{where}: 'pruning.fraction' must be in [0, 1), got {self.pruning.fraction}")
         if self.pruning.channel_multiple < 1:
             raise ProfileError(f"{where}: 'pruning.channel_multiple' must be at least 1, got {self.pruning.channel_multiple}")
         if self.pruning.learning_rate <= 0.0:
@@ -171,6 +171,9 @@ class Profile:
         if isinstance(table.get("quantization"), dict):
             table["quantization"] = dict(table["quantization"])
             _rename_old_keys(table["quantization"], where, "quantization.", _OLD_QUANTIZATION_KEYS)
+        if isinstance(table.get("pruning"), dict):
+            table["pruning"] = dict(table["pruning"])
+            _rename_old_keys(table["pruning"], where, "pruning.", {"target": "fraction"})
         table["name"] = name
         table["file"] = file
         profile: Profile = _build(cls, table, where, prefix="")

@@ -122,7 +122,9 @@ def test_malformed_metrics_are_refused_as_one_line_and_good_ones_read_as_types(t
         lambda m: m["metrics"]["accuracy"].update(top1_agreement="high"),
         lambda m: m["metrics"]["accuracy"].pop("images"),
         lambda m: m["metrics"]["latency_host"].update(p50_ms=True),
-        lambda m: m["metrics"].update(pruning={"mode": "channels", "target": 0.3, "parameters_before": 9, "parameters_after": 5}),
+        lambda m: m["metrics"].update(
+            pruning={"mode": "channels", "fraction": 0.3, "parameters_before": 9, "parameters_after": 5}
+        ),
         lambda m: m["metrics"].update(conversion_seconds={"load model": "slow"}),
     ]:
         manifest = json.loads(json.dumps(original))

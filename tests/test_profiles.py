@@ -63,6 +63,17 @@ def test_a_profile_with_the_old_calibration_sample_keys_still_loads_and_both_nam
         load_profile(path)
 
 
+def test_a_profile_with_the_old_pruning_target_key_still_loads_as_its_fraction(tmp_path):
+    path = tmp_path / "old-pi.toml"
+    text = shipped_text("raspberry-pi-4")
+    assert "\nfraction = 0.0" in text
+    path.write_text(text.replace("\nfraction = 0.0", "\ntarget = 0.3"))
+    assert load_profile(path).pruning.fraction == 0.3
+    path.write_text(text.replace("\nfraction = 0.0", "\nfraction = 0.2\ntarget = 0.3"))
+    with pytest.raises(ProfileError, match=r"'pruning.target' is the old name of 'pruning.fraction'"):
+        load_profile(path)
+
+
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
@@ -110,7 +121,7 @@ def test_an_input_range_gives_mean_and_std_in_one_place():
     import tillsight
 
     options = tillsight.ConversionOptions.for_profile("raspberry-pi-4", input_range="-1-1", prune="channels:0.3")
-    assert options.mean == (127.5,) * 3 and options.std == (127.5,) * 3 and options.pruning.target == 0.3
+    assert options.mean == (127.5,) * 3 and options.std == (127.5,) * 3 and options.pruning.fraction == 0.3
     assert tillsight.ConversionOptions.from_input_range("0-1").std == (255.0,) * 3
     assert tillsight.ConversionOptions.from_input_range(None, mean=(1.0, 2.0, 3.0), std=(4.0, 5.0, 6.0)).mean == (1.0, 2.0, 3.0)
     with pytest.raises(tillsight.OptionsError, match="not both"):

@@ -95,7 +95,7 @@ def prune(
     training = _Training(photos, activation, options, progress, teacher, distillation)
     report: dict[str, Any] = {
         "mode": options.mode.value,
-        "target": options.target,
+        "fraction": options.fraction,
         "parameters_before": int(model.count_params()),
     }
     # BatchNorm statistics rebased on the images: the same outputs, and statistics that batches agree
@@ -112,20 +112,20 @@ def prune(
             per_layer = None
             if options.scope is PruningScope.MEASURED:  # zeros where the outputs change least, tried on the images
                 per_layer = measured_sparsity(
-                    model, images, options.target, _output_change(model, images[:TRIAL_IMAGES], activation)
+                    model, images, options.fraction, _output_change(model, images[:TRIAL_IMAGES], activation)
                 )
-            report["one_shot"] = one_shot_sparsity(pruned, model, images, options.target, per_layer)
+            report["one_shot"] = one_shot_sparsity(pruned, model, images, options.fraction, per_layer)
             report["scope"] = options.scope.value if per_layer is not None else PruningScope.LAYER.value
-            pruner = MagnitudePruner(pruned, SparsitySchedule(options.target, 0))
+            pruner = MagnitudePruner(pruned, SparsitySchedule(options.fraction, 0))
             pruner.hold_zeros()
             if epochs:
                 report["finetune"] = training.run(pruned, epochs, [])
         else:  # nothing to measure on: the smallest weights go, on a schedule while the model fine-tunes
             steps = epochs * photos.steps_per_epoch() if photos is not None else 0
-            pruner = MagnitudePruner(pruned, SparsitySchedule.for_training(options.target, steps))
+            pruner = MagnitudePruner(pruned, SparsitySchedule.for_training(options.fraction, steps))
             if epochs:
                 report["finetune"] = training.run(pruned, epochs, [pruner.callback()])
-            pruner.set_sparsity(options.target)  # exact target, also in one shot
+            pruner.set_sparsity(options.fraction)  # exact target, also in one shot
         pruner.strip()
         report.update(sparsity_report(pruned))
     else:
@@ -196,9 +196,9 @@ def _choose(
     choice: dict[str, Any] = {"scope": scope.value, "images": 0 if images is None else len(images)}
     if scope is PruningScope.MEASURED:
         damage = _group_change(plan, moments, images[:TRIAL_IMAGES], activation)
-        choice.update(choose_channels_by_damage(plan, options.target, criterion, options.channel_multiple, damage, orders))
+        choice.update(choose_channels_by_damage(plan, options.fraction, criterion, options.channel_multiple, damage, orders))
     else:
-        choose_channels(plan, options.target, scope, criterion, options.channel_multiple, orders)
+        choose_channels(plan, options.fraction, scope, criterion, options.channel_multiple, orders)
     return choice, moments
 
 

@@ -323,7 +323,7 @@ def test_measured_scope_takes_channels_where_the_outputs_change_least(photos: Ph
     assert no_images.report["scope"] == "layer"  # nothing to try choices on: the same share everywhere
 
     # past the deepest level every group may reach, the shortfall is said, not hidden
-    deep = dataclasses.replace(base, scope=PruningScope.MEASURED, target=0.9)
+    deep = dataclasses.replace(base, scope=PruningScope.MEASURED, fraction=0.9)
     assert not any("every group is at its most" in r.message for r in caplog.records)
     short = prune(model, deep, None, OutputActivation.SOFTMAX, images=inputs).report
     deep_layer = prune(model, dataclasses.replace(deep, scope=PruningScope.LAYER), None, OutputActivation.SOFTMAX).report
@@ -494,7 +494,7 @@ def test_pruning_spec_parsing():
     from tillsight.profiles import PruningMode, PruningOptions
 
     assert PruningOptions.from_spec("channels:0.3").mode is PruningMode.CHANNELS
-    assert PruningOptions.from_spec("Unstructured:0.5").target == 0.5
+    assert PruningOptions.from_spec("Unstructured:0.5").fraction == 0.5
     assert not PruningOptions.from_spec("none").enabled
     base = PruningOptions(finetune_epochs=7)
     assert PruningOptions.from_spec("channels:0.2", base=base).finetune_epochs == 7
@@ -620,7 +620,7 @@ def test_cli_prunes_from_the_profile_and_from_flags(tiny_model_file, photos: Pho
     ), [r.message for r in caplog.records]
     manifest = read_bundle(tmp_path / "b" / "generic-x86-cpu").manifest
     assert manifest.metrics.pruning.mode == "channels" and manifest.metrics.pruning.finetune is None
-    assert manifest.profile["pruning"]["target"] == 0.25
+    assert manifest.profile["pruning"]["fraction"] == 0.25
 
     # fine-tuning epochs without data: a one-line error before any work, nothing written
     assert main(["convert", *common, "--profile", str(profile), "--out", str(tmp_path / "c")]) == 1
