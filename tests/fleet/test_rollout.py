@@ -38,12 +38,21 @@ pytestmark = [needs_mosquitto, needs_paho, needs_rangehttpserver, pytest.mark.in
 
 SCRIPT = json.loads((ASSETS / "checkout.json").read_text())
 SEQUENCE = [placement["label"] for placement in SCRIPT["placements"]]
+QUICK_ACCEPTANCE = AcceptanceOptions(benchmark_frames=10)  # conformance, and a short benchmark
 
 
 class _Kiosk:
     """A kiosk of the fleet in this process: the demo video in a loop, its events kept."""
 
-    def __init__(self, kiosk_id: str, folder: Path, factory: Path, broker: Broker, public_key: Path):
+    def __init__(
+        self,
+        kiosk_id: str,
+        folder: Path,
+        factory: Path,
+        broker: Broker,
+        public_key: Path,
+        acceptance: AcceptanceOptions = QUICK_ACCEPTANCE,
+    ):
         self.kiosk_id = kiosk_id
         self.events: list = []
         options = FleetOptions(
@@ -51,7 +60,7 @@ class _Kiosk:
             kiosk_id=kiosk_id,
             store=folder / kiosk_id,
             trusted_keys=(public_key,),
-            acceptance=AcceptanceOptions(benchmark_frames=10),
+            acceptance=acceptance,
             health_interval_s=1.0,
             retry_s=0.5,
         )
@@ -89,8 +98,10 @@ def fleet(tmp_path: Path, retailer_key):
     factory = demo_bundle_copy(tmp_path / "factory", retailer_key[0])
     kiosks: list[_Kiosk] = []
 
-    def start(*ids: str) -> list[_Kiosk]:
-        kiosks.extend(_Kiosk(kiosk_id, tmp_path / "kiosks", factory, broker, retailer_key[1]) for kiosk_id in ids)
+    def start(*ids: str, **acceptance: AcceptanceOptions) -> list[_Kiosk]:
+        for kiosk_id in ids:
+            extra = {"acceptance": acceptance[kiosk_id]} if kiosk_id in acceptance else {}
+            kiosks.append(_Kiosk(kiosk_id, tmp_path / "kiosks", factory, broker, retailer_key[1], **extra))
         return kiosks
 
     def publish(name: str, bundle: Path, version: str) -> DesiredState:
@@ -157,6 +168,30 @@ def test_a_bundle_that_fails_acceptance_is_refused_on_every_kiosk_and_the_rollou
         assert "v2-bad" in kiosk.agent.store.state.refused
 
 
+def test_one_kiosk_refusing_aborts_the_wave_and_the_kiosks_that_took_the_bundle_go_back(fleet, retailer_key):
+    """k3's own photos must keep 100% top-1, which the demo model does not: it refuses; k1 and k2 took v2 and get v1 back."""
+    local = Path(__file__).resolve().parents[1] / "data" / "grocery-store" / "val.txt"
+    strict = AcceptanceOptions(benchmark_frames=0, local_photos=local, min_local_top1=100.0)
+    kiosks = fleet["start"]("k1", "k2", "k3", k3=strict)
+    state = fleet["publish"]("v2", demo_bundle_copy(fleet["tmp"] / "v2", retailer_key[0]), "v2")
+    options = RolloutOptions(
+        broker=fleet["options"].broker, kiosks=("k1", "k2", "k3"), canary=1.0, waves=1, wave_timeout_s=120, discover_s=1.0
+    )
+    result = rollout(state, options, progress=lambda line: None)
+    assert not result.completed and "1 of 3 kiosks of wave 1 failed" in result.reason
+    outcomes = {o.kiosk_id: o for o in result.outcomes}
+    assert outcomes["k1"].outcome == outcomes["k2"].outcome == "running" and outcomes["k3"].outcome == "refused"
+    assert "local photos: top-1" in outcomes["k3"].reason
+    for kiosk in kiosks:
+        assert _wait(lambda k=kiosk: k.kiosk.version == "v1" and k.agent.reported().status is KioskStatus.RUNNING, 60)
+    assert _wait(lambda: all(k.events and k.events[-1].bundle_version == "v1" for k in kiosks[:2]), 60)
+    for kiosk in kiosks[:2]:  # v1, then v2 while it ran, then v1 again: one swap each way
+        versions = [event.bundle_version for event in kiosk.events]
+        changes = [v for i, v in enumerate(versions) if i == 0 or v != versions[i - 1]]
+        assert changes in (["v1", "v2", "v1"], ["v1"]), versions  # no item may have been decided while v2 ran
+        assert kiosk.labels_follow_the_video() and kiosk.agent.store.state.current == "v1"
+
+
 def test_a_foreign_signature_a_wrong_sha256_and_an_unreachable_url_are_refused_and_said(fleet, tmp_path, retailer_key):
     from tillsight.signing import generate_keys
 
@@ -164,10 +199,19 @@ def test_a_foreign_signature_a_wrong_sha256_and_an_unreachable_url_are_refused_a
     generate_keys(tmp_path / "other.pem", tmp_path / "other.pub.pem")
     view = FleetView(fleet["options"].broker, "test").connect()
     try:
+        unsigned = fleet["publish"]("unsigned", demo_bundle_copy(tmp_path / "unsigned", None), "v2-unsigned")
+        view.publish_desired("k1", unsigned)
+        assert _wait(
+            lambda: kiosk.agent.reported().desired == "v2-unsigned" and kiosk.agent.reported().status is KioskStatus.REFUSED, 30
+        )
+        assert "not signed" in kiosk.agent.reported().reason, kiosk.agent.reported().reason
+
         foreign = fleet["publish"]("foreign", demo_bundle_copy(tmp_path / "foreign", tmp_path / "other.pem"), "v2-foreign")
         view.publish_desired("k1", foreign)
-        assert _wait(lambda: kiosk.agent.reported().status is KioskStatus.REFUSED, 30)
-        assert "not signed by a trusted key" in kiosk.agent.reported().reason or "signed" in kiosk.agent.reported().reason
+        assert _wait(
+            lambda: kiosk.agent.reported().desired == "v2-foreign" and kiosk.agent.reported().status is KioskStatus.REFUSED, 30
+        )
+        assert "trusted" in kiosk.agent.reported().reason, kiosk.agent.reported().reason
 
         good = fleet["publish"]("v2", demo_bundle_copy(tmp_path / "v2", retailer_key[0]), "v2")
         wrong = DesiredState(version="v2-wrong", url=good.url, sha256="0" * 64, bytes=good.bytes)
