@@ -168,12 +168,17 @@ def test_candidates_that_cannot_finish_in_the_time_budget_are_skipped_and_listed
 
 def test_candidates_that_cannot_help_are_skipped_with_the_reason():
     from tillsight.converters.tune import CandidateResult, _Clock, _skip_reason
+    from tillsight.converters.tune_space import CandidateStatus
 
     space = search_space((64, 64), 1, 1, 1)
     int8 = CandidateResult(
-        space[0], "measured", "misses latency 9.00 ms > 6 ms", top1_drop=0.2, resource_misses=("latency 9.00 ms > 6 ms",)
+        space[0],
+        CandidateStatus.MEASURED,
+        "misses latency 9.00 ms > 6 ms",
+        top1_drop=0.2,
+        resource_misses=("latency 9.00 ms > 6 ms",),
     )
-    mild = CandidateResult(space[2], "measured", "misses drop 7.00 > 1 points", top1_drop=7.0, drop_misses=True)
+    mild = CandidateResult(space[2], CandidateStatus.MEASURED, "misses drop 7.00 > 1 points", top1_drop=7.0, drop_misses=True)
     roomy = _Clock(3600, 100, 0.001)
     assert _skip_reason(space[1], [int8], None, roomy, (64, 64)) == "same int8 graph as int8, which misses latency 9.00 ms > 6 ms"
     assert (
