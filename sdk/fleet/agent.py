@@ -22,6 +22,7 @@ import queue
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -98,8 +99,8 @@ class FleetAgent:
         """
         from ..pipelines.mqtt import _paho
 
+        _paho()  # paho-mqtt missing: say so now, not when the kiosk starts
         self.options = options
-        self._paho = _paho()
         self.store = BundleStore(options.store, options.keep)
         keys = [key for key in options.trusted_keys if isinstance(key, TrustedKey)]
         paths = [key for key in options.trusted_keys if not isinstance(key, TrustedKey)]
@@ -151,13 +152,10 @@ class FleetAgent:
     def start(self, kiosk: Kiosk) -> FleetAgent:
         """Connect to the broker, follow the desired state and report; returns self."""
         self.kiosk = kiosk
+        from ..pipelines.mqtt import mqtt_client
+
         broker = self.options.broker
-        client = self._paho.Client(self._paho.CallbackAPIVersion.VERSION2, client_id=f"tillsight-kiosk-{self.options.kiosk_id}")
-        if broker.username is not None:
-            client.username_pw_set(broker.username, broker.password)
-        if broker.tls:
-            client.tls_set(ca_certs=broker.ca_file)
-        client.reconnect_delay_set(max(1, round(broker.reconnect_min_s)), max(1, round(broker.reconnect_max_s)))
+        client = mqtt_client(broker, f"tillsight-kiosk-{self.options.kiosk_id}")
         client.on_connect = self._on_connect
         client.on_message = self._on_message
         self._client = client
@@ -367,10 +365,7 @@ class FleetAgent:
         )
 
     def _publish_health(self) -> None:
-        if self._client is None:
-            return
-        payload = encode(self.health())
-        self._client.publish(topic(self.options.prefix, self.options.kiosk_id, "health"), payload, qos=1, retain=True)
+        self._publish("health", self.health)
 
     # -- reported state --------------------------------------------------------------------------
 
@@ -398,7 +393,10 @@ class FleetAgent:
         )
 
     def _report(self) -> None:
-        if self._client is None:
-            return
-        payload = encode(self.reported())
-        self._client.publish(topic(self.options.prefix, self.options.kiosk_id, "reported"), payload, qos=1, retain=True)
+        self._publish("reported", self.reported)
+
+    def _publish(self, kind: str, message: Callable[[], ReportedState | Health]) -> None:
+        """Publish this kiosk's ``kind`` state (retained, QoS 1), once connected."""
+        if self._client is not None:
+            payload = encode(message())
+            self._client.publish(topic(self.options.prefix, self.options.kiosk_id, kind), payload, qos=1, retain=True)

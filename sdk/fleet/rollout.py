@@ -15,7 +15,6 @@ HTTP server or object store serves the packed bundle.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import math
 import threading
@@ -25,6 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..bundle import sha256_of_file
 from ..errors import FleetError, OptionsError
 from .messages import DesiredState, Health, KioskStatus, ReportedState, decode, encode, topic
 from .store import BundleStore
@@ -125,11 +125,7 @@ def desired_state(packed: str | Path, url: str, version: str | None = None, roll
         raise OptionsError(f"{packed} does not exist; pack the bundle first: tillsight fleet pack BUNDLE {packed}")
     if not url.startswith(("http://", "https://")):
         raise OptionsError(f"--url {url!r} must be the http:// or https:// address where {packed.name} is served")
-    digest = hashlib.sha256()
-    with open(packed, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    sha256 = digest.hexdigest()
+    sha256 = sha256_of_file(packed)
     version = BundleStore.check_version(version or sha256[:12])
     return DesiredState(version=version, url=url, sha256=sha256, bytes=packed.stat().st_size, rollout=rollout_id)
 
@@ -138,7 +134,7 @@ class FleetView:
     """The retained states of a fleet, kept current from the broker."""
 
     def __init__(self, broker: Any, client_name: str, health: bool = False):
-        from ..pipelines.mqtt import _paho
+        from ..pipelines.mqtt import mqtt_client
 
         self.broker = broker
         self.prefix = str(broker.topic).rstrip("/")
@@ -147,19 +143,15 @@ class FleetView:
         self.health: dict[str, Health] = {}
         self.changed = threading.Condition()
         self._subscribed = threading.Event()
-        paho = _paho()
-        client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"{client_name}-{uuid.uuid4().hex[:8]}")
-        if broker.username is not None:
-            client.username_pw_set(broker.username, broker.password)
-        if broker.tls:
-            client.tls_set(ca_certs=broker.ca_file)
-        client.reconnect_delay_set(1, 5)
+        # back within 5 s of a broker restart: a rollout is watching
+        client = mqtt_client(
+            dataclasses.replace(broker, reconnect_min_s=1.0, reconnect_max_s=5.0), f"{client_name}-{uuid.uuid4().hex[:8]}"
+        )
         kinds = ["reported", "desired"] + (["health"] if health else [])
         client.on_connect = lambda c, *_: c.subscribe([(topic(self.prefix, "+", kind), 1) for kind in kinds])
         client.on_subscribe = lambda *_: self._subscribed.set()
         client.on_message = self._on_message
         self.client = client
-        self._success = paho.MQTT_ERR_SUCCESS
 
     def connect(self, timeout: float = 10.0) -> FleetView:
         """Connect and subscribe; raise FleetError if the broker does not answer."""

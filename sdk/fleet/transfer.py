@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tarfile
@@ -18,7 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from ..bundle import MANIFEST_NAME
+from ..bundle import MANIFEST_NAME, sha256_of_file
 from ..errors import BundleError, DownloadError
 from ..staging import staged_file
 
@@ -53,7 +52,7 @@ def pack_bundle(bundle_dir: str | Path, out: str | Path) -> str:
                 info.mode = 0o644
                 with open(path, "rb") as handle:
                     tar.addfile(info, handle)
-        digest = _sha256(staging)
+        digest = sha256_of_file(staging)
     return digest
 
 
@@ -113,7 +112,7 @@ def download(url: str, out: str | Path, sha256: str, size: int, timeout: float =
         have = 0
     if have < size:
         _fetch(url, part, have, size, timeout)
-    digest = _sha256(part)
+    digest = sha256_of_file(part)
     if digest != sha256:
         part.unlink()
         raise DownloadError(
@@ -154,11 +153,3 @@ def _fetch(url: str, part: Path, have: int, size: int, timeout: float) -> None:
                 os.fsync(target.fileno())
     if written < size:  # the server closed the connection early: http.client returns what came, without an error
         raise DownloadError(f"{url}: the download was cut at byte {written} of {size}; it resumes there")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -206,6 +206,22 @@ def _paho() -> Any:
     return paho
 
 
+def mqtt_client(options: MqttOptions, client_id: str) -> Any:
+    """A paho client (MQTT 3.1.1, callback API 2) with the options' credentials, TLS and reconnect backoff; not connected.
+
+    Raises:
+        BackendUnavailableError: paho-mqtt is not installed.
+    """
+    paho = _paho()
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id)
+    if options.username is not None:
+        client.username_pw_set(options.username, options.password)
+    if options.tls:
+        client.tls_set(ca_certs=options.ca_file)
+    client.reconnect_delay_set(max(1, round(options.reconnect_min_s)), max(1, round(options.reconnect_max_s)))
+    return client
+
+
 class MqttSink:
     """Publishes each event (JSON, QoS 1) to a broker, through a durable :class:`Outbox`.
 
@@ -241,7 +257,10 @@ class MqttSink:
         self._wake = threading.Event()
         self._closing = threading.Event()
         self.published = 0
-        self._client = self._make_client(paho, client_id)
+        self._client = mqtt_client(self.options, client_id)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
         self._client.connect_async(self.options.host, self.options.port, self.options.keepalive)
         self._client.loop_start()  # paho's network thread: reconnects with the backoff set above
         self._publisher = threading.Thread(target=self._publish_loop, name="tillsight-mqtt", daemon=True)
@@ -260,18 +279,6 @@ class MqttSink:
                 self.outbox.path,
                 self.pending,
             )
-
-    def _make_client(self, paho: Any, client_id: str) -> Any:
-        client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id)
-        if self.options.username is not None:
-            client.username_pw_set(self.options.username, self.options.password)
-        if self.options.tls:
-            client.tls_set(ca_certs=self.options.ca_file)
-        client.reconnect_delay_set(max(1, round(self.options.reconnect_min_s)), max(1, round(self.options.reconnect_max_s)))
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
-        return client
 
     # -- the pipeline's side ------------------------------------------------------------
 
