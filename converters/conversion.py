@@ -35,7 +35,7 @@ from tillsight.bundle import (
 )
 from tillsight.bundle_metrics import AccuracyMetrics, BundleMetrics, LatencyMetrics, PruningMetrics
 from tillsight.classifier import load_written
-from tillsight.conformance import DEFAULT_CONFORMANCE_IMAGES, add_conformance_set
+from tillsight.conformance import DEFAULT_CONFORMANCE_IMAGES, add_conformance_set_from_photos
 from tillsight.conversion_options import ConversionOptions
 from tillsight.datasets import ImageSet, check_labels, iter_images, read_image_set, read_labels
 from tillsight.errors import AccuracyError, CalibrationError, ConversionError, DataError, TillsightError, summarize
@@ -337,9 +337,7 @@ def _add_conformance_set(staging: Path, image_set: ImageSet | None) -> None:
     if image_set is None:
         logger.warning("no photos to build the bundle's conformance set from: kiosks of a fleet will refuse it")
         return
-    frames = (frame for _, frame in iter_images(image_set.spread_over_classes(4 * DEFAULT_CONFORMANCE_IMAGES), []))
-    with load_written(staging) as classifier:
-        kept = add_conformance_set(staging, classifier, frames, DEFAULT_CONFORMANCE_IMAGES)
+    kept = add_conformance_set_from_photos(staging, image_set)
     if kept < DEFAULT_CONFORMANCE_IMAGES:
         logger.warning("the conformance set holds %d inputs, not %d: few clear photos", kept, DEFAULT_CONFORMANCE_IMAGES)
 

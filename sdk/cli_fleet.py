@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import os
 import sys
@@ -201,14 +200,10 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _conformance(args: argparse.Namespace) -> int:
-    from .classifier import load_written
-    from .conformance import DEFAULT_CONFORMANCE_IMAGES, add_conformance_set
-    from .datasets import iter_images, read_image_set
+    from .conformance import add_conformance_set_from_photos
+    from .datasets import read_image_set
 
-    image_set = read_image_set(args.photos)
-    frames = (frame for _, frame in iter_images(image_set.spread_over_classes(4 * DEFAULT_CONFORMANCE_IMAGES), []))
-    with contextlib.closing(load_written(args.bundle)) as classifier:
-        kept = add_conformance_set(args.bundle, classifier, frames, DEFAULT_CONFORMANCE_IMAGES)
+    kept = add_conformance_set_from_photos(args.bundle, read_image_set(args.photos))
     if not kept:
         raise OptionsError(f"none of the photos of {args.photos} is classified clearly enough for a conformance set")
     print(f"added a conformance set of {kept} inputs to {args.bundle}")

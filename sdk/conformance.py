@@ -23,7 +23,8 @@ import cv2
 import numpy as np
 
 from .bundle import CONFORMANCE_FILE, MANIFEST_NAME, Bundle, read_bundle, sha256_of_file, write_manifest
-from .classifier import Classifier
+from .classifier import Classifier, load_written
+from .datasets import ImageSet, iter_images
 from .errors import BundleError
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "MIN_MARGIN",
     "ConformanceResult",
     "add_conformance_set",
+    "add_conformance_set_from_photos",
     "check_conformance",
     "has_conformance_set",
 ]
@@ -124,6 +126,17 @@ def _unpacked(data: Any) -> np.ndarray:
         images.append(np.asarray(image, np.uint8))
     stacked = np.stack(images)
     return np.bitwise_xor(stacked, np.uint8(0x80)).view(np.int8) if bool(data["signed"]) else stacked
+
+
+def add_conformance_set_from_photos(bundle_dir: str | Path, photos: ImageSet, count: int = DEFAULT_CONFORMANCE_IMAGES) -> int:
+    """The conformance set of a bundle this host has written, from its evaluation photos (a spread over the classes).
+
+    Returns:
+        How many inputs were written (see :func:`add_conformance_set`).
+    """
+    frames = (frame for _, frame in iter_images(photos.spread_over_classes(4 * count), []))
+    with load_written(bundle_dir) as classifier:
+        return add_conformance_set(bundle_dir, classifier, frames, count)
 
 
 def has_conformance_set(bundle: Bundle) -> bool:
