@@ -36,7 +36,7 @@ from .training import (
     rebase_statistics,
     train_student,
 )
-from .training.guard import HeldOutGuard, held_out_indices
+from .training.guard import HeldOutGuard, held_out_indices, top1_of
 from .training.students import PRETRAINED_STUDENTS, build_student
 
 __all__ = ["DistillReport", "DistillResult", "StudentAccuracy", "distill"]
@@ -182,13 +182,7 @@ def _guard(teacher: Any, student: Any, sets: _PhotoSets) -> tuple[HeldOutGuard |
     if split is None:
         return None, sets
     held, kept = split
-    teacher_photos = sets.teacher.subset(held)
-    teacher_top1 = np.concatenate(
-        [
-            np.argmax(np.asarray(teacher(teacher_photos.normalise(teacher_photos.pixels[i : i + 64]), training=False)), axis=-1)
-            for i in range(0, len(held), 64)
-        ]
-    )
+    teacher_top1 = top1_of(teacher, sets.teacher.subset(held))
     guard = HeldOutGuard.before_training(student, sets.student.subset(held), teacher_top1, "distillation")
     student_set = sets.student.subset(kept)
     teacher_set = student_set if sets.teacher is sets.student else sets.teacher.subset(kept)

@@ -18,7 +18,7 @@ from tillsight.bundle_metrics import percent_equal
 
 from .photos import TrainingPhotos
 
-__all__ = ["HOLD_OUT_EVERY", "HOLD_OUT_MIN_PHOTOS", "HeldOutGuard", "held_out_indices"]
+__all__ = ["HOLD_OUT_EVERY", "HOLD_OUT_MIN_PHOTOS", "HeldOutGuard", "held_out_indices", "top1_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,8 @@ def held_out_indices(count: int) -> tuple[np.ndarray, np.ndarray] | None:
     return held, np.setdiff1d(np.arange(count), held)
 
 
-def _top1(model: Any, photos: TrainingPhotos) -> np.ndarray:
+def top1_of(model: Any, photos: TrainingPhotos) -> np.ndarray:
+    """The model's top class of each photo, in batches of 64."""
     found = [
         np.argmax(np.asarray(model(photos.normalise(photos.pixels[i : i + 64]), training=False)), axis=-1)
         for i in range(0, len(photos.labels), 64)
@@ -60,12 +61,12 @@ class HeldOutGuard:
     @classmethod
     def before_training(cls, model: Any, photos: TrainingPhotos, teacher_top1: np.ndarray, what: str) -> HeldOutGuard:
         """Measure the untrained ``model`` on ``photos`` and keep its weights."""
-        start = percent_equal(_top1(model, photos), teacher_top1, 2)
+        start = percent_equal(top1_of(model, photos), teacher_top1, 2)
         return cls(teacher_top1, photos, what, start, [np.array(w) for w in model.get_weights()])
 
     def agreement(self, model: Any) -> float:
         """Percent of the held-out photos on which ``model``'s top-1 is the teacher's."""
-        return percent_equal(_top1(model, self.photos), self.teacher_top1, 2)
+        return percent_equal(top1_of(model, self.photos), self.teacher_top1, 2)
 
     def settle(self, model: Any) -> dict[str, Any]:
         """Keep the trained model, or restore its starting weights if training lowered its held-out agreement."""
