@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 import tillsight
-from tillsight.bundle import sha256_of_file
 from tillsight.conformance import CONFORMANCE_FILE, MIN_MARGIN, check_conformance
 from tillsight.demo import ASSETS
 from tillsight.errors import BundleError
@@ -41,18 +40,9 @@ def test_a_converted_bundle_carries_a_signed_conformance_set_of_clear_evaluation
 
 def test_a_runtime_that_answers_otherwise_fails_the_conformance_set(tmp_path: Path):
     """The set's recorded top-1 results shifted by one class stand for a host whose runtime computed otherwise."""
-    shifted = tmp_path / "shifted"
-    shutil.copytree(ASSETS / "classifier", shifted)
-    with np.load(shifted / CONFORMANCE_FILE) as data:
-        arrays = dict(data)
-    arrays["top1"] = (arrays["top1"] + 1) % arrays["scores"].shape[1]
-    np.savez_compressed(shifted / CONFORMANCE_FILE, **arrays)
-    manifest = json.loads((shifted / "manifest.json").read_text())
-    manifest["artifacts"][CONFORMANCE_FILE] = {
-        "sha256": sha256_of_file(shifted / CONFORMANCE_FILE),
-        "bytes": (shifted / CONFORMANCE_FILE).stat().st_size,
-    }
-    (shifted / "manifest.json").write_text(json.dumps(manifest))
+    from tests.fleet.helpers import demo_bundle_copy
+
+    shifted = demo_bundle_copy(tmp_path / "shifted", None, wrong_conformance=True)
     with tillsight.load(shifted) as classifier:
         assert check_conformance(classifier).agreement == 0.0
 

@@ -25,6 +25,16 @@ needs_rangehttpserver = pytest.mark.skipif(
 )
 
 
+def wait_until(condition, timeout: float = 60.0) -> bool:
+    """Whether ``condition()`` became true within ``timeout`` seconds (polled every 0.2 s)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return False
+
+
 class HttpServer:
     """``python -m RangeHTTPServer`` serving ``folder`` on 127.0.0.1 in its own process; its request log is kept."""
 

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from tillsight.fleet import KioskStatus, desired_state, pack_bundle
 from tillsight.fleet.rollout import FleetView
 from tillsight.pipelines.mqtt import MqttOptions
 
-from .helpers import HttpServer, demo_bundle_copy, needs_rangehttpserver
+from .helpers import HttpServer, demo_bundle_copy, needs_rangehttpserver, wait_until
 
 pytestmark = [needs_mosquitto, needs_paho, needs_rangehttpserver, pytest.mark.integration]
 
@@ -43,15 +42,6 @@ def _kiosk(kiosk_id: str, folder: Path, factory: Path, broker: Broker, public_ke
 def _events(folder: Path) -> list[dict]:
     path = folder / "events.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def _wait(condition, timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 @pytest.fixture
@@ -80,7 +70,7 @@ def test_a_rollout_to_three_kiosk_processes_completes_with_no_lost_event(setup, 
     consumer = Consumer(broker.port, "store/+/events")
     ids = ("k1", "k2", "k3")
     processes += [_kiosk(k, tmp_path / k, factory, broker, retailer_key[1]) for k in ids]
-    assert _wait(lambda: all(len(_events(tmp_path / k)) >= 1 for k in ids), 90), [
+    assert wait_until(lambda: all(len(_events(tmp_path / k)) >= 1 for k in ids), 90), [
         (tmp_path / k / "stderr.log").read_text() for k in ids
     ]
     (tmp_path / "kiosks.txt").write_text("# the store's kiosks\nk1\nk2\nk3\n")
@@ -92,7 +82,7 @@ def test_a_rollout_to_three_kiosk_processes_completes_with_no_lost_event(setup, 
     assert main(["fleet", "status", "--broker", f"mqtt://127.0.0.1:{broker.port}/fleet"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(ids)]
     assert len(rows) == 3 and all(" running " in row and " v2 " in row and "100.0%" in row for row in rows), rows
-    assert _wait(lambda: all(any(e["bundle_version"] == "v2" for e in _events(tmp_path / k)) for k in ids), 90)
+    assert wait_until(lambda: all(any(e["bundle_version"] == "v2" for e in _events(tmp_path / k)) for k in ids), 90)
     for process in processes:
         process.send_signal(signal.SIGTERM)  # a service manager's stop: the kiosk drains its outbox and exits
     assert all(process.wait(60) == 0 for process in processes)
@@ -113,18 +103,18 @@ def test_a_kiosk_killed_mid_swap_starts_again_on_a_working_bundle_and_takes_the_
     processes.append(_kiosk("k1", folder, factory, broker, retailer_key[1]))
     view = FleetView(MqttOptions.from_url(f"mqtt://127.0.0.1:{broker.port}/fleet"), "test").connect()
     try:
-        assert _wait(lambda: "k1" in view.reported, 60)
+        assert wait_until(lambda: "k1" in view.reported, 60)
         view.publish_desired("k1", state)
-        assert _wait(lambda: view.reported["k1"].status is KioskStatus.CHECKING, 60)
+        assert wait_until(lambda: view.reported["k1"].status is KioskStatus.CHECKING, 60)
         os.kill(processes[0].pid, signal.SIGKILL)  # while it proves the new bundle, before the swap
         processes[0].wait(10)
         record = json.loads((folder / "store" / "state.json").read_text()) if (folder / "store" / "state.json").exists() else {}
         assert record.get("current", "") in ("", "v1")  # the record never names a bundle that was not swapped in
         processes.append(_kiosk("k1", folder, factory, broker, retailer_key[1]))
-        assert _wait(lambda: view.reported["k1"].status is KioskStatus.RUNNING and view.reported["k1"].current == "v2", 90)
+        assert wait_until(lambda: view.reported["k1"].status is KioskStatus.RUNNING and view.reported["k1"].current == "v2", 90)
     finally:
         view.close()
-    assert _wait(lambda: any(e["bundle_version"] == "v2" for e in _events(folder)), 60)
+    assert wait_until(lambda: any(e["bundle_version"] == "v2" for e in _events(folder)), 60)
     processes[-1].send_signal(signal.SIGTERM)
     assert processes[-1].wait(60) == 0
     assert json.loads((folder / "store" / "state.json").read_text())["current"] == "v2"

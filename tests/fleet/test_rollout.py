@@ -32,7 +32,7 @@ from tillsight.kiosk import Kiosk, KioskOptions
 from tillsight.pipelines import CaptureOptions, CheckoutOptions, PipelineOptions, Source
 from tillsight.pipelines.mqtt import MqttOptions
 
-from .helpers import HttpServer, demo_bundle_copy, needs_rangehttpserver
+from .helpers import HttpServer, demo_bundle_copy, needs_rangehttpserver, wait_until
 
 pytestmark = [needs_mosquitto, needs_paho, needs_rangehttpserver, pytest.mark.integration]
 
@@ -116,18 +116,9 @@ def fleet(tmp_path: Path, retailer_key):
     broker.kill()
 
 
-def _wait(condition, timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def test_a_rollout_reaches_three_kiosks_in_waves_and_no_event_is_lost(fleet, retailer_key):
     kiosks = fleet["start"]("k1", "k2", "k3")
-    assert _wait(lambda: all(len(k.events) >= 2 for k in kiosks))
+    assert wait_until(lambda: all(len(k.events) >= 2 for k in kiosks))
     state = fleet["publish"]("v2", demo_bundle_copy(fleet["tmp"] / "v2", retailer_key[0]), "v2")
     options = RolloutOptions(
         broker=fleet["options"].broker, kiosks=("k1", "k2", "k3"), canary=0.05, waves=2, wave_timeout_s=120, discover_s=1.0
@@ -136,7 +127,7 @@ def test_a_rollout_reaches_three_kiosks_in_waves_and_no_event_is_lost(fleet, ret
     result = rollout(state, options, progress=lines.append)
     assert result.completed, lines
     assert [o.wave for o in result.outcomes] == [1, 2, 2] and all(o.outcome == "running" for o in result.outcomes)
-    assert _wait(lambda: all(sum(e.bundle_version == "v2" for e in k.events) >= 2 for k in kiosks))
+    assert wait_until(lambda: all(sum(e.bundle_version == "v2" for e in k.events) >= 2 for k in kiosks))
     for kiosk in kiosks:
         versions = [event.bundle_version for event in kiosk.events]
         assert versions == sorted(versions) and versions[0] == "v1", versions  # v1 until the swap, v2 after
@@ -146,7 +137,7 @@ def test_a_rollout_reaches_three_kiosks_in_waves_and_no_event_is_lost(fleet, ret
         assert reported.acceptance.conformance_agreement == 100.0 and reported.acceptance.p50_ms > 0
     view = FleetView(fleet["options"].broker, "test", health=True).connect()  # what tillsight fleet status reads
     try:
-        assert _wait(lambda: len(view.health) == 3 and all(h.version == "v2" for h in view.health.values()), 10)
+        assert wait_until(lambda: len(view.health) == 3 and all(h.version == "v2" for h in view.health.values()), 10)
         assert {r.current for r in view.reported.values()} == {"v2"}
     finally:
         view.close()
@@ -163,7 +154,9 @@ def test_a_bundle_that_fails_acceptance_is_refused_on_every_kiosk_and_the_rollou
     assert not result.completed and result.aborted_wave == 1 and "3 of 3 kiosks" in result.reason
     assert all(o.outcome == "refused" and "conformance" in o.reason for o in result.outcomes), result.outcomes
     for kiosk in kiosks:  # the rollback names the version each ran before; they keep running it
-        assert _wait(lambda k=kiosk: k.agent.reported().desired == "v1" and k.agent.reported().status is KioskStatus.RUNNING, 30)
+        assert wait_until(
+            lambda k=kiosk: k.agent.reported().desired == "v1" and k.agent.reported().status is KioskStatus.RUNNING, 30
+        )
         assert kiosk.kiosk.version == "v1" and all(e.bundle_version == "v1" for e in kiosk.events)
         assert "v2-bad" in kiosk.agent.store.state.refused
 
@@ -183,8 +176,8 @@ def test_one_kiosk_refusing_aborts_the_wave_and_the_kiosks_that_took_the_bundle_
     assert outcomes["k1"].outcome == outcomes["k2"].outcome == "running" and outcomes["k3"].outcome == "refused"
     assert "local photos: top-1" in outcomes["k3"].reason
     for kiosk in kiosks:
-        assert _wait(lambda k=kiosk: k.kiosk.version == "v1" and k.agent.reported().status is KioskStatus.RUNNING, 60)
-    assert _wait(lambda: all(k.events and k.events[-1].bundle_version == "v1" for k in kiosks[:2]), 60)
+        assert wait_until(lambda k=kiosk: k.kiosk.version == "v1" and k.agent.reported().status is KioskStatus.RUNNING, 60)
+    assert wait_until(lambda: all(k.events and k.events[-1].bundle_version == "v1" for k in kiosks[:2]), 60)
     for kiosk in kiosks[:2]:  # v1, then v2 while it ran, then v1 again: one swap each way
         versions = [event.bundle_version for event in kiosk.events]
         changes = [v for i, v in enumerate(versions) if i == 0 or v != versions[i - 1]]
@@ -201,14 +194,14 @@ def test_a_foreign_signature_a_wrong_sha256_and_an_unreachable_url_are_refused_a
     try:
         unsigned = fleet["publish"]("unsigned", demo_bundle_copy(tmp_path / "unsigned", None), "v2-unsigned")
         view.publish_desired("k1", unsigned)
-        assert _wait(
+        assert wait_until(
             lambda: kiosk.agent.reported().desired == "v2-unsigned" and kiosk.agent.reported().status is KioskStatus.REFUSED, 30
         )
         assert "not signed" in kiosk.agent.reported().reason, kiosk.agent.reported().reason
 
         foreign = fleet["publish"]("foreign", demo_bundle_copy(tmp_path / "foreign", tmp_path / "other.pem"), "v2-foreign")
         view.publish_desired("k1", foreign)
-        assert _wait(
+        assert wait_until(
             lambda: kiosk.agent.reported().desired == "v2-foreign" and kiosk.agent.reported().status is KioskStatus.REFUSED, 30
         )
         assert "trusted" in kiosk.agent.reported().reason, kiosk.agent.reported().reason
@@ -216,17 +209,17 @@ def test_a_foreign_signature_a_wrong_sha256_and_an_unreachable_url_are_refused_a
         good = fleet["publish"]("v2", demo_bundle_copy(tmp_path / "v2", retailer_key[0]), "v2")
         wrong = DesiredState(version="v2-wrong", url=good.url, sha256="0" * 64, bytes=good.bytes)
         view.publish_desired("k1", wrong)
-        assert _wait(
+        assert wait_until(
             lambda: kiosk.agent.reported().desired == "v2-wrong" and kiosk.agent.reported().status is KioskStatus.REFUSED, 30
         )
         assert "not the announced" in kiosk.agent.reported().reason
 
         unreachable = DesiredState(version="v3", url="http://127.0.0.1:9/v3.tar", sha256=good.sha256, bytes=good.bytes)
         view.publish_desired("k1", unreachable)
-        assert _wait(lambda: "cannot be reached" in kiosk.agent.reported().reason, 30)
+        assert wait_until(lambda: "cannot be reached" in kiosk.agent.reported().reason, 30)
         assert kiosk.agent.reported().status is KioskStatus.DOWNLOADING  # it keeps trying; the old bundle runs
         view.publish_desired("k1", good)  # a newer desired state replaces the unreachable one
-        assert _wait(lambda: kiosk.agent.reported().current == "v2", 60)
+        assert wait_until(lambda: kiosk.agent.reported().current == "v2", 60)
     finally:
         view.close()
     assert kiosk.kiosk.version == "v2" and kiosk.labels_follow_the_video()
@@ -241,7 +234,7 @@ def test_a_broker_restarted_mid_rollout_does_not_stop_it(fleet, retailer_key):
     outcome: dict = {}
     thread = threading.Thread(target=lambda: outcome.update(result=rollout(state, options, progress=lambda line: None)))
     thread.start()
-    assert _wait(lambda: kiosks[0].agent.reported().desired == "v2", 30)  # the canary has its desired state
+    assert wait_until(lambda: kiosks[0].agent.reported().desired == "v2", 30)  # the canary has its desired state
     fleet["broker"].kill()
     time.sleep(2.0)
     fleet["broker"].start()  # same port; its persistence kept the retained states
@@ -298,13 +291,15 @@ def test_frames_failing_after_a_swap_roll_the_kiosk_back_to_the_previous_bundle(
     view = FleetView(fleet["options"].broker, "test").connect()
     try:
         view.publish_desired("k1", fleet["publish"]("v2", demo_bundle_copy(tmp_path / "v2", retailer_key[0]), "v2"))
-        assert _wait(lambda: agent.reported().current == "v2", 60)
+        assert wait_until(lambda: agent.reported().current == "v2", 60)
         camera.broken.set()  # the new bundle's frames fail: five of them roll it back
-        assert _wait(lambda: agent.reported().status is KioskStatus.ROLLED_BACK, 60)
+        assert wait_until(lambda: agent.reported().status is KioskStatus.ROLLED_BACK, 60)
         reported = agent.reported()
         assert reported.current == "v1" and kiosk.version == "v1" and "frames failed" in reported.reason
         assert agent.store.state.current == "v1" and "v2" in agent.store.state.refused
-        assert _wait(lambda: view.reported.get("k1") is not None and view.reported["k1"].status is KioskStatus.ROLLED_BACK, 10)
+        assert wait_until(
+            lambda: view.reported.get("k1") is not None and view.reported["k1"].status is KioskStatus.ROLLED_BACK, 10
+        )
     finally:
         view.close()
         agent.stop()
