@@ -164,17 +164,16 @@ class FleetAgent:
                 self._follow(desired)
             except Exception as exc:  # the agent must outlive one bad desired state
                 logger.error("fleet: desired version %s: %s", desired.version, exc, exc_info=not isinstance(exc, TillsightError))
-                self._set(KioskStatus.REFUSED, reason=str(exc))
+                self._set(KioskStatus.REFUSED, reason=str(exc), desired=desired.version)
 
     def _follow(self, desired: DesiredState) -> None:
         assert self.kiosk is not None
         version = BundleStore.check_version(desired.version)
-        self._desired_version = version
         if version == self.kiosk.version:
-            self._set(KioskStatus.RUNNING, reason="")
+            self._set(KioskStatus.RUNNING, reason="", desired=version)
             return
         if version in self.store.state.refused:
-            self._set(KioskStatus.REFUSED, reason=self.store.state.refused[version])
+            self._set(KioskStatus.REFUSED, reason=self.store.state.refused[version], desired=version)
             return
         if desired.bytes > self.options.max_bundle_bytes:
             self._refuse(
@@ -185,7 +184,7 @@ class FleetAgent:
             self._refuse(version, "the desired state names no URL and this kiosk does not keep that version")
             return
         if not self.store.has(version):
-            self._set(KioskStatus.DOWNLOADING)
+            self._set(KioskStatus.DOWNLOADING, reason="", desired=version)
             packed = self._download(desired)
             if packed is None:
                 return
@@ -194,7 +193,7 @@ class FleetAgent:
             except TillsightError as exc:
                 self._refuse(version, str(exc))
                 return
-        self._set(KioskStatus.CHECKING)
+        self._set(KioskStatus.CHECKING, reason="", desired=version)
         try:
             candidate = self.kiosk.load_candidate(self.store.bundle_path(version), version)
         except TillsightError as exc:  # a bad sha256 of an artifact, a missing or foreign signature
@@ -213,8 +212,7 @@ class FleetAgent:
                     self._refuse(desired.version, str(exc))
                     return None
                 logger.warning("fleet: %s; trying again in %.0f s", exc, self.options.retry_s)
-                self._reason = str(exc)
-                self._report()
+                self._set(KioskStatus.DOWNLOADING, reason=str(exc))
             if not self._desired.empty():
                 return None
             self._stop.wait(self.options.retry_s)
@@ -254,7 +252,7 @@ class FleetAgent:
     def _refuse(self, version: str, reason: str) -> None:
         logger.warning("fleet: bundle %s refused: %s", version, reason)
         self.store.refuse(version, reason)
-        self._set(KioskStatus.REFUSED, reason=reason)
+        self._set(KioskStatus.REFUSED, reason=reason, desired=version)
 
     # -- after a swap: failures, health ---------------------------------------------------------
 
@@ -326,26 +324,31 @@ class FleetAgent:
 
     # -- reported state --------------------------------------------------------------------------
 
-    def _set(self, status: KioskStatus, reason: str | None = None) -> None:
+    def _set(self, status: KioskStatus, reason: str | None = None, desired: str | None = None) -> None:
+        """Change the status, and with it the reason and the desired version it is about, in one step."""
         with self._lock:
             self._status = status
             if reason is not None:
                 self._reason = reason
+            if desired is not None:
+                self._desired_version = desired
         self._report()
 
     def reported(self) -> ReportedState:
         """What this kiosk reports now."""
         state = self.store.state
+        with self._lock:  # status, reason and desired version are read as one
+            status, reason, desired = self._status, self._reason, self._desired_version
         return ReportedState(
             kiosk_id=self.options.kiosk_id,
             group=self.options.group,
-            status=self._status,
+            status=status,
             current=self.kiosk.version if self.kiosk is not None else state.current,
             previous=state.previous,
-            desired=self._desired_version,
+            desired=desired,
             model_sha256=self.kiosk.classifier.model_sha256 if self.kiosk is not None else "",
             acceptance=self._acceptance,
-            reason=self._reason,
+            reason=reason,
             updated=time.time(),
         )
 
