@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BackendUnavailableError, BundleError, OptionsError, SignatureError
+from .jsonfile import write_json_file
 from .staging import staged_file
 
 __all__ = [
@@ -196,8 +197,7 @@ def sign_bundle(bundle_dir: str | Path, private_key: str | Path | Any) -> str:
     signature = key.sign(manifest_path.read_bytes())
     identifier = key_id(key.public_key())
     record = {"format": _FORMAT, "algorithm": "Ed25519", "key_id": identifier, "signature": base64.b64encode(signature).decode()}
-    with staged_file(bundle_dir / SIGNATURE_NAME) as temporary:
-        temporary.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    write_json_file(bundle_dir / SIGNATURE_NAME, record, durable=True)
     return identifier
 
 

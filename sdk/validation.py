@@ -9,7 +9,6 @@ check takes too, so on the same photos the top-1 equals the manifest's. No Tenso
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from .bundle_metrics import percent_equal
 from .classifier import load
 from .datasets import iter_images, read_image_set, read_labels
 from .errors import DataError, TillsightError
+from .jsonfile import write_json_file
 from .staging import staged_file
 
 __all__ = ["ClassRecall", "Confusion", "ValidationReport", "validate", "write_confusion_picture"]
@@ -181,9 +181,7 @@ def write_report(report: ValidationReport, out: str | Path) -> tuple[Path, Path 
 
 
 def write_json(report: ValidationReport, path: str | Path) -> Path:
-    with staged_file(path) as temporary:
-        temporary.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
-    return Path(path)
+    return write_json_file(path, report.to_dict())
 
 
 def write_confusion_picture(report: ValidationReport, path: str | Path, classes: int = PICTURE_CLASSES) -> Path | None:

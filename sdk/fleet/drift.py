@@ -32,6 +32,7 @@ import msgspec
 import numpy as np
 
 from ..errors import FleetError
+from ..jsonfile import write_json_file
 from .messages import DriftAlert
 
 __all__ = ["BASELINE_STRETCHES", "DriftBaseline", "DriftMonitor", "DriftWindow", "tray_figures"]
@@ -61,9 +62,7 @@ class DriftBaseline(msgspec.Struct, frozen=True, kw_only=True):
     stretches: int = BASELINE_STRETCHES
 
     def save(self, path: Path) -> None:
-        temporary = path.with_name(f".{path.name}.tmp")
-        temporary.write_bytes(msgspec.json.encode(self))
-        temporary.replace(path)
+        write_json_file(path, self, durable=True)
 
     @classmethod
     def load(cls, path: Path) -> DriftBaseline | None:

@@ -16,7 +16,6 @@ on a bundle that worked. After a swap it also records each start: a kiosk that s
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shutil
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 import msgspec
 
 from ..errors import FleetError, OptionsError
+from ..jsonfile import write_json_file
 from ..staging import staged_directory
 from .transfer import unpack_bundle
 
@@ -111,18 +111,7 @@ class BundleStore:
             raise FleetError(f"{path} is unreadable ({exc}); remove it to start over on the kiosk's own bundle") from exc
 
     def _write(self, state: StoreState) -> None:
-        path = self.folder / "state.json"
-        temporary = path.with_name(f".state.{os.getpid()}.json")
-        with open(temporary, "wb") as handle:
-            handle.write(msgspec.json.encode(state))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-        directory = os.open(self.folder, os.O_RDONLY)
-        try:
-            os.fsync(directory)  # the rename itself survives a power cut
-        finally:
-            os.close(directory)
+        write_json_file(self.folder / "state.json", state, durable=True)
         self.state = state
 
     def swapped(self, version: str) -> None:
