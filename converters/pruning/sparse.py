@@ -198,8 +198,9 @@ def measured_sparsity(model: Any, images: np.ndarray, target: float, damage: Cal
 
     walk(model, images, visit, sparsified)
     taken = dict.fromkeys(trials, 0)  # levels taken per layer
-    zeros = 0.0
-    while zeros < target * total:
+    shares = dict.fromkeys(trials, 0.0)
+    zeros, wanted = 0.0, target * total
+    while zeros < wanted:
         best: tuple[float, int] | None = None
         for name, (size, damages) in trials.items():
             level = taken[name]
@@ -214,6 +215,11 @@ def measured_sparsity(model: Any, images: np.ndarray, target: float, damage: Cal
             break
         name = best[1]
         size = trials[name][0]
-        zeros += size * (SPARSITY_LEVELS[taken[name]] - (SPARSITY_LEVELS[taken[name] - 1] if taken[name] else 0.0))
+        step = size * (SPARSITY_LEVELS[taken[name]] - shares[name])
+        if zeros + step > wanted:  # the last step takes only what reaches the target: a big layer would overshoot it
+            shares[name] += (wanted - zeros) / size
+            break
+        zeros += step
+        shares[name] = SPARSITY_LEVELS[taken[name]]
         taken[name] += 1
-    return {name: SPARSITY_LEVELS[level - 1] if level else 0.0 for name, level in taken.items()}
+    return shares
