@@ -173,6 +173,27 @@ def tiny_model_file(tiny_model, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return path
 
 
+@pytest.fixture(scope="session")
+def transfer_model_file(photos: PhotoSplit, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The transfer-learning shape, trained once for the session: ``Input -> RandomFlip -> Rescaling(-1, 1) ->
+    MobileNetV2 (nested, alpha 0.35) -> Dropout -> Dense``, augmentation and preprocessing inside the model."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.RandomFlip("horizontal")(inputs)
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(x)
+    base = keras.applications.MobileNetV2(input_shape=(SIZE, SIZE, 3), alpha=0.35, include_top=False, weights=None, pooling="avg")
+    for layer in base.layers:  # settle BatchNorm statistics within a few training steps
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.9
+    x = keras.layers.Dropout(0.2)(base(x))
+    model = train(keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(x), name="transfer"), photos, epochs=12)
+    path = tmp_path_factory.mktemp("models") / "transfer.keras"
+    model.save(path)
+    return path
+
+
 def one_photo_tolerance(name: str, folder: Path, photos: PhotoSplit) -> Path:
     """A shipped profile, same name, whose tolerance admits one flipped photo of the held-out set.
 

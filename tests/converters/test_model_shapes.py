@@ -1,7 +1,8 @@
 """Every compression mode on the shapes Keras classifiers come in: flat, a nested base model, a nested head.
 
 Transfer learning's usual shape puts a ``keras.applications`` base model inside the classifier
-(``Input -> Rescaling -> MobileNetV2(include_top=False, pooling="avg") -> Dropout -> Dense``);
+(``Input -> RandomFlip -> Rescaling -> MobileNetV2(include_top=False, pooling="avg") -> Dropout -> Dense``,
+the session's ``transfer_model_file``);
 others put a small head model after pooling. Pruning, its BatchNorm and least-squares steps, QAT
 and compensated rounding all walk the graph, and each once failed on one of these shapes.
 """
@@ -19,19 +20,12 @@ SHAPES = ("flat", "nested-base", "nested-head")
 
 
 def build_shape(shape: str):
-    """A 4-class classifier of the given shape, RGB 0-255 in."""
+    """A 4-class classifier, flat or with a nested head, RGB 0-255 in."""
     import keras
     from keras import layers
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((SIZE, SIZE, 3))
-    if shape == "nested-base":
-        x = layers.Rescaling(1 / 127.5, offset=-1)(inputs)
-        base = keras.applications.MobileNetV2(
-            input_shape=(SIZE, SIZE, 3), alpha=0.35, include_top=False, weights=None, pooling="avg"
-        )
-        x = layers.Dropout(0.2)(base(x))
-        return keras.Model(inputs, layers.Dense(4, activation="softmax")(x), name="nested_base")
     x = layers.Rescaling(1 / 255)(inputs)
     for filters in (16, 32, 48):
         x = layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False)(x)
@@ -48,15 +42,15 @@ def build_shape(shape: str):
 
 
 @pytest.fixture(scope="module")
-def shape_models(photos: PhotoSplit, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Each shape trained on the real train photos and saved."""
+def shape_models(photos: PhotoSplit, transfer_model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Each shape trained on the real train photos and saved; the nested base is the session's transfer model."""
     import keras
 
     items = [(Path(line.split(",")[0]), int(line.split(",")[1])) for line in photos.train_list.read_text().splitlines()]
     inputs, targets, _ = load_photos(items)
     folder = tmp_path_factory.mktemp("shapes")
-    paths = {}
-    for shape in SHAPES:
+    paths = {"nested-base": transfer_model_file}
+    for shape in ("flat", "nested-head"):
         model = build_shape(shape)
         model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy")
         model.fit(inputs, targets, batch_size=16, epochs=12, verbose=0)
