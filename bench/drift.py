@@ -12,7 +12,6 @@ played, the empty-tray stretch of the first alert, and the alerts raised. The se
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,14 +21,14 @@ import numpy as np
 from sections import publish
 
 import tillsight
-from tillsight.demo import ASSETS
+from tillsight.demo import ASSETS, demo_script
 from tillsight.fleet.drift import BRIGHTNESS_THRESHOLD, SHARPNESS_THRESHOLD, DriftMonitor
 from tillsight.pipelines import CheckoutOptions, CheckoutPipeline, PipelineOptions, Source
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "samples"))
-SCRIPT = json.loads((ASSETS / "checkout.json").read_text())
-ROI = tuple(SCRIPT["roi"])
+SCRIPT = demo_script()
+ROI = SCRIPT.roi
 
 
 class _Frames(Source):
@@ -50,7 +49,7 @@ class _Frames(Source):
 
 
 def _demo_frames() -> list[np.ndarray]:
-    capture = cv2.VideoCapture(str(ASSETS / SCRIPT["video"]))
+    capture = cv2.VideoCapture(str(ASSETS / SCRIPT.video))
     frames = []
     while (read := capture.read())[0]:
         frames.append(read[1])

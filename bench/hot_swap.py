@@ -23,23 +23,23 @@ from pathlib import Path
 
 from sections import publish
 
-from tillsight.demo import ASSETS
+from tillsight.demo import ASSETS, demo_script
 from tillsight.kiosk import Kiosk, KioskOptions
 from tillsight.pipelines import CaptureOptions, CheckoutOptions, PipelineOptions
 
 HERE = Path(__file__).resolve().parent
-SCRIPT = json.loads((ASSETS / "checkout.json").read_text())
+SCRIPT = demo_script()
 
 
 def run_once(speed: float, every: float | None, copies: list[Path]) -> dict:
     pipeline = PipelineOptions(
-        checkout=CheckoutOptions(roi=tuple(SCRIPT["roi"])),
+        checkout=CheckoutOptions(roi=SCRIPT.roi),
         capture=CaptureOptions(pace=True, speed=speed, drop_frames=True),
         metrics_interval=0,
     )
     events: list = []
     kiosk = Kiosk(
-        KioskOptions(copies[0], source=str(ASSETS / SCRIPT["video"]), pipeline=pipeline, version="v0"), sinks=[events.append]
+        KioskOptions(copies[0], source=str(ASSETS / SCRIPT.video), pipeline=pipeline, version="v0"), sinks=[events.append]
     )
     swaps = []
     done = threading.Event()

@@ -115,7 +115,7 @@ def render(rows: list[dict], repeats: int, threads_note: str) -> str:
 
 
 def main() -> int:
-    from tillsight.demo import ASSETS
+    from tillsight.demo import ASSETS, demo_script
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, action="append", help="a bundle (repeat; default: the demo bundle)")
@@ -123,13 +123,10 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
     args = parser.parse_args()
-    script = json.loads((ASSETS / "checkout.json").read_text())
-    expected: dict[str, int] = {}
-    for placement in script["placements"]:
-        expected[placement["label"]] = expected.get(placement["label"], 0) + 1
+    script = demo_script()
     bundles = args.bundle or [ASSETS / "classifier"]
-    rows = bench(bundles, sorted(args.lanes), args.repeats, ASSETS / script["video"], tuple(script["roi"]), expected)
-    from tillsight.benchmarking import HostInfo
+    rows = bench(bundles, sorted(args.lanes), args.repeats, ASSETS / script.video, script.roi, script.expected_basket)
+    from tillsight.host import HostInfo
 
     note = f"{HostInfo.current().describe()}, each bundle at its profile's threads"
     section = render(rows, args.repeats, note)

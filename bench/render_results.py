@@ -174,16 +174,16 @@ def _footprint_section(results: dict, reference: dict) -> list[str]:
 
 def _pipeline_section(pipeline: dict) -> list[str]:
     stages = ", ".join(
-        f"{name} {values.get('p50', 0):.2f}/{values.get('p95', 0):.2f}" for name, values in pipeline["stage_latency_ms"].items()
+        f"{name} {values['p50_ms']:.2f}/{values['p95_ms']:.2f}" for name, values in pipeline["stage_latency"].items()
     )
-    age = pipeline["frame_age_ms"]
+    age = pipeline["frame_age"]
     return [
         f"## Checkout pipeline ({pipeline['bundle']} bundle, {pipeline['threads']} threads, a video whose every frame shows a product)",
         "",
         f"- {pipeline['fps']:.0f} frames/s through the pipeline against a bare-inference bound of {pipeline['bare_bound_fps']:.0f} "
         f"frames/s (1 / {pipeline['bare_inference_ms']:.3f} ms): ratio {pipeline['ratio']:.2f}.",
         f"- Stage latency p50/p95 ms: {stages}.",
-        f"- Frame age at decision p50/p95/p99 ms: {age.get('p50', 0):.1f} / {age.get('p95', 0):.1f} / {age.get('p99', 0):.1f}.",
+        f"- Frame age at decision p50/p95/p99 ms: {age['p50_ms']:.1f} / {age['p95_ms']:.1f} / {age['p99_ms']:.1f}.",
         "- The bound is one invoke of this small model on this host. Each frame also pays video decoding "
         "(capture thread, sharing the 2 cores), the tray check and preprocessing, together more than the "
         "invoke itself (stage latencies above); a model whose invoke takes tens of milliseconds, as on a "

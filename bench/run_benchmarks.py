@@ -43,8 +43,8 @@ from compression_rows import pruning_benchmark, qat_benchmark, student_benchmark
 from render_results import render_markdown  # noqa: E402
 
 import tillsight  # noqa: E402
-from tillsight.benchmarking import HostInfo  # noqa: E402
 from tillsight.datasets import iter_images, read_image_set, read_labels  # noqa: E402
+from tillsight.host import HostInfo  # noqa: E402
 from tillsight.preprocess import InputSpec, preprocess  # noqa: E402
 from tillsight.report import plot_accuracy_latency, summarize_bundle  # noqa: E402
 
@@ -171,8 +171,8 @@ def pipeline_benchmark(bundle_dir: Path, frames: list[np.ndarray], work: Path, r
         "bare_inference_ms": round(bare_ms, 3),
         "bare_bound_fps": round(bound, 1),
         "ratio": round(best.fps / bound, 3),
-        "stage_latency_ms": best.stage_latency_ms,
-        "frame_age_ms": best.frame_age_ms,
+        "stage_latency": best.to_dict()["stage_latency"],  # name -> p50_ms, p95_ms, p99_ms, runs
+        "frame_age": best.to_dict()["frame_age"],
         "threads": classifier.backend.threads,
     }
 

@@ -16,7 +16,6 @@ then writes ``bench/TUNE.md`` from ``out/tune-pi4/tune.json`` and puts it into `
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -24,46 +23,49 @@ from pathlib import Path
 
 from sections import SECTION_FILES, publish
 
+from tillsight.converters.tune_space import CandidateStatus, TuneRecord, read_tune_record
+
 HEADING = "## tillsight tune"
 
 
-def render(record: dict, command: str) -> str:
-    budget = record["budget"]
+def render(record: TuneRecord, command: str) -> str:
+    budget = record.budget
     lines = [
         f"{HEADING} (raspberry-pi-4 profile, the sample model, latency measured on this host)",
         "",
-        f"Budget: classify() p50 <= {budget['max_latency_ms']:g} ms (post-training int8 misses it here), top-1 drop <= "
-        f"{budget['max_top1_drop']:g} points from the float model ({record['float_top1']:.2f}% on the val photos), the profile's "
-        f"memory ({budget['max_memory_bytes'] / 1e6:.0f} MB) and size ({budget['max_model_bytes'] / 1e6:.0f} MB) budgets. "
-        f"Latency measured on {record['measured_on']}, 100 timed runs each. "
-        f"Search: {record['seconds'] / 60:.1f} of {record['time_budget_s'] / 60:.0f} minutes.",
+        f"Budget: classify() p50 <= {budget.max_latency_ms or 0:g} ms (post-training int8 misses it here), top-1 drop <= "
+        f"{budget.max_top1_drop:g} points from the float model ({record.float_top1 or 0:.2f}% on the val photos), the profile's "
+        f"memory ({(budget.max_memory_bytes or 0) / 1e6:.0f} MB) and size ({(budget.max_model_bytes or 0) / 1e6:.0f} MB) "
+        f"budgets. Latency measured on {record.measured_on}, 100 timed runs each. "
+        f"Search: {record.seconds / 60:.1f} of {record.time_budget_s / 60:.0f} minutes.",
         f"Command: `{command}`.",
         "",
         "| candidate | recipe | top-1 | drop | classify p50 ms | model MB | time s | Pareto | verdict |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | :---: | --- |",
     ]
-    for c in record["candidates"]:
-        measured = c["status"] == "measured"
-        verdict = c["note"] if measured else f"{c['status']}: {c['note']}"
-        if c["candidate"]["name"] == record["winner"]:
+    for c in record.candidates:
+        measured = c.status is CandidateStatus.MEASURED
+        verdict = c.verdict
+        if c.candidate.name == record.winner:
             verdict = f"**winner**: {verdict}"
         figures = (
             [
-                f"{c['top1']:.2f}%",
-                f"{c['top1_drop']:.2f}",
-                f"{c['latency_ms']:.2f}",
-                f"{c['model_bytes'] / 1e6:.2f}",
-                f"{c['seconds']:.0f}",
+                f"{c.top1 or 0:.2f}%",
+                f"{c.top1_drop or 0:.2f}",
+                f"{c.latency_ms or 0:.2f}",
+                f"{(c.model_bytes or 0) / 1e6:.2f}",
+                f"{c.seconds:.0f}",
             ]
             if measured
             else [""] * 5
         )
-        cells = [c["candidate"]["name"], c["candidate"]["recipe"], *figures, "yes" if c.get("pareto") else "", verdict]
+        pareto = "yes" if c.candidate.name in record.pareto else ""
+        cells = [c.candidate.name, c.candidate.recipe, *figures, pareto, verdict]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(
-        f"Winner: {record['winner'] or 'none'}."
-        + ("" if record["winner"] else " No candidate met the budget within the drop tolerance.")
+        f"Winner: {record.winner or 'none'}."
+        + ("" if record.winner else " No candidate met the budget within the drop tolerance.")
         + " The chart draws the measured candidates (skipped ones have no figures)."
     )
     lines += ["", "![tune: top-1 vs latency, marker area by model size](plots/tune.png)"]
@@ -116,7 +118,7 @@ def main() -> int:
         shutil.rmtree(args.out, ignore_errors=True)
         subprocess.run(command, check=False)
     searched = args.existing or args.out
-    record = json.loads((searched / "tune.json").read_text(encoding="utf-8"))
+    record = read_tune_record(searched / "tune.json")
     if (searched / "tune.png").is_file():
         shutil.copyfile(searched / "tune.png", SECTION_FILES[1].parent / "plots" / "tune.png")
     section = render(record, " ".join(command))

@@ -11,7 +11,8 @@ In the order a conversion runs (:func:`tillsight.convert` is :func:`.conversion.
   :mod:`.weight_rounding`), :mod:`.openvino`, :mod:`.edgetpu` (with :mod:`.edgetpu_preflight` and
   :mod:`.edgetpu_compiler`). Each has ``convert(job: ConversionJob) -> TargetResult`` and writes its
   model file(s) into the job's staging directory.
-* :mod:`.evaluate`: the written bundle, loaded as on the device, against the float model.
+* :mod:`.evaluate`: the written bundle, loaded as on the device, against the float model;
+  :mod:`.bundle_record`: what the bundle records (manifest, accuracy against the tolerance, budgets).
 * :mod:`.steps`: the context manager that times and logs each step.
 
 Beside the conversion: :mod:`.distill` (:func:`tillsight.distill`, a smaller student from a

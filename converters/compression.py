@@ -142,7 +142,7 @@ def compress(
                 TrainingSchedule(settings.epochs, settings.learning_rate, progress=progress),
                 profile.quantization.per_channel,
             )
-        qat_metrics = QatMetrics.from_dict({**report, "finetune_source": str(photos_set.path), "seed": seed})
+        qat_metrics = QatMetrics.from_report({**report, "finetune_source": str(photos_set.path), "seed": seed})
         current = current.with_model(model, "quantization-aware")
     if pruned is None:
         return Compressed(current, None, qat=qat_metrics)
@@ -192,5 +192,5 @@ def _prune(
             distillation=distillation,
             images=calibration,
         )
-    report = {**result.report, "finetune_source": str(photos.source) if photos is not None else None, "seed": seed}
-    return _Pruned(source.with_model(result.model, f"pruned {setting}"), PruningMetrics.from_dict(report))
+    report = {**result.report, "finetune_source": str(photos.path) if photos is not None else None, "seed": seed}
+    return _Pruned(source.with_model(result.model, f"pruned {setting}"), PruningMetrics.from_report(report))

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime
 import logging
-import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,32 +19,24 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from tillsight._version import __version__
 from tillsight.bundle import (
     Bundle,
-    Manifest,
     OutputActivation,
-    OutputSpec,
-    RuntimeSettings,
-    gzip_bytes,
     read_bundle,
-    sha256_of_file,
     write_manifest,
 )
-from tillsight.bundle_metrics import AccuracyMetrics, BundleMetrics, LatencyMetrics, PruningMetrics
-from tillsight.classifier import load_written
 from tillsight.conformance import DEFAULT_CONFORMANCE_IMAGES, add_conformance_set_from_photos
 from tillsight.conversion_options import ConversionOptions
 from tillsight.datasets import ImageSet, check_labels, iter_images, read_image_set, read_labels
-from tillsight.errors import AccuracyError, CalibrationError, ConversionError, DataError, TillsightError, summarize
+from tillsight.errors import CalibrationError, ConversionError, DataError, TillsightError, summarize
 from tillsight.preprocess import InputSpec, preprocess
-from tillsight.profiles import BackendKind, Precision, Profile, PruningMode, SizePolicy, load_profile
+from tillsight.profiles import Profile, SizePolicy, load_profile
 from tillsight.signing import load_private_key, sign_bundle
 from tillsight.staging import staged_directory
 
-from . import ConversionJob, TargetResult, target_for
+from . import ConversionJob, target_for
+from . import bundle_record as record
 from .compression import compress, training_set
-from .evaluate import evaluate, measure_latency
 from .input_checks import check_conversion_inputs
 from .source import PROBE_IMAGES, SourceModel, load_source_model, output_activation
 from .steps import conversion_step, shown
@@ -208,17 +198,17 @@ def _convert(
             "calibration_skipped": calibration_skipped,
             "calibration_source": str(calibration) if calibration else None,
         }
-        manifest = _manifest(resolved, compressed.source, label_names, result, activation, staging, calibration_record)
+        manifest = record.manifest_of(resolved, compressed.source, label_names, result, activation, staging, calibration_record)
         write_manifest(staging, manifest)  # the runtime reads it: the bundle is loaded as on the device next
-        pruning = _pruning_sizes(compressed.pruning, target, job, result, source, timings)
-        latency, accuracy = _measure(staging, sample_frame, source, compressed.pruned, job, options)
+        pruning = record.with_sizes(compressed.pruning, target, job, result, source, timings)
+        latency, accuracy = record.measure(staging, sample_frame, source, compressed.pruned, job, options)
         metrics = dataclasses.replace(
             manifest.metrics,
             latency_host=latency,
             accuracy=accuracy,
             pruning=pruning,
             qat=compressed.qat,
-            budgets=_check_budgets(resolved, manifest.metrics.model_bytes),
+            budgets=record.check_budgets(resolved, manifest.metrics.model_bytes),
             conversion_seconds=timings,
         )
         write_manifest(staging, dataclasses.replace(manifest, metrics=metrics))
@@ -291,47 +281,6 @@ def _float_spec(profile: Profile, source: SourceModel, options: ConversionOption
     )
 
 
-def _pruning_sizes(
-    pruning: PruningMetrics | None,
-    target: Any,
-    job: ConversionJob,
-    result: TargetResult,
-    original: SourceModel,
-    timings: dict[str, float],
-) -> PruningMetrics | None:
-    """The pruning metrics with the written model's gzip size (and, unstructured, the unpruned model's)."""
-    if pruning is None:
-        return None
-    pruning = dataclasses.replace(pruning, gzip_bytes=gzip_bytes(job.staging_dir / name for name in result.files))
-    if job.profile.pruning.mode is PruningMode.UNSTRUCTURED:
-        with conversion_step("convert the unpruned model for comparison", timings):
-            pruning = dataclasses.replace(pruning, gzip_bytes_unpruned=_unpruned_gzip_bytes(target, job, original))
-    return pruning
-
-
-def _measure(
-    staging: Path,
-    sample_frame: np.ndarray,
-    source: SourceModel,
-    pruned: SourceModel | None,
-    job: ConversionJob,
-    options: ConversionOptions,
-) -> tuple[LatencyMetrics, AccuracyMetrics | None]:
-    """Host latency and, with evaluation photos, accuracy against the float model, of the bundle loaded as on the device.
-
-    Raises:
-        AccuracyError: The accuracy is outside the profile's tolerance (and the options do not allow it).
-    """
-    evaluation_set = job.evaluation
-    with load_written(staging) as classifier:
-        latency = measure_latency(classifier, sample_frame)
-        if evaluation_set is None:
-            return latency, None
-        accuracy = evaluate(source, classifier, evaluation_set, job.input_spec, options.progress, pruned=pruned)
-    accuracy = dataclasses.replace(accuracy, source=str(evaluation_set.path))
-    return latency, _check_accuracy(job.profile, accuracy, options.allow_accuracy_drop)
-
-
 def _add_conformance_set(staging: Path, image_set: ImageSet | None) -> None:
     """The inputs and top-1 results a kiosk must reproduce before it takes this bundle (see :mod:`tillsight.conformance`)."""
     if image_set is None:
@@ -342,17 +291,6 @@ def _add_conformance_set(staging: Path, image_set: ImageSet | None) -> None:
         logger.warning("the conformance set holds %d inputs, not %d: few clear photos", kept, DEFAULT_CONFORMANCE_IMAGES)
 
 
-def _unpruned_gzip_bytes(target: Any, job: Any, original: Any) -> int:
-    """The gzip size of the same target's model built from the unpruned model, for the manifest."""
-    scratch = job.staging_dir / ".unpruned"
-    scratch.mkdir()
-    try:
-        result = target(dataclasses.replace(job, source=original, staging_dir=scratch))
-        return gzip_bytes(scratch / name for name in result.files)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
 def _default_labels(calibration_set: ImageSet | None, num_classes: int) -> tuple[str, ...]:
     """Labels when no labels file is given: class folder names, else generic names."""
     if calibration_set is not None and calibration_set.path.is_dir() and calibration_set.labeled:
@@ -361,103 +299,3 @@ def _default_labels(calibration_set: ImageSet | None, num_classes: int) -> tuple
             return tuple(names)
     logger.warning("no labels file: naming the %d classes class_0 ... class_%d; pass --labels", num_classes, num_classes - 1)
     return tuple(f"class_{i}" for i in range(num_classes))
-
-
-def _manifest(
-    profile: Profile,
-    source: Any,
-    labels: Sequence[str],
-    result: Any,
-    activation: OutputActivation,
-    staging: Path,
-    calibration: dict[str, Any],
-) -> Manifest:
-    """The manifest of the model just written to ``staging``; ``calibration`` says what it was calibrated on."""
-    tensor_out = result.output_tensor
-    artifacts = {
-        name: {"sha256": sha256_of_file(staging / name), "bytes": (staging / name).stat().st_size} for name in result.files
-    }
-    size = sum(record["bytes"] for record in artifacts.values())
-    return Manifest(
-        profile_name=profile.name,
-        labels=tuple(labels),
-        input=result.input_spec,
-        output=OutputSpec(len(labels), tensor_out.dtype, tensor_out.scale, tensor_out.zero_point, activation),
-        runtime=RuntimeSettings(
-            profile.backend, result.model_file, profile.threads, profile.backend_fallbacks, profile.device, result.runtime_options
-        ),
-        artifacts=artifacts,
-        profile=profile.to_dict(),
-        source_model={"path": source.description, "format": source.format, "sha256": source.sha256},
-        quantization={**result.quantization, **calibration},
-        metrics=BundleMetrics(model_bytes=size),
-        target_report=dict(result.report),
-        sdk_version=__version__,
-        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    )
-
-
-def _check_budgets(profile: Profile, model_bytes: int) -> dict[str, Any]:
-    budgets = profile.budgets
-    checks: dict[str, Any] = {}
-    if budgets.max_model_bytes:
-        within = model_bytes <= budgets.max_model_bytes
-        checks["model_bytes"] = {"limit": budgets.max_model_bytes, "actual": model_bytes, "within": within}
-        if not within:
-            logger.warning(
-                "model is %d bytes, over profile '%s' budget of %d bytes",
-                model_bytes,
-                profile.name,
-                budgets.max_model_bytes,
-            )
-    if budgets.max_latency_ms:
-        checks["latency_ms"] = {"limit": budgets.max_latency_ms, "note": "check on the device; host latency is not comparable"}
-    if budgets.max_memory_bytes:
-        checks["memory_bytes"] = {"limit": budgets.max_memory_bytes, "note": "check on the device"}
-    return checks
-
-
-def _check_accuracy(profile: Profile, accuracy: AccuracyMetrics, allowed: bool) -> AccuracyMetrics:
-    """The accuracy with the profile's tolerance recorded.
-
-    Raises:
-        DataError: No evaluation image was readable.
-        AccuracyError: The drop exceeds the tolerance and ``allowed`` is false.
-    """
-    drop, tolerance = accuracy.top1_drop, profile.max_top1_drop
-    accuracy = dataclasses.replace(accuracy, tolerance=tolerance, within_tolerance=drop <= tolerance)
-    if accuracy.images == 0:
-        raise DataError(f"no readable evaluation image in {accuracy.source}")
-    if drop <= tolerance:
-        logger.info(
-            "accuracy: float %.2f%%, converted %.2f%%, drop %.2f points (tolerance %.2f), agreement %.2f%%",
-            accuracy.float_top1,
-            accuracy.converted_top1,
-            drop,
-            tolerance,
-            accuracy.top1_agreement,
-        )
-        return accuracy
-    message = (
-        f"converted model lost {drop:.2f} points of top-1 ({accuracy.float_top1:.2f}% -> "
-        f"{accuracy.converted_top1:.2f}%) on {accuracy.images} images; profile '{profile.name}' allows "
-        f"{tolerance:.2f}"
-    )
-    if not allowed:
-        raise AccuracyError(f"{message}: no bundle written ({_remedy(profile, accuracy)}, or --allow-accuracy-drop)")
-    logger.warning("%s: writing the bundle anyway (--allow-accuracy-drop)", message)
-    return accuracy
-
-
-def _remedy(profile: Profile, accuracy: AccuracyMetrics) -> str:
-    """What to try when the drop is over the tolerance: for the step that lost the points."""
-    if accuracy.pruned_top1 is not None and accuracy.float_top1 - accuracy.pruned_top1 > profile.max_top1_drop:
-        return (
-            f"pruning alone took {accuracy.float_top1 - accuracy.pruned_top1:.2f} of them, the pruned float model "
-            f"scores {accuracy.pruned_top1:.2f}%: fine-tune longer (--finetune-epochs), add --distill, or prune less"
-        )
-    if profile.backend is not BackendKind.OPENVINO:
-        return "use more or better calibration images, or --qat"
-    if profile.openvino.precision is Precision.INT8:
-        return "use more or better calibration images, or accuracy_control = true in the profile's [openvino]"
-    return "a float IR should match the float model: check --input-range, --mean/--std and --color-order"

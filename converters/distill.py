@@ -165,7 +165,7 @@ def distill(
         teacher_parameters=int(source.keras_model.count_params()),
         student_parameters=int(model.count_params()),
         student_input=(student_spec.height, student_spec.width),
-        training=TrainingMetrics.from_dict(training, "distill"),
+        training=TrainingMetrics.from_report(training),
         labeled_photos=int(training["labeled_photos"]),
         teacher_images_run=int(training["teacher_images_run"]),
         step_seconds=timings,

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tillsight.bundle import Bundle, read_bundle, sha256_of_file, write_manifest
+from tillsight.bundle import ArtifactRecord, Bundle, read_bundle, write_manifest
 from tillsight.errors import BundleError, ConversionError, summarize
 from tillsight.profiles import BackendKind
 from tillsight.staging import staged_directory
@@ -153,7 +153,7 @@ def compile_bundle(bundle_dir: str | Path, compiler: str | None = None) -> Bundl
         compiled = staging / COMPILED_MODEL_FILE
         artifacts = {
             **manifest.artifacts,
-            COMPILED_MODEL_FILE: {"sha256": sha256_of_file(compiled), "bytes": compiled.stat().st_size},
+            COMPILED_MODEL_FILE: ArtifactRecord.of(compiled),
         }
         runtime = dataclasses.replace(
             manifest.runtime, options={**manifest.runtime.options, "edgetpu_model": COMPILED_MODEL_FILE}

@@ -13,10 +13,10 @@ import numpy as np
 from tqdm import tqdm
 
 from tillsight._benchmark_worker import timed
-from tillsight.benchmarking import HostInfo
 from tillsight.bundle_metrics import AccuracyMetrics, LatencyMetrics, latency_percentiles_ms, percent_equal
 from tillsight.classifier import Classifier
 from tillsight.datasets import ImageSet, iter_images
+from tillsight.host import HostInfo
 from tillsight.preprocess import InputSpec, preprocess
 
 from .source import SourceModel

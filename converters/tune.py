@@ -18,7 +18,7 @@ tar on stdin and answers with benchmark JSON (``ssh kiosk-12 tillsight benchmark
 
 The search stops at the first candidate that meets every budget within the drop tolerance: the
 later ones cost more and compress more, so they are not expected to be more accurate. Without a
-latency, memory or size budget, or with ``stop_early=False`` (``--explore``), every candidate is
+latency, memory or size budget, or with ``TuneOptions(stop_early=False)`` (``--explore``), every candidate is
 tried, and the winner is the most accurate that fits. Candidates that cannot help are skipped and listed with the reason:
 QAT when int8 misses a resource budget (same graph), a stronger pruning or a smaller student
 when the milder one already loses more than the tolerance, and any candidate whose estimated
@@ -42,22 +42,21 @@ from pathlib import Path
 from typing import Any
 
 from ..benchmarking import BenchmarkReport, BundleBenchmark, benchmark
-from ..bundle import read_bundle
+from ..bundle import read_bundle, write_manifest
 from ..conversion_options import ConversionOptions
 from ..datasets import read_image_set, read_labels
-from ..errors import DataError, OptionsError, TillsightError, summarize
+from ..errors import DataError, TillsightError, summarize
 from ..profiles import FINETUNE_EPOCHS, Profile, PruningMode, load_profile
 from ..signing import load_private_key, sign_bundle
 from ..staging import check_output_folder, staged_directory
 from .tune_report import write_report
 from .tune_space import (
-    CHANNEL_FRACTIONS,
     STUDENT,
-    STUDENT_SCALES,
     Candidate,
     CandidateKind,
     CandidateResult,
     CandidateStatus,
+    TuneOptions,
     TuneRequirements,
     TuneResult,
     search_space,
@@ -143,16 +142,8 @@ def tune(
     out: str | Path,
     labels: str | Path | None = None,
     options: ConversionOptions = ConversionOptions(),
-    max_latency_ms: float | None = None,
-    max_top1_drop: float | None = None,
-    time_budget_s: float = 45 * 60,
-    bench_command: str | None = None,
-    frames: int = 50,
-    epochs: int | None = None,
+    search: TuneOptions = TuneOptions(),
     on_result: Callable[[CandidateResult, int, int], None] | None = None,
-    channel_fractions: Sequence[float] = CHANNEL_FRACTIONS,
-    student_scales: Sequence[float] = STUDENT_SCALES,
-    stop_early: bool = True,
 ) -> TuneResult:
     """Search for the most accurate bundle of ``model`` that meets ``profile``'s budget.
 
@@ -165,18 +156,8 @@ def tune(
         out: Folder for ``candidates/``, ``tune.md``, ``tune.png`` and the winner ``<profile>/``.
         labels: Labels file in output-index order.
         options: Input expectations of the model (colour order, crop, mean/std), signing key.
-        max_latency_ms: Overrides the profile's latency budget (``classify()`` p50).
-        max_top1_drop: Overrides the profile's accuracy tolerance (points of top-1).
-        time_budget_s: Wall time for the whole search; candidates that cannot finish in what is left are skipped.
-        bench_command: A shell command that receives each bundle as a tar on stdin and prints
-            ``tillsight benchmark --json`` output; None: measure on this host.
-        frames: Timed runs per latency measurement.
-        epochs: Training epochs of every training candidate; None: the profile's (QAT, pruning).
+        search: The budget overrides, time budget, measuring command and search space (:class:`TuneOptions`).
         on_result: Called with each candidate's result, its number and the count, as the search goes.
-        channel_fractions: The channel-pruning candidates (shares of channels removed), in order.
-        student_scales: The student candidates (input side as a share of the model's), in order.
-        stop_early: Stop at the first candidate that fits; False: try the rest too (time budget
-            allowing) and keep the most accurate that fits.
 
     Returns:
         The search; ``winner`` is None when no candidate met the budget.
@@ -185,11 +166,8 @@ def tune(
         ProfileError, ModelLoadError, DataError, OptionsError: Bad input, found before any candidate runs.
     """
     resolved = load_profile(profile) if not isinstance(profile, Profile) else profile
-    budget = TuneRequirements.from_profile(resolved, max_latency_ms, max_top1_drop)
-    if time_budget_s <= 0 or frames < 1 or (epochs is not None and epochs < 1):
-        raise OptionsError("--time-budget must be positive, --frames and --epochs at least 1")
-    if any(not 0 < f < 1 for f in channel_fractions) or any(not 0 < s <= 1 for s in student_scales):
-        raise OptionsError("channel fractions must be between 0 and 1, student scales above 0 and at most 1")
+    budget = TuneRequirements.from_profile(resolved, search.max_latency_ms, search.max_top1_drop)
+    epochs, frames, bench_command = search.epochs, search.frames, search.bench_command
     out = Path(out)
     label_names = read_labels(labels) if labels else None
     finetune_images = len(read_image_set(finetune, label_names).images)
@@ -222,17 +200,17 @@ def tune(
     float_top1 = manifest.metrics.accuracy.float_top1 if manifest.metrics.accuracy else None
     input_size = (manifest.input.height, manifest.input.width)
     base_s = time.monotonic() - started
-    clock = _Clock(time_budget_s - base_s, finetune_images, forward_seconds(model, options, input_size), base_s)
+    clock = _Clock(search.time_budget_s - base_s, finetune_images, forward_seconds(model, options, input_size), base_s)
     space = search_space(
         input_size,
         qat_epochs,
         finetune_epochs,
         finetune_epochs,
-        channel_fractions,
-        student_scales,
+        search.channel_fractions,
+        search.student_scales,
     )
     results = [_judge(reference, bundle_dir, manifest, measured, float_top1, budget, time.monotonic() - started)]
-    first_fit = stop_early and budget.has_resource_budget  # else every candidate, then the most accurate
+    first_fit = search.stop_early and budget.has_resource_budget  # else every candidate, then the most accurate
     winner = results[0] if results[0].meets_budget and first_fit else None
     _report(on_result, results[0], 1, len(space))
     for number, candidate in enumerate(space[1:], start=2):
@@ -269,7 +247,7 @@ def tune(
         winner,
         winner_path,
         round(time.monotonic() - search_started, 1),
-        time_budget_s,
+        search.time_budget_s,
     )
     write_report(tune_result, out)
     return tune_result
@@ -459,16 +437,14 @@ def _publish(
     with staged_directory(final) as staging:
         shutil.copytree(winner.bundle, staging, dirs_exist_ok=True)
         (staging / "signature.json").unlink(missing_ok=True)  # the manifest changes: an old signature would not hold
-        manifest_path = staging / "manifest.json"
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        manifest["tune"] = {
+        tune = {
             "winner": winner.candidate.name,
             "recipe": winner.candidate.recipe,
             "measured_on": measured_on,
             "budget": dataclasses.asdict(budget),
             "candidates": [r.to_dict() for r in results],  # as in tune.json
         }
-        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        write_manifest(staging, dataclasses.replace(read_bundle(staging).manifest, tune=tune))
         if options.sign_key is not None:
             sign_bundle(staging, options.sign_key)
         read_bundle(staging, verify=True)

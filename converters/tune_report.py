@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..jsonfile import write_json_file
 from ..report import plot_accuracy_latency
 from ..staging import staged_file
-from .tune_space import CandidateStatus
+from .tune_space import CandidateStatus, TuneRecord
 
 if TYPE_CHECKING:
     from .tune_space import CandidateResult, TuneResult
 
-__all__ = ["pareto_front", "summary_line", "to_dict", "write_report"]
+__all__ = ["pareto_front", "summary_line", "tune_record", "write_report"]
 
 
 def pareto_front(results: Sequence[CandidateResult]) -> set[str]:
-    """Names of the measured candidates no other is both more accurate and faster than."""
+    """Names of the measured candidates no other is both more accurate and faster than (the top-1 / latency front)."""
     measured = [r for r in results if r.status is CandidateStatus.MEASURED and r.top1 is not None and r.latency_ms is not None]
     front = set()
     for r in measured:
@@ -64,26 +63,25 @@ def summary_line(result: TuneResult) -> str:
     )
 
 
-def to_dict(result: TuneResult) -> dict:
-    """The search as JSON-ready data (``tune.json``)."""
-    front = pareto_front(result.results)
-    return {
-        "profile": result.profile,
-        "budget": dataclasses.asdict(result.budget),
-        "measured_on": result.measured_on,
-        "float_top1": result.float_top1,
-        "seconds": result.seconds,
-        "time_budget_s": result.time_budget_s,
-        "winner": result.winner.candidate.name if result.winner else None,
-        "winner_path": str(result.winner_path) if result.winner_path else None,
-        "candidates": [{**r.to_dict(), "pareto": r.candidate.name in front} for r in result.results],
-    }
+def tune_record(result: TuneResult) -> TuneRecord:
+    """The search as ``tune.json`` records it."""
+    return TuneRecord(
+        profile=result.profile,
+        budget=result.budget,
+        measured_on=result.measured_on,
+        float_top1=result.float_top1,
+        seconds=result.seconds,
+        time_budget_s=result.time_budget_s,
+        winner=result.winner.candidate.name if result.winner else None,
+        winner_path=str(result.winner_path) if result.winner_path else None,
+        candidates=result.results,
+        pareto=tuple(sorted(pareto_front(result.results))),
+    )
 
 
 def write_report(result: TuneResult, out: Path) -> tuple[Path, Path | None]:
     """Write ``out/tune.md``, ``out/tune.json`` and ``out/tune.png`` (no chart when nothing was measured)."""
-    with staged_file(out / "tune.json") as temporary:
-        temporary.write_text(json.dumps(to_dict(result), indent=2) + "\n", encoding="utf-8")
+    write_json_file(out / "tune.json", tune_record(result))
     front = pareto_front(result.results)
     points = [
         (r.candidate.name, r.latency_ms, r.top1, r.model_bytes or 0)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import OptionsError
+from ..errors import DataError, OptionsError
 from ..profiles import Profile
 
 __all__ = [
@@ -19,11 +19,14 @@ __all__ = [
     "STUDENT",
     "STUDENT_SCALES",
     "TuneRequirements",
+    "TuneOptions",
     "CandidateStatus",
     "Candidate",
     "CandidateKind",
     "CandidateResult",
     "TuneResult",
+    "TuneRecord",
+    "read_tune_record",
     "search_space",
 ]
 
@@ -90,15 +93,55 @@ class TuneRequirements:
         return any(v is not None for v in (self.max_latency_ms, self.max_memory_bytes, self.max_model_bytes))
 
     def misses(self, latency_ms: float, memory_bytes: int, model_bytes: int) -> list[str]:
-        """The resource budgets these figures miss, in words."""
-        missed = []
-        if self.max_latency_ms is not None and latency_ms > self.max_latency_ms:
-            missed.append(f"latency {latency_ms:.2f} ms > {self.max_latency_ms:g} ms")
-        if self.max_memory_bytes is not None and memory_bytes > self.max_memory_bytes:
-            missed.append(f"memory {memory_bytes / 1e6:.0f} MB > {self.max_memory_bytes / 1e6:.0f} MB")
-        if self.max_model_bytes is not None and model_bytes > self.max_model_bytes:
-            missed.append(f"size {model_bytes / 1e6:.2f} MB > {self.max_model_bytes / 1e6:.2f} MB")
-        return missed
+        """The resource budgets these figures miss, in words (``latency 10.04 ms > 9.00 ms``)."""
+        from ..benchmarking import budget_checks
+
+        limits = {
+            "max_latency_ms": self.max_latency_ms,
+            "max_memory_bytes": self.max_memory_bytes,
+            "max_model_bytes": self.max_model_bytes,
+        }
+        figures = {
+            "max_latency_ms": (latency_ms, "classify p50"),
+            "max_memory_bytes": (memory_bytes, "peak RSS"),
+            "max_model_bytes": (model_bytes, "model file"),
+        }
+        return [check.shortfall() for check in budget_checks(limits, figures) if not check.within]
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneOptions:
+    """How ``tillsight tune`` searches: the budget overrides, the time it may take, where it measures, the space.
+
+    Attributes:
+        max_latency_ms: Overrides the profile's latency budget (``classify()`` p50).
+        max_top1_drop: Overrides the profile's accuracy tolerance (points of top-1).
+        time_budget_s: Wall time for the whole search; candidates that cannot finish in what is left are skipped.
+        bench_command: A shell command that receives each bundle as a tar on stdin and prints
+            ``tillsight benchmark --json`` output; None: measure on this host.
+        frames: Timed runs per latency measurement.
+        epochs: Training epochs of every training candidate; None: the profile's (QAT, pruning).
+        channel_fractions: The channel-pruning candidates (shares of channels removed), in order.
+        student_scales: The student candidates (input side as a share of the model's), in order.
+        stop_early: Stop at the first candidate that fits; False: try the rest too (time budget
+            allowing) and keep the most accurate that fits.
+    """
+
+    max_latency_ms: float | None = None
+    max_top1_drop: float | None = None
+    time_budget_s: float = 45 * 60
+    bench_command: str | None = None
+    frames: int = 50
+    epochs: int | None = None
+    channel_fractions: tuple[float, ...] = CHANNEL_FRACTIONS
+    student_scales: tuple[float, ...] = STUDENT_SCALES
+    stop_early: bool = True
+
+    def __post_init__(self) -> None:
+        if self.time_budget_s <= 0 or self.frames < 1 or (self.epochs is not None and self.epochs < 1):
+            raise OptionsError("--time-budget must be positive, --frames and --epochs at least 1")
+        if any(not 0 < f < 1 for f in self.channel_fractions) or any(not 0 < s <= 1 for s in self.student_scales):
+            raise OptionsError("channel fractions must be between 0 and 1, student scales above 0 and at most 1")
 
 
 class CandidateStatus(str, enum.Enum):
@@ -151,6 +194,39 @@ class TuneResult:
     winner_path: Path | None
     seconds: float
     time_budget_s: float
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneRecord:
+    """What ``tune.json`` holds (its JSON Schema: ``tillsight/schemas/tune.schema.json``)."""
+
+    profile: str
+    budget: TuneRequirements
+    measured_on: str  # where latency was measured
+    float_top1: float | None
+    seconds: float
+    time_budget_s: float
+    winner: str | None  # the winning candidate's name
+    winner_path: str | None
+    candidates: tuple[CandidateResult, ...]  # in the order tried
+    pareto: tuple[str, ...] = ()  # the measured candidates on the top-1 / latency front
+
+
+def read_tune_record(path: str | Path) -> TuneRecord:
+    """Read a ``tune.json``.
+
+    Raises:
+        DataError: Unreadable, not JSON, or not a tune record.
+    """
+    import msgspec
+
+    path = Path(path)
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=TuneRecord)
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except msgspec.DecodeError as exc:  # ValidationError is one
+        raise DataError(f"{path} is not a tune record ({exc}); write it again with 'tillsight tune'") from exc
 
 
 def search_space(

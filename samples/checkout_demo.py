@@ -69,7 +69,7 @@ def main() -> None:
     if args.roi:
         roi = tuple(int(v) for v in args.roi.split(","))
     elif args.source == str(ASSETS / "checkout.mp4"):
-        roi = tuple(demo_script()["roi"])
+        roi = demo_script().roi
     else:
         roi = None
     show = args.out is None and has_display()

@@ -78,7 +78,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    roi = tuple(int(v) for v in args.roi.split(",")) if args.roi else tuple(demo_script()["roi"])
+    roi = tuple(int(v) for v in args.roi.split(",")) if args.roi else demo_script().roi
     kiosk = Kiosk(PRICES)
     options = PipelineOptions(
         checkout=CheckoutOptions(roi=roi, unknown_after=5.0),

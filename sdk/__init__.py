@@ -91,6 +91,7 @@ __all__ = [
     "read_benchmark",
     "read_bundle",
     "tune",
+    "TuneOptions",
     "TuneResult",
 ]
 
@@ -102,6 +103,7 @@ _LAZY = {
     "DistillResult": "tillsight.converters.distill",
     "tune": "tillsight.converters.tune",
     "TuneResult": "tillsight.converters.tune",
+    "TuneOptions": "tillsight.converters.tune_space",
     "benchmark": "tillsight.benchmarking",
     "read_benchmark": "tillsight.benchmarking",
     "BenchmarkReport": "tillsight.benchmarking",

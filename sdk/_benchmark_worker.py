@@ -2,14 +2,14 @@
 
     python -m tillsight._benchmark_worker BUNDLE --frames 100 [--threads N] [--source IMAGE|VIDEO]
 
-``first_result_unix`` lets the parent compute process start to first result; ``peak_rss_bytes``
-is this process's high-water mark. A TillsightError is reported as ``{"error", "kind"}``.
+The line is a :class:`WorkerReport`: ``first_result_unix`` lets the parent compute process start to
+first result; ``peak_rss_bytes`` is this process's high-water mark; a TillsightError is reported in
+``error`` and ``kind``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import sys
 import time
@@ -17,10 +17,28 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 #: Untimed runs before each timed loop (caches, lazy allocations).
 WARMUP = 5
 CAMERA_FRAME = (720, 1280)  # height, width of the synthetic frame
 VIDEO_FRAMES = 30  # decoded ahead and classified in turn (more would only raise the peak RSS)
+
+
+class WorkerReport(msgspec.Struct, frozen=True, kw_only=True):
+    """What the worker measured (or the error that stopped it): its one line of stdout."""
+
+    peak_rss_bytes: int
+    imported_tensorflow: bool  # the device side never should
+    error: str = ""  # a TillsightError's message; the fields below are then empty
+    kind: str = ""  # its class name
+    first_result_unix: float = 0.0
+    engine: str = ""
+    fallback_reason: str | None = None
+    threads: int | None = None
+    source: str = ""  # what was classified
+    classify_s: tuple[float, ...] = ()  # each timed classify() on a frame
+    invoke_s: tuple[float, ...] = ()  # each timed inference on a prepared tensor
 
 
 def peak_rss_bytes() -> int:
@@ -77,6 +95,7 @@ def timed(function: Callable[[Any], object], inputs: list[Any], runs: int, warmu
 
 
 def measure(bundle: str, frames: int, threads: int | None, source: str | None) -> dict[str, Any]:
+    """The fields of a :class:`WorkerReport` measured on ``bundle``."""
     import tillsight
 
     images, described = read_frames(source, frames)  # a kiosk opens its camera before the first result too
@@ -93,8 +112,8 @@ def measure(bundle: str, frames: int, threads: int | None, source: str | None) -
             "fallback_reason": backend.fallback_reason,
             "threads": getattr(backend, "threads", threads),
             "source": described,
-            "classify_s": classify_s,
-            "invoke_s": invoke_s,
+            "classify_s": tuple(classify_s),
+            "invoke_s": tuple(invoke_s),
         }
 
 
@@ -108,12 +127,11 @@ def main() -> None:
     from tillsight.errors import TillsightError
 
     try:
-        result = measure(args.bundle, args.frames, args.threads, args.source)
+        measured = measure(args.bundle, args.frames, args.threads, args.source)
     except TillsightError as exc:
-        result = {"error": str(exc), "kind": type(exc).__name__}
-    result["peak_rss_bytes"] = peak_rss_bytes()
-    result["imported_tensorflow"] = "tensorflow" in sys.modules  # the device side never should
-    print(json.dumps(result))
+        measured = {"error": str(exc), "kind": type(exc).__name__}
+    report = WorkerReport(peak_rss_bytes=peak_rss_bytes(), imported_tensorflow="tensorflow" in sys.modules, **measured)
+    print(msgspec.json.encode(report).decode())
 
 
 if __name__ == "__main__":

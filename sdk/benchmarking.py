@@ -9,7 +9,7 @@ Each bundle runs in a fresh process (:mod:`tillsight._benchmark_worker`), as a k
 - peak RSS of that process;
 - the engine actually used, with the reason when the backend fell back (e.g. Edge TPU -> CPU).
 
-The host is described from ``/proc/cpuinfo`` and ``lscpu``; the results are a typed, versioned JSON
+The host is described by :mod:`tillsight.host`; the results are a typed, versioned JSON
 document (:class:`BenchmarkReport`) that ``tillsight report`` reads to show device figures instead of
 the conversion host's. No TensorFlow here: this runs on the device.
 """
@@ -20,7 +20,6 @@ import dataclasses
 import datetime
 import json
 import os
-import platform
 import sys
 import tarfile
 import time
@@ -28,18 +27,20 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+import msgspec
+
 from . import errors as _errors
-from ._version import __version__
+from ._benchmark_worker import WorkerReport
 from .bundle import read_bundle
-from .bundle_metrics import latency_percentiles_ms
+from .bundle_metrics import LatencyStats
 from .errors import BudgetError, DataError, OptionsError, SourceError, TillsightError
-from .staging import staged_file
+from .host import HostInfo, package_versions
+from .jsonfile import json_ready, write_json_file
+from .profiles import Budgets
 
 __all__ = [
     "DEFAULT_FRAMES",
-    "LatencyStats",
     "BudgetCheck",
-    "HostInfo",
     "BundleBenchmark",
     "BenchmarkReport",
     "benchmark",
@@ -51,44 +52,6 @@ __all__ = [
 DEFAULT_FRAMES = 100
 FORMAT_NAME = "tillsight-benchmark"
 FORMAT_VERSION = 1
-
-# ARM's "CPU part" numbers of the cores found in kiosk-class boards (Raspberry Pi, Coral Dev Board, Jetson).
-_ARM_CORES = {
-    "0xd03": "Cortex-A53",
-    "0xd04": "Cortex-A35",
-    "0xd05": "Cortex-A55",
-    "0xd07": "Cortex-A57",
-    "0xd08": "Cortex-A72",
-    "0xd09": "Cortex-A73",
-    "0xd0a": "Cortex-A75",
-    "0xd0b": "Cortex-A76",
-    "0xd0d": "Cortex-A77",
-    "0xd41": "Cortex-A78",
-    "0xd0c": "Neoverse-N1",
-    "0xd40": "Neoverse-V1",
-    "0xd4f": "Neoverse-V2",
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class LatencyStats:
-    """Percentiles of one timed loop, in milliseconds (:func:`~tillsight.bundle_metrics.latency_percentiles_ms`)."""
-
-    p50_ms: float
-    p95_ms: float
-    p99_ms: float
-    runs: int
-
-    @classmethod
-    def from_seconds(cls, seconds: Sequence[float]) -> LatencyStats:
-        if not seconds:
-            raise OptionsError("no timed run to summarise: ask for at least one frame")
-        p50, p95, p99 = latency_percentiles_ms(seconds, (50, 95, 99))
-        return cls(p50, p95, p99, len(seconds))
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> LatencyStats:
-        return cls(_number(data, "p50_ms"), _number(data, "p95_ms"), _number(data, "p99_ms"), int(_number(data, "runs")))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,38 +75,34 @@ class BudgetCheck:
             f"{self.name} = {_in_unit(self.name, self.limit)}, measured on {host}"
         )
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> BudgetCheck:
-        return cls(_text(data, "name"), _number(data, "limit"), _number(data, "measured"), _text(data, "what"))
+    def shortfall(self) -> str:
+        """The comparison in a few words: ``latency 10.04 ms > 9 ms``."""
+        sign = "<=" if self.within else ">"
+        return f"{_BUDGET_WORDS.get(self.name, self.name)} {_in_unit(self.name, self.measured, 2)} {sign} {_in_unit(self.name, self.limit, 2)}"
 
 
-def _in_unit(name: str, value: float) -> str:
+#: What each budget limits, in a word.
+_BUDGET_WORDS = {"max_latency_ms": "latency", "max_memory_bytes": "memory", "max_model_bytes": "size"}
+
+
+def budget_checks(limits: Mapping[str, float | None], measured: Mapping[str, tuple[float, str]]) -> tuple[BudgetCheck, ...]:
+    """Every budget that is set (a limit above 0) against its measured figure: the one comparison behind
+    ``tillsight benchmark``, a conversion's size check and ``tillsight tune``'s verdicts.
+
+    Args:
+        limits: Budget name (``max_latency_ms``, ``max_memory_bytes``, ``max_model_bytes``) to its limit; 0 or None: none.
+        measured: Budget name to the measured figure and what it is (``"classify p50"``).
+    """
+    return tuple(
+        BudgetCheck(name, float(limit), float(measured[name][0]), measured[name][1])
+        for name, limit in limits.items()
+        if limit and name in measured
+    )
+
+
+def _in_unit(name: str, value: float, digits: int = 1) -> str:
     """A budget's figure in its unit: ``63.2 ms``, ``81.0 MB``."""
-    return f"{value:.1f} ms" if name.endswith("_ms") else f"{value / 1e6:.1f} MB"
-
-
-@dataclasses.dataclass(frozen=True)
-class HostInfo:
-    """The machine the figures come from."""
-
-    cpu: str
-    cores: int
-    machine: str
-    system: str
-    python: str
-
-    @classmethod
-    def current(cls) -> HostInfo:
-        return cls(cpu_model(), os.cpu_count() or 1, platform.machine(), platform.system(), platform.python_version())
-
-    def describe(self) -> str:
-        return f"{self.cpu}, {self.cores} cores, {self.system} {self.machine}"
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> HostInfo:
-        return cls(
-            _text(data, "cpu"), int(_number(data, "cores")), _text(data, "machine"), _text(data, "system"), _text(data, "python")
-        )
+    return f"{value:.{digits}f} ms" if name.endswith("_ms") else f"{value / 1e6:.{digits}f} MB"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,26 +127,6 @@ class BundleBenchmark:
     def over_budget(self) -> tuple[BudgetCheck, ...]:
         return tuple(check for check in self.budgets if not check.within)
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> BundleBenchmark:
-        reason = data.get("fallback_reason")
-        threads = data.get("threads")
-        return cls(
-            bundle=_text(data, "bundle"),
-            profile=_text(data, "profile"),
-            backend=_text(data, "backend"),
-            model_sha256=_text(data, "model_sha256"),
-            engine=_text(data, "engine"),
-            fallback_reason=None if reason is None else str(reason),
-            threads=None if threads is None else int(threads),
-            source=_text(data, "source"),
-            cold_start_s=_number(data, "cold_start_s"),
-            peak_rss_bytes=int(_number(data, "peak_rss_bytes")),
-            classify=LatencyStats.from_dict(_table(data, "classify")),
-            invoke=LatencyStats.from_dict(_table(data, "invoke")),
-            budgets=tuple(BudgetCheck.from_dict(item) for item in _list(data, "budgets")),
-        )
-
 
 @dataclasses.dataclass(frozen=True)
 class BenchmarkReport:
@@ -199,7 +138,9 @@ class BenchmarkReport:
     results: tuple[BundleBenchmark, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **dataclasses.asdict(self)}
+        """The JSON form (:data:`SCHEMA` describes it)."""
+        data: dict[str, Any] = json_ready(self)
+        return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **data}
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> BenchmarkReport:
@@ -213,13 +154,8 @@ class BenchmarkReport:
         if data.get("format_version") != FORMAT_VERSION:
             raise DataError(f"{where} has benchmark format {data.get('format_version')!r}; this tillsight reads {FORMAT_VERSION}")
         try:
-            return cls(
-                host=HostInfo.from_dict(_table(data, "host")),
-                versions={str(k): str(v) for k, v in _table(data, "versions").items()},
-                created=_text(data, "created"),
-                results=tuple(BundleBenchmark.from_dict(item) for item in _list(data, "results")),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
+            return msgspec.convert(data, cls)
+        except msgspec.ValidationError as exc:
             raise DataError(f"{where} is malformed: {exc}; write it again with 'tillsight benchmark --json'") from exc
 
 
@@ -279,22 +215,24 @@ def benchmark(
     results = []
     for path in bundles:
         manifest = read_bundle(path, verify=False).manifest  # the measuring process verifies as it loads
-        measured = _run_worker(Path(path), frames, threads, source, launcher)
-        budgets = _budget_checks(manifest.profile.get("budgets", {}), measured, max_latency_ms, max_memory_bytes)
+        measured, cold_start_s = _run_worker(Path(path), frames, threads, source, launcher)
+        budgets = _budget_checks(
+            manifest.profile.budgets if manifest.profile else Budgets(), measured, max_latency_ms, max_memory_bytes
+        )
         results.append(
             BundleBenchmark(
                 bundle=str(path),
                 profile=manifest.profile_name,
                 backend=manifest.runtime.backend.value,
-                model_sha256=str(manifest.artifacts[manifest.runtime.model_file]["sha256"]),
-                engine=measured["engine"],
-                fallback_reason=measured["fallback_reason"],
-                threads=measured["threads"],
-                source=measured["source"],
-                cold_start_s=round(measured["cold_start_s"], 3),
-                peak_rss_bytes=int(measured["peak_rss_bytes"]),
-                classify=LatencyStats.from_seconds(measured["classify_s"]),
-                invoke=LatencyStats.from_seconds(measured["invoke_s"]),
+                model_sha256=manifest.model_sha256,
+                engine=measured.engine,
+                fallback_reason=measured.fallback_reason,
+                threads=measured.threads,
+                source=measured.source,
+                cold_start_s=round(cold_start_s, 3),
+                peak_rss_bytes=measured.peak_rss_bytes,
+                classify=LatencyStats.from_seconds(measured.classify_s),
+                invoke=LatencyStats.from_seconds(measured.invoke_s),
                 budgets=budgets,
             )
         )
@@ -368,10 +306,7 @@ def format_table(report: BenchmarkReport) -> str:
 
 def write_benchmark(report: BenchmarkReport, path: str | Path) -> Path:
     """Write the report as JSON; the file appears only when complete."""
-    path = Path(path)
-    with staged_file(path) as temporary:
-        Path(temporary).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
-    return path
+    return write_json_file(path, report.to_dict())
 
 
 def raise_over_budget(report: BenchmarkReport) -> None:
@@ -382,24 +317,25 @@ def raise_over_budget(report: BenchmarkReport) -> None:
 
 
 def _budget_checks(
-    budgets: Mapping[str, Any], measured: Mapping[str, Any], max_latency_ms: float | None, max_memory_bytes: int | None
+    budgets: Budgets, measured: WorkerReport, max_latency_ms: float | None, max_memory_bytes: int | None
 ) -> tuple[BudgetCheck, ...]:
     """The profile's latency and memory budgets (0: none) or the overrides, against the measured figures."""
-    latency = max_latency_ms if max_latency_ms is not None else float(budgets.get("max_latency_ms", 0) or 0)
-    memory = max_memory_bytes if max_memory_bytes is not None else float(budgets.get("max_memory_bytes", 0) or 0)
-    checks = []
-    if latency:
-        p50 = LatencyStats.from_seconds(measured["classify_s"]).p50_ms
-        checks.append(BudgetCheck("max_latency_ms", float(latency), p50, "classify p50"))
-    if memory:
-        checks.append(BudgetCheck("max_memory_bytes", float(memory), float(measured["peak_rss_bytes"]), "peak RSS"))
-    return tuple(checks)
+    limits = {
+        "max_latency_ms": max_latency_ms if max_latency_ms is not None else budgets.max_latency_ms,
+        "max_memory_bytes": max_memory_bytes if max_memory_bytes is not None else budgets.max_memory_bytes,
+    }
+    figures = {
+        "max_latency_ms": (LatencyStats.from_seconds(measured.classify_s).p50_ms, "classify p50"),
+        "max_memory_bytes": (float(measured.peak_rss_bytes), "peak RSS"),
+    }
+    return budget_checks(limits, figures)
 
 
 def _run_worker(
     bundle: Path, frames: int, threads: int | None, source: str | Path | None, launcher: Sequence[str]
-) -> dict[str, Any]:
-    """Run the bundle in a fresh Python process; its last stdout line is the JSON of what it measured."""
+) -> tuple[WorkerReport, float]:
+    """Run the bundle in a fresh Python process (its last stdout line is the JSON of what it measured):
+    what it measured, and the seconds from its start to its first result."""
     import subprocess  # here, not at the top: `import tillsight` stays quick for kiosk apps
 
     command = [*launcher, sys.executable, "-m", "tillsight._benchmark_worker", str(bundle), "--frames", str(frames)]
@@ -414,107 +350,13 @@ def _run_worker(
         raise OptionsError(f"cannot start the benchmark process {command[0]}: {exc.strerror or exc}; check --launcher") from exc
     lines = done.stdout.strip().splitlines()
     try:
-        measured = json.loads(lines[-1]) if lines else None
-    except json.JSONDecodeError:
+        measured = msgspec.json.decode(lines[-1], type=WorkerReport) if lines else None
+    except msgspec.DecodeError:
         measured = None
-    if not isinstance(measured, dict):
+    if measured is None:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise TillsightError(f"the benchmark process for {bundle} failed (exit {done.returncode}): {last}")
-    if "error" in measured:  # a TillsightError in the worker: the same class here, the same one line
-        kind = getattr(_errors, str(measured.get("kind")), TillsightError)
-        raise (kind if isinstance(kind, type) and issubclass(kind, TillsightError) else TillsightError)(measured["error"])
-    measured["cold_start_s"] = measured.pop("first_result_unix") - started
-    return measured
-
-
-def cpu_model() -> str:
-    """The CPU's model as Linux reports it (``/proc/cpuinfo``, then ``lscpu``), with the board when it names one.
-
-    x86: ``AMD EPYC 7B13``; a Raspberry Pi 4: ``Raspberry Pi 4 Model B Rev 1.4 (Cortex-A72)``.
-    """
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        cpuinfo = ""
-    try:
-        board = Path("/proc/device-tree/model").read_text(errors="replace").strip("\x00\n ")
-    except OSError:
-        board = ""
-    found = describe_cpu(cpuinfo, board, _lscpu_model)
-    return found or platform.processor() or f"{platform.machine()} CPU (model not reported by /proc/cpuinfo or lscpu)"
-
-
-def describe_cpu(cpuinfo: str, board: str = "", lscpu_model: Any = lambda: "") -> str:
-    """The CPU named from ``/proc/cpuinfo`` text: x86's ``model name``; on ARM, the core decoded from
-    ``CPU part`` (else lscpu's model name), after the board (cpuinfo's ``Model`` line or the device tree's)."""
-    fields: dict[str, str] = {}
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        key, value = key.strip().lower(), value.strip()
-        if value and key not in fields:
-            fields[key] = value
-    named = fields.get("model name", "")
-    if named and not named.startswith("ARMv"):  # x86; ARM kernels may say only "ARMv8 Processor rev 3 (v8l)"
-        core = named
-    else:
-        core = _ARM_CORES.get(fields.get("cpu part", "").lower(), "") or lscpu_model() or named
-    named_board = fields.get("model", "")
-    board = board or ("" if named_board.isdigit() else named_board)  # x86's "model" is a number
-    if board and core and core != named:
-        return f"{board} ({core})"
-    return core or board
-
-
-def _lscpu_model() -> str:
-    import subprocess
-
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5, env={**os.environ, "LC_ALL": "C"}).stdout
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    for line in out.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "Model name" and value.strip() not in ("", "-"):
-            return value.strip()
-    return ""
-
-
-def package_versions() -> dict[str, str]:
-    """Versions of tillsight and of the runtime packages installed here."""
-    from importlib import metadata  # here, not at the top: it costs `import tillsight` about 20 ms
-
-    versions = {"tillsight": __version__, "python": platform.python_version()}
-    for name in ("numpy", "opencv-python-headless", "opencv-python", "ai-edge-litert", "tflite-runtime", "openvino"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
-def _table(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    value = data[key]
-    if not isinstance(value, dict):
-        raise TypeError(f"'{key}' must be an object")
-    return value
-
-
-def _list(data: Mapping[str, Any], key: str) -> list[Any]:
-    value = data.get(key, [])
-    if not isinstance(value, list):
-        raise TypeError(f"'{key}' must be a list")
-    return value
-
-
-def _number(data: Mapping[str, Any], key: str) -> float:
-    value = data[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"'{key}' must be a number, got {value!r}")
-    return float(value)
-
-
-def _text(data: Mapping[str, Any], key: str) -> str:
-    value = data[key]
-    if not isinstance(value, str):
-        raise TypeError(f"'{key}' must be a string, got {value!r}")
-    return value
+    if measured.error:  # a TillsightError in the worker: the same class here, the same one line
+        kind = getattr(_errors, measured.kind, TillsightError)
+        raise (kind if isinstance(kind, type) and issubclass(kind, TillsightError) else TillsightError)(measured.error)
+    return measured, measured.first_result_unix - started

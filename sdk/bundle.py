@@ -17,16 +17,18 @@ import enum
 import gzip
 import hashlib
 import json
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import msgspec
+
 from ._version import __version__
-from .bundle_metrics import BundleMetrics
-from .errors import BundleError
+from .bundle_metrics import BundleMetrics, PruningMetrics, QatMetrics
+from .errors import BundleError, TillsightError
 from .input_spec import InputSpec
-from .profiles import BackendKind
+from .jsonfile import json_ready, write_json_file
+from .profiles import BackendKind, Profile
 from .signing import TrustedKey, verify_signature
 
 __all__ = [
@@ -35,6 +37,8 @@ __all__ = [
     "OutputActivation",
     "OutputSpec",
     "RuntimeSettings",
+    "ArtifactRecord",
+    "SourceModelRecord",
     "Manifest",
     "Bundle",
     "artifact_path",
@@ -49,7 +53,7 @@ MANIFEST_NAME = "manifest.json"
 #: The conformance set (:mod:`tillsight.conformance`): an artifact, but not a model file.
 CONFORMANCE_FILE = "conformance.npz"
 FORMAT_NAME = "tillsight-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: training runs keep their extra figures under "details"; QAT's run under "training"
 
 
 class OutputActivation(str, enum.Enum):
@@ -70,12 +74,10 @@ class OutputSpec:
     zero_point: int
     activation: OutputActivation
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "activation", OutputActivation(self.activation))  # from JSON: the value
-
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form recorded in the manifest."""
-        return {**dataclasses.asdict(self), "activation": self.activation.value}
+        data: dict[str, Any] = json_ready(self)
+        return data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,28 +93,48 @@ class RuntimeSettings:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form recorded in the manifest."""
-        return {
-            "backend": self.backend.value,
-            "model_file": self.model_file,
-            "threads": self.threads,
-            "backend_fallbacks": [b.value for b in self.backend_fallbacks],
-            "device": self.device,
-            "options": self.options,
-        }
+        data: dict[str, Any] = json_ready(self)
+        return data
+
+
+@dataclasses.dataclass(frozen=True)
+class ArtifactRecord:
+    """One file of the bundle as the converter wrote it: checked before anything is loaded."""
+
+    sha256: str
+    bytes: int
+
+    @classmethod
+    def of(cls, path: Path) -> ArtifactRecord:
+        """The record of the file at ``path``."""
+        return cls(sha256_of_file(path), path.stat().st_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceModelRecord:
+    """The Keras model the bundle was converted from."""
+
+    path: str = ""  # as the converter was given it, or a description of an in-memory model
+    format: str = ""  # keras | h5 | saved_model | in-memory
+    sha256: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
 class Manifest:
-    """The parsed, validated ``manifest.json`` of a bundle."""
+    """The parsed, validated ``manifest.json`` of a bundle (its JSON Schema: ``tillsight/schemas/manifest.schema.json``).
+
+    The converter-specific records (``quantization``, ``target_report``, ``tune`` and the runtime's
+    ``options``) stay JSON objects: each converter target writes its own, and readers display them.
+    """
 
     profile_name: str
     labels: tuple[str, ...]
     input: InputSpec
     output: OutputSpec
     runtime: RuntimeSettings
-    artifacts: dict[str, dict[str, Any]]  # file name -> {"sha256": ..., "bytes": ...}
-    profile: dict[str, Any] = dataclasses.field(default_factory=dict)
-    source_model: dict[str, Any] = dataclasses.field(default_factory=dict)
+    artifacts: dict[str, ArtifactRecord]  # file name -> its sha256 and size
+    profile: Profile | None = None  # the profile it was converted for, as it was then
+    source_model: SourceModelRecord = SourceModelRecord()
     quantization: dict[str, Any] = dataclasses.field(default_factory=dict)
     metrics: BundleMetrics = BundleMetrics(model_bytes=0)
     target_report: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -120,35 +142,35 @@ class Manifest:
     created: str = ""
     tune: dict[str, Any] = dataclasses.field(default_factory=dict)  # the search that chose this bundle (tillsight tune)
 
+    def __post_init__(self) -> None:
+        if len(self.labels) != self.output.num_classes:
+            raise ValueError(f"it lists {len(self.labels)} labels for {self.output.num_classes} outputs")
+        if self.runtime.model_file not in self.artifacts:
+            raise ValueError(f"model file '{self.runtime.model_file}' is not among its artifacts")
+
     @property
     def model_artifacts(self) -> list[str]:
         """The files the runtime loads (the artifacts but the conformance set a fleet kiosk checks)."""
         return [name for name in self.artifacts if name != CONFORMANCE_FILE]
 
+    @property
+    def model_sha256(self) -> str:
+        """The sha256 of the main model file: the same wherever the bundle is copied."""
+        return self.artifacts[self.runtime.model_file].sha256
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form written as ``manifest.json``."""
-        return {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
-            "sdk_version": self.sdk_version,
-            "created": self.created,
-            "profile_name": self.profile_name,
-            "labels": list(self.labels),
-            "input": self.input.to_dict(),
-            "output": self.output.to_dict(),
-            "runtime": self.runtime.to_dict(),
-            "artifacts": self.artifacts,
-            "profile": self.profile,
-            "source_model": self.source_model,
-            "quantization": self.quantization,
-            "metrics": self.metrics.to_dict(),
-            "target_report": self.target_report,
-            **({"tune": self.tune} if self.tune else {}),
-        }
+        data: dict[str, Any] = json_ready(self)
+        data["metrics"] = self.metrics.to_dict()
+        if data["profile"] is None:
+            del data["profile"]
+        if not self.tune:
+            del data["tune"]
+        return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **data}
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> Manifest:
-        """Validate manifest data read from ``where``.
+        """Decode and validate manifest data read from ``where`` (older formats are upgraded first).
 
         Raises:
             BundleError: A key is missing or has the wrong type, or the format is unknown.
@@ -156,56 +178,40 @@ class Manifest:
         if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
             raise BundleError(f'{where} is not a tillsight manifest (no "format": "{FORMAT_NAME}")')
         version = data.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
+        if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION:
             raise BundleError(
                 f"{where} has bundle format {version!r}, this tillsight {__version__} reads up to "
                 f"{FORMAT_VERSION}; upgrade tillsight on the device"
             )
         try:
-            labels = tuple(str(label) for label in _typed(data, "labels", list))
-            output = OutputSpec(**_typed(data, "output", dict))
-            runtime_data = _typed(data, "runtime", dict)
-            runtime = RuntimeSettings(
-                backend=BackendKind(runtime_data["backend"]),
-                model_file=str(runtime_data["model_file"]),
-                threads=int(runtime_data["threads"]),
-                # "fallbacks" in bundles written before the rename
-                backend_fallbacks=tuple(
-                    BackendKind(b) for b in runtime_data.get("backend_fallbacks", runtime_data.get("fallbacks", []))
-                ),
-                device=str(runtime_data.get("device", "")),
-                options=dict(runtime_data.get("options", {})),
-            )
-            manifest = cls(
-                profile_name=str(_typed(data, "profile_name", str)),
-                labels=labels,
-                input=InputSpec.from_dict(_typed(data, "input", dict)),
-                output=output,
-                runtime=runtime,
-                artifacts=_typed(data, "artifacts", dict),
-                profile=data.get("profile", {}),
-                source_model=data.get("source_model", {}),
-                quantization=data.get("quantization", {}),
-                metrics=BundleMetrics.from_dict(data.get("metrics", {"model_bytes": 0})),
-                target_report=data.get("target_report", {}),
-                sdk_version=str(data.get("sdk_version", "")),
-                created=str(data.get("created", "")),
-                tune=dict(data.get("tune", {})),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise BundleError(f"{where} is malformed ({type(exc).__name__}: {exc}); convert the model again") from exc
-        if len(manifest.labels) != manifest.output.num_classes:
-            raise BundleError(f"{where} lists {len(manifest.labels)} labels for {manifest.output.num_classes} outputs")
-        if manifest.runtime.model_file not in manifest.artifacts:
-            raise BundleError(f"{where}: model file '{manifest.runtime.model_file}' is not among its artifacts")
-        return manifest
+            return msgspec.convert(_upgraded(data) if version < FORMAT_VERSION else data, cls)
+        except (msgspec.ValidationError, TillsightError) as exc:  # TillsightError: a nested check (input, profile)
+            raise BundleError(f"{where} is malformed ({exc}); convert the model again") from exc
 
 
-def _typed(data: dict[str, Any], key: str, kind: type) -> Any:
-    value = data[key]
-    if not isinstance(value, kind):
-        raise TypeError(f"'{key}' must be a {kind.__name__}")
-    return value
+def _upgraded(data: dict[str, Any]) -> Any:
+    """A format-1 manifest in today's form: the renamed keys under their names, and the training runs'
+    extra keys, written flat then, under ``details``."""
+    try:
+        data = json.loads(json.dumps(data))  # a copy to reshape
+        runtime = data["runtime"]
+        if "fallbacks" in runtime and "backend_fallbacks" not in runtime:
+            runtime["backend_fallbacks"] = runtime.pop("fallbacks")
+        profile = data.get("profile") or None
+        if profile is not None:
+            profile.setdefault("pruning", {}).setdefault("fraction", profile["pruning"].pop("target", 0.0))
+            profile.setdefault("backend_fallbacks", profile.pop("fallbacks", []))
+        data["profile"] = profile
+        metrics = data.get("metrics") or {}
+        if isinstance(metrics.get("pruning"), dict):
+            pruning = metrics["pruning"]
+            pruning.setdefault("fraction", pruning.pop("target", None))
+            metrics["pruning"] = PruningMetrics.from_report(pruning).to_dict()
+        if isinstance(metrics.get("qat"), dict):
+            metrics["qat"] = QatMetrics.from_report(metrics["qat"]).to_dict()
+    except (KeyError, TypeError, AttributeError, msgspec.ValidationError, ValueError):
+        return data  # malformed: decoding it says where
+    return data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -290,10 +296,7 @@ def read_bundle(path: str | Path, verify: bool = True, trusted_keys: Sequence[Tr
             raise BundleError(f"bundle {bundle_dir} is missing its artifact '{name}'; copy the whole bundle directory")
         if not verify:
             continue
-        if not isinstance(record, dict) or "sha256" not in record or "bytes" not in record:
-            raise BundleError(f"{manifest_path}: artifact '{name}' has no sha256/bytes record")
-        size = file_path.stat().st_size
-        if size != record["bytes"] or sha256_of_file(file_path) != record["sha256"]:
+        if file_path.stat().st_size != record.bytes or sha256_of_file(file_path) != record.sha256:
             raise BundleError(
                 f"bundle artifact {file_path} does not match its manifest (size or sha256 differs): "
                 "the file is corrupt or was modified; copy or convert the bundle again"
@@ -302,10 +305,5 @@ def read_bundle(path: str | Path, verify: bool = True, trusted_keys: Sequence[Tr
 
 
 def write_manifest(bundle_dir: Path, manifest: Manifest) -> None:
-    """Write ``manifest.json`` and flush it to disk."""
-    path = bundle_dir / MANIFEST_NAME
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(manifest.to_dict(), handle, indent=2, sort_keys=False)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    """Write ``manifest.json`` (atomically) and flush it to disk."""
+    write_json_file(bundle_dir / MANIFEST_NAME, manifest.to_dict(), durable=True)

@@ -1,18 +1,22 @@
 """What a conversion measured, as recorded in a bundle's manifest: typed, validated on read.
 
-``manifest.json`` keeps these as JSON objects under ``"metrics"``; :meth:`BundleMetrics.from_dict`
-turns them into the frozen dataclasses below and refuses anything malformed, so that readers
-(``tillsight inspect``, ``tillsight report``, the bench, kiosk apps) use attributes, never keys.
-Fields a reader does not need (per-layer pruning tables, loss curves) stay in ``details``.
+``manifest.json`` keeps these as JSON objects under ``"metrics"``; reading the manifest
+(:meth:`tillsight.bundle.Manifest.from_dict`) decodes them with msgspec into the frozen dataclasses
+below and refuses anything malformed, so that readers (``tillsight inspect``, ``tillsight report``,
+the bench, kiosk apps) use attributes, never keys. The converters build them from their flat reports
+(``from_report``); what a reader does not need (per-layer pruning tables) stays in ``details``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
+import msgspec
 import numpy as np
+
+from .jsonfile import json_ready
 
 __all__ = [
     "AccuracyMetrics",
@@ -20,10 +24,14 @@ __all__ = [
     "percent_equal",
     "BundleMetrics",
     "LatencyMetrics",
+    "LatencyStats",
     "PruningMetrics",
     "QatMetrics",
     "TrainingMetrics",
 ]
+
+
+_T = TypeVar("_T")
 
 
 def percent_equal(a: Any, b: Any, digits: int = 3) -> float:
@@ -38,44 +46,41 @@ def latency_percentiles_ms(seconds: Sequence[float], quantiles: Sequence[float] 
     return tuple(round(float(v), 3) for v in np.percentile(np.asarray(seconds, np.float64), quantiles) * 1e3)
 
 
-def _field(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], optional: bool = False) -> Any:
-    """``data[key]`` checked against ``kind`` (an int is a valid float, a bool is not a number).
+@dataclasses.dataclass(frozen=True)
+class LatencyStats:
+    """Percentiles of one timed loop, in milliseconds (:func:`~tillsight.bundle_metrics.latency_percentiles_ms`)."""
+
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    runs: int
+
+    @classmethod
+    def from_seconds(cls, seconds: Sequence[float]) -> LatencyStats:
+        """The percentiles of measured durations (at least one)."""
+        if not seconds:
+            raise ValueError("no timed run to summarise")
+        p50, p95, p99 = latency_percentiles_ms(seconds, (50, 95, 99))
+        return cls(p50, p95, p99, len(seconds))
+
+
+def _from_report(cls: type[_T], report: Mapping[str, Any], **sections: Any) -> _T:
+    """``cls`` from a converter's flat report: its fields from the keys of the same name, the other keys
+    kept as ``details``; ``sections`` are its fields already built (a nested training run).
 
     Raises:
-        KeyError: A required key is missing.
-        TypeError: The value has another type.
+        msgspec.ValidationError: A field has the wrong type (a bug in the converter that wrote it).
     """
-    if key not in data or data[key] is None:
-        if optional:
-            return None
-        raise KeyError(f"metrics field '{key}' is missing")
-    value = data[key]
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    if float in kinds:
-        kinds = (*kinds, int)
-    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-        names = "/".join(k.__name__ for k in kinds)
-        raise TypeError(f"metrics field '{key}' must be {names}, got {type(value).__name__}")
-    if float in kinds and isinstance(value, int):
-        return float(value)
-    return value
+    known = {field.name for field in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    data = {key: value for key, value in report.items() if key in known and key not in sections}
+    data["details"] = {key: value for key, value in report.items() if key not in known}
+    return msgspec.convert({**data, **{name: json_ready(value) for name, value in sections.items()}}, cls)
 
 
-def _all_numbers(values: Any) -> bool:
-    """Whether every value is an int or a float (a bool is not a number here)."""
-    return all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in values)
-
-
-def _mapping(data: Any, what: str) -> Mapping[str, Any]:
-    if not isinstance(data, Mapping):
-        raise TypeError(f"metrics '{what}' must be an object, got {type(data).__name__}")
-    return data
-
-
-def _rest(data: Mapping[str, Any], cls: type) -> dict[str, Any]:
-    """The keys of ``data`` that are not fields of ``cls``: kept as ``details``."""
-    known = {field.name for field in dataclasses.fields(cls)}
-    return {key: value for key, value in data.items() if key not in known}
+def _plain(value: Any) -> dict[str, Any]:
+    """The JSON form of a metrics dataclass, without the fields that are None."""
+    data: dict[str, Any] = json_ready(value)
+    return {key: item for key, item in data.items() if item is not None}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,30 +113,14 @@ class AccuracyMetrics:
         return None if self.pruned_top1 is None else round(self.pruned_top1 - self.converted_top1, 3)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form; with pruning, the drop of each step too."""
-        data = {**dataclasses.asdict(self), "top1_drop": self.top1_drop}
+        """JSON-ready form, with the drops spelled out for a reader of the file (they are not read back)."""
+        data = {**_plain(self), "top1_drop": self.top1_drop}
         if self.pruned_top1 is not None:
             data["steps"] = {
                 "float_to_pruned_drop": self.float_to_pruned_drop,
                 "pruned_to_converted_drop": self.pruned_to_converted_drop,
             }
-        return {key: value for key, value in data.items() if value is not None}
-
-    @classmethod
-    def from_dict(cls, data: Any) -> AccuracyMetrics:
-        """Raises KeyError or TypeError when malformed (the manifest reader turns them into BundleError)."""
-        data = _mapping(data, "accuracy")
-        return cls(
-            images=_field(data, "images", int),
-            skipped=_field(data, "skipped", int),
-            float_top1=_field(data, "float_top1", float),
-            converted_top1=_field(data, "converted_top1", float),
-            top1_agreement=_field(data, "top1_agreement", float),
-            pruned_top1=_field(data, "pruned_top1", float, optional=True),
-            source=_field(data, "source", str, optional=True) or "",
-            tolerance=_field(data, "tolerance", float, optional=True),
-            within_tolerance=_field(data, "within_tolerance", bool, optional=True),
-        )
+        return data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,52 +137,34 @@ class LatencyMetrics:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Any) -> LatencyMetrics:
-        """Raises KeyError or TypeError when malformed."""
-        data = _mapping(data, "latency_host")
-        return cls(
-            p50_ms=_field(data, "p50_ms", float),
-            p95_ms=_field(data, "p95_ms", float),
-            runs=_field(data, "runs", int),
-            engine=_field(data, "engine", str),
-            host=_field(data, "host", str),
-            threads=_field(data, "threads", int, optional=True),
-            note=_field(data, "note", str, optional=True) or "",
-        )
+        return _plain(self)
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainingMetrics:
-    """One training run of a conversion step (fine-tuning after pruning, QAT)."""
+    """One training run of a conversion step (fine-tuning after pruning, QAT, distillation)."""
 
     epochs: int
     seconds: float
     loss: tuple[float, ...] = ()  # per epoch
     photos: int | None = None
-    details: dict[str, Any] = dataclasses.field(default_factory=dict)
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)  # what else the run reported
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (details merged back in)."""
-        data = {"epochs": self.epochs, "seconds": self.seconds, "loss": list(self.loss), "photos": self.photos}
-        return {**self.details, **{key: value for key, value in data.items() if value is not None}}
+        """JSON-ready form."""
+        return _plain(self)
 
     @classmethod
-    def from_dict(cls, data: Any, what: str = "finetune") -> TrainingMetrics:
-        """Raises KeyError or TypeError when malformed."""
-        data = _mapping(data, what)
-        loss = _field(data, "loss", list, optional=True) or []
-        if not _all_numbers(loss):
-            raise TypeError(f"metrics '{what}' loss must be a list of numbers")
-        return cls(
-            epochs=_field(data, "epochs", int),
-            seconds=_field(data, "seconds", float),
-            loss=tuple(float(value) for value in loss),
-            photos=_field(data, "photos", int, optional=True),
-            details=_rest(data, cls),
-        )
+    def from_report(cls, report: Mapping[str, Any]) -> TrainingMetrics:
+        """From a training loop's flat report (:func:`_from_report`)."""
+        return _from_report(cls, report)
+
+
+#: The fields a pruning mode must record.
+_PRUNING_FIELDS = {
+    "unstructured": ("sparsity", "pruned_weights"),
+    "channels": ("kept_channels", "prunable_channels", "macs_before", "macs_after"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,41 +188,22 @@ class PruningMetrics:
     macs_after: int | None = None
     details: dict[str, Any] = dataclasses.field(default_factory=dict)  # per-kernel or per-group tables
 
+    def __post_init__(self) -> None:
+        missing = [name for name in _PRUNING_FIELDS.get(self.mode, ()) if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"{self.mode} pruning must record {', '.join(missing)}")
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (details merged back in)."""
-        data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self) if field.name != "details"}
-        data["finetune"] = self.finetune.to_dict() if self.finetune is not None else None
-        return {**self.details, **{key: value for key, value in data.items() if value is not None}}
+        """JSON-ready form."""
+        return _plain(self)
 
     @classmethod
-    def from_dict(cls, data: Any) -> PruningMetrics:
-        """Raises KeyError or TypeError when malformed."""
-        data = _mapping(data, "pruning")
-        finetune = data.get("finetune")
-        required = {
-            "unstructured": ("sparsity", "pruned_weights"),
-            "channels": ("kept_channels", "prunable_channels", "macs_before", "macs_after"),
-        }
-        for key in required.get(_field(data, "mode", str), ()):
-            _field(data, key, float if key == "sparsity" else int)
-        return cls(
-            mode=_field(data, "mode", str),
-            fraction=_field(data, "fraction" if "fraction" in data else "target", float),  # "target" before 2026-12-05
-            parameters_before=_field(data, "parameters_before", int),
-            parameters_after=_field(data, "parameters_after", int),
-            finetune=TrainingMetrics.from_dict(finetune) if finetune is not None else None,
-            finetune_source=_field(data, "finetune_source", str, optional=True),
-            gzip_bytes=_field(data, "gzip_bytes", int, optional=True),
-            gzip_bytes_unpruned=_field(data, "gzip_bytes_unpruned", int, optional=True),
-            sparsity=_field(data, "sparsity", float, optional=True),
-            pruned_weights=_field(data, "pruned_weights", int, optional=True),
-            kept_channels=_field(data, "kept_channels", int, optional=True),
-            prunable_channels=_field(data, "prunable_channels", int, optional=True),
-            removed_fraction=_field(data, "removed_fraction", float, optional=True),
-            macs_before=_field(data, "macs_before", int, optional=True),
-            macs_after=_field(data, "macs_after", int, optional=True),
-            details=_rest({key: value for key, value in data.items() if key != "target"}, cls),
-        )
+    def from_report(cls, report: Mapping[str, Any]) -> PruningMetrics:
+        """From the pruning step's flat report, its fine-tuning's report under ``finetune``."""
+        finetune = report.get("finetune")
+        if finetune is None:
+            return _from_report(cls, report)
+        return _from_report(cls, report, finetune=TrainingMetrics.from_report(finetune))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -263,20 +215,16 @@ class QatMetrics:
     finetune_source: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (flat, as the manifest has always recorded it)."""
-        data = {"activation_quantizers": self.activation_quantizers, "finetune_source": self.finetune_source}
-        return {**self.training.to_dict(), **{key: value for key, value in data.items() if value is not None}}
+        """JSON-ready form."""
+        return _plain(self)
 
     @classmethod
-    def from_dict(cls, data: Any) -> QatMetrics:
-        """Raises KeyError or TypeError when malformed."""
-        data = _mapping(data, "qat")
+    def from_report(cls, report: Mapping[str, Any]) -> QatMetrics:
+        """From QAT's flat report: the training run's keys, the quantizer count and the photos' source."""
         own = {"activation_quantizers", "finetune_source"}
-        return cls(
-            training=TrainingMetrics.from_dict({key: value for key, value in data.items() if key not in own}, "qat"),
-            activation_quantizers=_field(data, "activation_quantizers", int),
-            finetune_source=_field(data, "finetune_source", str, optional=True),
-        )
+        training = TrainingMetrics.from_report({key: value for key, value in report.items() if key not in own})
+        data = {key: value for key, value in report.items() if key in own}
+        return msgspec.convert({**data, "training": json_ready(training)}, cls)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -301,22 +249,3 @@ class BundleMetrics:
         if self.budgets or self.conversion_seconds:
             data.update(budgets=self.budgets, conversion_seconds=self.conversion_seconds)
         return data
-
-    @classmethod
-    def from_dict(cls, data: Any) -> BundleMetrics:
-        """Raises KeyError or TypeError when malformed (the manifest reader turns them into BundleError)."""
-        data = _mapping(data, "metrics")
-        sections: dict[str, Any] = {
-            "accuracy": AccuracyMetrics,
-            "latency_host": LatencyMetrics,
-            "pruning": PruningMetrics,
-            "qat": QatMetrics,
-        }
-        parsed = {name: kind.from_dict(data[name]) if data.get(name) is not None else None for name, kind in sections.items()}
-        budgets = _mapping(data.get("budgets", {}), "budgets")
-        seconds = _mapping(data.get("conversion_seconds", {}), "conversion_seconds")
-        if not _all_numbers(seconds.values()):
-            raise TypeError("metrics 'conversion_seconds' must map step names to numbers")
-        return cls(
-            model_bytes=_field(data, "model_bytes", int), budgets=dict(budgets), conversion_seconds=dict(seconds), **parsed
-        )

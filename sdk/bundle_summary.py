@@ -21,7 +21,7 @@ def summary_lines(manifest: Manifest) -> list[str]:
         f"classes: {len(manifest.labels)}  input: {spec.height}x{spec.width} {spec.dtype} {spec.color_order.value}, {spec.resize.value}, crop {spec.crop:g}"
     )
     lines.append(
-        f"model: {manifest.runtime.model_file} ({metrics.model_bytes / 1e6:.2f} MB), source sha256 {manifest.source_model.get('sha256', '?')[:12]}"
+        f"model: {manifest.runtime.model_file} ({metrics.model_bytes / 1e6:.2f} MB), source sha256 {manifest.source_model.sha256[:12] or '?'}"
     )
     accuracy = metrics.accuracy
     if accuracy is not None:

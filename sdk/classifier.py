@@ -97,7 +97,7 @@ class Classifier:
         if self.bundle is None:
             return ""
         manifest = self.bundle.manifest
-        return str(manifest.artifacts[manifest.runtime.model_file]["sha256"])
+        return manifest.model_sha256
 
     def warm_up(self) -> None:
         """Run the model once on a blank input, so that the first real frame does not pay for lazy allocation.

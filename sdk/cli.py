@@ -143,11 +143,11 @@ def _demo(args: argparse.Namespace) -> int:
     if args.video:
         print(f"tillsight demo: video {args.video} (not the shipped one), tray {args.roi or 'the whole frame'}")
     else:
-        print(f"tillsight demo: {script['frames']} frames of a checkout camera at {script['fps']} fps, tray {script['roi']}")
+        print(f"tillsight demo: {script.frames} frames of a checkout camera at {script.fps} fps, tray {list(script.roi)}")
     if args.bundle:
         print(f"products recognized by the bundle {args.bundle}:")
     else:
-        print(f"products recognized by the int8 demo classifier ({script['credit']}):")
+        print(f"products recognized by the int8 demo classifier ({script.credit}):")
     with JsonLines(args.jsonl) if args.jsonl else contextlib.nullcontext() as jsonl:
         sinks = [_print_event] + ([jsonl] if jsonl else [])
         result = demo.run_demo(video=args.video, bundle=args.bundle, roi=args.roi, sinks=sinks, threads=args.threads)

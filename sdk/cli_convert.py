@@ -76,7 +76,7 @@ def tune_command(args: argparse.Namespace) -> int:
     options = ConversionOptions.from_input_range(**fields, sign_key=args.sign_key)
     from tqdm import tqdm
 
-    from .converters.tune import tune  # imports TensorFlow: only when tuning
+    from .converters.tune import TuneOptions, tune  # imports TensorFlow: only when tuning
     from .converters.tune_report import summary_line
 
     bar = tqdm(total=6, desc="tune", unit="candidate", disable=not progress, file=sys.stderr)
@@ -104,14 +104,16 @@ def tune_command(args: argparse.Namespace) -> int:
             args.out,
             labels=args.labels,
             options=options,
-            max_latency_ms=args.max_latency_ms,
-            max_top1_drop=args.max_drop,
-            time_budget_s=args.time_budget,
-            bench_command=args.bench_command,
-            frames=args.frames,
-            epochs=args.epochs,
+            search=TuneOptions(
+                max_latency_ms=args.max_latency_ms,
+                max_top1_drop=args.max_drop,
+                time_budget_s=args.time_budget,
+                bench_command=args.bench_command,
+                frames=args.frames,
+                epochs=args.epochs,
+                stop_early=not args.explore,
+            ),
             on_result=on_result,
-            stop_early=not args.explore,
         )
     finally:
         bar.close()

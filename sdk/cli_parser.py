@@ -3,90 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import math
-import re
 from typing import Any
 
 from . import __version__
+from . import cli_values as values
 from .cli_fleet import add_fleet, add_run_fleet_flags
 from .pipelines import CheckoutOptions
-from .preprocess import ColorOrder, InputRange
+from .preprocess import ColorOrder
 from .profiles import DistillationOptions
 
 __all__ = ["CHECKOUT_FLAGS", "build_parser"]
-
-
-def _triple(text: str) -> tuple[float, float, float]:
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected three numbers like 123.7,116.3,103.5, got {text!r}") from None
-    if len(values) != 3:
-        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers, got {text!r}")
-    if not all(math.isfinite(v) for v in values):
-        raise argparse.ArgumentTypeError(f"expected three finite numbers, got {text!r}")
-    return values
-
-
-def _count(minimum: int) -> Any:
-    """An argparse type: a whole number of at least ``minimum``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-def _finite(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
-def _positive(text: str) -> float:
-    """An argparse type: a finite number above 0."""
-    value = _finite(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, got {text!r}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    """An argparse type: a finite number of 0 or more."""
-    value = _finite(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
-    return value
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        values = tuple(int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a size like 160 or 160x128 (height x width), got {text!r}") from None
-    if len(values) not in (1, 2) or min(values) < 8:
-        raise argparse.ArgumentTypeError(f"expected a size like 160 or 160x128 of at least 8 pixels, got {text!r}")
-    return (values[0], values[-1])
-
-
-def _roi(text: str) -> tuple[int, int, int, int]:
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected x,y,width,height in pixels like 120,40,280,280, got {text!r}") from None
-    if len(values) != 4 or values[2] <= 0 or values[3] <= 0 or min(values[:2]) < 0:
-        raise argparse.ArgumentTypeError(f"expected x,y,width,height with a positive size, got {text!r}")
-    return values
 
 
 # Every threshold of CheckoutOptions is a flag of `tillsight run` (roi and background_label have their own).
@@ -105,27 +31,15 @@ CHECKOUT_FLAGS = {
 
 
 def _add_checkout_arguments(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--roi", type=_roi, help="tray region x,y,width,height in pixels (default: whole frame)")
+    command.add_argument("--roi", type=values.roi, help="tray region x,y,width,height in pixels (default: whole frame)")
     command.add_argument("--jsonl", help="append events as JSON lines to this file")
-    command.add_argument("--threads", type=_count(1), help="CPU threads (default: the profile's)")
+    command.add_argument("--threads", type=values.count(1), help="CPU threads (default: the profile's)")
     defaults = CheckoutOptions()
     for name, text in CHECKOUT_FLAGS.items():
         default = getattr(defaults, name)
         command.add_argument(
             "--" + name.replace("_", "-"), type=type(default), default=default, help=f"{text} (default {default})"
         )
-
-
-#: Names of the input ranges that do not start with a dash (``--input-range -1-1`` reads as a flag to argparse).
-_RANGE_NAMES = {"pixels": InputRange.PIXELS, "unit": InputRange.UNIT, "symmetric": InputRange.SYMMETRIC}
-
-
-def _input_range(text: str) -> str:
-    value = _RANGE_NAMES[text].value if text in _RANGE_NAMES else text
-    if value not in {r.value for r in InputRange}:
-        names = ", ".join(f"{name} ({member.value})" for name, member in _RANGE_NAMES.items())
-        raise argparse.ArgumentTypeError(f"{text!r} is none of {names}")
-    return value
 
 
 class _Parser(argparse.ArgumentParser):
@@ -177,7 +91,7 @@ def _add_convert(commands: Any) -> None:
     conv.add_argument("--allow-accuracy-drop", action="store_true", help="write the bundle even beyond the tolerance")
     conv.add_argument(
         "--min-calibration",
-        type=_count(1),
+        type=values.count(1),
         metavar="N",
         help="accept as few as N usable calibration images (default: the profile's, 100 for the shipped int8 profiles)",
     )
@@ -193,7 +107,9 @@ def _add_convert(commands: Any) -> None:
         metavar="DATA",
         help="photos to fine-tune on after pruning and for --qat: class folder or list file (or unlabeled frames with --distill)",
     )
-    conv.add_argument("--finetune-epochs", type=_count(0), metavar="N", help="fine-tuning epochs after pruning (0: one shot)")
+    conv.add_argument(
+        "--finetune-epochs", type=values.count(0), metavar="N", help="fine-tuning epochs after pruning (0: one shot)"
+    )
     conv.add_argument(
         "--distill", action="store_true", help="fine-tuning after pruning also learns from the original float model"
     )
@@ -202,10 +118,12 @@ def _add_convert(commands: Any) -> None:
         action="store_true",
         help="quantization-aware fine-tuning before the int8 conversion (TFLite and Edge TPU profiles; needs --finetune)",
     )
-    conv.add_argument("--qat-epochs", type=_count(1), metavar="N", help="quantization-aware fine-tuning epochs (with --qat)")
+    conv.add_argument(
+        "--qat-epochs", type=values.count(1), metavar="N", help="quantization-aware fine-tuning epochs (with --qat)"
+    )
     conv.add_argument(
         "--seed",
-        type=_count(0),
+        type=values.count(0),
         default=0,
         metavar="N",
         help="random seed of the fine-tuning steps (recorded in the manifest; the same seed and data give the same model)",
@@ -216,15 +134,6 @@ def _add_convert(commands: Any) -> None:
         help="sign the bundle with this Ed25519 private key (see 'tillsight keygen') as it is written",
     )
     conv.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def _duration(text: str) -> float:
-    """Seconds from ``45m``, ``1h``, ``1h30m``, ``90s`` or a bare number of seconds."""
-    match = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", text)
-    if not text.strip() or match is None or not any(match.groups()):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: write 45m, 1h, 1h30m or 600s")
-    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
-    return hours * 3600 + minutes * 60 + seconds
 
 
 def _add_tune(commands: Any) -> None:
@@ -241,13 +150,13 @@ def _add_tune(commands: Any) -> None:
     )
     tune.add_argument("--labels", help="labels file: one label a line, in output-index order")
     tune.add_argument("--out", required=True, help="folder for candidates/, tune.md, tune.png and the winner OUT/<profile>/")
-    tune.add_argument("--max-latency-ms", type=_positive, help="latency budget, classify() p50 (default: the profile's)")
+    tune.add_argument("--max-latency-ms", type=values.positive, help="latency budget, classify() p50 (default: the profile's)")
     tune.add_argument(
         "--max-drop", type=float, metavar="POINTS", help="top-1 points the bundle may lose (default: the profile's max_top1_drop)"
     )
     tune.add_argument(
         "--time-budget",
-        type=_duration,
+        type=values.duration,
         default=45 * 60.0,
         metavar="DURATION",
         help="for the whole search: 45m (default), 2h, 600s",
@@ -258,9 +167,11 @@ def _add_tune(commands: Any) -> None:
         help="measure on the device: a shell command that gets each bundle as a tar on stdin and prints benchmark JSON, "
         'e.g. "ssh kiosk-12 tillsight benchmark --json -" (default: this host)',
     )
-    tune.add_argument("--frames", type=_count(1), default=50, help="timed runs per latency measurement (default 50)")
+    tune.add_argument("--frames", type=values.count(1), default=50, help="timed runs per latency measurement (default 50)")
     tune.add_argument(
-        "--epochs", type=_count(1), help="epochs of every training candidate (default: the profile's QAT and pruning epochs)"
+        "--epochs",
+        type=values.count(1),
+        help="epochs of every training candidate (default: the profile's QAT and pruning epochs)",
     )
     tune.add_argument(
         "--explore",
@@ -283,11 +194,11 @@ def _add_distill(commands: Any) -> None:
         "mobilenetv3-small-minimal (from scratch), or a .keras file with the teacher's input and outputs",
     )
     dist.add_argument(
-        "--student-size", type=_size, metavar="HxW", help="the student's input size, e.g. 160 (default: the teacher's)"
+        "--student-size", type=values.size, metavar="HxW", help="the student's input size, e.g. 160 (default: the teacher's)"
     )
     dist.add_argument("--data", help="labeled class folder or list file")
     dist.add_argument("--unlabeled", metavar="FOLDER", help="folder of unlabeled photos (store frames): the teacher labels them")
-    dist.add_argument("--epochs", type=_count(1), default=10, help="passes over the photos (default 10)")
+    dist.add_argument("--epochs", type=values.count(1), default=10, help="passes over the photos (default 10)")
     dist.add_argument(
         "--learning-rate",
         type=float,
@@ -320,9 +231,9 @@ def _add_classify(commands: Any) -> None:
     classify.add_argument("bundle")
     classify.add_argument("images", nargs="+")
     classify.add_argument(
-        "--top-k", type=_count(1), default=3, help="how many labels to print per image, best first (default: 3)"
+        "--top-k", type=values.count(1), default=3, help="how many labels to print per image, best first (default: 3)"
     )
-    classify.add_argument("--threads", type=_count(1), help="CPU threads (default: the profile's)")
+    classify.add_argument("--threads", type=values.count(1), help="CPU threads (default: the profile's)")
     classify.add_argument("--json", action="store_true", help="one JSON object per image")
     _add_trusted_key(classify)
 
@@ -377,15 +288,20 @@ def _add_run(commands: Any) -> None:
     run.add_argument("--lanes", metavar="TOML", help="the lanes from a file of [[lane]] tables with id, source and roi")
     _add_checkout_arguments(run)
     run.add_argument("--device", help="accelerator device overriding the profile's (GPU.1, usb, pci:0...)")
-    run.add_argument("--fps", type=_positive, help="frame rate of an image folder (or of a video that does not say)")
+    run.add_argument("--fps", type=values.positive, help="frame rate of an image folder (or of a video that does not say)")
     run.add_argument("--background-label", help="model class meaning 'empty tray' (instead of the frame difference)")
     run.add_argument("--tray-reference", help="picture of the empty tray region (default: learned from the first frames)")
     run.add_argument("--realtime", action="store_true", help="play recorded sources at their frame rate, dropping late frames")
     run.add_argument(
-        "--speed", type=_positive, metavar="X", help="play recorded sources X times faster than recorded (implies --realtime)"
+        "--speed",
+        type=values.positive,
+        metavar="X",
+        help="play recorded sources X times faster than recorded (implies --realtime)",
     )
-    run.add_argument("--metrics-interval", type=_non_negative, default=30.0, help="seconds between metrics log lines (0: off)")
-    run.add_argument("--max-frames", type=_count(1), help="stop after this many frames")
+    run.add_argument(
+        "--metrics-interval", type=values.non_negative, default=30.0, help="seconds between metrics log lines (0: off)"
+    )
+    run.add_argument("--max-frames", type=values.count(1), help="stop after this many frames")
     run.add_argument("--loop", action="store_true", help="play a video file again and again (demos, soak runs)")
     run.add_argument(
         "--photos",
@@ -408,7 +324,7 @@ def _add_run(commands: Any) -> None:
     )
     mqtt.add_argument(
         "--mqtt-drain-timeout",
-        type=_non_negative,
+        type=values.non_negative,
         default=10.0,
         metavar="S",
         help="seconds to wait at the end for the broker to take what the outbox holds (default 10; the rest waits for the next run)",
@@ -451,12 +367,14 @@ def _add_benchmark(commands: Any) -> None:
         metavar="BUNDLE",
         help="bundle folders; none: one bundle as a tar on standard input (tar -C out -c raspberry-pi-4 | ssh kiosk tillsight benchmark --json -)",
     )
-    bench.add_argument("--frames", type=_count(1), default=100, help="timed runs per measurement (default: 100)")
-    bench.add_argument("--threads", type=_count(1), help="CPU threads (default: the profile's)")
+    bench.add_argument("--frames", type=values.count(1), default=100, help="timed runs per measurement (default: 100)")
+    bench.add_argument("--threads", type=values.count(1), help="CPU threads (default: the profile's)")
     bench.add_argument("--source", metavar="IMAGE|VIDEO", help="what to classify (default: a synthetic 1280x720 frame)")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON ('-': to stdout, the table to stderr)")
-    bench.add_argument("--max-latency-ms", type=_positive, help="latency budget for the classify() p50 (default: the profile's)")
-    bench.add_argument("--max-memory-mb", type=_positive, help="peak RSS budget in MB (default: the profile's)")
+    bench.add_argument(
+        "--max-latency-ms", type=values.positive, help="latency budget for the classify() p50 (default: the profile's)"
+    )
+    bench.add_argument("--max-memory-mb", type=values.positive, help="peak RSS budget in MB (default: the profile's)")
     bench.add_argument(
         "--launcher",
         metavar="COMMAND",
@@ -468,22 +386,22 @@ def _add_demo(commands: Any) -> None:
     demo_ = commands.add_parser("demo", help="run the shipped checkout video through the pipeline and print the basket")
     demo_.add_argument("--video", help="another video instead of the shipped one")
     demo_.add_argument("--bundle", help="another bundle instead of the shipped classifier")
-    demo_.add_argument("--roi", type=_roi, help="tray region x,y,width,height (default: the shipped video's)")
+    demo_.add_argument("--roi", type=values.roi, help="tray region x,y,width,height (default: the shipped video's)")
     demo_.add_argument("--jsonl", help="also append the events as JSON lines to this file")
-    demo_.add_argument("--threads", type=_count(1), help="CPU threads")
+    demo_.add_argument("--threads", type=values.count(1), help="CPU threads")
 
 
 def _add_input_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--color-order", choices=[c.value for c in ColorOrder], default="rgb", help="model's channel order")
     parser.add_argument(
         "--input-range",
-        type=_input_range,
+        type=values.input_range,
         default="0-255",
         metavar="RANGE",
         help="value range the model expects: pixels (0-255, the default), unit (0-1) or symmetric (-1-1; also --input-range=-1-1)",
     )
-    parser.add_argument("--mean", type=_triple, help="per-channel mean in 0-255 units (overrides --input-range)")
-    parser.add_argument("--std", type=_triple, help="per-channel std in 0-255 units (with --mean)")
+    parser.add_argument("--mean", type=values.triple, help="per-channel mean in 0-255 units (overrides --input-range)")
+    parser.add_argument("--std", type=values.triple, help="per-channel std in 0-255 units (with --mean)")
     parser.add_argument(
         "--crop",
         type=float,

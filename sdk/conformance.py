@@ -22,7 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .bundle import CONFORMANCE_FILE, MANIFEST_NAME, Bundle, read_bundle, sha256_of_file, write_manifest
+from .bundle import CONFORMANCE_FILE, MANIFEST_NAME, ArtifactRecord, Bundle, read_bundle, write_manifest
 from .classifier import Classifier, load_written
 from .datasets import ImageSet, iter_images
 from .errors import BundleError
@@ -96,7 +96,7 @@ def add_conformance_set(bundle_dir: str | Path, classifier: Classifier, frames: 
     path = bundle_dir / CONFORMANCE_FILE
     path.write_bytes(buffer.getvalue())
     manifest = read_bundle(bundle_dir, verify=False).manifest
-    artifacts = {**manifest.artifacts, CONFORMANCE_FILE: {"sha256": sha256_of_file(path), "bytes": path.stat().st_size}}
+    artifacts = {**manifest.artifacts, CONFORMANCE_FILE: ArtifactRecord.of(path)}
     write_manifest(bundle_dir, dataclasses.replace(manifest, artifacts=artifacts))
     return len(inputs)
 

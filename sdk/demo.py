@@ -11,10 +11,10 @@ Product photos: Grocery Store Dataset (Klasson et al., WACV 2019), MIT License.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+
+import msgspec
 
 from .classifier import load
 from .errors import SourceError
@@ -23,9 +23,33 @@ from .pipelines.events import Event
 from .pipelines.metrics import PipelineMetrics
 from .pipelines.sinks import Sink
 
-__all__ = ["ASSETS", "DemoResult", "demo_script", "run_demo"]
+__all__ = ["ASSETS", "DemoResult", "DemoScript", "Placement", "demo_script", "run_demo"]
 
 ASSETS = Path(__file__).resolve().parent / "demo_assets"
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """One product on the demo tray: which photo, and when it arrives and is gone (seconds into the video)."""
+
+    label: str
+    photo: str  # under the Grocery Store Dataset's folder
+    arrive_s: float
+    gone_s: float
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoScript:
+    """What the shipped demo video shows (``demo_assets/checkout.json``)."""
+
+    video: str  # the file, beside the script
+    fps: int
+    frame_size: tuple[int, int]  # width, height
+    roi: tuple[int, int, int, int]  # the tray: x, y, width, height
+    frames: int
+    placements: tuple[Placement, ...]  # in the order they appear
+    expected_basket: dict[str, int]  # label -> count
+    credit: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,17 +70,19 @@ class DemoResult:
         return self.basket == self.expected_basket and self.unknown_items == 0
 
 
-def demo_script() -> dict[str, Any]:
+def demo_script() -> DemoScript:
     """The shipped video's script: fps, tray region, placements, expected basket.
 
     Raises:
-        SourceError: The demo assets are missing from this installation.
+        SourceError: The demo assets are missing from this installation, or the script is damaged.
     """
     path = ASSETS / "checkout.json"
-    if not path.is_file():
-        raise SourceError(f"the demo assets are missing ({path}); reinstall tillsight")
-    script: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return script
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=DemoScript)
+    except OSError as exc:
+        raise SourceError(f"the demo assets are missing ({path}); reinstall tillsight") from exc
+    except msgspec.DecodeError as exc:
+        raise SourceError(f"the demo script {path} is damaged ({exc}); reinstall tillsight") from exc
 
 
 def run_demo(
@@ -82,13 +108,13 @@ def run_demo(
         SourceError, BundleError, BackendUnavailableError: The assets or runtime are missing.
     """
     script = demo_script()
-    video_path = Path(video) if video is not None else ASSETS / script["video"]
-    roi = roi if roi is not None else (tuple(script["roi"]) if video is None else None)
+    video_path = Path(video) if video is not None else ASSETS / script.video
+    roi = roi if roi is not None else (script.roi if video is None else None)
     options = PipelineOptions(checkout=CheckoutOptions(roi=roi), metrics_interval=0)
     events: list[Event] = []
     basket = Basket()
     with load(bundle if bundle is not None else ASSETS / "classifier", threads=threads) as classifier:
-        source = VideoFileSource(video_path, fps=script["fps"] if video is None else None)
+        source = VideoFileSource(video_path, fps=script.fps if video is None else None)
         metrics = CheckoutPipeline(source, classifier, [events.append, basket, *sinks], options).run()
-    expected = script["expected_basket"] if video is None and bundle is None else None
+    expected = script.expected_basket if video is None and bundle is None else None
     return DemoResult(tuple(events), basket.items(), basket.unknown, expected, metrics)

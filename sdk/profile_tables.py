@@ -8,8 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from typing import Annotated
+
+import msgspec
 
 from .errors import OptionsError
+
+#: What a profile's numbers are: TOML has no unsigned type, and no knob takes a negative value.
+Count = Annotated[int, msgspec.Meta(ge=0)]
+Amount = Annotated[float, msgspec.Meta(ge=0)]
 
 __all__ = [
     "BackendKind",
@@ -99,9 +106,9 @@ class InputPolicy:
     """How camera frames become model inputs on this device."""
 
     size_policy: SizePolicy = SizePolicy.MODEL
-    size: tuple[int, int] = (224, 224)  # (height, width)
+    size: tuple[Count, Count] = (224, 224)  # (height, width)
     resize: ResizeMode = ResizeMode.CENTER_CROP
-    crop: float = 1.0  # central fraction of each frame side kept before resizing (the model's training crop)
+    crop: Amount = 1.0  # central fraction of each frame side kept before resizing (the model's training crop)
     io_dtype: IODtype = IODtype.UINT8
 
 
@@ -118,8 +125,8 @@ class QuantizationOptions:
 
     per_channel: bool = True
     weight_rounding: WeightRounding = WeightRounding.COMPENSATED
-    calibration_images: int = 300
-    min_calibration_images: int = 100
+    calibration_images: Count = 300
+    min_calibration_images: Count = 100
 
 
 #: Fine-tuning epochs after pruning when neither the profile nor the options say. Measured on the 81.42%
@@ -138,12 +145,12 @@ class PruningOptions:
     """
 
     mode: PruningMode = PruningMode.NONE
-    fraction: float = 0.0  # of the weights zeroed (unstructured) or of the channels removed (channels)
+    fraction: Amount = 0.0  # of the weights zeroed (unstructured) or of the channels removed (channels)
     scope: PruningScope = PruningScope.MEASURED  # where the cuts go: measured on calibration images, or the same share
     criterion: ChannelCriterion = ChannelCriterion.RECONSTRUCTION  # channels only
-    channel_multiple: int = 8  # channels only: kept counts rounded to this (SIMD width, accelerator tiles)
-    finetune_epochs: int | None = None  # 0: prune in one shot, no fine-tuning data needed; None: the mode's own
-    learning_rate: float = 0.0005  # Adam, cosine-decayed over the fine-tuning
+    channel_multiple: Count = 8  # channels only: kept counts rounded to this (SIMD width, accelerator tiles)
+    finetune_epochs: Count | None = None  # 0: prune in one shot, no fine-tuning data needed; None: the mode's own
+    learning_rate: Amount = 0.0005  # Adam, cosine-decayed over the fine-tuning
 
     @property
     def epochs(self) -> int:
@@ -190,8 +197,8 @@ class DistillationOptions:
     """
 
     enabled: bool = False  # pruning's fine-tuning learns from the original model too (QAT always does)
-    alpha: float = 0.5  # weight of the label loss on labeled photos
-    temperature: float = 4.0  # softening of teacher and student outputs
+    alpha: Amount = 0.5  # weight of the label loss on labeled photos
+    temperature: Amount = 4.0  # softening of teacher and student outputs
 
     def problem(self) -> str | None:
         """What is wrong with these settings, or None."""
@@ -213,17 +220,17 @@ class QatOptions:
     """
 
     enabled: bool = False
-    epochs: int = 2
-    learning_rate: float = 0.00005  # Adam, cosine-decayed; small: the model only has to absorb the rounding
+    epochs: Count = 2
+    learning_rate: Amount = 0.00005  # Adam, cosine-decayed; small: the model only has to absorb the rounding
 
 
 @dataclasses.dataclass(frozen=True)
 class Budgets:
     """What the device can afford; 0 means no limit."""
 
-    max_model_bytes: int = 0
-    max_memory_bytes: int = 0
-    max_latency_ms: float = 0.0
+    max_model_bytes: Count = 0
+    max_memory_bytes: Count = 0
+    max_latency_ms: Amount = 0.0
 
 
 class Precision(str, enum.Enum):

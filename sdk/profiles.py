@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 import sys
 import types
 import typing
@@ -19,12 +20,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from .errors import ProfileError
+from .jsonfile import json_ready
 from .profile_tables import (
     FINETUNE_EPOCHS,
+    Amount,
     BackendKind,
     Budgets,
     ChannelCriterion,
+    Count,
     DistillationOptions,
     EdgeTPUOptions,
     InputPolicy,
@@ -89,9 +95,9 @@ class Profile:
     # backends that may run the model when `backend` cannot (the Edge TPU's CPU fallback); an OpenVINO
     # device that may stand in for the profile's is `[openvino] device_fallbacks`
     backend_fallbacks: tuple[BackendKind, ...] = ()
-    threads: int = 1
+    threads: Count = 1
     device: str = ""  # backend device string, e.g. "GPU" (OpenVINO) or "usb:0" (Edge TPU)
-    max_top1_drop: float = 1.0  # accuracy tolerance in top-1 points against the float model
+    max_top1_drop: Amount = 1.0  # accuracy tolerance in top-1 points against the float model
     input: InputPolicy = InputPolicy()
     quantization: QuantizationOptions = QuantizationOptions()
     pruning: PruningOptions = PruningOptions()
@@ -174,40 +180,71 @@ class Profile:
         if isinstance(table.get("pruning"), dict):
             table["pruning"] = dict(table["pruning"])
             _rename_old_keys(table["pruning"], where, "pruning.", {"target": "fraction"})
-        table["name"] = name
-        table["file"] = file
-        profile: Profile = _build(cls, table, where, prefix="")
-        return profile
+        _refuse_unknown_keys(cls, table, where, prefix="")
+        try:
+            return msgspec.convert({**table, "name": name, "file": file}, cls)
+        except msgspec.ValidationError as exc:  # the checks of __post_init__ raise ProfileError themselves
+            raise ProfileError(f"{where}: {_in_words(str(exc), table)}") from exc
 
     def to_dict(self) -> dict[str, Any]:
-        """The profile as plain JSON-ready data (recorded in bundle manifests)."""
-        plain: dict[str, Any] = _to_plain(self)
+        """The profile as plain JSON-ready data (as bundle manifests record it)."""
+        plain: dict[str, Any] = json_ready(self)
         return plain
 
 
-def _to_plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
-        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, tuple):
-        return [_to_plain(item) for item in value]
-    return value
-
-
-def _build(cls: type, table: dict[str, Any], where: str, prefix: str) -> Any:
-    """Build dataclass ``cls`` from a TOML table, checking every key and value."""
+def _refuse_unknown_keys(cls: Any, table: dict[str, Any], where: str, prefix: str) -> None:
+    """Refuse a key that is no field of ``cls`` (or of its tables), naming the allowed ones."""
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    for key in table:
-        if key not in known:
-            allowed = ", ".join(sorted(k for k in known if k not in ("name", "file")))
+    for key, value in table.items():
+        if key not in hints or key in ("name", "file"):
+            allowed = ", ".join(sorted(k for k in hints if k not in ("name", "file")))
             raise ProfileError(f"{where}: unknown key '{prefix}{key}' (allowed: {allowed})")
-    kwargs = {key: _convert(hints[key], value, where, f"{prefix}{key}") for key, value in table.items()}
-    required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.name not in kwargs]
-    if required:
-        raise ProfileError(f"{where}: missing required key '{prefix}{required[0]}'")
-    return cls(**kwargs)
+        if dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
+            _refuse_unknown_keys(hints[key], value, where, prefix=f"{prefix}{key}.")
+
+
+#: msgspec's names of JSON types, as a profile's author reads them.
+_TYPE_WORDS = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "str": "a string",
+    "array": "a list",
+    "object": "a table",
+}
+
+
+def _in_words(error: str, table: dict[str, Any]) -> str:
+    """msgspec's validation error (``Expected `int`, got `str` - at `$.threads```) in a profile's terms."""
+    what, _, at = error.partition(" - at `$")
+    path = re.sub(r"\[\d+\]", "", at.rstrip("`")).lstrip(".")
+    value: Any = table
+    for part in path.split(".") if path else ():
+        value = value.get(part) if isinstance(value, dict) else None
+    if what.startswith("Invalid enum value"):
+        kind = _hint_at(Profile, path.split("."))
+        allowed = ", ".join(member.value for member in kind) if isinstance(kind, type) and issubclass(kind, enum.Enum) else ""
+        return f"'{path}' = {value!r} is not allowed (allowed: {allowed})"
+    if missing := re.match(r"Object missing required field `(\w+)`", what):
+        return f"missing required key '{path + '.' if path else ''}{missing[1]}'"
+    if ">= 0" in what:
+        return f"'{path}' must not be negative, got {value!r}"
+    if length := re.match(r"Expected `array` of length (\d+)", what):
+        return f"'{path}' must be a list of {length[1]} values, got {value!r}"
+    if expected := re.match(r"Expected `(\w+)`", what):
+        kind_words = _TYPE_WORDS.get(expected[1], f"a {expected[1]}")
+        return f"'{path}' must be {kind_words}" + (f" ([{path}])" if expected[1] == "object" else f", got {value!r}")
+    return f"'{path}': {what}"
+
+
+def _hint_at(cls: Any, parts: list[str]) -> Any:
+    """The type of the field at ``parts`` below ``cls``, through ``X | None`` and ``tuple[X, ...]``."""
+    hint = cls
+    for part in parts:
+        hint = typing.get_type_hints(hint).get(part)
+        while typing.get_origin(hint) in (typing.Union, types.UnionType, tuple):
+            hint = next(arg for arg in typing.get_args(hint) if arg not in (type(None), Ellipsis))
+    return hint
 
 
 #: Keys renamed so that one concept has one name (images, as ConversionOptions and the CLI say); the old ones are still read.
@@ -221,52 +258,6 @@ def _rename_old_keys(table: dict[str, Any], where: str, prefix: str, renamed: di
             if new in table:
                 raise ProfileError(f"{where}: '{prefix}{old}' is the old name of '{prefix}{new}'; keep only the latter")
             table[new] = table.pop(old)
-
-
-def _convert(hint: Any, value: Any, where: str, key: str) -> Any:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint):  # X | None: TOML has no null
-        (inner,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-        return _convert(inner, value, where, key)
-    if dataclasses.is_dataclass(hint):
-        if not isinstance(value, dict):
-            raise ProfileError(f"{where}: '{key}' must be a table ([{key}])")
-        return _build(typing.cast(type, hint), value, where, prefix=f"{key}.")
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        allowed = [member.value for member in hint]
-        if value not in allowed:
-            raise ProfileError(f"{where}: '{key}' = {value!r} is not allowed (allowed: {', '.join(allowed)})")
-        return hint(value)
-    if origin is tuple:
-        args = typing.get_args(hint)
-        if not isinstance(value, list):
-            raise ProfileError(f"{where}: '{key}' must be a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(args[0], item, where, key) for item in value)
-        if len(value) != len(args):
-            raise ProfileError(f"{where}: '{key}' must be a list of {len(args)} values, got {value!r}")
-        return tuple(_convert(arg, item, where, key) for arg, item in zip(args, value, strict=True))
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ProfileError(f"{where}: '{key}' must be true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ProfileError(f"{where}: '{key}' must be an integer, got {value!r}")
-        if value < 0:
-            raise ProfileError(f"{where}: '{key}' must not be negative, got {value}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ProfileError(f"{where}: '{key}' must be a number, got {value!r}")
-        if value < 0:
-            raise ProfileError(f"{where}: '{key}' must not be negative, got {value}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ProfileError(f"{where}: '{key}' must be a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported profile field type {hint!r} for {key}")  # a bug in this module
 
 
 def _shipped_profile_files() -> dict[str, Any]:

@@ -70,7 +70,7 @@ def summarize_bundle(path: str | Path) -> BundleSummary:
         latency_p95_ms=latency.p95_ms if latency else None,
         threads=latency.threads if latency and latency.threads is not None else manifest.runtime.threads,
         host=f"{latency.host} (at conversion)" if latency else "",
-        model_sha256=str(manifest.artifacts[manifest.runtime.model_file]["sha256"]),
+        model_sha256=manifest.model_sha256,
     )
 
 

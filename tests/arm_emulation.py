@@ -8,7 +8,7 @@ default ``~/.cache/tillsight/aarch64-emulation``):
 * an arm64 Debian bookworm ``python3.11`` with its libraries, unpacked with ``dpkg-deb -x``
   (apt runs with its own state folder and ``APT::Architecture=arm64``: no chroot, no binfmt,
   nothing installed on the host);
-* aarch64 wheels of ai-edge-litert, numpy and opencv-python-headless, by pip with
+* aarch64 wheels of ai-edge-litert and of tillsight's dependencies, by pip with
   ``--platform`` tags, into a target folder.
 
 Always pass a real CPU model (``cortex-a72`` is the Raspberry Pi 4, ``cortex-a76`` the Pi 5):
@@ -17,6 +17,7 @@ QEMU's default ``-cpu max`` has SME, with which XNNPACK returns wrong numbers wi
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import shutil
@@ -28,7 +29,9 @@ from pathlib import Path
 
 CACHE = Path(os.environ.get("TILLSIGHT_ARM_CACHE", Path.home() / ".cache" / "tillsight" / "aarch64-emulation"))
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
-WHEELS = ("ai-edge-litert==2.3.*", "numpy>=2,<2.5", "opencv-python-headless")
+# tillsight's own dependencies and the runtime; the cached folder's name follows this list, so a new
+# dependency gives a new folder rather than an old one without it.
+WHEELS = ("ai-edge-litert==2.3.*", "numpy>=2,<2.5", "opencv-python-headless", "msgspec>=0.18", "tqdm>=4.60")
 PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_17_aarch64", "manylinux_2_27_aarch64", "manylinux_2_28_aarch64")
 
 
@@ -145,7 +148,7 @@ class Aarch64Python:
             raise Unavailable(f"the emulation recipe is for x86-64 hosts, this is {platform.machine()}")
         self.qemu = _cached("qemu", _build_qemu) / "qemu-aarch64"
         self.rootfs = _cached("rootfs", _build_rootfs)
-        self.site = _cached("site", _build_site)
+        self.site = _cached(f"site-{hashlib.sha256(' '.join(WHEELS).encode()).hexdigest()[:12]}", _build_site)
         wheel_dir = workdir / "wheel"
         subprocess.run(
             [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheel_dir), str(repo)],

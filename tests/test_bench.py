@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+from tillsight.converters.tune_space import read_tune_record
 from tillsight.demo import ASSETS
 
 from .conftest import REPO
@@ -71,8 +72,8 @@ def test_results_render_says_which_targets_were_missed_and_by_how_much():
             "bare_bound_fps": 1000,
             "bare_inference_ms": 1.0,
             "ratio": 0.1,
-            "stage_latency_ms": {"inference": {"p50": 1.0, "p95": 2.0}},
-            "frame_age_ms": {"p50": 5, "p95": 6, "p99": 7},
+            "stage_latency": {"inference": {"p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": 2.5, "runs": 9}},
+            "frame_age": {"p50_ms": 5, "p95_ms": 6, "p99_ms": 7, "runs": 9},
         },
     }
     pruned = {
@@ -225,7 +226,7 @@ def test_lanes_section_gives_ratios_to_one_lane_and_replaces_its_old_self_in_res
     assert twice.endswith("## Targets\n- t\n")
 
 
-def test_tune_section_lists_every_candidate_and_the_winner():
+def test_tune_section_lists_every_candidate_and_the_winner(tmp_path):
     sys.path.insert(0, str(REPO / "bench"))
     try:
         from tune import render
@@ -233,12 +234,15 @@ def test_tune_section_lists_every_candidate_and_the_winner():
         sys.path.remove(str(REPO / "bench"))
     candidate = {"recipe": "r", "kind": "int8", "epochs": 0, "fraction": None, "student_size": None}
     record = {
-        "budget": {"max_latency_ms": 9.0, "max_top1_drop": 5.0, "max_memory_bytes": 512e6, "max_model_bytes": 16e6},
+        "profile": "raspberry-pi-4",
+        "budget": {"max_latency_ms": 9.0, "max_top1_drop": 5.0, "max_memory_bytes": 512_000_000, "max_model_bytes": 16_000_000},
         "float_top1": 80.07,
         "measured_on": "this host",
         "seconds": 1500,
         "time_budget_s": 2700,
         "winner": "student-168",
+        "winner_path": "out/raspberry-pi-4",
+        "pareto": ["int8", "student-168"],
         "candidates": [
             {
                 "candidate": {**candidate, "name": "int8"},
@@ -247,9 +251,8 @@ def test_tune_section_lists_every_candidate_and_the_winner():
                 "top1": 79.05,
                 "top1_drop": 1.01,
                 "latency_ms": 10.04,
-                "model_bytes": 4.07e6,
+                "model_bytes": 4_070_000,
                 "seconds": 125,
-                "pareto": True,
             },
             {"candidate": {**candidate, "name": "qat"}, "status": "skipped", "note": "same int8 graph as int8"},
             {
@@ -259,13 +262,13 @@ def test_tune_section_lists_every_candidate_and_the_winner():
                 "top1": 77.0,
                 "top1_drop": 3.07,
                 "latency_ms": 6.1,
-                "model_bytes": 4.07e6,
+                "model_bytes": 4_070_000,
                 "seconds": 480,
-                "pareto": True,
             },
         ],
     }
-    text = render(record, "tillsight tune ...")
+    (tmp_path / "tune.json").write_text(json.dumps(record))  # as tillsight tune writes it
+    text = render(read_tune_record(tmp_path / "tune.json"), "tillsight tune ...")
     assert "classify() p50 <= 9 ms" in text and "float model (80.07% on the val photos)" in text
     assert "| int8 | r | 79.05% | 1.01 | 10.04 | 4.07 | 125 | yes | misses latency 10.04 ms > 9 ms |" in text
     assert "| qat | r |  |  |  |  |  |  | skipped: same int8 graph as int8 |" in text

@@ -12,9 +12,10 @@ import pytest
 
 import tillsight
 from tillsight import cli
-from tillsight.benchmarking import describe_cpu, read_benchmark
+from tillsight.benchmarking import read_benchmark
 from tillsight.demo import ASSETS
 from tillsight.errors import OptionsError
+from tillsight.host import describe_cpu
 from tillsight.runtimes import available_cores
 
 PI4_CPUINFO = """processor	: 0
@@ -48,7 +49,7 @@ def test_benchmark_measures_a_fresh_process_and_writes_json_report_reads(bundle:
     assert document.host.cpu and "unknown" not in document.host.cpu.lower() and document.host.cpu in table
     assert document.versions["tillsight"] == tillsight.__version__ and "ai-edge-litert" in document.versions
     manifest = tillsight.read_bundle(bundle).manifest
-    assert result.model_sha256 == manifest.artifacts["model.tflite"]["sha256"]
+    assert result.model_sha256 == manifest.artifacts["model.tflite"].sha256
     assert result.engine.startswith("ai_edge_litert") and result.threads == min(manifest.runtime.threads, available_cores())
     assert result.classify.runs == result.invoke.runs == 15
     for stats in (result.classify, result.invoke):

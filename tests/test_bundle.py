@@ -150,3 +150,24 @@ def test_a_manifest_written_before_the_fallbacks_rename_still_reads(tmp_path):
     runtime = read_bundle(bundle).manifest.runtime
     assert runtime.backend_fallbacks == (BackendKind.EDGETPU,)
     assert "fallbacks" not in runtime.to_dict() and runtime.to_dict()["backend_fallbacks"] == ["edgetpu"]
+
+
+def test_a_format_1_manifest_reads_with_its_flat_training_figures_under_details(tmp_path):
+    bundle = shutil.copytree(ASSETS / "classifier", tmp_path / "bundle")
+    manifest_path = bundle / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["format_version"] == 1  # the shipped demo bundle was written by format 1
+    finetune = {"epochs": 2, "seconds": 9.5, "loss": [0.9, 0.4], "photos": 40, "teacher_views": 2}
+    manifest["metrics"]["pruning"] = {
+        "mode": "channels", "target": 0.3, "parameters_before": 9, "parameters_after": 5, "kept_channels": 7,
+        "prunable_channels": 10, "macs_before": 100, "macs_after": 60, "finetune": finetune, "groups": [[3, 2]],
+    }  # fmt: skip
+    manifest["metrics"]["qat"] = {**finetune, "activation_quantizers": 12, "finetune_source": "photos.txt"}
+    manifest_path.write_text(json.dumps(manifest))
+    metrics = read_bundle(bundle).manifest.metrics
+    assert metrics.pruning.fraction == 0.3 and metrics.pruning.details == {"groups": [[3, 2]]}
+    assert metrics.pruning.finetune.loss == (0.9, 0.4) and metrics.pruning.finetune.details == {"teacher_views": 2}
+    assert metrics.qat.training.epochs == 2 and metrics.qat.activation_quantizers == 12
+    assert metrics.qat.training.details == {"teacher_views": 2}
+    written = read_bundle(bundle).manifest.to_dict()  # written again, it is today's format
+    assert written["format_version"] == 2 and written["metrics"]["qat"]["training"]["photos"] == 40

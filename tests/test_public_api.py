@@ -59,6 +59,7 @@ def test_public_names_are_pinned():
         "read_benchmark",
         "tune",
         "TuneResult",
+        "TuneOptions",
         "Kiosk",
         "KioskOptions",
         "FleetError",

@@ -25,7 +25,7 @@ def test_report_tables_and_plots_each_bundle(bundle_dir, tmp_path, capsys):
     assert f"{accuracy['converted_top1']:.2f}%" in rows[0] and f"{accuracy['top1_agreement']:.2f}%" in rows[0]
     shipped = json.loads((ASSETS / "classifier" / "manifest.json").read_text())["metrics"]["accuracy"]
     assert "classifier (generic-x86-cpu)" in rows[1] and f"{shipped['converted_top1']:.2f}%" in rows[1]
-    from tillsight.benchmarking import HostInfo
+    from tillsight.host import HostInfo
 
     assert "| inference p50 / p95 ms |" in table
     assert manifest["metrics"]["latency_host"]["host"] == HostInfo.current().describe()  # as tillsight benchmark names it

@@ -22,7 +22,7 @@ def run_sample(name, *args, cwd):
 def test_kiosk_app_builds_the_basket_from_callbacks(tmp_path):
     from tillsight.demo import demo_script
 
-    placed = [placement["label"] for placement in demo_script()["placements"]]
+    placed = [placement.label for placement in demo_script().placements]
     result = run_sample("kiosk_app.py", "--audit", str(tmp_path / "audit.jsonl"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"basket: {placed}, total " in result.stdout
@@ -38,8 +38,8 @@ def test_checkout_demo_writes_an_annotated_video_without_a_display(tmp_path):
     from tillsight.demo import demo_script
 
     script = demo_script()
-    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == script["frames"]  # every frame of the demo video, annotated
-    assert f"basket: {script['expected_basket']}" in result.stdout
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == script.frames  # every frame of the demo video, annotated
+    assert f"basket: {script.expected_basket}" in result.stdout
 
 
 FAMILIES = {

@@ -39,7 +39,7 @@ class TrainingPhotos:
     labels: np.ndarray  # (N,) int32 class indices, UNLABELED where unknown
     spec: InputSpec  # mean and std that turn pixels into model input
     num_classes: int
-    source: str
+    path: str  # where they came from (a folder, a list file; two joined by " + ")
 
     @property
     def labeled_count(self) -> int:
@@ -68,19 +68,19 @@ class TrainingPhotos:
     def with_unlabeled(self, other: TrainingPhotos) -> TrainingPhotos:
         """These photos followed by ``other``'s, taken as unlabeled."""
         if other.pixels.shape[1:] != self.pixels.shape[1:]:
-            raise DataError(f"photos of {other.source} are {other.pixels.shape[1:]}, not {self.pixels.shape[1:]}")
+            raise DataError(f"photos of {other.path} are {other.pixels.shape[1:]}, not {self.pixels.shape[1:]}")
         return dataclasses.replace(
             self,
             pixels=np.concatenate([self.pixels, other.pixels]),
             labels=np.concatenate([self.labels, np.full(len(other.labels), UNLABELED, np.int32)]),
-            source=f"{self.source} + {other.source}",
+            path=f"{self.path} + {other.path}",
         )
 
     def dataset(self, one_hot: bool, batch_size: int = BATCH, seed: int = 0) -> tf.data.Dataset:
         """Shuffled, augmented (mirror, brightness), normalised batches of ``(images, labels)``."""
         if self.labeled_count < len(self.labels):
             raise DataError(
-                f"{len(self.labels) - self.labeled_count} photos of {self.source} have no label; fine-tuning needs labels"
+                f"{len(self.labels) - self.labeled_count} photos of {self.path} have no label; fine-tuning needs labels"
             )
         num_classes = self.num_classes
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from .acceptance import AcceptanceOptions, accept
 from .agent import FleetAgent
 from .drift import DriftMonitor
-from .messages import AcceptanceFigures, DesiredState, DriftAlert, Health, KioskStatus, ReportedState, json_schemas
+from .messages import AcceptanceFigures, DesiredState, DriftAlert, Health, KioskStatus, ReportedState
 from .options import FleetOptions
 from .rollout import KioskOutcome, RolloutOptions, RolloutResult, desired_state, fleet_status, parse_abort_if, rollout
 from .store import BundleStore
@@ -40,7 +40,6 @@ __all__ = [
     "desired_state",
     "download",
     "fleet_status",
-    "json_schemas",
     "pack_bundle",
     "parse_abort_if",
     "rollout",

@@ -293,7 +293,7 @@ class FleetAgent:
         """This kiosk's health now (what :meth:`_publish_health` sends)."""
         assert self.kiosk is not None
         metrics = list(self.kiosk.metrics().values())
-        inference = [m.stage_latency_ms.get("inference", {}) for m in metrics]
+        inference = [stats for m in metrics if (stats := m.stage_latency.get("inference")) is not None]
         sink_drops: dict[str, int] = {}
         for lane in metrics:
             for sink in lane.sinks:
@@ -306,8 +306,8 @@ class FleetAgent:
             kiosk_id=self.options.kiosk_id,
             version=self.kiosk.version,
             fps=round((processed - processed_then) / max(now - then, 1e-6), 2),
-            p50_ms=max((lane.get("p50", 0.0) for lane in inference), default=0.0),
-            p95_ms=max((lane.get("p95", 0.0) for lane in inference), default=0.0),
+            p50_ms=max((lane.p50_ms for lane in inference), default=0.0),
+            p95_ms=max((lane.p95_ms for lane in inference), default=0.0),
             frames_dropped=sum(m.frames_dropped for m in metrics),
             sink_drops=sink_drops,
             outbox_depth=self.kiosk.outbox_depth,

@@ -8,7 +8,7 @@ Topics under the fleet prefix (``--fleet mqtt://broker/PREFIX``), all QoS 1::
 
 msgspec was chosen over pydantic for these: one small compiled wheel (aarch64 and armv7 too),
 decoding straight into frozen typed Structs with the field path in its errors, and JSON
-Schemas generated from the same types (:func:`json_schemas`).
+Their JSON Schemas are generated from the same types (:mod:`tillsight.json_schemas`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ __all__ = [
     "ReportedState",
     "decode",
     "encode",
-    "json_schemas",
     "topic",
 ]
 
@@ -195,11 +194,3 @@ def decode(payload: bytes, kind: type[Any], where: str) -> Any:
         raise FleetError(
             f"{where}: not a valid {kind.__name__} ({exc}); the publisher must send what tillsight fleet sends"
         ) from exc
-
-
-def json_schemas() -> dict[str, dict[str, Any]]:
-    """The JSON Schema of each message, by file name (shipped as ``tillsight/schemas/*.schema.json``)."""
-    return {
-        f"fleet-{name}.schema.json": msgspec.json.schema(kind)
-        for name, kind in (("desired", DesiredState), ("reported", ReportedState), ("health", Health))
-    }

@@ -10,7 +10,6 @@ an unplugged USB camera on some drivers), are closed and reopened with exponenti
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import enum
 import logging
@@ -22,6 +21,7 @@ import numpy as np
 from ..errors import OptionsError, SourceError, summarize
 from ..preprocess import to_bgr
 from .frames import Frame
+from .handoff import Handoff
 from .sources import Source
 
 __all__ = ["SourceState", "CaptureOptions", "CaptureStats", "Capture"]
@@ -93,58 +93,30 @@ class CaptureStats:
     resolution_changes: int  # times the frame size changed mid-stream
 
 
-class _Handoff:
-    """Frames between the capture thread and the consumer: bounded, newest-wins or blocking."""
+class Backoff:
+    """Exponential waits between tries: ``min_s``, doubled after each failed try, at most ``max_s``."""
 
-    def __init__(self, capacity: int, drop_oldest: bool, notify: threading.Event | None = None):
-        self._frames: collections.deque[Frame] = collections.deque()
-        self._capacity = capacity
-        self._drop_oldest = drop_oldest
-        self._condition = threading.Condition()
-        self._closed = False
-        self._notify = notify  # set on every new frame and at the end (a consumer of several captures waits on it)
-        self.dropped = 0
+    def __init__(self, min_s: float, max_s: float):
+        self.wait_s = min_s
+        self._max_s = max_s
 
-    def put(self, frame: Frame, stop: threading.Event) -> None:
-        with self._condition:
-            while len(self._frames) >= self._capacity:
-                if self._drop_oldest:
-                    self._frames.popleft()
-                    self.dropped += 1
-                    break
-                if stop.is_set() or self._closed:
-                    return
-                self._condition.wait(0.1)
-            self._frames.append(frame)
-            self._condition.notify_all()
-        if self._notify is not None:
-            self._notify.set()
+    def failed(self) -> float:
+        """After a failed try: the next wait (twice the last, at most ``max_s``)."""
+        self.wait_s = min(self.wait_s * 2, self._max_s)
+        return self.wait_s
 
-    def get(self, timeout: float | None) -> Frame | None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._condition:
-            while not self._frames:
-                if self._closed:
-                    return None
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return None
-                self._condition.wait(remaining)
-            frame = self._frames.popleft()
-            self._condition.notify_all()
-            return frame
 
-    def close(self) -> None:
-        with self._condition:
-            self._closed = True
-            self._condition.notify_all()
-        if self._notify is not None:
-            self._notify.set()
+@dataclasses.dataclass
+class _Counts:
+    """What a capture counted; changed on its thread under the capture's lock."""
 
-    @property
-    def exhausted(self) -> bool:
-        with self._condition:
-            return self._closed and not self._frames
+    frames_read: int = 0
+    reconnects: int = 0
+    read_failures: int = 0
+    freezes: int = 0
+    frames_converted: int = 0
+    frames_empty: int = 0
+    resolution_changes: int = 0
 
 
 class _Connection:
@@ -181,19 +153,13 @@ class Capture:
         self.source = source
         self.options = options
         drop = source.live if options.drop_frames is None else options.drop_frames
-        self._handoff = _Handoff(1 if drop else options.queue_size, drop_oldest=drop, notify=notify)
+        self._handoff = Handoff(1 if drop else options.queue_size, drop_oldest=drop, notify=notify)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"tillsight-capture[{source.source_id}]", daemon=True)
         self._lock = threading.Lock()
         self._state = SourceState.STARTING
         self.error: SourceError | None = None
-        self._frames_read = 0
-        self._reconnects = 0
-        self._read_failures = 0
-        self._freezes = 0
-        self._converted = 0
-        self._empty = 0
-        self._resolution_changes = 0
+        self._counts = _Counts()
 
     # -- consumer side -------------------------------------------------------------
 
@@ -218,17 +184,7 @@ class Capture:
     def stats(self) -> CaptureStats:
         """Current counters."""
         with self._lock:
-            return CaptureStats(
-                self._state,
-                self._frames_read,
-                self._handoff.dropped,
-                self._reconnects,
-                self._read_failures,
-                self._freezes,
-                self._converted,
-                self._empty,
-                self._resolution_changes,
-            )
+            return CaptureStats(state=self._state, frames_dropped=self._handoff.dropped, **dataclasses.asdict(self._counts))
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop reading and release the source (waits up to ``timeout`` seconds for the thread)."""
@@ -242,6 +198,13 @@ class Capture:
         return self._thread.is_alive()
 
     # -- capture thread --------------------------------------------------------------
+
+    def _count(self, name: str) -> int:
+        """Add one to the counter ``name``; returns its value before."""
+        with self._lock:
+            before: int = getattr(self._counts, name)
+            setattr(self._counts, name, before + 1)
+            return before
 
     def _set_state(self, state: SourceState) -> None:
         with self._lock:
@@ -264,7 +227,7 @@ class Capture:
 
     def _open_at_start(self) -> bool:
         deadline = time.monotonic() + (self.options.open_timeout if self.source.live else 0.0)
-        delay = self.options.reconnect_min_s
+        backoff = Backoff(self.options.reconnect_min_s, self.options.reconnect_max_s)
         attempts = 0
         while True:
             try:
@@ -272,7 +235,7 @@ class Capture:
                 self._set_state(SourceState.RUNNING)
                 return True
             except SourceError as exc:
-                if time.monotonic() + delay > deadline or self._stop.is_set():
+                if time.monotonic() + backoff.wait_s > deadline or self._stop.is_set():
                     self.error = exc  # raised by the pipeline's run(), which says it once
                     self._set_state(SourceState.FAILED)
                     return False
@@ -284,10 +247,10 @@ class Capture:
                         max(0.0, deadline - time.monotonic()),
                     )
                 else:
-                    logger.debug("%s; retrying in %.1f s", exc, delay)
-            if self._stop.wait(delay):
+                    logger.debug("%s; retrying in %.1f s", exc, backoff.wait_s)
+            if self._stop.wait(backoff.wait_s):
                 return False
-            delay = min(delay * 2, self.options.reconnect_max_s)
+            backoff.failed()
 
     def _read_loop(self) -> None:
         source, options = self.source, self.options
@@ -301,15 +264,13 @@ class Capture:
                 if not source.live:
                     self._set_state(SourceState.ENDED)
                     return
-                with self._lock:
-                    self._read_failures += 1
+                self._count("read_failures")
                 if not self._reconnect("no frame"):
                     return
                 connection = _Connection()
                 continue
             if image.size == 0:  # a driver hiccup: skip it; on a live source, a run of them is a freeze
-                with self._lock:
-                    self._empty += 1
+                self._count("frames_empty")
                 if frozen_after and now - connection.last_change > frozen_after:
                     if not self._reconnect_frozen(f"only empty frames for {frozen_after:g} s"):
                         return
@@ -329,8 +290,7 @@ class Capture:
     def _note_size(self, size: tuple[int, ...] | None, image: np.ndarray) -> tuple[int, ...]:
         """The frame's size; a change from the last one is counted and logged."""
         if size is not None and image.shape[:2] != size and not self.source.stills:  # photos differ in size
-            with self._lock:
-                self._resolution_changes += 1
+            self._count("resolution_changes")
             logger.warning("source %s changed resolution from %s to %s", self.source.source_id, size, image.shape[:2])
         return image.shape[:2]
 
@@ -343,8 +303,7 @@ class Capture:
         except ValueError as exc:
             logger.warning("source %s: skipping a frame: %s", self.source.source_id, exc)
             return None
-        with self._lock:
-            self._converted += 1
+        self._count("frames_converted")
         return converted
 
     def _hand_off(self, image: np.ndarray, connection: _Connection) -> bool:
@@ -355,16 +314,13 @@ class Capture:
             wait = connection.opened_at + media_time / self.options.speed - time.monotonic()
             if wait > 0 and self._stop.wait(wait):
                 return False
-        with self._lock:
-            frame_id = self._frames_read
-            self._frames_read += 1
+        frame_id = self._count("frames_read")
         timestamp = media_time if media_time is not None else time.time()
         self._handoff.put(Frame(image, frame_id, timestamp, self.source.source_id), self._stop)
         return True
 
     def _reconnect_frozen(self, reason: str) -> bool:
-        with self._lock:
-            self._freezes += 1
+        self._count("freezes")
         return self._reconnect(reason)
 
     def _reconnect(self, reason: str) -> bool:
@@ -373,7 +329,7 @@ class Capture:
         self._set_state(SourceState.RECONNECTING)
         logger.warning("source %s lost (%s); reconnecting", self.source.source_id, reason)
         self.source.close()
-        delay, tries = options.reconnect_min_s, 0
+        backoff, tries = Backoff(options.reconnect_min_s, options.reconnect_max_s), 0
         while not self._stop.is_set():
             if options.max_reconnects is not None and tries >= options.max_reconnects:
                 self.error = SourceError(
@@ -382,17 +338,15 @@ class Capture:
                 )
                 self._set_state(SourceState.FAILED)
                 return False
-            if self._stop.wait(delay):
+            if self._stop.wait(backoff.wait_s):
                 break
             tries += 1
             try:
                 self.source.open()
             except SourceError as exc:
-                logger.warning("%s (try %d); next in %.1f s", exc, tries, min(delay * 2, options.reconnect_max_s))
-                delay = min(delay * 2, options.reconnect_max_s)
+                logger.warning("%s (try %d); next in %.1f s", exc, tries, backoff.failed())
                 continue
-            with self._lock:
-                self._reconnects += 1
+            self._count("reconnects")
             self._set_state(SourceState.RUNNING)
             return True
         self._set_state(SourceState.ENDED)

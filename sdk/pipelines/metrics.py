@@ -8,7 +8,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..bundle_metrics import latency_percentiles_ms
+from ..bundle_metrics import LatencyStats
+from ..jsonfile import json_ready
 from .sinks import SinkStats
 
 if TYPE_CHECKING:
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["LatencyWindow", "PipelineMetrics", "MetricsRecorder"]
 
 STAGES = ("tray", "preprocess", "inference", "decision")
+_NONE_YET = LatencyStats(0.0, 0.0, 0.0, 0)  # what a log line says before anything was measured
 
 
 class LatencyWindow:
@@ -28,11 +30,9 @@ class LatencyWindow:
     def add(self, seconds: float) -> None:
         self._values.append(seconds)
 
-    def percentiles_ms(self, *qs: float) -> dict[str, float]:
-        """``{"p50": ..., "p95": ...}`` in milliseconds (empty when nothing was recorded)."""
-        if not self._values:
-            return {}
-        return dict(zip((f"p{q:g}" for q in qs), latency_percentiles_ms(list(self._values), qs), strict=True))
+    def stats(self) -> LatencyStats | None:
+        """The percentiles of the durations in the window (None when nothing was recorded)."""
+        return LatencyStats.from_seconds(list(self._values)) if self._values else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,8 +57,8 @@ class PipelineMetrics:
         events_dropped: Deliveries dropped because a sink fell too far behind (all sinks).
         sinks: Per sink: delivered, failed, dropped and waiting events.
         fps: Processed frames per second over the recent window.
-        stage_latency_ms: p50/p95 per stage (tray, preprocess, inference, decision).
-        frame_age_ms: p50/p95/p99 of a frame's age (capture to decision).
+        stage_latency: Per stage that ran (tray, preprocess, inference, decision): its latency percentiles.
+        frame_age: The percentiles of a frame's age (capture to decision); None before the first frame.
         elapsed_s: Seconds since the pipeline started.
     """
 
@@ -78,22 +78,24 @@ class PipelineMetrics:
     sink_errors: int
     events_dropped: int
     fps: float
-    stage_latency_ms: dict[str, dict[str, float]]
-    frame_age_ms: dict[str, float]
+    stage_latency: dict[str, LatencyStats]
+    frame_age: LatencyStats | None
     elapsed_s: float
     sinks: tuple[SinkStats, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """JSON-ready form."""
+        data: dict[str, Any] = json_ready(self)
+        return data
 
     def summary(self) -> str:
         """One log line."""
-        inference = self.stage_latency_ms.get("inference", {})
-        age = self.frame_age_ms
+        inference = self.stage_latency.get("inference") or _NONE_YET
+        age = self.frame_age or _NONE_YET
         return (
             f"{self.fps:.1f} fps, {self.frames_processed} frames ({self.frames_classified} classified, "
             f"{self.frames_dropped} dropped, {self.inference_errors + self.frame_errors} failed), inference p50 "
-            f"{inference.get('p50', 0):.1f} ms, frame age p50 {age.get('p50', 0):.1f} ms p95 {age.get('p95', 0):.1f} ms, "
+            f"{inference.p50_ms:.1f} ms, frame age p50 {age.p50_ms:.1f} ms p95 {age.p95_ms:.1f} ms, "
             f"{self.events} events, source {self.source_state}, {self.reconnects} reconnects"
             + "".join(f", sink {s.name} dropped {s.dropped}" for s in self.sinks if s.dropped)
         )
@@ -157,8 +159,8 @@ class MetricsRecorder:
                 sink_errors=sum(stats.errors for stats in sinks),
                 events_dropped=sum(stats.dropped for stats in sinks),
                 fps=round(fps, 2),
-                stage_latency_ms={name: window.percentiles_ms(50, 95) for name, window in self.stages.items()},
-                frame_age_ms=self.frame_age.percentiles_ms(50, 95, 99),
+                stage_latency={name: stats for name, window in self.stages.items() if (stats := window.stats())},
+                frame_age=self.frame_age.stats(),
                 elapsed_s=round(time.monotonic() - self.started, 3),
                 sinks=sinks,
             )

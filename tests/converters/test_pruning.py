@@ -557,7 +557,7 @@ def test_prune_convert_load_classify_round_trip(spec, tiny_model_file, photos: P
     )
     metrics = bundle.manifest.metrics
     report, accuracy = metrics.pruning, metrics.accuracy
-    assert bundle.manifest.profile["pruning"]["mode"] == spec.split(":")[0]
+    assert bundle.manifest.profile.pruning.mode.value == spec.split(":")[0]
     assert report.finetune.epochs == 4 and len(report.finetune.loss) == 4
     assert accuracy.float_to_pruned_drop == pytest.approx(accuracy.float_top1 - accuracy.pruned_top1, abs=1e-3)
     assert accuracy.pruned_to_converted_drop == pytest.approx(accuracy.pruned_top1 - accuracy.converted_top1, abs=1e-3)
@@ -620,7 +620,7 @@ def test_cli_prunes_from_the_profile_and_from_flags(tiny_model_file, photos: Pho
     ), [r.message for r in caplog.records]
     manifest = read_bundle(tmp_path / "b" / "generic-x86-cpu").manifest
     assert manifest.metrics.pruning.mode == "channels" and manifest.metrics.pruning.finetune is None
-    assert manifest.profile["pruning"]["fraction"] == 0.25
+    assert manifest.profile.pruning.fraction == 0.25
 
     # fine-tuning epochs without data: a one-line error before any work, nothing written
     assert main(["convert", *common, "--profile", str(profile), "--out", str(tmp_path / "c")]) == 1

@@ -11,8 +11,9 @@ import pytest
 import tillsight
 from tillsight import cli
 from tillsight.bundle import read_bundle
-from tillsight.cli_parser import _duration
-from tillsight.converters.tune import CandidateKind, TuneRequirements, search_space, tune
+from tillsight.cli_values import duration as _duration
+from tillsight.converters.tune import CandidateKind, TuneOptions, TuneRequirements, search_space, tune
+from tillsight.converters.tune_space import read_tune_record
 from tillsight.errors import OptionsError
 from tillsight.profiles import load_profile
 from tillsight.validation import validate
@@ -54,7 +55,7 @@ def test_budget_comes_from_the_profile_and_flags_override_it():
     assert (budget.max_latency_ms, budget.max_memory_bytes, budget.max_top1_drop) == (150.0, 512_000_000, 1.0)
     assert TuneRequirements.from_profile(pi, max_latency_ms=9, max_top1_drop=2).max_latency_ms == 9
     assert not TuneRequirements.from_profile(load_profile("generic-x86-cpu")).has_resource_budget
-    assert budget.misses(160.0, 10, 10) == ["latency 160.00 ms > 150 ms"]
+    assert budget.misses(160.0, 10, 10) == ["latency 160.00 ms > 150.00 ms"]
     with pytest.raises(OptionsError):
         TuneRequirements.from_profile(pi, max_latency_ms=-1)
 
@@ -75,9 +76,12 @@ def _args(tiny_model_file, photos, out):
         finetune=photos.train_list,
         out=out,
         labels=photos.labels_file,
-        frames=5,
-        epochs=1,
     )
+
+
+def _search(**changes):
+    """The search options of these tests: few timed runs, one epoch per training candidate."""
+    return TuneOptions(frames=5, epochs=1, **changes)
 
 
 @pytest.mark.integration
@@ -121,8 +125,8 @@ def test_a_budget_int8_meets_stops_the_search_and_is_published_measured_by_a_ben
     assert winner.manifest.tune["budget"]["max_latency_ms"] == 10000
     report = (out / "tune.md").read_text()
     assert "**winner**" in report and "student-48" in report and (out / "tune.png").stat().st_size > 1000
-    record = json.loads((out / "tune.json").read_text())
-    assert record["winner"] == "int8" and record["candidates"][0]["pareto"] and record["candidates"][0]["latency_ms"] > 0
+    record = read_tune_record(out / "tune.json")
+    assert record.winner == "int8" and "int8" in record.pareto and record.candidates[0].latency_ms > 0
     with tillsight.load(out / "raspberry-pi-4") as classifier:
         assert classifier.labels == photos.labels
 
@@ -132,15 +136,14 @@ def test_a_budget_int8_meets_stops_the_search_and_is_published_measured_by_a_ben
 def test_a_latency_budget_nothing_meets_tries_the_space_and_keeps_the_earlier_winner(tiny_model_file, photos, tmp_path):
     out = tmp_path / "tune"
     first = tune(
-        **_args(tiny_model_file, photos, out), max_latency_ms=10000, max_top1_drop=100, channel_fractions=(), student_scales=()
+        **_args(tiny_model_file, photos, out),
+        search=_search(max_latency_ms=10000, max_top1_drop=100, channel_fractions=(), student_scales=()),
     )
     kept = (out / "raspberry-pi-4" / "manifest.json").read_bytes()
     seen = []
     result = tune(
         **_args(tiny_model_file, photos, out),
-        max_latency_ms=0.001,
-        channel_fractions=(0.5,),
-        student_scales=(0.75,),
+        search=_search(max_latency_ms=0.001, channel_fractions=(0.5,), student_scales=(0.75,)),
         on_result=lambda r, n, total: seen.append((r.candidate.name, n, total)),
     )
     assert first.winner is not None and result.winner is None and result.winner_path is None
@@ -161,7 +164,10 @@ def test_a_latency_budget_nothing_meets_tries_the_space_and_keeps_the_earlier_wi
 
 @pytest.mark.integration
 def test_candidates_that_cannot_finish_in_the_time_budget_are_skipped_and_listed(tiny_model_file, photos, tmp_path):
-    result = tune(**_args(tiny_model_file, photos, tmp_path / "tune"), max_latency_ms=0.001, time_budget_s=1, student_scales=())
+    result = tune(
+        **_args(tiny_model_file, photos, tmp_path / "tune"),
+        search=_search(max_latency_ms=0.001, time_budget_s=1, student_scales=()),
+    )
     assert [r.status for r in result.results] == ["measured", "skipped", "skipped", "skipped"]
     assert all("min of the time budget left" in r.note for r in result.results[2:])
 
@@ -192,7 +198,7 @@ def test_candidates_that_cannot_help_are_skipped_with_the_reason():
 @pytest.mark.integration
 def test_without_a_resource_budget_every_candidate_is_tried_and_the_most_accurate_wins(tiny_model_file, photos, tmp_path):
     args = {**_args(tiny_model_file, photos, tmp_path / "tune"), "profile": "generic-x86-cpu"}  # no [budgets]
-    result = tune(**args, max_top1_drop=100, channel_fractions=(0.5,), student_scales=())
+    result = tune(**args, search=_search(max_top1_drop=100, channel_fractions=(0.5,), student_scales=()))
     assert [r.status for r in result.results] == ["measured", "measured", "measured"]  # no early stop
     assert result.winner is not None and result.winner_path == tmp_path / "tune" / "generic-x86-cpu"
     assert read_bundle(result.winner_path).manifest.tune["winner"] == result.winner.candidate.name
@@ -205,11 +211,7 @@ def test_without_a_resource_budget_every_candidate_is_tried_and_the_most_accurat
 def test_explore_keeps_searching_after_a_fit_and_keeps_the_most_accurate_fit(tiny_model_file, photos, tmp_path):
     result = tune(
         **_args(tiny_model_file, photos, tmp_path / "tune"),
-        max_latency_ms=10000,
-        max_top1_drop=100,
-        channel_fractions=(0.5,),
-        student_scales=(),
-        stop_early=False,
+        search=_search(max_latency_ms=10000, max_top1_drop=100, channel_fractions=(0.5,), student_scales=(), stop_early=False),
     )
     assert [r.status for r in result.results] == ["measured", "measured", "measured"]  # int8 fits, the search goes on
     assert all(r.meets_budget for r in result.results)
@@ -232,11 +234,9 @@ def test_a_candidate_that_fails_is_listed_with_its_reason_and_the_search_goes_on
     monkeypatch.setattr(tune_module, "_build", failing_build)
     result = tune(
         **_args(tiny_model_file, photos, tmp_path / "tune"),
-        max_latency_ms=10000,
-        max_top1_drop=100,
-        channel_fractions=(0.3, 0.5),
-        student_scales=(),
-        stop_early=False,
+        search=_search(
+            max_latency_ms=10000, max_top1_drop=100, channel_fractions=(0.3, 0.5), student_scales=(), stop_early=False
+        ),
     )
     statuses = {r.candidate.name: (r.status, r.note) for r in result.results}
     assert statuses["channels-0.3"] == ("failed", "unexpected ValueError: Output with path 0 is not connected to inputs")

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 import tillsight
-from tillsight.demo import ASSETS
+from tillsight.demo import ASSETS, demo_script
 from tillsight.fleet.drift import BASELINE_STRETCHES, DriftMonitor
 from tillsight.pipelines import CheckoutOptions, CheckoutPipeline, PipelineOptions, Source
 
-SCRIPT = json.loads((ASSETS / "checkout.json").read_text())
-ROI = tuple(SCRIPT["roi"])
+SCRIPT = demo_script()
+ROI = SCRIPT.roi
 
 
 class _Frames(Source):
@@ -38,7 +38,7 @@ class _Frames(Source):
 
 @pytest.fixture(scope="module")
 def demo_frames():
-    capture = cv2.VideoCapture(str(ASSETS / SCRIPT["video"]))
+    capture = cv2.VideoCapture(str(ASSETS / SCRIPT.video))
     frames = []
     while (read := capture.read())[0]:
         frames.append(read[1])

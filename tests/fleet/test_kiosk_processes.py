@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.pipelines.broker import Broker, Consumer, needs_mosquitto, needs_paho
-from tillsight.demo import ASSETS
+from tillsight.demo import ASSETS, demo_script
 from tillsight.fleet import KioskStatus, desired_state, pack_bundle
 from tillsight.fleet.rollout import FleetView
 from tillsight.pipelines.mqtt import MqttOptions
@@ -21,15 +21,15 @@ from .helpers import HttpServer, demo_bundle_copy, needs_rangehttpserver, wait_u
 
 pytestmark = [needs_mosquitto, needs_paho, needs_rangehttpserver, pytest.mark.integration]
 
-SCRIPT = json.loads((ASSETS / "checkout.json").read_text())
-SEQUENCE = [placement["label"] for placement in SCRIPT["placements"]]
+SCRIPT = demo_script()
+SEQUENCE = [placement.label for placement in SCRIPT.placements]
 
 
 def _kiosk(kiosk_id: str, folder: Path, factory: Path, broker: Broker, public_key: Path) -> subprocess.Popen:
     folder.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable, "-m", "tillsight", "run", str(factory),
-        "--source", str(ASSETS / SCRIPT["video"]), "--roi", ",".join(str(v) for v in SCRIPT["roi"]),
+        "--source", str(ASSETS / SCRIPT.video), "--roi", ",".join(str(v) for v in SCRIPT.roi),
         "--speed", "2", "--loop", "--metrics-interval", "0", "--bundle-version", "v1",
         "--fleet", f"mqtt://127.0.0.1:{broker.port}/fleet", "--kiosk-id", kiosk_id, "--fleet-store", str(folder / "store"),
         "--trusted-key", str(public_key), "--health-interval", "2",

@@ -6,7 +6,6 @@ run --fleet`` are tested in ``test_kiosk_processes.py``), playing the demo video
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 
 from tests.pipelines.broker import Broker, needs_mosquitto, needs_paho
-from tillsight.demo import ASSETS
+from tillsight.demo import ASSETS, demo_script
 from tillsight.fleet import (
     AcceptanceOptions,
     DesiredState,
@@ -36,8 +35,8 @@ from .helpers import HttpServer, demo_bundle_copy, needs_rangehttpserver, wait_u
 
 pytestmark = [needs_mosquitto, needs_paho, needs_rangehttpserver, pytest.mark.integration]
 
-SCRIPT = json.loads((ASSETS / "checkout.json").read_text())
-SEQUENCE = [placement["label"] for placement in SCRIPT["placements"]]
+SCRIPT = demo_script()
+SEQUENCE = [placement.label for placement in SCRIPT.placements]
 QUICK_ACCEPTANCE = AcceptanceOptions(benchmark_frames=10)  # conformance, and a short benchmark
 
 
@@ -66,12 +65,12 @@ class _Kiosk:
         )
         self.agent = FleetAgent(options)
         pipeline = PipelineOptions(
-            checkout=CheckoutOptions(roi=tuple(SCRIPT["roi"])),
+            checkout=CheckoutOptions(roi=SCRIPT.roi),
             capture=CaptureOptions(pace=True, speed=3.0, drop_frames=False),
             metrics_interval=0,
         )
         kiosk_options = KioskOptions(
-            factory, source=str(ASSETS / SCRIPT["video"]), pipeline=pipeline, fps=10, loop=True, version="v1"
+            factory, source=str(ASSETS / SCRIPT.video), pipeline=pipeline, fps=10, loop=True, version="v1"
         )
         self.kiosk = Kiosk(
             self.agent.kiosk_options(kiosk_options), sinks=[self.events.append, self.agent.observe], on_frame=self.agent.on_frame
@@ -249,7 +248,7 @@ class _BreakingCamera(Source):
     def __init__(self):
         import cv2
 
-        capture = cv2.VideoCapture(str(ASSETS / SCRIPT["video"]))
+        capture = cv2.VideoCapture(str(ASSETS / SCRIPT.video))
         self.frames = []
         while (read := capture.read())[0]:
             self.frames.append(read[1])
@@ -282,7 +281,7 @@ def test_frames_failing_after_a_swap_roll_the_kiosk_back_to_the_previous_bundle(
     )
     agent = FleetAgent(options)
     factory = demo_bundle_copy(tmp_path / "own", retailer_key[0])
-    pipeline = PipelineOptions(checkout=CheckoutOptions(roi=tuple(SCRIPT["roi"])), metrics_interval=0)
+    pipeline = PipelineOptions(checkout=CheckoutOptions(roi=SCRIPT.roi), metrics_interval=0)
     kiosk = Kiosk(
         agent.kiosk_options(KioskOptions(factory, source=camera, pipeline=pipeline, version="v1")), on_frame=agent.on_frame
     )

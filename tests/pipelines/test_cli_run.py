@@ -9,11 +9,11 @@ import cv2
 import pytest
 
 from tillsight import cli
-from tillsight.demo import ASSETS, run_demo
+from tillsight.demo import ASSETS, demo_script, run_demo
 
-SCRIPT = json.loads((ASSETS / "checkout.json").read_text())
-ROI = ",".join(str(v) for v in SCRIPT["roi"])
-EXPECTED = [p["label"] for p in SCRIPT["placements"]]
+SCRIPT = demo_script()
+ROI = ",".join(str(v) for v in SCRIPT.roi)
+EXPECTED = [p.label for p in SCRIPT.placements]
 
 
 def test_run_on_a_video_file_writes_the_events_as_json_lines(tmp_path, capsys):
@@ -92,8 +92,8 @@ def test_run_with_a_missing_source_or_bad_options_fails_in_one_line(tmp_path, ca
 def test_demo_prints_the_events_and_the_right_basket(capsys):
     assert cli.main(["demo"]) == 0
     out = capsys.readouterr().out
-    basket = ", ".join(f"{count} x {label}" for label, count in SCRIPT["expected_basket"].items())
-    assert f"basket: {basket}\n" in out and len(SCRIPT["expected_basket"]) >= 10
+    basket = ", ".join(f"{count} x {label}" for label, count in SCRIPT.expected_basket.items())
+    assert f"basket: {basket}\n" in out and len(SCRIPT.expected_basket) >= 10
     assert "matches the video's script" in out
 
 
@@ -109,9 +109,9 @@ def test_demo_with_another_bundle_says_so_and_that_it_checks_no_basket(tmp_path,
 
 def test_run_demo_returns_the_basket_and_metrics():
     result = run_demo()
-    assert result.basket == SCRIPT["expected_basket"] and result.matches
+    assert result.basket == SCRIPT.expected_basket and result.matches
     assert [e.label for e in result.events] == EXPECTED
-    assert result.metrics.frames_processed == SCRIPT["frames"]
+    assert result.metrics.frames_processed == SCRIPT.frames
 
 
 def test_every_checkout_threshold_is_a_flag_and_reaches_the_pipeline(capsys):
@@ -266,7 +266,7 @@ def test_a_stream_that_changes_size_is_said_once_and_the_tray_is_learned_again(t
     with caplog.at_level(logging.INFO, logger="tillsight.pipelines"):
         assert cli.main(["run", str(ASSETS / "classifier"), "--source", str(tmp_path), "--fps", "10", "--roi", ROI]) == 0
     said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name == "tillsight.pipelines.pipeline"]
-    x, y, w, h = SCRIPT["roi"]
+    x, y, w, h = SCRIPT.roi
     assert len(said) == 2, said
     assert "the frames are now 240x180 (were 480x360, from frame 100 on); learning the empty tray again" in said[0]
     assert f"the tray region {ROI} reaches past the 240x180 frame: only {240 - x}x{180 - y} of it is used" in said[1]

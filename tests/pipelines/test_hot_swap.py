@@ -9,20 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from tillsight.demo import ASSETS
+from tillsight.demo import ASSETS, demo_script
 from tillsight.errors import BundleError, OptionsError
 from tillsight.kiosk import Kiosk, KioskOptions
 from tillsight.pipelines import CheckoutOptions, PipelineOptions
 from tillsight.pipelines.events import ProductRecognized
 
-SCRIPT = json.loads((ASSETS / "checkout.json").read_text())
-VIDEO = str(ASSETS / SCRIPT["video"])
+SCRIPT = demo_script()
+VIDEO = str(ASSETS / SCRIPT.video)
 BUNDLE = ASSETS / "classifier"
 
 
 def _options(**extra) -> KioskOptions:
-    pipeline = PipelineOptions(checkout=CheckoutOptions(roi=tuple(SCRIPT["roi"])), metrics_interval=0)
-    return KioskOptions(BUNDLE, source=VIDEO, pipeline=pipeline, fps=SCRIPT["fps"], version="v1", **extra)
+    pipeline = PipelineOptions(checkout=CheckoutOptions(roi=SCRIPT.roi), metrics_interval=0)
+    return KioskOptions(BUNDLE, source=VIDEO, pipeline=pipeline, fps=SCRIPT.fps, version="v1", **extra)
 
 
 def _run_swapping(new_bundle: Path, at_frame: int, **swap):
@@ -53,7 +53,7 @@ def _run_swapping(new_bundle: Path, at_frame: int, **swap):
 def unswapped_events():
     events = []
     result = Kiosk(_options(), sinks=[events.append]).run()
-    assert result.metrics[""].frames_processed == SCRIPT["frames"]
+    assert result.metrics[""].frames_processed == SCRIPT.frames
     return events
 
 
@@ -65,7 +65,7 @@ def test_a_bundle_swapped_mid_run_loses_no_frame_and_no_event_and_events_name_th
     report = outcome["report"]
     assert report.old_version == "v1" and report.new_version == "v2" and report.load_s > 0
     metrics = result.metrics[""]
-    assert metrics.frames_processed == SCRIPT["frames"] and metrics.frames_dropped == 0
+    assert metrics.frames_processed == SCRIPT.frames and metrics.frames_dropped == 0
     # the same items, each reported once, as without the swap (event ids name the item's arrival)
     assert [(e.event_id, getattr(e, "label", None)) for e in events] == [
         (e.event_id, getattr(e, "label", None)) for e in unswapped_events
@@ -89,17 +89,17 @@ def test_a_bundle_that_does_not_verify_is_refused_and_the_running_one_goes_on(tm
     events, result, outcome, kiosk = _run_swapping(broken, at_frame=250, version="v2")
     assert isinstance(outcome["error"], BundleError) and "does not match its manifest" in str(outcome["error"])
     assert [event.bundle_version for event in events] == ["v1"] * len(unswapped_events)
-    assert result.metrics[""].frames_processed == SCRIPT["frames"] and kiosk.version == "v1"
+    assert result.metrics[""].frames_processed == SCRIPT.frames and kiosk.version == "v1"
 
 
 def test_a_bundle_without_the_lane_background_label_is_refused_before_the_switch(tmp_path):
-    pipeline = PipelineOptions(checkout=CheckoutOptions(roi=tuple(SCRIPT["roi"]), background_label="Banana"), metrics_interval=0)
+    pipeline = PipelineOptions(checkout=CheckoutOptions(roi=SCRIPT.roi, background_label="Banana"), metrics_interval=0)
     relabeled = tmp_path / "relabeled"
     shutil.copytree(BUNDLE, relabeled)
     manifest = json.loads((relabeled / "manifest.json").read_text())
     manifest["labels"] = [label.replace("Banana", "Plantain") for label in manifest["labels"]]
     (relabeled / "manifest.json").write_text(json.dumps(manifest))
-    kiosk = Kiosk(KioskOptions(BUNDLE, source=VIDEO, pipeline=pipeline, fps=SCRIPT["fps"]))
+    kiosk = Kiosk(KioskOptions(BUNDLE, source=VIDEO, pipeline=pipeline, fps=SCRIPT.fps))
     try:
         with pytest.raises(OptionsError, match="background_label 'Banana' is not a label of the model"):
             kiosk.swap_bundle(relabeled)
@@ -114,11 +114,11 @@ def test_a_multi_lane_kiosk_swaps_for_every_lane_at_once(tmp_path):
 
     new_bundle = tmp_path / "v2"
     shutil.copytree(BUNDLE, new_bundle)
-    pipeline = PipelineOptions(checkout=CheckoutOptions(roi=tuple(SCRIPT["roi"])), metrics_interval=0)
+    pipeline = PipelineOptions(checkout=CheckoutOptions(roi=SCRIPT.roi), metrics_interval=0)
     lanes = (LaneSpec("1", VIDEO), LaneSpec("2", VIDEO))
     events, reached = [], threading.Event()
     kiosk = Kiosk(
-        KioskOptions(BUNDLE, lanes=lanes, pipeline=pipeline, fps=SCRIPT["fps"], version="v1"),
+        KioskOptions(BUNDLE, lanes=lanes, pipeline=pipeline, fps=SCRIPT.fps, version="v1"),
         sinks=[events.append],
         on_frame=lambda result: result.frame.frame_id >= 250 and reached.set(),
     )
@@ -126,9 +126,9 @@ def test_a_multi_lane_kiosk_swaps_for_every_lane_at_once(tmp_path):
     thread.start()
     result = kiosk.run()
     thread.join(60)
-    expected = [placement["label"] for placement in SCRIPT["placements"]]
+    expected = [placement.label for placement in SCRIPT.placements]
     for lane in ("1", "2"):
         mine = [event for event in events if event.lane == lane]
-        assert [event.label for event in mine] == expected and result.metrics[lane].frames_processed == SCRIPT["frames"]
+        assert [event.label for event in mine] == expected and result.metrics[lane].frames_processed == SCRIPT.frames
         versions = [event.bundle_version for event in mine]
         assert versions == sorted(versions) and versions[0] == "v1" and versions[-1] == "v2", (lane, versions)

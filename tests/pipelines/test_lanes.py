@@ -10,7 +10,7 @@ import pytest
 
 import tillsight
 from tillsight import cli
-from tillsight.demo import ASSETS
+from tillsight.demo import ASSETS, demo_script
 from tillsight.errors import OptionsError
 from tillsight.pipelines import Basket, CheckoutOptions, Lane, MultiLanePipeline, PipelineOptions, open_source
 from tillsight.pipelines.lanes import LaneSpec, parse_lane, read_lanes_file
@@ -18,9 +18,9 @@ from tillsight.testing import fake_classifier
 
 from .helpers import ScriptedSource
 
-SCRIPT = json.loads((ASSETS / "checkout.json").read_text())
-ROI = tuple(SCRIPT["roi"])
-EXPECTED = [p["label"] for p in SCRIPT["placements"]]
+SCRIPT = demo_script()
+ROI = SCRIPT.roi
+EXPECTED = [p.label for p in SCRIPT.placements]
 VIDEO = str(ASSETS / "checkout.mp4")
 
 

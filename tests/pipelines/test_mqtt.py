@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import time
 
 import pytest
 
-from tillsight.demo import ASSETS
+from tillsight.demo import ASSETS, demo_script
 from tillsight.pipelines.events import ProductRecognized
 from tillsight.pipelines.mqtt import MqttOptions, MqttSink, Outbox
 
@@ -21,9 +20,9 @@ from .broker import Broker, Consumer, free_port, needs_mosquitto, needs_paho
 
 pytestmark = [needs_mosquitto, needs_paho]
 
-SCRIPT = json.loads((ASSETS / "checkout.json").read_text())
-ROI = ",".join(str(v) for v in SCRIPT["roi"])
-BASKET = collections.Counter(p["label"] for p in SCRIPT["placements"])
+SCRIPT = demo_script()
+ROI = ",".join(str(v) for v in SCRIPT.roi)
+BASKET = collections.Counter(p.label for p in SCRIPT.placements)
 
 
 def events(count, start=0):

@@ -11,7 +11,7 @@ import cv2
 import pytest
 
 from tillsight import load
-from tillsight.demo import ASSETS
+from tillsight.demo import ASSETS, demo_script
 from tillsight.errors import InferenceError
 from tillsight.pipelines import (
     Basket,
@@ -118,12 +118,12 @@ def test_metrics_report_rate_stage_latency_and_frame_age(tmp_path):
     assert [e.label for e in events] == ["red"]
     assert metrics.frames_read == metrics.frames_processed == 40
     assert metrics.frames_classified == classifier.backend.calls and 15 <= metrics.frames_classified <= 25  # only while occupied
-    stages = metrics.stage_latency_ms
+    stages = metrics.stage_latency
     assert set(stages) == {"tray", "preprocess", "inference", "decision"}
-    assert stages["inference"]["p50"] >= 1000 * model_s
-    assert all(0 <= stages[name]["p50"] <= stages[name]["p95"] for name in stages)
+    assert stages["inference"].p50_ms >= 1000 * model_s
+    assert all(0 <= stages[name].p50_ms <= stages[name].p95_ms for name in stages)
     # Frame age runs from capture to decision, so a classified frame is at least one model call old.
-    assert metrics.frame_age_ms["p99"] >= 1000 * model_s
+    assert metrics.frame_age.p99_ms >= 1000 * model_s
     # fps: processed frames over the span between the first and the last; that span holds the
     # model calls of the classified frames but the first and last, and fits in the run.
     spent_in_model_s = (metrics.frames_classified - 2) * model_s
@@ -177,36 +177,33 @@ def test_an_image_folder_source_through_the_pipeline(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def demo_script():
-    return json.loads((ASSETS / "checkout.json").read_text())
+def script():
+    return demo_script()
 
 
-def test_the_demo_video_gives_its_scripted_sequence_at_the_right_times(demo_script):
+def test_the_demo_video_gives_its_scripted_sequence_at_the_right_times(script):
     with load(ASSETS / "classifier") as classifier:
-        events, metrics, _ = run_pipeline(
-            VideoFileSource(ASSETS / demo_script["video"]), classifier, options_for(tuple(demo_script["roi"]))
-        )
-    placements = demo_script["placements"]
-    assert [e.label for e in events] == [p["label"] for p in placements]
-    for event, placement in zip(events, placements, strict=True):
-        assert placement["arrive_s"] <= event.first_seen < event.last_seen <= placement["gone_s"]
-    assert metrics.frames_processed == demo_script["frames"]
+        events, metrics, _ = run_pipeline(VideoFileSource(ASSETS / script.video), classifier, options_for(script.roi))
+    assert [e.label for e in events] == [p.label for p in script.placements]
+    for event, placement in zip(events, script.placements, strict=True):
+        assert placement.arrive_s <= event.first_seen < event.last_seen <= placement.gone_s
+    assert metrics.frames_processed == script.frames
 
 
-def test_real_photo_items_in_another_order_give_that_order(tmp_path, demo_script):
+def test_real_photo_items_in_another_order_give_that_order(tmp_path, script):
     """The demo video's item segments re-cut into a new order: the events follow the new order."""
-    capture = cv2.VideoCapture(str(ASSETS / demo_script["video"]))
+    capture = cv2.VideoCapture(str(ASSETS / script.video))
     frames = []
     while True:
         ok, image = capture.read()
         if not ok:
             break
         frames.append(image)
-    fps = demo_script["fps"]
-    segments = [frames[round(p["arrive_s"] * fps) : round(p["gone_s"] * fps) + 10] for p in demo_script["placements"]]
+    fps = script.fps
+    segments = [frames[round(p.arrive_s * fps) : round(p.gone_s * fps) + 10] for p in script.placements]
     order = [4, 2, 5, 0]
     recut = frames[:20] + [frame for k in order for frame in segments[k]]
     video = write_video(tmp_path / "recut.avi", recut, fps)
     with load(ASSETS / "classifier") as classifier:
-        events, _, _ = run_pipeline(VideoFileSource(video), classifier, options_for(tuple(demo_script["roi"])))
-    assert [e.label for e in events] == [demo_script["placements"][k]["label"] for k in order]
+        events, _, _ = run_pipeline(VideoFileSource(video), classifier, options_for(script.roi))
+    assert [e.label for e in events] == [script.placements[k].label for k in order]
