@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from tillsight._native import native_stderr_to_log
+from tillsight.bundle_metrics import percent_equal
 from tillsight.datasets import iter_images
 from tillsight.errors import BackendUnavailableError, ConversionError, summarize
 from tillsight.preprocess import ColorOrder, InputSpec, preprocess
@@ -188,8 +189,9 @@ def _quantize_with_accuracy_control(nncf: Any, model: Any, calibration: Any, job
     ]
 
     def top1(compiled: Any, data: Any) -> float:
-        hits = [int(np.argmax(compiled(image)[0])) == label for image, label in data]
-        return float(np.mean(hits))
+        """The share of ``data`` the compiled model classifies right (NNCF compares fractions)."""
+        pairs = [(int(np.argmax(compiled(image)[0])), label) for image, label in data]
+        return percent_equal([p for p, _ in pairs], [label for _, label in pairs], 6) / 100.0
 
     return nncf.quantize_with_accuracy_control(
         model,

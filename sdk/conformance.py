@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from .bundle import CONFORMANCE_FILE, MANIFEST_NAME, ArtifactRecord, Bundle, read_bundle, write_manifest
+from .bundle_metrics import percent_equal
 from .classifier import Classifier, load_written
 from .datasets import ImageSet, iter_images
 from .errors import BundleError
@@ -165,5 +166,5 @@ def check_conformance(classifier: Classifier) -> ConformanceResult:
     if inputs.shape[0] == 0 or scores.shape != (inputs.shape[0], len(classifier.labels)):
         raise BundleError(f"{bundle.path / CONFORMANCE_FILE} does not fit the model's outputs; convert the bundle again")
     found = np.stack(classifier.infer_many([tensor[np.newaxis] for tensor in inputs]))
-    agreement = round(100.0 * float(np.mean(np.argmax(found, axis=-1) == top1)), 2)
+    agreement = percent_equal(np.argmax(found, axis=-1), top1, 2)
     return ConformanceResult(int(inputs.shape[0]), agreement, float(np.max(np.abs(found - scores))))
