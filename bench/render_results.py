@@ -172,11 +172,21 @@ def _footprint_section(results: dict, reference: dict) -> list[str]:
     ]
 
 
+def _latencies(pipeline: dict) -> tuple[dict, dict]:
+    """The stage latencies and frame age, in LatencyStats' form; results.json files from before 2026-12-05
+    named them stage_latency_ms and frame_age_ms, with p50/p95/p99 keys."""
+    if "stage_latency" in pipeline:
+        return pipeline["stage_latency"], pipeline["frame_age"]
+
+    def renamed(values: dict) -> dict:
+        return {f"{key}_ms": value for key, value in values.items()}
+
+    return {name: renamed(v) for name, v in pipeline["stage_latency_ms"].items()}, renamed(pipeline["frame_age_ms"])
+
+
 def _pipeline_section(pipeline: dict) -> list[str]:
-    stages = ", ".join(
-        f"{name} {values['p50_ms']:.2f}/{values['p95_ms']:.2f}" for name, values in pipeline["stage_latency"].items()
-    )
-    age = pipeline["frame_age"]
+    stage_latency, age = _latencies(pipeline)
+    stages = ", ".join(f"{name} {values['p50_ms']:.2f}/{values['p95_ms']:.2f}" for name, values in stage_latency.items())
     return [
         f"## Checkout pipeline ({pipeline['bundle']} bundle, {pipeline['threads']} threads, a video whose every frame shows a product)",
         "",
