@@ -16,18 +16,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-import sqlite3
 import threading
 import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from ..errors import BackendUnavailableError, OptionsError, SinkError
+from ..errors import BackendUnavailableError, OptionsError
 from .events import Event
+from .outbox import Outbox, default_outbox_path
 
-__all__ = ["MqttOptions", "MqttSink", "Outbox", "default_outbox_path"]
+__all__ = ["MqttOptions", "MqttSink", "mqtt_client"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,12 +35,6 @@ _BATCH = 32  # events published before waiting for their acknowledgements
 
 #: Seconds after which a broker that has not answered is said to be unreachable.
 UNREACHABLE_WARNING_S = 3.0
-
-
-def default_outbox_path() -> Path:
-    """Where the outbox lives unless told: ``$XDG_STATE_HOME/tillsight/mqtt-outbox.sqlite``."""
-    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(state) / "tillsight" / "mqtt-outbox.sqlite"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +50,7 @@ class MqttOptions:
         username: User name, or None for an anonymous broker.
         password: Password (with ``username``).
         ca_file: PEM file of the certificate authorities to trust (None: the system's).
-        outbox: The outbox file (see :func:`default_outbox_path`).
+        outbox: The outbox file (see :func:`~tillsight.pipelines.outbox.default_outbox_path`).
         keepalive: Seconds between keep-alive pings.
         reconnect_min_s: First wait before reconnecting; doubles after each failure...
         reconnect_max_s: ...up to this.
@@ -121,81 +114,6 @@ class MqttOptions:
     def address(self) -> str:
         """``mqtt://host:port/topic`` without credentials, for logs and messages."""
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}/{self.topic}"
-
-
-class Outbox:
-    """Events not yet acknowledged by the broker, in an SQLite file (WAL, synced on commit).
-
-    Safe to use from several threads; ordered by arrival; an event id is stored once.
-    """
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._holder = _lock_for_this_process(self.path)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")  # a commit is on disk before put() returns
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
-                "event_id TEXT UNIQUE NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL)"
-            )
-        except (OSError, sqlite3.Error) as exc:
-            raise SinkError(f"cannot open the MQTT outbox {self.path}: {exc}; pass a writable file with --mqtt-outbox") from exc
-        self._lock = threading.Lock()
-
-    def put(self, event_id: str, topic: str, payload: bytes) -> None:
-        """Store one event durably (a second event with the same id is ignored)."""
-        with self._lock:
-            self._db.execute(
-                "INSERT OR IGNORE INTO outbox (event_id, topic, payload) VALUES (?, ?, ?)", (event_id, topic, payload)
-            )
-
-    def oldest(self, limit: int) -> list[tuple[int, str, str, bytes]]:
-        """Up to ``limit`` events, oldest first, as ``(seq, event_id, topic, payload)``."""
-        with self._lock:
-            return self._db.execute("SELECT seq, event_id, topic, payload FROM outbox ORDER BY seq LIMIT ?", (limit,)).fetchall()
-
-    def remove(self, seq: int) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
-
-    def __len__(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-            if self._holder is not None:
-                self._holder.close()  # releases the lock (the OS releases it too if the process dies)
-                self._holder = None
-
-
-def _lock_for_this_process(path: Path) -> Any:
-    """Hold ``path.lock`` exclusively while this process uses the outbox; refuse a second user in one line.
-
-    Two kiosk processes on one outbox each counted the other's events as their own. On systems
-    without ``fcntl`` the outbox is not locked.
-    """
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        return None
-    holder = open(path.with_name(path.name + ".lock"), "a+")  # noqa: SIM115 - held until close()
-    try:
-        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        holder.seek(0)
-        other = holder.read().strip() or "another process"
-        holder.close()
-        raise SinkError(f"the MQTT outbox {path} is in use by {other}; give each kiosk process its own --mqtt-outbox") from None
-    holder.seek(0)
-    holder.truncate()
-    holder.write(f"process {os.getpid()}")
-    holder.flush()
-    return holder
 
 
 def _paho() -> Any:

@@ -14,7 +14,8 @@ import pytest
 
 from tillsight.demo import ASSETS, demo_script
 from tillsight.pipelines.events import ProductRecognized
-from tillsight.pipelines.mqtt import MqttOptions, MqttSink, Outbox
+from tillsight.pipelines.mqtt import MqttOptions, MqttSink
+from tillsight.pipelines.outbox import Outbox
 
 from .broker import Broker, Consumer, free_port, needs_mosquitto, needs_paho
 

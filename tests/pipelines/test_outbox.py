@@ -11,11 +11,12 @@ import pytest
 from tillsight import cli
 from tillsight.demo import ASSETS
 from tillsight.errors import OptionsError, SinkError
-from tillsight.pipelines.mqtt import MqttOptions, Outbox
+from tillsight.pipelines.mqtt import MqttOptions
+from tillsight.pipelines.outbox import Outbox
 
 HOLD = textwrap.dedent("""
     import sys, time
-    from tillsight.pipelines.mqtt import Outbox
+    from tillsight.pipelines.outbox import Outbox
     outbox = Outbox(sys.argv[1])
     outbox.put("a", "t", b"1")
     print("held", flush=True)
