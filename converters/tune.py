@@ -49,6 +49,7 @@ from ..errors import DataError, TillsightError, summarize
 from ..profiles import FINETUNE_EPOCHS, Profile, PruningMode, load_profile
 from ..signing import load_private_key, sign_bundle
 from ..staging import check_output_folder, staged_directory
+from .tune_clock import Clock, forward_seconds, skip_reason
 from .tune_report import write_report
 from .tune_space import (
     STUDENT,
@@ -73,64 +74,6 @@ __all__ = [
 ]  # the types: tune_space
 
 logger = logging.getLogger(__name__)
-
-#: A training step costs about this many inference passes (forward, backward, update).
-TRAINING_PASSES = 3.0
-
-
-class _Clock:
-    """The time budget, and the estimates that decide whether a candidate can still start.
-
-    A candidate costs what int8 cost (conversion, evaluation, measurement) plus its training:
-    the teacher once per fine-tuning photo and view (distillation), then ``epochs`` passes of
-    training steps, each about :data:`TRAINING_PASSES` forward passes of the model, scaled by the
-    student's pixel count. The forward pass is timed on the model itself before the search;
-    after each training candidate the measured time per photo and epoch replaces the guess.
-    """
-
-    def __init__(self, budget_s: float, finetune_images: int, forward_s: float, base_s: float = 0.0):
-        self.started = time.monotonic()
-        self.budget_s = budget_s
-        self.finetune_images = finetune_images
-        self.forward_s = forward_s  # one photo through the float model, batched
-        self.base_s = base_s  # convert + evaluate + measure, from int8
-        self.step_s = TRAINING_PASSES * forward_s  # one photo through one training step
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-    def learn_training(self, candidate: Candidate, seconds: float, input_size: tuple[int, int]) -> None:
-        trained = seconds - self.base_s - self._teacher_s(candidate)
-        if candidate.epochs and trained > 0:
-            self.step_s = trained / (candidate.epochs * self.finetune_images * self._pixels(candidate, input_size))
-
-    def estimate(self, candidate: Candidate, input_size: tuple[int, int]) -> float:
-        steps = candidate.epochs * self.finetune_images * self.step_s * self._pixels(candidate, input_size)
-        return self.base_s + self._teacher_s(candidate) + steps
-
-    def _teacher_s(self, candidate: Candidate) -> float:
-        distilled = candidate.kind in (CandidateKind.CHANNELS, CandidateKind.STUDENT)
-        return 2 * self.finetune_images * self.forward_s if distilled else 0.0
-
-    @staticmethod
-    def _pixels(candidate: Candidate, input_size: tuple[int, int]) -> float:
-        if candidate.student_size is None or not all(input_size):
-            return 1.0
-        return (candidate.student_size[0] * candidate.student_size[1]) / (input_size[0] * input_size[1])
-
-
-def forward_seconds(model: str | Path, options: ConversionOptions, input_size: tuple[int, int], batch: int = 16) -> float:
-    """Seconds one photo takes through the float model in a batch (timed after a warm-up)."""
-    import numpy as np
-
-    from .source import load_source_model
-
-    source = load_source_model(model, options.allow_unsafe_model)
-    images = np.random.default_rng(0).uniform(0, 255, (batch, *input_size, 3)).astype(np.float32)
-    source.predict(images[:2])
-    started = time.perf_counter()
-    source.predict(images)
-    return (time.perf_counter() - started) / batch
 
 
 def tune(
@@ -200,7 +143,7 @@ def tune(
     float_top1 = manifest.metrics.accuracy.float_top1 if manifest.metrics.accuracy else None
     input_size = (manifest.input.height, manifest.input.width)
     base_s = time.monotonic() - started
-    clock = _Clock(search.time_budget_s - base_s, finetune_images, forward_seconds(model, options, input_size), base_s)
+    clock = Clock(search.time_budget_s - base_s, finetune_images, forward_seconds(model, options, input_size), base_s)
     space = search_space(
         input_size,
         qat_epochs,
@@ -214,7 +157,7 @@ def tune(
     winner = results[0] if results[0].meets_budget and first_fit else None
     _report(on_result, results[0], 1, len(space))
     for number, candidate in enumerate(space[1:], start=2):
-        skip = _skip_reason(candidate, results, winner, clock, input_size)
+        skip = skip_reason(candidate, results, winner, clock, input_size)
         if skip:
             result = CandidateResult(candidate, CandidateStatus.SKIPPED, skip)
         else:
@@ -267,29 +210,6 @@ def _report(
     logger.info("tune %s: %s, %s", result.candidate.name, result.status.value, result.note)
     if on_result is not None:
         on_result(result, number, total)
-
-
-def _skip_reason(
-    candidate: Candidate,
-    results: Sequence[CandidateResult],
-    winner: CandidateResult | None,
-    clock: _Clock,
-    input_size: tuple[int, int],
-) -> str:
-    """Why ``candidate`` is not worth its time, or "" to try it."""
-    if winner is not None:
-        return f"{winner.candidate.name} already meets the budget within the drop tolerance"
-    int8 = results[0]
-    if candidate.kind is CandidateKind.QAT and int8.resource_misses:
-        return f"same int8 graph as int8, which misses {'; '.join(int8.resource_misses)}"
-    milder = [r for r in results if r.candidate.kind is candidate.kind and r.status is CandidateStatus.MEASURED]
-    if candidate.kind in (CandidateKind.CHANNELS, CandidateKind.STUDENT) and milder and milder[-1].drop_misses:
-        return f"compresses more than {milder[-1].candidate.name}, which already loses {milder[-1].top1_drop:.2f} points"
-    left = clock.budget_s - clock.elapsed()
-    needed = clock.estimate(candidate, input_size)
-    if needed > left:
-        return f"needs about {needed / 60:.1f} min, {max(0.0, left) / 60:.1f} min of the time budget left"
-    return ""
 
 
 def _build(

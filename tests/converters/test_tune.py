@@ -173,7 +173,8 @@ def test_candidates_that_cannot_finish_in_the_time_budget_are_skipped_and_listed
 
 
 def test_candidates_that_cannot_help_are_skipped_with_the_reason():
-    from tillsight.converters.tune import CandidateResult, _Clock, _skip_reason
+    from tillsight.converters.tune import CandidateResult
+    from tillsight.converters.tune_clock import Clock, skip_reason
     from tillsight.converters.tune_space import CandidateStatus
 
     space = search_space((64, 64), 1, 1, 1)
@@ -185,14 +186,14 @@ def test_candidates_that_cannot_help_are_skipped_with_the_reason():
         resource_misses=("latency 9.00 ms > 6 ms",),
     )
     mild = CandidateResult(space[2], CandidateStatus.MEASURED, "misses drop 7.00 > 1 points", top1_drop=7.0, drop_misses=True)
-    roomy = _Clock(3600, 100, 0.001)
-    assert _skip_reason(space[1], [int8], None, roomy, (64, 64)) == "same int8 graph as int8, which misses latency 9.00 ms > 6 ms"
+    roomy = Clock(3600, 100, 0.001)
+    assert skip_reason(space[1], [int8], None, roomy, (64, 64)) == "same int8 graph as int8, which misses latency 9.00 ms > 6 ms"
     assert (
-        _skip_reason(space[3], [int8, mild], None, roomy, (64, 64))
+        skip_reason(space[3], [int8, mild], None, roomy, (64, 64))
         == "compresses more than channels-0.3, which already loses 7.00 points"
     )
-    assert _skip_reason(space[4], [int8, mild], None, roomy, (64, 64)) == ""  # a student is another road
-    assert _skip_reason(space[4], [int8], None, _Clock(60, 100, 10.0), (64, 64)).startswith("needs about ")
+    assert skip_reason(space[4], [int8, mild], None, roomy, (64, 64)) == ""  # a student is another road
+    assert skip_reason(space[4], [int8], None, Clock(60, 100, 10.0), (64, 64)).startswith("needs about ")
 
 
 @pytest.mark.integration
