@@ -5,7 +5,7 @@
 * :mod:`.batchnorm`: BatchNorm statistics a trained model can train again with.
 * :mod:`.distillation`: :func:`train_student` learns from a teacher's cached outputs, with or without labels.
 * :mod:`.qat`: quantization-aware fine-tuning: the model computes as int8 TFLite will.
-* :mod:`.students`: small architectures to distill into.
+* :mod:`.students`: small architectures to distill into, how one starts and how it trains.
 
 TensorFlow Model Optimization does the last three for Keras 2 only; these run on Keras 3.
 """
