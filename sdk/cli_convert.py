@@ -1,4 +1,6 @@
-"""The converting side's commands (``convert``, ``tune``, ``distill``): parsing results into options, one call, exit codes."""
+"""The converting side's commands (``convert``, ``tune``, ``distill``): parsing results into options, one call, exit codes.
+
+Their arguments are in :mod:`.cli_convert_args`, which the parser imports without the converting side."""
 
 from __future__ import annotations
 
