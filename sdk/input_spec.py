@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Any
 
 from .errors import OptionsError
 from .profiles import ResizeMode, crop_problem
@@ -66,38 +65,3 @@ class InputSpec:
             raise OptionsError(f"input dtype must be uint8, int8 or float32, got {self.dtype}")
         if self.dtype != "float32" and self.scale <= 0:
             raise OptionsError(f"a {self.dtype} input needs a positive quantization scale")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form recorded in the manifest."""
-        return {
-            "height": self.height,
-            "width": self.width,
-            "color_order": self.color_order.value,
-            "resize": self.resize.value,
-            "crop": self.crop,
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "dtype": self.dtype,
-            "scale": self.scale,
-            "zero_point": self.zero_point,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> InputSpec:
-        """Inverse of :meth:`to_dict`.
-
-        Raises:
-            ValueError, KeyError, TypeError: The data is malformed (callers translate it).
-        """
-        return cls(
-            height=int(data["height"]),
-            width=int(data["width"]),
-            color_order=ColorOrder(data["color_order"]),
-            resize=ResizeMode(data["resize"]),
-            crop=float(data.get("crop", 1.0)),  # bundles written before the crop fraction took the whole frame
-            mean=tuple(float(v) for v in data["mean"]),  # type: ignore[arg-type]
-            std=tuple(float(v) for v in data["std"]),  # type: ignore[arg-type]
-            dtype=str(data["dtype"]),
-            scale=float(data["scale"]),
-            zero_point=int(data["zero_point"]),
-        )

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 
+import msgspec
 import numpy as np
 import pytest
 
 from tillsight.datasets import read_image
+from tillsight.jsonfile import json_ready
 from tillsight.preprocess import ColorOrder, InputRange, InputSpec, preprocess, quantize
 from tillsight.profiles import ResizeMode
 
@@ -38,9 +40,9 @@ def test_a_crop_fraction_keeps_the_centre_of_each_side_in_every_resize_mode():
     assert np.all(preprocess(square, InputSpec(224, 224, crop=0.875)) == 200)
     assert preprocess(square, InputSpec(224, 224)).min() < 200
     spec = InputSpec(224, 224, crop=0.875)
-    assert InputSpec.from_dict(spec.to_dict()) == spec
-    old_manifest = {k: v for k, v in spec.to_dict().items() if k != "crop"}  # bundles from before the crop field
-    assert InputSpec.from_dict(old_manifest).crop == 1.0
+    assert msgspec.convert(json_ready(spec), InputSpec) == spec  # as a manifest writes and reads it
+    old_manifest = {k: v for k, v in json_ready(spec).items() if k != "crop"}  # bundles from before the crop field
+    assert msgspec.convert(old_manifest, InputSpec).crop == 1.0
     for bad in (0.0, 1.5, -0.2):
         with pytest.raises(ValueError, match="crop must be a fraction"):
             InputSpec(8, 8, crop=bad)
@@ -91,7 +93,7 @@ def test_real_photo_and_bad_inputs(grocery):
 
 def test_input_spec_round_trips_through_the_manifest_form():
     spec = InputSpec(96, 128, ColorOrder.BGR, ResizeMode.LETTERBOX, (1, 2, 3), (4, 5, 6), "int8", 0.5, -3)
-    assert InputSpec.from_dict(spec.to_dict()) == spec
+    assert msgspec.convert(json_ready(spec), InputSpec) == spec
 
 
 @pytest.mark.parametrize("color_order", ["rgb", "bgr"])
