@@ -74,11 +74,6 @@ class OutputSpec:
     zero_point: int
     activation: OutputActivation
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form recorded in the manifest."""
-        data: dict[str, Any] = json_ready(self)
-        return data
-
 
 @dataclasses.dataclass(frozen=True)
 class RuntimeSettings:
@@ -90,11 +85,6 @@ class RuntimeSettings:
     backend_fallbacks: tuple[BackendKind, ...] = ()
     device: str = ""
     options: dict[str, Any] = dataclasses.field(default_factory=dict)  # backend-specific, e.g. OpenVINO's
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form recorded in the manifest."""
-        data: dict[str, Any] = json_ready(self)
-        return data
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,7 +23,6 @@ from typing import Any
 import msgspec
 
 from .errors import ProfileError
-from .jsonfile import json_ready
 from .profile_tables import (
     FINETUNE_EPOCHS,
     Amount,
@@ -185,11 +184,6 @@ class Profile:
             return msgspec.convert({**table, "name": name, "file": file}, cls)
         except msgspec.ValidationError as exc:  # the checks of __post_init__ raise ProfileError themselves
             raise ProfileError(f"{where}: {_in_words(str(exc), table)}") from exc
-
-    def to_dict(self) -> dict[str, Any]:
-        """The profile as plain JSON-ready data (as bundle manifests record it)."""
-        plain: dict[str, Any] = json_ready(self)
-        return plain
 
 
 def _refuse_unknown_keys(cls: Any, table: dict[str, Any], where: str, prefix: str) -> None:
