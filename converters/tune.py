@@ -46,6 +46,7 @@ from ..bundle import read_bundle, write_manifest
 from ..conversion_options import ConversionOptions
 from ..datasets import read_image_set, read_labels
 from ..errors import DataError, TillsightError, summarize
+from ..jsonfile import json_ready
 from ..profiles import FINETUNE_EPOCHS, Profile, PruningMode, load_profile
 from ..signing import load_private_key, sign_bundle
 from ..staging import check_output_folder, staged_directory
@@ -361,8 +362,8 @@ def _publish(
             "winner": winner.candidate.name,
             "recipe": winner.candidate.recipe,
             "measured_on": measured_on,
-            "budget": dataclasses.asdict(budget),
-            "candidates": [r.to_dict() for r in results],  # as in tune.json
+            "budget": json_ready(budget),
+            "candidates": json_ready(results),  # as in tune.json
         }
         write_manifest(staging, dataclasses.replace(read_bundle(staging).manifest, tune=tune))
         if options.sign_key is not None:

@@ -9,7 +9,6 @@ import dataclasses
 import enum
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from ..errors import DataError, OptionsError
 from ..profiles import Profile
@@ -174,11 +173,6 @@ class CandidateResult:
     def verdict(self) -> str:
         """The note, prefixed with the status when the candidate was not measured."""
         return self.note if self.status is CandidateStatus.MEASURED else f"{self.status.value}: {self.note}"
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["candidate"] = {**data["candidate"], "kind": self.candidate.kind.value}
-        return data
 
 
 @dataclasses.dataclass(frozen=True)
