@@ -189,9 +189,10 @@ class Profile:
 def _refuse_unknown_keys(cls: Any, table: dict[str, Any], where: str, prefix: str) -> None:
     """Refuse a key that is no field of ``cls`` (or of its tables), naming the allowed ones."""
     hints = typing.get_type_hints(cls)
+    derived = ("name", "file") if not prefix else ()  # the profile's own, taken from its file name
     for key, value in table.items():
-        if key not in hints or key in ("name", "file"):
-            allowed = ", ".join(sorted(k for k in hints if k not in ("name", "file")))
+        if key not in hints or key in derived:
+            allowed = ", ".join(sorted(k for k in hints if k not in derived))
             raise ProfileError(f"{where}: unknown key '{prefix}{key}' (allowed: {allowed})")
         if dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
             _refuse_unknown_keys(hints[key], value, where, prefix=f"{prefix}{key}.")
