@@ -28,7 +28,7 @@ from .bundle_metrics import BundleMetrics, PruningMetrics, QatMetrics
 from .errors import BundleError, TillsightError
 from .input_spec import InputSpec
 from .jsonfile import json_ready, write_json_file
-from .profiles import BackendKind, Profile
+from .profiles import BackendKind, Profile, with_current_keys
 from .signing import TrustedKey, verify_signature
 
 __all__ = [
@@ -187,11 +187,7 @@ def _upgraded(data: dict[str, Any]) -> Any:
         runtime = data["runtime"]
         if "fallbacks" in runtime and "backend_fallbacks" not in runtime:
             runtime["backend_fallbacks"] = runtime.pop("fallbacks")
-        profile = data.get("profile") or None
-        if profile is not None:
-            profile.setdefault("pruning", {}).setdefault("fraction", profile["pruning"].pop("target", 0.0))
-            profile.setdefault("backend_fallbacks", profile.pop("fallbacks", []))
-        data["profile"] = profile
+        data["profile"] = with_current_keys(data["profile"], "manifest") if data.get("profile") else None
         metrics = data.get("metrics") or {}
         if isinstance(metrics.get("pruning"), dict):
             pruning = metrics["pruning"]
@@ -199,7 +195,7 @@ def _upgraded(data: dict[str, Any]) -> Any:
             metrics["pruning"] = PruningMetrics.from_report(pruning).to_dict()
         if isinstance(metrics.get("qat"), dict):
             metrics["qat"] = QatMetrics.from_report(metrics["qat"]).to_dict()
-    except (KeyError, TypeError, AttributeError, msgspec.ValidationError, ValueError):
+    except (KeyError, TypeError, AttributeError, msgspec.ValidationError, ValueError, TillsightError):
         return data  # malformed: decoding it says where
     return data
 

@@ -77,6 +77,7 @@ __all__ = [
     "Profile",
     "load_profile",
     "list_profiles",
+    "with_current_keys",
 ]
 
 PROFILE_PACKAGE = "tillsight.device_profiles"
@@ -172,13 +173,7 @@ class Profile:
         table = dict(table)
         if "name" in table or "file" in table:
             raise ProfileError(f"{where}: 'name' and 'file' are taken from the file name; remove the key")
-        _rename_old_keys(table, where, "", {"fallbacks": "backend_fallbacks"})
-        if isinstance(table.get("quantization"), dict):
-            table["quantization"] = dict(table["quantization"])
-            _rename_old_keys(table["quantization"], where, "quantization.", _OLD_QUANTIZATION_KEYS)
-        if isinstance(table.get("pruning"), dict):
-            table["pruning"] = dict(table["pruning"])
-            _rename_old_keys(table["pruning"], where, "pruning.", {"target": "fraction"})
+        table = with_current_keys(table, where)
         _refuse_unknown_keys(cls, table, where, prefix="")
         try:
             return msgspec.convert({**table, "name": name, "file": file}, cls)
@@ -244,6 +239,22 @@ def _hint_at(cls: Any, parts: list[str]) -> Any:
 
 #: Keys renamed so that one concept has one name (images, as ConversionOptions and the CLI say); the old ones are still read.
 _OLD_QUANTIZATION_KEYS = {"calibration_samples": "calibration_images", "min_calibration_samples": "min_calibration_images"}
+
+
+def with_current_keys(table: dict[str, Any], where: str) -> dict[str, Any]:
+    """A profile's tables with every renamed key under its current name (profile files and the profile copies of
+    older manifests say ``fallbacks``, ``pruning.target``, ``quantization.calibration_samples``).
+
+    Raises:
+        ProfileError: A table gives both a key and its old name.
+    """
+    table = dict(table)
+    _rename_old_keys(table, where, "", {"fallbacks": "backend_fallbacks"})
+    for name, renamed in (("quantization", _OLD_QUANTIZATION_KEYS), ("pruning", {"target": "fraction"})):
+        if isinstance(table.get(name), dict):
+            table[name] = dict(table[name])
+            _rename_old_keys(table[name], where, f"{name}.", renamed)
+    return table
 
 
 def _rename_old_keys(table: dict[str, Any], where: str, prefix: str, renamed: dict[str, str]) -> None:

@@ -165,7 +165,10 @@ def test_a_format_1_manifest_reads_with_its_flat_training_figures_under_details(
         "prunable_channels": 10, "macs_before": 100, "macs_after": 60, "finetune": finetune, "groups": [[3, 2]],
     }  # fmt: skip
     manifest["metrics"]["qat"] = {**finetune, "activation_quantizers": 12, "finetune_source": "photos.txt"}
+    quantization = manifest["profile"]["quantization"]  # the profile copy says calibration_samples, the old name
+    quantization["calibration_samples"] += 1  # a value that is not the default
     manifest_path.write_text(json.dumps(manifest))
+    assert read_bundle(bundle).manifest.profile.quantization.calibration_images == quantization["calibration_samples"]
     metrics = read_bundle(bundle).manifest.metrics
     assert metrics.pruning.fraction == 0.3 and metrics.pruning.details == {"groups": [[3, 2]]}
     assert metrics.pruning.finetune.loss == (0.9, 0.4) and metrics.pruning.finetune.details == {"teacher_views": 2}
