@@ -9,10 +9,11 @@ The later run's rows replace the full run's; its arguments, date and run time ar
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+import msgspec
 from render_results import render_markdown
+from results_schema import BenchResults, LaterRun, load_results, results_json
 
 HERE = Path(__file__).resolve().parent
 
@@ -24,16 +25,22 @@ def main() -> None:
     parser.add_argument("--rows", nargs="+", required=True, help="top-level keys of results.json to take from the later run")
     parser.add_argument("--results-md", type=Path, default=HERE / "RESULTS.md")
     args = parser.parse_args()
-    full, later = json.loads(args.full.read_text()), json.loads(args.later.read_text())
-    if later["host"] != full["host"] or later["model"] != full["model"]:
+    full, later = load_results(args.full), load_results(args.later)
+    if later.host != full.host or later.model != full.model:
         raise SystemExit("the later run is of another host or model: its rows do not compare")
-    for row in args.rows:
-        full[row] = later[row]
-    full.setdefault("later_runs", []).append(
-        {"rows": args.rows, "date": later["date"], "wall_time_s": later["wall_time_s"], "arguments": later["arguments"]}
+    unknown = [row for row in args.rows if row not in BenchResults.__struct_fields__]
+    if unknown:
+        raise SystemExit(f"--rows: no such rows {unknown}; results.json has {', '.join(BenchResults.__struct_fields__)}")
+    merged = msgspec.structs.replace(
+        full,
+        **{row: getattr(later, row) for row in args.rows},
+        later_runs=[
+            *full.later_runs,
+            LaterRun(rows=args.rows, date=later.date, wall_time_s=later.wall_time_s, arguments=later.arguments),
+        ],
     )
-    args.full.write_text(json.dumps(full, indent=2))
-    args.results_md.write_text(render_markdown(full))
+    args.full.write_text(results_json(merged))
+    args.results_md.write_text(render_markdown(merged))
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from compression_rows import pruning_benchmark, qat_benchmark, student_benchmark  # noqa: E402
 from render_results import render_markdown  # noqa: E402
+from results_schema import BenchResults, results_json, validated  # noqa: E402
 
 import tillsight  # noqa: E402
 from tillsight.datasets import iter_images, read_image_set, read_labels  # noqa: E402
@@ -268,9 +269,15 @@ def baseline_rows(model, inputs: np.ndarray, truth: np.ndarray, calibration: np.
     return {"baselines": rows, "plain_int8_gzip_bytes": gzip_size}
 
 
-def write_outputs(args: argparse.Namespace, results: dict, model_name: str) -> None:
-    """results.json, results.md and the plot under OUT; RESULTS.md and its plot in bench/."""
-    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+def write_outputs(args: argparse.Namespace, assembled: dict, model_name: str) -> None:
+    """results.json, results.md and the plot under OUT; RESULTS.md, its results.json and its plot in bench/.
+
+    The assembled rows are checked against ``results_schema`` first: a row that lost or renamed a figure
+    the report reads stops the run here, with the figure's path, before anything is written.
+    """
+    results = validated(assembled)
+    text = results_json(results)
+    (args.out / "results.json").write_text(text)
     plot = plot_accuracy_latency(
         plot_points(results), args.out / "accuracy_latency.png", f"grocery {model_name}, held-out val photos"
     )
@@ -280,10 +287,9 @@ def write_outputs(args: argparse.Namespace, results: dict, model_name: str) -> N
     markdown = render_markdown(results)
     (args.out / "results.md").write_text(markdown)
     args.results_md.write_text(markdown)
+    args.results_md.with_name("results.json").write_text(text)  # what RESULTS.md is rendered from
     print(markdown)
-    print(
-        f"wrote {args.out / 'results.json'}, {committed_plot} and {args.results_md} in {results['wall_time_s'] / 60:.1f} minutes"
-    )
+    print(f"wrote {args.out / 'results.json'}, {committed_plot} and {args.results_md} in {results.wall_time_s / 60:.1f} minutes")
 
 
 def profile_rows(args: argparse.Namespace, model_path: Path, labels_path: Path, sample_image: Path) -> list[dict]:
@@ -358,23 +364,17 @@ def compression_rows(args: argparse.Namespace, model_path: Path, labels_path: Pa
     return rows
 
 
-def plot_points(results: dict) -> list[tuple[str, float, float, int]]:
+def plot_points(results: BenchResults) -> list[tuple[str, float, float, int]]:
     """(label, p50 ms, top-1, bytes) of every bundle and baseline, for the accuracy-latency plot."""
-    reference = next(b for b in results["bundles"] if b["name"] == results["pipeline"]["bundle"])
-    points = [(b["name"], b["process"]["p50_ms"], b["converted_top1"], b["model_bytes"]) for b in results["bundles"]]
-    points += [(r["name"], r["p50_ms"], r["top1"], r["bytes"]) for r in results["baselines"]]
-    points += [
-        (f"{r['profile']} {r['setting']}", r["process"]["p50_ms"], r["converted_top1"], r["model_bytes"])
-        for r in results.get("pruning", [])
-    ]
-    if "qat" in results:
-        qat = results["qat"]
-        points.append((f"{reference['name']} QAT", qat["process"]["p50_ms"], qat["converted_top1"], reference["model_bytes"]))
-    if "student" in results:
-        student = results["student"]
-        points.append(
-            (f"student {student['student']}", student["process"]["p50_ms"], student["student_int8_top1"], student["model_bytes"])
-        )
+    reference = results.reference()
+    points = [(b.name, b.process.p50_ms, b.converted_top1, b.model_bytes) for b in results.bundles]
+    points += [(r.name, r.p50_ms, r.top1, r.bytes) for r in results.baselines]
+    points += [(f"{r.profile} {r.setting}", r.process.p50_ms, r.converted_top1, r.model_bytes) for r in results.pruning]
+    if results.qat:
+        points.append((f"{reference.name} QAT", results.qat.process.p50_ms, results.qat.converted_top1, reference.model_bytes))
+    if results.student:
+        student = results.student
+        points.append((f"student {student.student}", student.process.p50_ms, student.student_int8_top1, student.model_bytes))
     return points
 
 

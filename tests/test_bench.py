@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tillsight.converters.tune_space import read_tune_record
 from tillsight.demo import ASSETS
 
@@ -30,23 +32,53 @@ def test_probe_measures_a_bundle_process_and_a_bare_interpreter_process(photos):
     assert ours["engine"].startswith("ai_edge_litert") and ours["label"] in (ASSETS / "classifier" / "manifest.json").read_text()
 
 
-def test_results_render_says_which_targets_were_missed_and_by_how_much():
+def _renderer():
+    """``render_results.render_markdown`` and ``results_schema.validated`` (bench/ is a folder of scripts)."""
     sys.path.insert(0, str(REPO / "bench"))
     try:
         from render_results import render_markdown
+        from results_schema import validated
     finally:
         sys.path.remove(str(REPO / "bench"))
-    row = {"bytes": 1e6, "top1": 30.0, "agreement": 96.0, "p50_ms": 1.0, "p95_ms": 2.0}
+    return render_markdown, validated
+
+
+def test_results_md_is_what_the_committed_results_json_renders():
+    render_markdown, validated = _renderer()
+    results = validated(json.loads((REPO / "bench" / "results.json").read_text()))
+    assert render_markdown(results) == (REPO / "bench" / "RESULTS.md").read_text(), (
+        "bench/RESULTS.md differs from what bench/results.json renders: run python bench/render_results.py "
+        "after editing ANALYSIS.md or a section file"
+    )
+
+
+def test_a_row_missing_a_figure_the_report_reads_is_refused_with_its_path():
+    import msgspec
+
+    _, validated = _renderer()
+    results = json.loads((REPO / "bench" / "results.json").read_text())
+    del results["pruning"][0]["gzip_ratio"]
+    with pytest.raises(msgspec.ValidationError, match=r"gzip_ratio.*\$\.pruning\[0\]"):
+        validated(results)
+
+
+def test_results_render_says_which_targets_were_missed_and_by_how_much():
+    render_markdown, validated = _renderer()
+    process = {"engine": "litert", "p50_ms": 0.5, "p95_ms": 0.6, "cold_start_s": 0.3, "peak_rss_mb": 70}
+    row = {"bytes": 1_000_000, "top1": 30.0, "agreement": 96.0, "p50_ms": 1.0, "p95_ms": 2.0}
     bundle = {
         "name": "raspberry-pi-4",
+        "path": "out/raspberry-pi-4",
         "backend": "tflite",
-        "model_bytes": 1e6,
-        "gzip_bytes": 8e5,
+        "threads": 4,
+        "host": "test host",
+        "model_bytes": 1_000_000,
+        "gzip_bytes": 800_000,
         "float_top1": 30.0,
         "converted_top1": 30.0,
         "top1_drop": 0.0,
         "top1_agreement": 99.5,
-        "process": {"engine": "litert", "p50_ms": 0.5, "p95_ms": 0.6, "cold_start_s": 0.3, "peak_rss_mb": 70},
+        "process": process,
         "conversion_s": 20,
     }
     results = {
@@ -62,12 +94,14 @@ def test_results_render_says_which_targets_were_missed_and_by_how_much():
             {"name": n, **row}
             for n in ("Keras float (predict)", "TFLite float", "plain TFLiteConverter int8 (200 images)", "OpenVINO FP32 (CPU)")
         ],
-        "plain_int8_gzip_bytes": 8e5,
+        "plain_int8_gzip_bytes": 800_000,
         "bundles": [bundle],
-        "bare_process": {"cold_start_s": 0.25, "peak_rss_mb": 60, "p50_ms": 0.5},
+        "bare_process": {**process, "cold_start_s": 0.25, "peak_rss_mb": 60},
         "pipeline": {
             "bundle": "raspberry-pi-4",
             "threads": 4,
+            "frames": 1000,
+            "classified": 1000,
             "fps": 100,
             "bare_bound_fps": 1000,
             "bare_inference_ms": 1.0,
@@ -80,8 +114,9 @@ def test_results_render_says_which_targets_were_missed_and_by_how_much():
         "epochs": 3,
         "profile": "raspberry-pi-4",
         "float_top1": 30.0,
-        "model_bytes": 5e5,
-        "process": {"p50_ms": 0.4},
+        "path": "out/pruned",
+        "model_bytes": 500_000,
+        "process": {**process, "p50_ms": 0.4},
         "top1_agreement": 90.0,
         "finetune_s": 100,
         "conversion_s": 120,
@@ -94,7 +129,7 @@ def test_results_render_says_which_targets_were_missed_and_by_how_much():
             "pruned_top1": 29.0,
             "converted_top1": 28.5,
             "drop_vs_unpruned_float": 1.5,
-            "gzip_bytes": 4e5,
+            "gzip_bytes": 400_000,
             "gzip_ratio": 0.5,
             "latency_ratio": 0.8,
             "macs_ratio": 0.3,
@@ -106,7 +141,7 @@ def test_results_render_says_which_targets_were_missed_and_by_how_much():
             "pruned_top1": 29.0,
             "converted_top1": 28.0,
             "drop_vs_unpruned_float": 2.0,
-            "gzip_bytes": 5.6e5,
+            "gzip_bytes": 560_000,
             "gzip_ratio": 0.7,
             "latency_ratio": 1.0,
             "macs_ratio": None,
@@ -119,7 +154,7 @@ def test_results_render_says_which_targets_were_missed_and_by_how_much():
             "pruned_top1": 29.5,
             "converted_top1": 29.0,
             "drop_vs_unpruned_float": 1.0,
-            "gzip_bytes": 4e5,
+            "gzip_bytes": 400_000,
             "gzip_ratio": 0.5,
             "latency_ratio": 0.8,
             "macs_ratio": 0.3,
@@ -132,7 +167,7 @@ def test_results_render_says_which_targets_were_missed_and_by_how_much():
             "pruned_top1": 28.5,
             "converted_top1": 28.2,
             "drop_vs_unpruned_float": 1.8,
-            "gzip_bytes": 6e5,
+            "gzip_bytes": 600_000,
             "gzip_ratio": 0.7,
             "latency_ratio": 0.65,
             "macs_ratio": 0.5,
@@ -153,7 +188,10 @@ def test_results_render_says_which_targets_were_missed_and_by_how_much():
         "top1_agreement": 98.0,
         "reference_agreement": 95.0,
         "qat_s": 60,
-        "process": {"p50_ms": 0.5},
+        "path": "out/qat",
+        "conversion_s": 100,
+        "latency_ratio": 1.0,
+        "process": process,
     }
     results["student"] = {
         "student": "mobilenetv3-small",
@@ -164,11 +202,15 @@ def test_results_render_says_which_targets_were_missed_and_by_how_much():
         "student_int8_top1": 25.0,
         "teacher_parameters": 800000,
         "student_parameters": 500000,
-        "process": {"p50_ms": 0.2},
+        "profile": "raspberry-pi-4",
+        "path": "out/student",
+        "teacher_agreement": 80.0,
+        "model_bytes": 300_000,
+        "process": {**process, "p50_ms": 0.2},
         "latency_ratio": 0.4,
         "distill_s": 300,
     }
-    text = render_markdown(results)
+    text = render_markdown(validated(results))  # checked as run_benchmarks.py checks its rows before writing them
     # distillation halves the points lost (1.5 -> 1.0 is a third: missed); the distilled row is not judged as plain pruning
     assert (
         "recovers >= half of the points channels:0.5 loses without it (same epochs): MISSED (33% (1.50 -> 1.00 points lost))"
