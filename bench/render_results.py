@@ -67,11 +67,16 @@ def _header(results: BenchResults) -> list[str]:
 def _later_rows(results: BenchResults) -> list[str]:
     """Rows re-measured by a later run of the same script on the same host, merged in by ``bench/merge_rows.py``."""
     return [
-        f"The {', '.join(later.rows)} rows come from a later run on the same host and model ({later.date}, "
+        f"The {', '.join(_row_name(row) for row in later.rows)} rows come from a later run on the same host and model ({later.date}, "
         f"{later.wall_time_s / 60:.1f} minutes, with its own post-training int8 reference measured again): "
         f"`python bench/run_benchmarks.py {' '.join(later.arguments)}`."
         for later in results.later_runs
     ]
+
+
+def _row_name(row: str) -> str:
+    """``qat`` as it is; ``pruning:unstructured`` (one pruning row) as ``unstructured pruning``."""
+    return f"{row.split(':', 1)[1]} pruning" if row.startswith("pruning:") else row
 
 
 def _baselines_section(results: BenchResults) -> list[str]:
