@@ -7,12 +7,16 @@ gzip size, and latency in a process that runs only the bundle.
 Training results are noisy: every setting that trains runs once per seed (``--seeds``, the
 conversion's ``seed``), and a row holds the median of each accuracy figure, every seed's
 figures beside it (``runs``) for the spread. A setting that trains nothing (one-shot
-unstructured pruning) computes the same model for every seed and runs once. The bundle's
-structure is the same for every seed, so latency and size are measured on the first.
+unstructured pruning) computes the same model from the same calibration images; what moves
+its result is which images those are, so its "seeds" draw them: seed 0 calibrates on the train
+list as it is, each other seed on the same photos in an order shuffled by it (the conversion
+takes the first ``calibration_images`` spread over the classes). The bundle's structure is the
+same for every seed, so latency and size are measured on the first.
 """
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -92,8 +96,10 @@ def pruning_benchmark(
         trained = epochs if epochs is not None else PruningOptions.from_spec(spec).epochs
 
         def run(seed: int, measure: bool, name: str = name, spec: str = spec, trained: int = trained) -> dict:
+            folder = out / f"{name}-seed{seed}"
+            calibration = data / "train.txt" if trained or not seed else _shuffled_list(data / "train.txt", seed, folder)
             bundle, seconds = _convert_trained(
-                model, reference["name"], data, labels, out / f"{name}-seed{seed}",
+                model, reference["name"], data, labels, folder, calibration=calibration,
                 prune=spec, finetune_epochs=trained, distill=name in distilled, crop=crop, seed=seed,
             )  # fmt: skip
             process = measure_process(bundle.path) if measure else None
@@ -101,16 +107,30 @@ def pruning_benchmark(
             print(f"pruning {name} ({spec}) seed {seed}: top-1 {row['converted_top1']}%, {seconds:.0f} s", flush=True)
             return row
 
-        rows.append(over_seeds(run, seeds if trained else seeds[:1]))
+        rows.append(over_seeds(run, seeds))
     return rows
 
 
-def _convert_trained(model: Path, profile: str, data: Path, labels: Path, out: Path, **options) -> tuple:
-    """``tillsight.convert`` for ``profile`` calibrated and fine-tuned on the train photos, evaluated on val, with the
-    conversion's ``options`` (accuracy drops allowed: the rows report them); the bundle and the seconds it took."""
+def _shuffled_list(listing: Path, seed: int, folder: Path) -> Path:
+    """The list file's photos in an order shuffled by ``seed``, written under ``folder`` with absolute paths."""
+    lines = [line for line in listing.read_text().splitlines() if line.strip()]
+    random.Random(seed).shuffle(lines)
+    folder.mkdir(parents=True, exist_ok=True)
+    shuffled = folder / f"calibration-seed{seed}.txt"
+    absolute = [",".join([str((listing.parent / line.split(",")[0].strip()).resolve()), *line.split(",")[1:]]) for line in lines]
+    shuffled.write_text("\n".join(absolute) + "\n")
+    return shuffled
+
+
+def _convert_trained(
+    model: Path, profile: str, data: Path, labels: Path, out: Path, calibration: Path | None = None, **options
+) -> tuple:
+    """``tillsight.convert`` for ``profile`` calibrated (default: on the train photos) and fine-tuned on the train photos,
+    evaluated on val, with the conversion's ``options`` (accuracy drops allowed: the rows report them); the bundle and
+    the seconds it took."""
     started = time.monotonic()
     bundle = tillsight.convert(
-        model, profile, calibration=data / "train.txt", evaluation=data / "val.txt", labels=labels, out=out,
+        model, profile, calibration=calibration or data / "train.txt", evaluation=data / "val.txt", labels=labels, out=out,
         finetune=data / "train.txt",
         options=tillsight.ConversionOptions.for_profile(profile, allow_accuracy_drop=True, **options),
     )  # fmt: skip

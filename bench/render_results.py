@@ -236,6 +236,14 @@ def _pruning_section(rows: list[PruningRow], reference: BundleRow) -> list[str]:
         "",
         "Against the unpruned int8 bundle of the same profile above (latency measured the same way, same run).",
         "One-shot s: choosing and compensating the cuts on the calibration images; fine-tune s: the recovery training.",
+        *(
+            [
+                "A row that trains nothing (0 epochs) over several seeds: each seed draws its calibration images (the train list "
+                "shuffled by the seed; seed 0 as it is), what moves a one-shot result."
+            ]
+            if any(row.epochs == 0 and len(row.runs) > 1 for row in rows)
+            else []
+        ),
         "",
         _row(
             [
