@@ -16,6 +16,9 @@ SparseGPT (Frantar & Alistarh, 2023) solves layer by layer does better with no t
 
 Depthwise kernels and layers with few inputs per output (the stem on the image) are left dense:
 they hold a small share of the weights and each of their weights carries much of its channel.
+So is a layer the calibration images give fewer samples than twice its inputs (a classifier
+reading 1,280 pooled features gets one sample per image): its ``X Xᵀ`` is rank-deficient, and
+both the refit and the compensation would fit those images rather than the layer.
 The other layers share the zeros so that the whole model reaches the target sparsity.
 """
 
@@ -29,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from .._tf import keras
-from ..layer_inputs import LayerInputs, kernel_layer, walk
+from ..layer_inputs import LayerInputs, Moments, kernel_layer, walk
 from ..weight_rounding import inverse_cholesky
 from .magnitude import prunable_kernels
 from .reconstruction import LinearLayer, augmented, refit
@@ -37,11 +40,13 @@ from .reconstruction import LinearLayer, augmented, refit
 __all__ = [
     "MAX_LAYER_SPARSITY",
     "MIN_COLUMNS",
+    "MIN_SAMPLES_PER_COLUMN",
     "SPARSITY_LEVELS",
     "measured_sparsity",
     "one_shot_sparsity",
     "sparse_rows",
     "sparsified",
+    "too_few_samples",
 ]
 
 logger = logging.getLogger(__name__)
@@ -50,6 +55,10 @@ logger = logging.getLogger(__name__)
 MIN_COLUMNS = 64
 #: No layer loses more than this share of its weights, whatever the target.
 MAX_LAYER_SPARSITY = 0.9
+#: A layer is tried (and may lose weights) only with at least this many calibration samples per input column:
+#: with fewer, ``X Xᵀ`` is rank-deficient and the compensation fits the calibration images instead of the
+#: layer (a classifier reading 1,280 features sees one sample per image).
+MIN_SAMPLES_PER_COLUMN = 2
 #: The sparsities each layer is tried at alone by :func:`measured_sparsity`.
 SPARSITY_LEVELS = (0.3, 0.45, 0.6, 0.75, 0.9)
 _BLOCK = 128
@@ -60,6 +69,11 @@ def sparsified(layer: Any) -> bool:
     if not kernel_layer(layer) or isinstance(layer, keras.layers.DepthwiseConv2D):
         return False
     return int(np.prod(layer.kernel.shape[:-1])) >= MIN_COLUMNS
+
+
+def too_few_samples(moments: Moments, view: LinearLayer) -> bool:
+    """Whether the calibration gave fewer than :data:`MIN_SAMPLES_PER_COLUMN` samples per input column of the layer."""
+    return moments.count < MIN_SAMPLES_PER_COLUMN * view.rows().shape[1]
 
 
 def sparse_rows(rows: np.ndarray, hessian: np.ndarray, sparsity: float, frozen_columns: int = 0) -> np.ndarray:
@@ -145,7 +159,11 @@ def one_shot_sparsity(
         nonlocal pruned
         view, reference = LinearLayer.of(found.layer), LinearLayer.of(found.reference)
         with_bias = view.has_bias
-        inputs, cross = augmented(found.moments(), with_bias)
+        moments = found.moments()
+        if too_few_samples(moments, view):  # a refit would fit the calibration images, not the layer: left as it is
+            shares[found.layer.name] = 0.0
+            return
+        inputs, cross = augmented(moments, with_bias)
         start, target_rows = view.rows(), reference.rows()
         if with_bias:
             start, target_rows = np.hstack([start, view.bias()[:, None]]), np.hstack([target_rows, reference.bias()[:, None]])
@@ -182,11 +200,16 @@ def measured_sparsity(model: Any, images: np.ndarray, target: float, damage: Cal
     """
     total = sum(int(np.prod(kernel.shape)) for _, kernel in prunable_kernels(model))
     trials: dict[int, tuple[int, list[float]]] = {}
+    dense: list[str] = []
 
     def visit(found: LayerInputs) -> None:
         view = LinearLayer.of(found.layer)
         with_bias = view.has_bias
-        inputs, _ = augmented(found.moments(), with_bias)
+        moments = found.moments()
+        if too_few_samples(moments, view):
+            dense.append(found.layer.name)
+            return
+        inputs, _ = augmented(moments, with_bias)
         start = np.hstack([view.rows(), view.bias()[:, None]]) if with_bias else view.rows()
         damages = []
         for level in SPARSITY_LEVELS:
@@ -197,6 +220,13 @@ def measured_sparsity(model: Any, images: np.ndarray, target: float, damage: Cal
         trials[id(found.layer)] = (int(np.prod(found.layer.kernel.shape)), damages)
 
     walk(model, images, visit, sparsified)
+    if dense:
+        logger.info(
+            "unstructured: %s left dense: fewer than %d calibration samples per input (more calibration images would let "
+            "them lose weights)",
+            ", ".join(dense),
+            MIN_SAMPLES_PER_COLUMN,
+        )
     taken = dict.fromkeys(trials, 0)  # levels taken per layer
     shares = dict.fromkeys(trials, 0.0)
     zeros, wanted = 0.0, target * total

@@ -16,6 +16,12 @@ def _eval_inputs(photos: PhotoSplit, count: int = 12) -> np.ndarray:
     return inputs
 
 
+def _train_inputs(photos: PhotoSplit, count: int) -> np.ndarray:
+    lines = photos.train_list.read_text().splitlines()[:count]
+    inputs, _, _ = load_photos([(Path(line.split(",")[0]), int(line.split(",")[1])) for line in lines])
+    return inputs
+
+
 def _randomize_batchnorm(model) -> None:
     """Give BatchNorm layers non-trivial statistics, as a trained model has."""
     import keras
@@ -396,7 +402,7 @@ def test_measured_unstructured_scope_puts_zeros_where_the_outputs_change_least(p
     kernel, bias = model.get_layer("conv0").get_weights()
     kernel[..., 32:], bias[32:] = kernel[..., :32], bias[:32]
     model.get_layer("conv0").set_weights([kernel, bias])
-    images = _eval_inputs(photos)
+    images = _train_inputs(photos, 160)  # 160 samples for the classifier's 64 inputs: enough to refit it
     base = PruningOptions.from_spec("unstructured:0.5", base=PruningOptions(finetune_epochs=0))
     original = model.predict(images, verbose=0)
     results = {
@@ -408,6 +414,37 @@ def test_measured_unstructured_scope_puts_zeros_where_the_outputs_change_least(p
     assert results[PruningScope.MEASURED].report["sparsity"] >= 0.5 - 1e-3
     change = {scope: np.square(r.model.predict(images, verbose=0) - original).mean() for scope, r in results.items()}
     assert change[PruningScope.MEASURED] < 0.5 * change[PruningScope.LAYER], change
+
+
+@requires_keras
+@pytest.mark.parametrize("scope", ["layer", "measured"])
+def test_a_layer_with_fewer_calibration_samples_than_twice_its_inputs_is_left_as_it_is(photos: PhotoSplit, scope):
+    """12 images give the classifier 12 samples for 64 inputs: a least-squares refit would fit those 12 images, not
+    the layer, so its weights stay exactly as they were; the convolution (thousands of positions) loses its zeros."""
+    import dataclasses
+
+    import keras
+
+    from tillsight.bundle import OutputActivation
+    from tillsight.converters.pruning import prune
+    from tillsight.profiles import PruningOptions, PruningScope
+
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(64, 3, strides=2, padding="same", activation="relu", name="conv0")(
+        keras.layers.Rescaling(1 / 255)(inputs)
+    )
+    x = keras.layers.Conv2D(64, 1, activation="relu", name="conv_wide")(x)
+    model = keras.Model(inputs, keras.layers.Dense(4, name="scores")(keras.layers.GlobalAveragePooling2D()(x)))
+    options = dataclasses.replace(
+        PruningOptions.from_spec("unstructured:0.5", base=PruningOptions(finetune_epochs=0)), scope=PruningScope(scope)
+    )
+    result = prune(model, options, None, OutputActivation.SOFTMAX_ADDED, images=_eval_inputs(photos, 12))
+    before, after = model.get_layer("scores").get_weights(), result.model.get_layer("scores").get_weights()
+    for original, kept in zip(before, after, strict=True):
+        np.testing.assert_array_equal(kept, original)
+    assert result.report["one_shot"]["layer_sparsity"]["scores"] == 0.0
+    assert np.mean(result.model.get_layer("conv_wide").get_weights()[0] == 0) > 0.4
 
 
 @requires_keras
