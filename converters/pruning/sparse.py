@@ -154,6 +154,7 @@ def one_shot_sparsity(
     uniform = _layer_sparsity(model, target) if per_layer is None else None
     pruned = 0
     shares: dict[str, float] = {}
+    dense: list[str] = []
 
     def visit(found: LayerInputs) -> None:
         nonlocal pruned
@@ -162,6 +163,7 @@ def one_shot_sparsity(
         moments = found.moments()
         if too_few_samples(moments, view):  # a refit would fit the calibration images, not the layer: left as it is
             shares[found.layer.name] = 0.0
+            dense.append(found.layer.name)
             return
         inputs, cross = augmented(moments, with_bias)
         start, target_rows = view.rows(), reference.rows()
@@ -175,6 +177,13 @@ def one_shot_sparsity(
         pruned += 1
 
     walk(model, images, visit, sparsified, reference=original)
+    if dense and per_layer is None:  # the measured scope said so when it chose the shares
+        logger.warning(
+            "unstructured: %s left as they are (fewer than %d calibration samples per input), so the model has fewer "
+            'zeros than asked; more calibration images, or scope = "measured", which shares them out among the rest',
+            ", ".join(dense),
+            MIN_SAMPLES_PER_COLUMN,
+        )
     seconds = round(time.perf_counter() - started, 1)
     logger.info("one-shot sparsity: %d layers on %d images in %.1f s", pruned, len(images), seconds)
     return {"method": "obs", "layer_sparsity": shares, "layers": pruned, "images": int(len(images)), "seconds": seconds}
