@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from typing import Any
+from typing import Any, ClassVar
 
 __all__ = ["ProductRecognized", "UnknownProduct", "Event", "event_id"]
 
@@ -21,8 +21,30 @@ def event_id(kind: str, source_id: str, first_seen: float, lane: str = "") -> st
     return str(uuid.uuid5(_EVENT_NAMESPACE, f"{kind}|{lane}|{source_id}|{first_seen:.6f}"))
 
 
+class _ItemEvent:
+    """What every event about an item on the tray shares: its id, and its JSON form."""
+
+    kind: ClassVar[str]
+    source_id: str
+    first_seen: float
+    lane: str
+
+    @property
+    def event_id(self) -> str:
+        """Unique per item presence and source; the same again when a recording is replayed."""
+        return event_id(self.kind, self.source_id, self.first_seen, self.lane)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form: the event kind and id first, then the fields."""
+        return {"event": self.kind, "id": self.event_id, **self._fields()}
+
+    def _fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = dataclasses.asdict(self)  # type: ignore[call-overload]  # every subclass is a dataclass
+        return fields
+
+
 @dataclasses.dataclass(frozen=True)
-class ProductRecognized:
+class ProductRecognized(_ItemEvent):
     """One item on the tray, recognized by a clear majority of recent frames.
 
     Attributes:
@@ -47,20 +69,11 @@ class ProductRecognized:
     bundle_version: str = ""
     model_sha256: str = ""
 
-    kind = "product_recognized"
-
-    @property
-    def event_id(self) -> str:
-        """Unique per item presence and source; the same again when a recording is replayed."""
-        return event_id(self.kind, self.source_id, self.first_seen, self.lane)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form: the event kind and id first, then the fields."""
-        return {"event": self.kind, "id": self.event_id, **dataclasses.asdict(self)}
+    kind: ClassVar[str] = "product_recognized"
 
 
 @dataclasses.dataclass(frozen=True)
-class UnknownProduct:
+class UnknownProduct(_ItemEvent):
     """An item stayed on the tray without any label winning the vote: staff should look.
 
     Attributes:
@@ -83,18 +96,12 @@ class UnknownProduct:
     bundle_version: str = ""
     model_sha256: str = ""
 
-    kind = "unknown_product"
+    kind: ClassVar[str] = "unknown_product"
 
-    @property
-    def event_id(self) -> str:
-        """Unique per item presence and source; the same again when a recording is replayed."""
-        return event_id(self.kind, self.source_id, self.first_seen, self.lane)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form: the event kind and id first, then the fields."""
+    def _fields(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["candidates"] = [{"label": label, "votes": votes} for label, votes in self.candidates]
-        return {"event": self.kind, "id": self.event_id, **data}
+        return data
 
 
 Event = ProductRecognized | UnknownProduct
