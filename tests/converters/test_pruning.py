@@ -380,25 +380,30 @@ def test_reconstruction_criterion_removes_channels_the_others_can_stand_in_for(p
     assert error[ChannelCriterion.RECONSTRUCTION] < 0.5 * error[ChannelCriterion.L1], error
 
 
+def _wide_conv_model(seed: int):
+    """``Rescaling -> conv0 (3x3, 64) -> conv_wide (1x1, 64) -> pooling -> scores (Dense 4)``, seeded."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(64, 3, strides=2, padding="same", activation="relu", name="conv0")(
+        keras.layers.Rescaling(1 / 255)(inputs)
+    )
+    x = keras.layers.Conv2D(64, 1, activation="relu", name="conv_wide")(x)
+    return keras.Model(inputs, keras.layers.Dense(4, name="scores")(keras.layers.GlobalAveragePooling2D()(x)))
+
+
 @requires_keras
 def test_measured_unstructured_scope_puts_zeros_where_the_outputs_change_least(photos: PhotoSplit):
     """conv_wide reads 32 channels twice over (zeros there are free once compensated); the classifier reads each
     feature once. The measured scope zeroes conv_wide more and moves the outputs less than the same share everywhere."""
     import dataclasses
 
-    import keras
-
     from tillsight.bundle import OutputActivation
     from tillsight.converters.pruning import prune
     from tillsight.profiles import PruningOptions, PruningScope
 
-    keras.utils.set_random_seed(4)
-    inputs = keras.Input((SIZE, SIZE, 3))
-    x = keras.layers.Conv2D(64, 3, strides=2, padding="same", activation="relu", name="conv0")(
-        keras.layers.Rescaling(1 / 255)(inputs)
-    )
-    x = keras.layers.Conv2D(64, 1, activation="relu", name="conv_wide")(x)
-    model = keras.Model(inputs, keras.layers.Dense(4, name="scores")(keras.layers.GlobalAveragePooling2D()(x)))
+    model = _wide_conv_model(4)
     kernel, bias = model.get_layer("conv0").get_weights()
     kernel[..., 32:], bias[32:] = kernel[..., :32], bias[:32]
     model.get_layer("conv0").set_weights([kernel, bias])
@@ -423,19 +428,11 @@ def test_a_layer_with_fewer_calibration_samples_than_twice_its_inputs_is_left_as
     the layer, so its weights stay exactly as they were; the convolution (thousands of positions) loses its zeros."""
     import dataclasses
 
-    import keras
-
     from tillsight.bundle import OutputActivation
     from tillsight.converters.pruning import prune
     from tillsight.profiles import PruningOptions, PruningScope
 
-    keras.utils.set_random_seed(5)
-    inputs = keras.Input((SIZE, SIZE, 3))
-    x = keras.layers.Conv2D(64, 3, strides=2, padding="same", activation="relu", name="conv0")(
-        keras.layers.Rescaling(1 / 255)(inputs)
-    )
-    x = keras.layers.Conv2D(64, 1, activation="relu", name="conv_wide")(x)
-    model = keras.Model(inputs, keras.layers.Dense(4, name="scores")(keras.layers.GlobalAveragePooling2D()(x)))
+    model = _wide_conv_model(5)
     options = dataclasses.replace(
         PruningOptions.from_spec("unstructured:0.5", base=PruningOptions(finetune_epochs=0)), scope=PruningScope(scope)
     )
