@@ -18,8 +18,10 @@ Depthwise kernels and layers with few inputs per output (the stem on the image) 
 they hold a small share of the weights and each of their weights carries much of its channel.
 So is a layer the calibration images give fewer samples than twice its inputs (a classifier
 reading 1,280 pooled features gets one sample per image): its ``X Xᵀ`` is rank-deficient, and
-both the refit and the compensation would fit those images rather than the layer.
-The other layers share the zeros so that the whole model reaches the target sparsity.
+both the refit and the compensation would fit those images rather than the layer. Such a layer
+loses weights only when the other layers cannot reach the target without it (small inputs,
+few calibration images). The other layers share the zeros so that the whole model reaches the
+target sparsity.
 """
 
 from __future__ import annotations
@@ -55,9 +57,9 @@ logger = logging.getLogger(__name__)
 MIN_COLUMNS = 64
 #: No layer loses more than this share of its weights, whatever the target.
 MAX_LAYER_SPARSITY = 0.9
-#: A layer is tried (and may lose weights) only with at least this many calibration samples per input column:
-#: with fewer, ``X Xᵀ`` is rank-deficient and the compensation fits the calibration images instead of the
-#: layer (a classifier reading 1,280 features sees one sample per image).
+#: A layer with fewer calibration samples than this per input column is left as it is unless the target needs
+#: it: ``X Xᵀ`` is rank-deficient and a refit fits the calibration images instead of the layer (a classifier
+#: reading 1,280 features sees one sample per image).
 MIN_SAMPLES_PER_COLUMN = 2
 #: The sparsities each layer is tried at alone by :func:`measured_sparsity`.
 SPARSITY_LEVELS = (0.3, 0.45, 0.6, 0.75, 0.9)
@@ -154,36 +156,27 @@ def one_shot_sparsity(
     uniform = _layer_sparsity(model, target) if per_layer is None else None
     pruned = 0
     shares: dict[str, float] = {}
-    dense: list[str] = []
 
     def visit(found: LayerInputs) -> None:
         nonlocal pruned
         view, reference = LinearLayer.of(found.layer), LinearLayer.of(found.reference)
         with_bias = view.has_bias
         moments = found.moments()
-        if too_few_samples(moments, view):  # a refit would fit the calibration images, not the layer: left as it is
+        sparsity = uniform if per_layer is None else per_layer.get(id(found.reference), 0.0)
+        if not sparsity and too_few_samples(moments, view):  # a refit would fit the images, not the layer: left as it is
             shares[found.layer.name] = 0.0
-            dense.append(found.layer.name)
             return
         inputs, cross = augmented(moments, with_bias)
         start, target_rows = view.rows(), reference.rows()
         if with_bias:
             start, target_rows = np.hstack([start, view.bias()[:, None]]), np.hstack([target_rows, reference.bias()[:, None]])
         rows = refit(start, target_rows, inputs, cross, bias=with_bias)  # what earlier layers' zeros changed, won back first
-        sparsity = uniform if per_layer is None else per_layer.get(id(found.reference), 0.0)
-        shares[found.layer.name] = round(sparsity, 4)
+        shares[found.layer.name] = round(sparsity or 0.0, 4)
         rows = sparse_rows(rows, inputs, sparsity, frozen_columns=1 if with_bias else 0)
         view.set(rows[:, :-1] if with_bias else rows, rows[:, -1] if with_bias else None)
         pruned += 1
 
     walk(model, images, visit, sparsified, reference=original)
-    if dense and per_layer is None:  # the measured scope said so when it chose the shares
-        logger.warning(
-            "unstructured: %s left as they are (fewer than %d calibration samples per input), so the model has fewer "
-            'zeros than asked; more calibration images, or scope = "measured", which shares them out among the rest',
-            ", ".join(dense),
-            MIN_SAMPLES_PER_COLUMN,
-        )
     seconds = round(time.perf_counter() - started, 1)
     logger.info("one-shot sparsity: %d layers on %d images in %.1f s", pruned, len(images), seconds)
     return {"method": "obs", "layer_sparsity": shares, "layers": pruned, "images": int(len(images)), "seconds": seconds}
@@ -209,15 +202,14 @@ def measured_sparsity(model: Any, images: np.ndarray, target: float, damage: Cal
     """
     total = sum(int(np.prod(kernel.shape)) for _, kernel in prunable_kernels(model))
     trials: dict[int, tuple[int, list[float]]] = {}
-    dense: list[str] = []
+    few_samples: dict[int, str] = {}  # taken only when the other layers cannot reach the target
 
     def visit(found: LayerInputs) -> None:
         view = LinearLayer.of(found.layer)
         with_bias = view.has_bias
         moments = found.moments()
         if too_few_samples(moments, view):
-            dense.append(found.layer.name)
-            return
+            few_samples[id(found.layer)] = found.layer.name
         inputs, _ = augmented(moments, with_bias)
         start = np.hstack([view.rows(), view.bias()[:, None]]) if with_bias else view.rows()
         damages = []
@@ -229,26 +221,30 @@ def measured_sparsity(model: Any, images: np.ndarray, target: float, damage: Cal
         trials[id(found.layer)] = (int(np.prod(found.layer.kernel.shape)), damages)
 
     walk(model, images, visit, sparsified)
-    if dense:
-        logger.info(
-            "unstructured: %s left dense: fewer than %d calibration samples per input (more calibration images would let "
-            "them lose weights)",
-            ", ".join(dense),
-            MIN_SAMPLES_PER_COLUMN,
-        )
     taken = dict.fromkeys(trials, 0)  # levels taken per layer
     shares = dict.fromkeys(trials, 0.0)
     zeros, wanted = 0.0, target * total
+    allowed = set(trials) - set(few_samples)
     while zeros < wanted:
         best: tuple[float, int] | None = None
         for name, (size, damages) in trials.items():
             level = taken[name]
-            if level < len(SPARSITY_LEVELS):
+            if name in allowed and level < len(SPARSITY_LEVELS):
                 added = damages[level] - (damages[level - 1] if level else 0.0)
                 gained = size * (SPARSITY_LEVELS[level] - (SPARSITY_LEVELS[level - 1] if level else 0.0))
                 cost = max(added, 0.0) / gained
                 if best is None or cost < best[0]:
                     best = (cost, name)
+        if best is None and len(allowed) < len(trials):  # the target needs the layers with few samples too
+            allowed = set(trials)
+            logger.warning(
+                "unstructured %.0f%%: the other layers cannot reach it, so layers with fewer than %d calibration samples "
+                "per input may lose weights too (%s; more calibration images fit them better)",
+                100 * target,
+                MIN_SAMPLES_PER_COLUMN,
+                ", ".join(few_samples.values()),
+            )
+            continue
         if best is None:
             logger.warning("unstructured %.0f%%: every layer that can lose weights is at its most", 100 * target)
             break
@@ -261,4 +257,11 @@ def measured_sparsity(model: Any, images: np.ndarray, target: float, damage: Cal
         zeros += step
         shares[name] = SPARSITY_LEVELS[taken[name]]
         taken[name] += 1
+    left = [name for layer, name in few_samples.items() if not shares[layer]]
+    if left:
+        logger.info(
+            "unstructured: %s left as they are: fewer than %d calibration samples per input",
+            ", ".join(left),
+            MIN_SAMPLES_PER_COLUMN,
+        )
     return shares
