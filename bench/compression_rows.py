@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import tillsight
+from tillsight.datasets import read_image_set
 from tillsight.profiles import PruningOptions
 from tillsight.report import summarize_bundle
 
@@ -112,13 +113,13 @@ def pruning_benchmark(
 
 
 def _shuffled_list(listing: Path, seed: int, folder: Path) -> Path:
-    """The list file's photos in an order shuffled by ``seed``, written under ``folder`` with absolute paths."""
-    lines = [line for line in listing.read_text().splitlines() if line.strip()]
-    random.Random(seed).shuffle(lines)
+    """The list file's photos (read as the conversion reads them) in an order shuffled by ``seed``, written under
+    ``folder`` with absolute paths."""
+    items = list(read_image_set(listing).images)
+    random.Random(seed).shuffle(items)
     folder.mkdir(parents=True, exist_ok=True)
     shuffled = folder / f"calibration-seed{seed}.txt"
-    absolute = [",".join([str((listing.parent / line.split(",")[0].strip()).resolve()), *line.split(",")[1:]]) for line in lines]
-    shuffled.write_text("\n".join(absolute) + "\n")
+    shuffled.write_text("".join(f"{item.path.resolve()}, {item.label_index}\n" for item in items))
     return shuffled
 
 

@@ -153,7 +153,7 @@ def one_shot_sparsity(
         ``{"method", "layer_sparsity", "layers", "images", "seconds"}``.
     """
     started = time.perf_counter()
-    uniform = _layer_sparsity(model, target) if per_layer is None else None
+    uniform = _layer_sparsity(model, target) if per_layer is None else 0.0  # read only without per_layer
     pruned = 0
     shares: dict[str, float] = {}
 
@@ -171,7 +171,7 @@ def one_shot_sparsity(
         if with_bias:
             start, target_rows = np.hstack([start, view.bias()[:, None]]), np.hstack([target_rows, reference.bias()[:, None]])
         rows = refit(start, target_rows, inputs, cross, bias=with_bias)  # what earlier layers' zeros changed, won back first
-        shares[found.layer.name] = round(sparsity or 0.0, 4)
+        shares[found.layer.name] = round(sparsity, 4)
         rows = sparse_rows(rows, inputs, sparsity, frozen_columns=1 if with_bias else 0)
         view.set(rows[:, :-1] if with_bias else rows, rows[:, -1] if with_bias else None)
         pruned += 1
