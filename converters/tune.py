@@ -121,8 +121,9 @@ def tune(
         load_private_key(options.sign_key)  # a wrong key fails now, not after the search
     check_output_folder(out / resolved.name)  # and an output folder that cannot take the winner
     qat_epochs = epochs or resolved.qat.epochs
-    # channel candidates fine-tune: --epochs, else the profile's [pruning] finetune_epochs, else channel pruning's own
-    finetune_epochs = epochs or resolved.pruning.finetune_epochs or FINETUNE_EPOCHS[PruningMode.CHANNELS]
+    # channel candidates fine-tune: --epochs, else the profile's [pruning] finetune_epochs, else what their cut takes
+    finetune_epochs = epochs or resolved.pruning.finetune_epochs
+    student_epochs = finetune_epochs or FINETUNE_EPOCHS[PruningMode.CHANNELS]
     build = functools.partial(
         _build,
         model=model,
@@ -136,7 +137,7 @@ def tune(
     )
     search_started = time.monotonic()
     # int8 first: the reference (the original float top-1), the input size, and the time a conversion takes.
-    reference = search_space((0, 0), qat_epochs, finetune_epochs, finetune_epochs)[0]
+    reference = search_space((0, 0), qat_epochs, finetune_epochs, student_epochs)[0]
     started = time.monotonic()
     bundle_dir = build(reference)
     measured, measured_on = _measure(bundle_dir, frames, bench_command)
@@ -149,7 +150,7 @@ def tune(
         input_size,
         qat_epochs,
         finetune_epochs,
-        finetune_epochs,
+        student_epochs,
         search.channel_fractions,
         search.student_scales,
     )

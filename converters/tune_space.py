@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import DataError, OptionsError
-from ..profiles import Profile
+from ..profiles import Profile, PruningMode, default_finetune_epochs
 
 __all__ = [
     "CHANNEL_FRACTIONS",
@@ -226,23 +226,24 @@ def read_tune_record(path: str | Path) -> TuneRecord:
 def search_space(
     input_size: tuple[int, int],
     qat_epochs: int,
-    finetune_epochs: int,
+    finetune_epochs: int | None,
     student_epochs: int,
     channel_fractions: Sequence[float] = CHANNEL_FRACTIONS,
     student_scales: Sequence[float] = STUDENT_SCALES,
 ) -> list[Candidate]:
-    """The candidates in the order they are tried (of cost)."""
+    """The candidates in the order they are tried (of cost); channel ones train ``finetune_epochs``, else their cut's default."""
     candidates = [
         Candidate("int8", CandidateKind.INT8, "post-training int8"),
         Candidate("qat", CandidateKind.QAT, f"quantization-aware fine-tuning ({qat_epochs} epochs), int8", epochs=qat_epochs),
     ]
     for fraction in channel_fractions:
+        epochs = finetune_epochs or default_finetune_epochs(PruningMode.CHANNELS, fraction)
         candidates.append(
             Candidate(
                 f"channels-{fraction:g}",
                 CandidateKind.CHANNELS,
-                f"{fraction:.0%} of channels pruned, fine-tuned {finetune_epochs} epochs with distillation, int8",
-                epochs=finetune_epochs,
+                f"{fraction:.0%} of channels pruned, fine-tuned {epochs} epochs with distillation, int8",
+                epochs=epochs,
                 fraction=fraction,
             )
         )

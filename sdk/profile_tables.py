@@ -31,6 +31,7 @@ __all__ = [
     "WeightRounding",
     "QuantizationOptions",
     "FINETUNE_EPOCHS",
+    "default_finetune_epochs",
     "PruningOptions",
     "DistillationOptions",
     "QatOptions",
@@ -136,6 +137,19 @@ class QuantizationOptions:
 #: (which the model was fitted to) pull it away from the original's outputs.
 FINETUNE_EPOCHS: dict[PruningMode, int] = {PruningMode.CHANNELS: 8, PruningMode.UNSTRUCTURED: 0}
 
+#: Channel pruning past 30% trains this many more epochs for each further tenth of the channels removed
+#: (16 at 0.5). channels:0.5 on the sample (distilled, seeds 0 and 1): int8 78.38% and 77.70% after 16
+#: epochs against 71.62-72.97% after 8 (three seeds); the smaller model makes each epoch cheaper.
+EXTRA_EPOCHS_PER_TENTH = 4
+
+
+def default_finetune_epochs(mode: PruningMode, fraction: float) -> int:
+    """The fine-tuning epochs a pruning mode takes by default at ``fraction`` (:data:`FINETUNE_EPOCHS`)."""
+    epochs = FINETUNE_EPOCHS.get(mode, 0)
+    if mode is PruningMode.CHANNELS and fraction > 0.3:
+        epochs += round((fraction - 0.3) * 10 * EXTRA_EPOCHS_PER_TENTH)
+    return epochs
+
 
 @dataclasses.dataclass(frozen=True)
 class PruningOptions:
@@ -154,8 +168,8 @@ class PruningOptions:
 
     @property
     def epochs(self) -> int:
-        """Fine-tuning epochs after pruning: ``finetune_epochs``, else the mode's own (:data:`FINETUNE_EPOCHS`)."""
-        return self.finetune_epochs if self.finetune_epochs is not None else FINETUNE_EPOCHS.get(self.mode, 0)
+        """Fine-tuning epochs after pruning: ``finetune_epochs``, else the mode's own (:func:`default_finetune_epochs`)."""
+        return self.finetune_epochs if self.finetune_epochs is not None else default_finetune_epochs(self.mode, self.fraction)
 
     @property
     def enabled(self) -> bool:

@@ -46,6 +46,7 @@ from .profile_tables import (
     SizePolicy,
     WeightRounding,
     crop_problem,
+    default_finetune_epochs,
 )
 
 if sys.version_info >= (3, 11):
@@ -68,6 +69,7 @@ __all__ = [
     "QuantizationOptions",
     "WeightRounding",
     "FINETUNE_EPOCHS",
+    "default_finetune_epochs",
     "PruningOptions",
     "Budgets",
     "Precision",

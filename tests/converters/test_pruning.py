@@ -536,6 +536,9 @@ def test_pruning_spec_parsing():
     # unset: each mode's own (channels recover over epochs; compensated unstructured needs none); 0 stays 0
     assert PruningOptions.from_spec("channels:0.3").epochs == 8 and PruningOptions.from_spec("unstructured:0.5").epochs == 0
     assert PruningOptions.from_spec("channels:0.3", base=PruningOptions(finetune_epochs=0)).epochs == 0
+    # a larger cut trains longer by default (16 epochs at half the channels), a set count stays as it is
+    assert [PruningOptions.from_spec(f"channels:{f}").epochs for f in (0.2, 0.4, 0.5, 0.7)] == [8, 12, 16, 24]
+    assert PruningOptions.from_spec("channels:0.5", base=PruningOptions(finetune_epochs=3)).epochs == 3
     for bad in ("channels", "channels:1.5", "magic:0.3", "channels:x"):
         with pytest.raises(ValueError, match="channels:0.3"):
             PruningOptions.from_spec(bad)

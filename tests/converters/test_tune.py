@@ -65,6 +65,9 @@ def test_search_space_goes_in_order_of_cost():
     assert [c.name for c in space] == ["int8", "qat", "channels-0.3", "channels-0.5", "student-168", "student-136"]
     assert [c.kind for c in space][:2] == [CandidateKind.INT8, CandidateKind.QAT]
     assert space[4].student_size == (168, 168) and space[2].epochs == 3
+    # without a count, each channel candidate trains what its cut takes by default: more for the larger cut
+    unset = search_space((224, 224), 2, None, 8)
+    assert [c.epochs for c in unset[2:4]] == [8, 16] and "16 epochs" in unset[3].recipe
 
 
 def _args(tiny_model_file, photos, out):
