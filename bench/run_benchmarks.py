@@ -236,7 +236,9 @@ def parse_arguments() -> argparse.Namespace:
         default=["channels:0.3", "channels:0.5"],
         help="--prune settings of the structured rows (each fine-tuned with distillation)",
     )
-    parser.add_argument("--prune-unstructured", default="unstructured:0.5", help="--prune setting of the unstructured row")
+    parser.add_argument(
+        "--prune-unstructured", default="unstructured:0.5", help="--prune setting of the unstructured row (none: skip it)"
+    )
     parser.add_argument("--pruning", action=argparse.BooleanOptionalAction, default=True, help="the pruned rows (default: on)")
     parser.add_argument("--finetune-epochs", type=int, help="fine-tuning epochs of the pruned rows (default: each mode's own)")
     parser.add_argument("--qat-epochs", type=int, default=2, help="epochs of the QAT row (0: skip it)")
@@ -320,7 +322,7 @@ def compression_rows(args: argparse.Namespace, model_path: Path, labels_path: Pa
     measure = lambda path: probe("tillsight", path, sample_image, args.runs, THREADS)  # noqa: E731
     seeds = tuple(args.seeds)
     if args.pruning:
-        settings = {"unstructured": args.prune_unstructured}
+        settings = {"unstructured": args.prune_unstructured} if args.prune_unstructured != "none" else {}
         settings.update({f"{spec.replace(':', '-')}-distilled": spec for spec in args.prune_structured})
         rows["pruning"] = pruning_benchmark(
             model_path,
