@@ -32,7 +32,8 @@ def main() -> None:
     parser.add_argument("--results-md", type=Path, default=HERE / "RESULTS.md")
     args = parser.parse_args()
     full, later = load_results(args.full), load_results(args.later)
-    if later.host != full.host or later.model != full.model:
+    same_model = (HERE.parent / later.model).resolve() == (HERE.parent / full.model).resolve()  # relative: to the repo
+    if later.host != full.host or not same_model:
         raise SystemExit("the later run is of another host or model: its rows do not compare")
     names = [row.split(":")[0] for row in args.rows]
     unknown = [name for name in names if name not in BenchResults.__struct_fields__]
