@@ -120,7 +120,7 @@ def _add_tune(commands: Any) -> None:
     tune.add_argument(
         "--epochs",
         type=values.count(1),
-        help="epochs of every training candidate (default: the profile's QAT and pruning epochs)",
+        help="epochs of every training candidate (default: the profile's QAT and pruning epochs, else each cut's own)",
     )
     tune.add_argument(
         "--explore",
