@@ -1,7 +1,7 @@
-"""The tune section of RESULTS.md: ``tillsight tune`` on the sample model for raspberry-pi-4, under a latency budget int8 misses here.
+"""The tune section of RESULTS.md: ``tillsight tune`` on the sample model for raspberry-pi-4, under latency budgets.
 
-    python bench/tune.py --data ../shared/data/grocery-store [--max-latency-ms 9] [--max-drop 5]
-    python bench/tune.py --from out/tune-pi4      # only render a search already run
+    python bench/tune.py --data ../shared/data/grocery-store [--max-latency-ms 9] [--max-drop 5] [--out out/tune-pi4]
+    python bench/tune.py --from out/tune-9ms out/tune-3.4ms      # only render searches already run, in this order
 
 Runs (about 30 minutes on 2 cores)::
 
@@ -9,8 +9,11 @@ Runs (about 30 minutes on 2 cores)::
         --calibration DATA/train.txt --eval DATA/val.txt --finetune DATA/train.txt --labels out/grocery/labels.txt \\
         --crop 0.875 --out out/tune-pi4 --max-latency-ms 9 --max-drop 5 --frames 100 --time-budget 45m
 
-then writes ``bench/TUNE.md`` from ``out/tune-pi4/tune.json`` and puts it into ``bench/RESULTS.md``
-(``render_results.py`` keeps it). The sample model comes from ``samples/train_grocery_classifier.py``.
+then writes ``bench/TUNE.md`` from each search's ``tune.json`` (one subsection and chart,
+``bench/plots/tune-<budget>ms.png``, per search) and puts it into ``bench/RESULTS.md``
+(``render_results.py`` keeps it). A budget that post-training int8 meets shows the search stop at
+once; one it misses shows which compressed candidate wins. The sample model comes from
+``samples/train_grocery_classifier.py``.
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ from tillsight.converters.tune_space import CandidateStatus, TuneRecord, read_tu
 HEADING = "## tillsight tune"
 
 
-def render(record: TuneRecord, command: str) -> str:
+def render(record: TuneRecord, command: str, plot: str) -> str:
+    """One search: its budget, command, every candidate and the winner, and its chart at ``plot``."""
     budget = record.budget
     lines = [
-        f"{HEADING} (raspberry-pi-4 profile, the sample model, latency measured on this host)",
+        f"### classify() p50 <= {budget.max_latency_ms or 0:g} ms",
         "",
         f"Budget: classify() p50 <= {budget.max_latency_ms or 0:g} ms ({_int8_against(record)}), top-1 drop <= "
         f"{budget.max_top1_drop:g} points from the float model ({record.float_top1 or 0:.2f}% on the val photos), the profile's "
@@ -68,8 +72,14 @@ def render(record: TuneRecord, command: str) -> str:
         + ("" if record.winner else " No candidate met the budget within the drop tolerance.")
         + " The chart draws the measured candidates (skipped ones have no figures)."
     )
-    lines += ["", "![tune: top-1 vs latency, marker area by model size](plots/tune.png)"]
+    lines += ["", f"![tune: top-1 vs latency, marker area by model size]({plot})"]
     return "\n".join(lines) + "\n"
+
+
+def section(searches: list[str]) -> str:
+    """The RESULTS.md section holding the rendered searches."""
+    title = f"{HEADING} (raspberry-pi-4 profile, the sample model, latency measured on this host)"
+    return "\n".join([title, "", *searches])
 
 
 def _int8_against(record: TuneRecord) -> str:
@@ -89,9 +99,34 @@ def main() -> int:
     parser.add_argument("--max-latency-ms", type=float, default=9.0)
     parser.add_argument("--max-drop", type=float, default=5.0)
     parser.add_argument("--epochs", type=int, help="epochs of every training candidate (default: each recipe's own)")
-    parser.add_argument("--from", dest="existing", type=Path, help="render this finished search instead of running one")
+    parser.add_argument(
+        "--from", dest="existing", type=Path, nargs="+", help="render these finished searches instead of running one"
+    )
     args = parser.parse_args()
-    command = [
+    if args.existing is None:
+        if not args.model.is_file():
+            print(f"no sample model at {args.model}: run samples/train_grocery_classifier.py first", file=sys.stderr)
+            return 1
+        shutil.rmtree(args.out, ignore_errors=True)
+        subprocess.run(_command(args, args.out, args.max_latency_ms, args.max_drop), check=False)
+    plots = SECTION_FILES[1].parent / "plots"
+    searches = []
+    for searched in args.existing or [args.out]:
+        record = read_tune_record(searched / "tune.json")
+        plot = f"tune-{record.budget.max_latency_ms or 0:g}ms.png"
+        if (searched / "tune.png").is_file():
+            shutil.copyfile(searched / "tune.png", plots / plot)
+        command = _command(args, searched, record.budget.max_latency_ms or 0, record.budget.max_top1_drop)
+        searches.append(render(record, " ".join(command), f"plots/{plot}"))
+    text = section(searches)
+    publish(text, SECTION_FILES[1])
+    print(text)
+    return 0
+
+
+def _command(args: argparse.Namespace, out: Path, max_latency_ms: float, max_drop: float) -> list[str]:
+    """The ``tillsight tune`` command line of a search into ``out``."""
+    return [
         "tillsight",
         "tune",
         str(args.model),
@@ -108,31 +143,17 @@ def main() -> int:
         "--crop",
         "0.875",
         "--out",
-        str(args.existing or args.out),
+        str(out),
         "--max-latency-ms",
-        f"{args.max_latency_ms:g}",
+        f"{max_latency_ms:g}",
         "--max-drop",
-        f"{args.max_drop:g}",
+        f"{max_drop:g}",
         *(["--epochs", str(args.epochs)] if args.epochs else []),
         "--frames",
         "100",
         "--time-budget",
         "45m",
     ]
-    if args.existing is None:
-        if not args.model.is_file():
-            print(f"no sample model at {args.model}: run samples/train_grocery_classifier.py first", file=sys.stderr)
-            return 1
-        shutil.rmtree(args.out, ignore_errors=True)
-        subprocess.run(command, check=False)
-    searched = args.existing or args.out
-    record = read_tune_record(searched / "tune.json")
-    if (searched / "tune.png").is_file():
-        shutil.copyfile(searched / "tune.png", SECTION_FILES[1].parent / "plots" / "tune.png")
-    section = render(record, " ".join(command))
-    publish(section, SECTION_FILES[1])
-    print(section)
-    return 0
 
 
 if __name__ == "__main__":

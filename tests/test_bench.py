@@ -271,7 +271,7 @@ def test_lanes_section_gives_ratios_to_one_lane_and_replaces_its_old_self_in_res
 def test_tune_section_lists_every_candidate_and_the_winner(tmp_path):
     sys.path.insert(0, str(REPO / "bench"))
     try:
-        from tune import render
+        from tune import render, section
     finally:
         sys.path.remove(str(REPO / "bench"))
     candidate = {"recipe": "r", "kind": "int8", "epochs": 0, "fraction": None, "student_size": None}
@@ -310,8 +310,12 @@ def test_tune_section_lists_every_candidate_and_the_winner(tmp_path):
         ],
     }
     (tmp_path / "tune.json").write_text(json.dumps(record))  # as tillsight tune writes it
-    text = render(read_tune_record(tmp_path / "tune.json"), "tillsight tune ...")
-    assert "classify() p50 <= 9 ms" in text and "float model (80.07% on the val photos)" in text
+    text = render(read_tune_record(tmp_path / "tune.json"), "tillsight tune ...", "plots/tune-9ms.png")
+    assert text.startswith("### classify() p50 <= 9 ms\n") and "float model (80.07% on the val photos)" in text
+    assert text.rstrip().endswith("(plots/tune-9ms.png)")
+    # several searches (a budget int8 meets, one it misses) share the one section, each under its budget
+    both = section([text, text.replace("9 ms", "3.4 ms")])
+    assert both.startswith("## tillsight tune") and both.count("## tillsight tune") == 1 and both.count("### classify()") == 2
     assert "| int8 | r | 79.05% | 1.01 | 10.04 | 4.07 | 125 | yes | misses latency 10.04 ms > 9 ms |" in text
     assert "| qat | r |  |  |  |  |  |  | skipped: same int8 graph as int8 |" in text
     assert "**winner**: meets the budget" in text and "Winner: student-168." in text
