@@ -322,7 +322,8 @@ def compression_rows(args: argparse.Namespace, model_path: Path, labels_path: Pa
     measure = lambda path: probe("tillsight", path, sample_image, args.runs, THREADS)  # noqa: E731
     seeds = tuple(args.seeds)
     if args.pruning:
-        settings = {"unstructured": args.prune_unstructured} if args.prune_unstructured != "none" else {}
+        unstructured = tillsight.PruningOptions.from_spec(args.prune_unstructured).enabled  # parsed as convert parses it
+        settings = {"unstructured": args.prune_unstructured} if unstructured else {}
         settings.update({f"{spec.replace(':', '-')}-distilled": spec for spec in args.prune_structured})
         rows["pruning"] = pruning_benchmark(
             model_path,
