@@ -229,9 +229,6 @@ def student_benchmark(
 
     def run(seed: int, measure: bool) -> dict:
         started = time.monotonic()
-        import keras
-
-        keras.utils.set_random_seed(seed)
         options = tillsight.ConversionOptions(crop=crop, seed=seed)
         result = tillsight.distill(
             model,

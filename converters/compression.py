@@ -27,9 +27,9 @@ from tillsight.profiles import BackendKind, Profile
 
 from .pruning import prune
 from .steps import conversion_step
-from .training import TeacherCache, TrainingSchedule, load_training_photos, quantization_aware_finetune
+from .training import TeacherCache, TrainingSchedule, load_training_photos, quantization_aware_finetune, seeded
 
-__all__ = ["Compressed", "compress", "seeded", "training_set"]
+__all__ = ["Compressed", "compress", "training_set"]
 
 logger = logging.getLogger(__name__)
 
@@ -147,17 +147,6 @@ def compress(
     if pruned is None:
         return Compressed(current, None, qat=qat_metrics)
     return Compressed(current, pruned.model, pruned.report, qat_metrics)
-
-
-def seeded(seed: int) -> None:
-    """Seed Python, NumPy and TensorFlow, and make TensorFlow's ops deterministic, before a training step.
-
-    TensorFlow's op determinism is process-wide and stays on: a converting process trains reproducibly.
-    """
-    from ._tf import keras, tf
-
-    keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
 
 
 @dataclasses.dataclass(frozen=True)

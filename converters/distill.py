@@ -28,10 +28,7 @@ from tillsight.staging import check_output_folder, staged_file
 from ._tf import keras
 from .source import PROBE_IMAGES, load_source_model, output_activation
 from .steps import conversion_step
-from .training import (
-    TeacherCache,
-    load_training_photos,
-)
+from .training import TeacherCache, load_training_photos, seeded
 from .training.guard import HeldOutGuard, held_out_indices, top1_of
 from .training.students import FROM_TEACHER_RATE_FACTOR, PRETRAINED_STUDENTS, start_student, train_in_stages
 
@@ -65,6 +62,7 @@ class DistillReport:
     step_seconds: dict[str, float]
     accuracy: StudentAccuracy | None = None  # with evaluation photos
     started_from_teacher: bool = False  # same architecture: the teacher's weights, not ImageNet's or random
+    seed: int = 0  # seeded the new layers, the batches and the views: the same seed and photos give the same student
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -114,7 +112,8 @@ def distill(
         distillation: Alpha (label weight) and temperature (default: 0.5 and 4).
         evaluation: Labeled photos on which teacher and student top-1 and agreement are measured.
         labels: Labels file, to read class folders in output-index order.
-        options: The teacher's input colour order, crop, mean and std; progress bars; unsafe loading.
+        options: The teacher's input colour order, crop, mean and std; progress bars; unsafe loading; the seed of
+            every random choice of the training (TensorFlow's ops made deterministic too).
         student_size: ``(height, width)`` of the student's input; the teacher's by default. The teacher
             still sees its own size: each photo is prepared once for each.
 
@@ -133,6 +132,7 @@ def distill(
         source, label_names, spec, student_spec = _teacher(teacher, labels, options, student_size)
     with conversion_step("training photos", timings):
         sets = _photo_sets(source, data, unlabeled, evaluation, label_names, spec, student_spec, options.progress)
+    seeded(options.seed)
     with conversion_step("build student", timings):
         model, from_teacher, student_activation = start_student(student, student_spec, source, sets.student, options)
     guard, sets = _guard(source.keras_model, model, sets)
@@ -167,6 +167,7 @@ def distill(
         step_seconds=timings,
         accuracy=accuracy,
         started_from_teacher=from_teacher,
+        seed=options.seed,
     )
     _save_atomically(model, out)
     return DistillResult(out, report)

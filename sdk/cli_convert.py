@@ -144,14 +144,14 @@ def distill_command(args: argparse.Namespace) -> int:
         distillation=distillation,
         evaluation=args.evaluation,
         labels=args.labels,
-        options=ConversionOptions.from_input_range(**_input_options(args)),
+        options=ConversionOptions.from_input_range(**_input_options(args), seed=args.seed),
         student_size=args.student_size,
     )
     report = result.report
     print(f"student: {result.path} ({report.student_parameters:,} parameters; teacher {report.teacher_parameters:,})")
     print(
         f"distilled {report.training.epochs} epochs on {report.training.photos} photos ({report.labeled_photos} labeled) in "
-        f"{report.training.seconds:.0f} s; teacher run on {report.teacher_images_run} images once"
+        f"{report.training.seconds:.0f} s (seed {report.seed}); teacher run on {report.teacher_images_run} images once"
     )
     accuracy = report.accuracy
     if accuracy is not None:

@@ -159,6 +159,13 @@ def _add_distill(commands: Any) -> None:
     dist.add_argument("--eval", dest="evaluation", help="labeled photos to compare teacher and student on")
     dist.add_argument("--labels", help="labels file: one label a line, in output-index order")
     dist.add_argument("--out", required=True, help="the student .keras file to write")
+    dist.add_argument(
+        "--seed",
+        type=values.count(0),
+        default=0,
+        metavar="N",
+        help="random seed of the new layers, the batches and the views (the same seed and photos give the same student)",
+    )
     _add_input_options(dist)
     dist.add_argument("--unsafe-load", action="store_true", help="load trusted model files with Keras safe mode off")
     dist.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -21,7 +21,7 @@ from .batchnorm import (
     reestimate_statistics,
 )
 from .distillation import TeacherCache, kd_loss, train_student
-from .finetune import TrainingSchedule, fine_tune, fit
+from .finetune import TrainingSchedule, fine_tune, fit, seeded
 from .photos import UNLABELED, TrainingPhotos, load_training_photos
 from .qat import QuantizationAwareModel, quantization_aware, quantization_aware_finetune
 
@@ -43,5 +43,6 @@ __all__ = [
     "rebase_statistics",
     "rebased_statistics",
     "reestimate_statistics",
+    "seeded",
     "train_student",
 ]

@@ -16,10 +16,10 @@ from typing import Any
 
 from tillsight.bundle import OutputActivation
 
-from .._tf import keras
+from .._tf import keras, tf
 from .photos import TrainingPhotos
 
-__all__ = ["TrainingSchedule", "fine_tune", "fit"]
+__all__ = ["TrainingSchedule", "fine_tune", "fit", "seeded"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,16 @@ class _EpochBar(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         self.bar.close()
+
+
+def seeded(seed: int) -> None:
+    """Seed Python, NumPy and TensorFlow, and make TensorFlow's ops deterministic, before a training step.
+
+    TensorFlow's op determinism is process-wide and stays on: a converting process trains reproducibly,
+    whatever ran in it before.
+    """
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -568,3 +568,30 @@ def test_distillation_never_leaves_a_student_below_its_start(tiny_model_file, ph
     assert details["guard_agreement_start"] == 100.0 and details["guard_agreement_end"] < 100.0
     assert details["kept_start"] is True
     assert result.report.accuracy.top1_agreement == 100.0  # the written student is the starting one
+
+
+@pytest.mark.integration
+def test_distillation_with_one_seed_trains_one_student(tiny_model_file, photos: PhotoSplit, tmp_path: Path):
+    """The bench's 160 px student, distilled again with the same seed in another process, came out with other
+    weights: distillation ignored the seed. Two runs in one process, after other random draws, must agree."""
+    import keras
+
+    import tillsight
+
+    def student(seed: int, name: str) -> list[np.ndarray]:
+        result = tillsight.distill(
+            tiny_model_file,
+            "mobilenetv3-small-minimal",
+            tmp_path / f"{name}.keras",
+            data=photos.train_list,
+            epochs=1,
+            labels=photos.labels_file,
+            options=tillsight.ConversionOptions(seed=seed),
+        )
+        assert result.report.seed == seed
+        np.random.default_rng().random(3)  # whatever else the process draws in between
+        return keras.saving.load_model(result.path).get_weights()
+
+    first, again, other = student(5, "a"), student(5, "b"), student(6, "c")
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not all(np.array_equal(a, c) for a, c in zip(first, other, strict=True)), "another seed, the same student"
