@@ -87,13 +87,35 @@ def kd_loss(
     return labeled * (alpha * ce + (1.0 - alpha) * soft) + (1.0 - labeled) * soft
 
 
+@keras.saving.register_keras_serializable(package="tillsight")
 class DistillationLoss(keras.losses.Loss):
-    """:func:`kd_loss` on targets packed as ``[one-hot labels | labeled flag | teacher logits]``."""
+    """:func:`kd_loss` on targets packed as ``[one-hot labels | labeled flag | teacher logits]``.
+
+    A registered Keras object with its whole config: the trained model stays compiled with it, and the
+    next step that rebuilds the graph (QAT after distilled pruning, a second cut) clones that compile state.
+    """
 
     def __init__(self, num_classes: int, student_activation: OutputActivation, alpha: float, temperature: float) -> None:
         super().__init__(name="distillation")
         self.num_classes, self.student_activation = num_classes, student_activation
         self.alpha, self.temperature = alpha, temperature
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "num_classes": self.num_classes,
+            "student_activation": self.student_activation.value,
+            "alpha": self.alpha,
+            "temperature": self.temperature,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> DistillationLoss:
+        return cls(
+            int(config["num_classes"]),
+            OutputActivation(config["student_activation"]),
+            float(config["alpha"]),
+            float(config["temperature"]),
+        )
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
         c = self.num_classes

@@ -595,3 +595,27 @@ def test_distillation_with_one_seed_trains_one_student(tiny_model_file, photos: 
     first, again, other = student(5, "a"), student(5, "b"), student(6, "c")
     assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
     assert not all(np.array_equal(a, c) for a, c in zip(first, other, strict=True)), "another seed, the same student"
+
+
+@pytest.mark.integration
+def test_qat_follows_distilled_channel_pruning(tiny_model_file, photos: PhotoSplit, tmp_path: Path):
+    """Every step leaves its model compiled with its own loss; the next step that rebuilds the graph (QAT here)
+    must not need that loss to be a registered Keras class."""
+    import tillsight
+
+    options = tillsight.ConversionOptions.for_profile(
+        "generic-x86-cpu", prune="channels:0.3", finetune_epochs=1, distill=True, qat=True, qat_epochs=1, allow_accuracy_drop=True
+    )
+    bundle = tillsight.convert(
+        tiny_model_file,
+        "generic-x86-cpu",
+        calibration=photos.train_list,
+        evaluation=photos.eval_list,
+        labels=photos.labels_file,
+        out=tmp_path,
+        finetune=photos.train_list,
+        options=options,
+    )
+    metrics = bundle.manifest.metrics
+    assert metrics.pruning.removed_fraction > 0 and metrics.pruning.finetune.epochs == metrics.qat.training.epochs == 1
+    assert metrics.accuracy.converted_top1 >= 60.0
