@@ -70,13 +70,7 @@ def _add_convert(commands: Any) -> None:
     conv.add_argument(
         "--qat-epochs", type=values.count(1), metavar="N", help="quantization-aware fine-tuning epochs (with --qat)"
     )
-    conv.add_argument(
-        "--seed",
-        type=values.count(0),
-        default=0,
-        metavar="N",
-        help="random seed of the fine-tuning steps (recorded in the manifest; the same seed and data give the same model)",
-    )
+    _add_seed(conv, "of the fine-tuning steps (recorded in the manifest; the same seed and data give the same model)")
     conv.add_argument(
         "--sign-key",
         metavar="PEM",
@@ -159,16 +153,14 @@ def _add_distill(commands: Any) -> None:
     dist.add_argument("--eval", dest="evaluation", help="labeled photos to compare teacher and student on")
     dist.add_argument("--labels", help="labels file: one label a line, in output-index order")
     dist.add_argument("--out", required=True, help="the student .keras file to write")
-    dist.add_argument(
-        "--seed",
-        type=values.count(0),
-        default=0,
-        metavar="N",
-        help="random seed of the new layers, the batches and the views (the same seed and photos give the same student)",
-    )
+    _add_seed(dist, "of the new layers, the batches and the views (the same seed and photos give the same student)")
     _add_input_options(dist)
     dist.add_argument("--unsafe-load", action="store_true", help="load trusted model files with Keras safe mode off")
     dist.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_seed(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--seed", type=values.count(0), default=0, metavar="N", help=f"random seed {what}")
 
 
 def _add_input_options(parser: argparse.ArgumentParser) -> None:
