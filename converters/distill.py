@@ -108,7 +108,7 @@ def distill(
         unlabeled: A folder of unlabeled photos (store camera frames): the teacher labels them softly.
         epochs: Passes over the photos.
         learning_rate: Adam's starting rate, cosine-decayed; a pretrained student's backbone trains at 1/10 of it,
-            a student that starts from the teacher's weights at 1/100.
+            a student that starts from the teacher's weights at 3/10.
         distillation: Alpha (label weight) and temperature (default: 0.5 and 4).
         evaluation: Labeled photos on which teacher and student top-1 and agreement are measured.
         labels: Labels file, to read class folders in output-index order.

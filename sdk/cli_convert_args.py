@@ -146,7 +146,7 @@ def _add_distill(commands: Any) -> None:
         "--learning-rate",
         type=float,
         default=0.001,
-        help="Adam's starting rate (default 0.001; pretrained students' backbones train at 1/10, students started from the teacher at 1/100)",
+        help="Adam's starting rate (default 0.001; pretrained students' backbones train at 1/10, students started from the teacher at 3/10)",
     )
     dist.add_argument("--alpha", type=float, help=f"weight of the label loss (default {DistillationOptions.alpha})")
     dist.add_argument("--temperature", type=float, help=f"softening of the outputs (default {DistillationOptions.temperature:g})")
