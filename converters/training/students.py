@@ -135,7 +135,7 @@ BACKBONE_RATE_FACTOR = 0.1
 #: Measured with 4 epochs on the 2,640 train photos (EfficientNet-Lite0 at 160 px from the 224 px sample
 #: teacher, 81.42%; val top-1 of the int8 student, seeds 0-2): 81.08% (79.73-81.76%) at 3e-4,
 #: 79.05% (77.36-79.05%) at 1e-4, 76.35% (75.34-76.69%) at 1e-5. (An earlier screen, 1 epoch on 900
-#: photos before BatchNorm was rebased, had favoured 1e-5.)
+#: photos from a start at 78.04% float, had favoured 1e-5; today's start scores 75.34%.)
 FROM_TEACHER_RATE_FACTOR = 0.3
 
 
