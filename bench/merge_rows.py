@@ -4,7 +4,9 @@
     python bench/merge_rows.py bench/results.json LATER/results.json --rows pruning:unstructured   # one pruning row
 
 The later run's rows replace the full run's; its arguments, date and run time are recorded in
-``later_runs``, which RESULTS.md names under its header. RESULTS.md is rendered again.
+``later_runs``, which RESULTS.md names under its header. An earlier later run no longer names the
+rows this one replaces (and is dropped when none are left), so the header says where each row
+comes from. RESULTS.md is rendered again.
 """
 
 from __future__ import annotations
@@ -43,9 +45,21 @@ def main() -> None:
     for row in args.rows:
         merged = msgspec.structs.replace(merged, **{row.split(":")[0]: _taken(merged, later, row)})
     later_run = LaterRun(rows=args.rows, date=later.date, wall_time_s=later.wall_time_s, arguments=later.arguments)
-    merged = msgspec.structs.replace(merged, later_runs=[*full.later_runs, later_run])
+    merged = msgspec.structs.replace(merged, later_runs=_still_holding([*full.later_runs, later_run]))
     args.full.write_text(results_json(merged))
     args.results_md.write_text(render_markdown(merged))
+
+
+def _still_holding(runs: list[LaterRun]) -> list[LaterRun]:
+    """``runs`` (oldest first), each naming only the rows no later run replaced (``pruning`` replaces every ``pruning:NAME``)."""
+    kept: list[LaterRun] = []
+    replaced: set[str] = set()
+    for run in reversed(runs):
+        rows = [row for row in run.rows if row not in replaced and row.split(":")[0] not in replaced]
+        replaced.update(run.rows)
+        if rows:
+            kept.insert(0, msgspec.structs.replace(run, rows=rows))
+    return kept
 
 
 def _taken(full: BenchResults, later: BenchResults, row: str) -> object:

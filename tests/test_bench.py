@@ -319,3 +319,35 @@ def test_tune_section_lists_every_candidate_and_the_winner(tmp_path):
     assert "| int8 | r | 79.05% | 1.01 | 10.04 | 4.07 | 125 | yes | misses latency 10.04 ms > 9 ms |" in text
     assert "| qat | r |  |  |  |  |  |  | skipped: same int8 graph as int8 |" in text
     assert "**winner**: meets the budget" in text and "Winner: student-168." in text
+
+
+def test_merged_rows_are_named_only_under_the_run_they_now_come_from(tmp_path):
+    full, later, markdown = tmp_path / "full.json", tmp_path / "later.json", tmp_path / "RESULTS.md"
+    committed = json.loads((REPO / "bench" / "results.json").read_text())
+    committed["later_runs"] = [
+        {"rows": ["qat", "student"], "date": "2026-12-01", "wall_time_s": 60.0, "arguments": ["--qat-epochs", "1"]},
+        {"rows": ["pruning:unstructured"], "date": "2026-12-02", "wall_time_s": 60.0, "arguments": ["--prune-structured"]},
+    ]
+    full.write_text(json.dumps(committed))
+    later.write_text(json.dumps({**committed, "later_runs": [], "arguments": ["--qat-epochs", "2"]}))
+    for rows in (["qat"], ["pruning"]):
+        merged = subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "bench" / "merge_rows.py"),
+                str(full),
+                str(later),
+                "--rows",
+                *rows,
+                "--results-md",
+                str(markdown),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert merged.returncode == 0, merged.stderr
+    runs = json.loads(full.read_text())["later_runs"]
+    # the first run keeps only the student row; "pruning" replaced the unstructured row, so its run is gone
+    assert [run["rows"] for run in runs] == [["student"], ["qat"], ["pruning"]]
+    assert markdown.read_text().count("The qat rows come from a later run") == 1
