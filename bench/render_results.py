@@ -190,9 +190,9 @@ def _pipeline_section(pipeline: PipelineRow) -> list[str]:
         f"frames/s (1 / {pipeline.bare_inference_ms:.3f} ms): ratio {pipeline.ratio:.2f}.",
         f"- Stage latency p50/p95 ms: {stages}.",
         f"- Frame age at decision p50/p95/p99 ms: {age.p50_ms:.1f} / {age.p95_ms:.1f} / {age.p99_ms or 0:.1f}.",
-        "- The bound is one invoke of this small model on this host. Each frame also pays video decoding "
-        "(capture thread, sharing the 2 cores), the tray check and preprocessing, together more than the "
-        "invoke itself (stage latencies above); a model whose invoke takes tens of milliseconds, as on a "
+        "- The bound is one invoke of this small model on this host. Each frame also pays the tray check and "
+        "preprocessing on the inference thread before its invoke (stage latencies above), and video decoding on "
+        "the capture thread, which shares the 2 cores; a model whose invoke takes tens of milliseconds, as on a "
         "Pi-class CPU, would make those fixed costs a small share. That has not been measured here.",
         "",
     ]
