@@ -29,8 +29,8 @@ import numpy as np
 
 from .._tf import keras
 from ..layer_inputs import LayerInputs, Moments, kernel_layer, walk
+from ..least_squares import DAMPING, LinearLayer, augmented, refit
 from .channels import ChannelGroup, ChannelPlan
-from .reconstruction import DAMPING, LinearLayer, augmented, refit
 
 __all__ = ["LayerWeights", "consumer_moments", "elimination_order", "removal_weights", "weights_applied"]
 

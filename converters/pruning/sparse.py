@@ -34,21 +34,19 @@ from typing import Any
 import numpy as np
 
 from .._tf import keras
-from ..layer_inputs import LayerInputs, Moments, kernel_layer, walk
+from ..layer_inputs import LayerInputs, kernel_layer, walk
+from ..least_squares import MIN_SAMPLES_PER_COLUMN, LinearLayer, augmented, refit, too_few_samples
 from ..weight_rounding import inverse_cholesky
 from .magnitude import prunable_kernels
-from .reconstruction import LinearLayer, augmented, refit
 
 __all__ = [
     "MAX_LAYER_SPARSITY",
     "MIN_COLUMNS",
-    "MIN_SAMPLES_PER_COLUMN",
     "SPARSITY_LEVELS",
     "measured_sparsity",
     "one_shot_sparsity",
     "sparse_rows",
     "sparsified",
-    "too_few_samples",
 ]
 
 logger = logging.getLogger(__name__)
@@ -57,10 +55,6 @@ logger = logging.getLogger(__name__)
 MIN_COLUMNS = 64
 #: No layer loses more than this share of its weights, whatever the target.
 MAX_LAYER_SPARSITY = 0.9
-#: A layer with fewer calibration samples than this per input column is left as it is unless the target needs
-#: it: ``X Xᵀ`` is rank-deficient and a refit fits the calibration images instead of the layer (a classifier
-#: reading 1,280 features sees one sample per image).
-MIN_SAMPLES_PER_COLUMN = 2
 #: The sparsities each layer is tried at alone by :func:`measured_sparsity`.
 SPARSITY_LEVELS = (0.3, 0.45, 0.6, 0.75, 0.9)
 _BLOCK = 128
@@ -71,11 +65,6 @@ def sparsified(layer: Any) -> bool:
     if not kernel_layer(layer) or isinstance(layer, keras.layers.DepthwiseConv2D):
         return False
     return int(np.prod(layer.kernel.shape[:-1])) >= MIN_COLUMNS
-
-
-def too_few_samples(moments: Moments, view: LinearLayer) -> bool:
-    """Whether the calibration gave fewer than :data:`MIN_SAMPLES_PER_COLUMN` samples per input column of the layer."""
-    return moments.count < MIN_SAMPLES_PER_COLUMN * view.rows().shape[1]
 
 
 def sparse_rows(rows: np.ndarray, hessian: np.ndarray, sparsity: float, frozen_columns: int = 0) -> np.ndarray:
