@@ -25,7 +25,7 @@ import numpy as np
 
 from ._tf import keras, tf
 
-__all__ = ["LayerInputs", "Moments", "kernel_layer", "patches", "walk"]
+__all__ = ["LayerInputs", "Moments", "kernel_layer", "patches", "walk", "walkable"]
 
 layers = keras.layers
 
@@ -217,6 +217,12 @@ def walk(
             walk(layer, inner, visit, wanted, twin, inner_reference)
         else:
             visit(LayerInputs(layer, twin, probe, reference_probe, images, reference_images))
+
+
+def walkable(model: Any) -> bool:
+    """Whether :func:`walk` can visit the model: a functional or Sequential model with one input (not a subclassed one)."""
+    graph = _functional(model)
+    return graph is not None and len(graph.inputs) == 1
 
 
 def _single_input(graph: Any) -> Any:

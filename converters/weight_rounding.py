@@ -5,13 +5,18 @@ channel, step ``max|w| / 127``). On a fine-tuned pretrained classifier those ind
 roundings add up: on the 81-product EfficientNet-Lite0 sample, int8 weights alone (float
 activations) changed 4.4% of the held-out predictions.
 
-This module chooses the roundings instead, layer by layer. Each input column of a layer's
-kernel is rounded in turn and its rounding error is spread over the columns not yet rounded,
-weighted by the inverse of the layer's input second moments ``X Xᵀ`` measured on calibration
-images, so that the layer's outputs on those images move as little as possible. The chosen
-values are written back as float weights that lie exactly on the grid the converter will
-compute (each channel keeps its largest weight, so the converter finds the same step), and
-the converter's own rounding then keeps them.
+This module chooses the roundings instead, layer by layer in graph order. Each input column of
+a layer's kernel is rounded in turn and its rounding error is spread over the columns not yet
+rounded, weighted by the inverse of the layer's input second moments ``X Xᵀ`` measured on
+calibration images, so that the layer's outputs on those images move as little as possible.
+Those inputs come from the model with every earlier layer already rounded, and before its own
+rounding each layer is refit by least squares to the float layer's outputs
+(:mod:`.least_squares`), so the roundings upstream are paid for where they land instead of
+adding up. On a re-trained sample (81.76% float), that took agreement with float from 97.30%
+to 98.99%, the medians of three draws of 128 calibration images (``bench/ANALYSIS.md``). The
+chosen values are written back as float weights that lie exactly on the grid the converter
+will compute (each channel keeps its largest weight, so the converter finds the same step),
+and the converter's own rounding then keeps them.
 
 Compensated: ``Conv2D`` (one group, no dilation, channels last), ``DepthwiseConv2D``
 (multiplier 1) and ``Dense``, in nested models too. A ``BatchNormalization`` right after a
@@ -29,14 +34,17 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ._tf import keras, tf
+from tillsight.errors import summarize
+
+from ._tf import keras
+from .layer_inputs import LayerInputs, walk, walkable
+from .least_squares import LinearLayer, augmented, refit, too_few_samples
 
 __all__ = ["NNCF_INT8_OVERFLOW_FIX", "TFLITE_INT8", "RoundingReport", "WeightGrid", "compensated_weights", "inverse_cholesky"]
 
 logger = logging.getLogger(__name__)
 
 MAX_IMAGES = 128  # calibration images whose layer inputs are measured (GPTQ's usual count)
-_BATCH = 8
 _MAX_COLUMNS = 8192  # a kernel with more inputs than this keeps nearest rounding (its X Xᵀ would not fit)
 _DAMPING = 0.01  # of the mean diagonal, added to X Xᵀ: keeps the inverse stable on few images
 _BLOCK = 128  # columns rounded before the rest of the kernel is updated
@@ -64,6 +72,7 @@ class RoundingReport:
 
     layers: int  # kernels rounded with error compensation
     skipped: tuple[str, ...]  # weight layers left to the converter's nearest rounding
+    refitted: int  # of the rounded kernels, those first refit to the float model's outputs
     images: int
     seconds: float
 
@@ -73,6 +82,7 @@ class RoundingReport:
             "method": "gptq",
             "layers": self.layers,
             "skipped_layers": len(self.skipped),
+            "refit_layers": self.refitted,
             "images": self.images,
             "seconds": self.seconds,
         }
@@ -91,6 +101,14 @@ def compensated_weights(
 ) -> Iterator[RoundingReport]:
     """Give ``model`` int8-grid weights with compensated rounding; restore the originals on exit.
 
+    Layers are rounded in graph order (:func:`..layer_inputs.walk`), each on the inputs the model
+    with its earlier layers already rounded feeds it. Before it is rounded, a layer is refit by least
+    squares (:func:`..least_squares.refit`) so that its outputs on those inputs match the float
+    model's outputs of the same layer: what the roundings upstream changed is won back where it can
+    be. The refit is skipped where the images give too few samples for the layer's inputs (a classifier
+    on pooled features) and in kernels with pruned zeros, which it would fill; those are rounded as
+    they are, zeros kept.
+
     Args:
         model: The float Keras model the converter is about to export (changed in place).
         images: Preprocessed calibration inputs; the first :data:`MAX_IMAGES` are used.
@@ -102,65 +120,61 @@ def compensated_weights(
     """
     started = time.perf_counter()
     images = images[:MAX_IMAGES]
-    skipped: list[str] = []
-    targets = _measure(model, images, skipped)
-    originals = [(target.layer, target.layer.kernel.numpy()) for target in targets]
+    rounded = [layer for layer in model._flatten_layers(include_self=False, recursive=True) if _has_kernel(layer)]  # noqa: SLF001
+    targets = {id(layer) for layer in rounded if _target(layer) is not None}
+    originals = [(variable, variable.numpy()) for variable in model.weights]  # kernels, biases, BatchNorm means
+    visited: set[int] = set()
+    refitted = 0
+
+    def visit(found: LayerInputs) -> None:
+        nonlocal refitted
+        target = _target(found.layer)
+        if target is None:  # not a target: never asked for
+            return
+        visited.add(id(found.layer))
+        moments = found.moments()
+        view = LinearLayer.of(found.layer)
+        if found.reference is not None and not too_few_samples(moments, view) and np.all(view.rows() != 0):
+            reference, with_bias = LinearLayer.of(found.reference), view.has_bias
+            start, goal = view.rows(), reference.rows()
+            if with_bias:
+                start, goal = np.hstack([start, view.bias()[:, None]]), np.hstack([goal, reference.bias()[:, None]])
+            inputs, cross = augmented(moments, with_bias)
+            rows = refit(start, goal, inputs, cross, bias=with_bias)
+            view.set(rows[:, :-1] if with_bias else rows, rows[:, -1] if with_bias else None)
+            refitted += 1
+        target.hessian = moments.inputs
+        found.layer.kernel.assign(_round_kernel(target, per_channel, grid).astype(np.float32))
+
     try:
-        for target in targets:
-            target.layer.kernel.assign(_round_kernel(target, per_channel, grid).astype(np.float32))
-        report = RoundingReport(len(targets), tuple(skipped), len(images), round(time.perf_counter() - started, 1))
+        if targets and walkable(model):  # a subclassed model has no graph to walk: the converter's nearest rounding
+            walk(model, images, visit, lambda layer: id(layer) in targets, reference=_float_twin(model))
+        skipped = tuple(layer.name for layer in rounded if id(layer) not in visited)
+        report = RoundingReport(len(visited), skipped, refitted, len(images), round(time.perf_counter() - started, 1))
         logger.info(
-            "weight rounding: %d kernels error-compensated on %d images in %.1f s (%d left to nearest rounding)",
+            "weight rounding: %d kernels error-compensated (%d refit to the float model's outputs first) on %d images "
+            "in %.1f s (%d left to nearest rounding)",
             report.layers,
+            report.refitted,
             report.images,
             report.seconds,
             len(skipped),
         )
         yield report
     finally:
-        for layer, kernel in originals:
-            layer.kernel.assign(kernel)
+        for variable, value in originals:
+            variable.assign(value)
 
 
-def _measure(model: keras.Model, images: np.ndarray, skipped: list[str]) -> list[_Target]:
-    """The compensable layers of ``model`` (nested models included), each with its X Xᵀ on ``images``."""
-    targets: list[_Target] = []
-    nested: list[keras.Model] = []
-    for layer in model.layers:
-        if isinstance(layer, keras.Model) and _is_functional(layer) and _called_once_on_one_tensor(layer):
-            nested.append(layer)
-        elif _has_kernel(layer):
-            target = _target(layer)
-            if target is None:
-                skipped.append(layer.name)
-            else:
-                targets.append(target)
-    if not targets and not nested:
-        return []
-    probe = keras.Model(model.inputs, [t.layer.input for t in targets] + [m._inbound_nodes[0].input_tensors[0] for m in nested])
-    nested_inputs: list[list[np.ndarray]] = [[] for _ in nested]
-    for start in range(0, len(images), _BATCH):
-        outputs = probe([images[start : start + _BATCH]], training=False)
-        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-        for target, layer_input in zip(targets, outputs[: len(targets)], strict=True):
-            moments = _second_moments(target.layer, tf.convert_to_tensor(layer_input, tf.float32))
-            target.hessian = moments if target.hessian is None else target.hessian + moments
-        for gathered, layer_input in zip(nested_inputs, outputs[len(targets) :], strict=True):
-            gathered.append(np.asarray(layer_input))
-    for submodel, gathered in zip(nested, nested_inputs, strict=True):
-        targets += _measure(submodel, np.concatenate(gathered), skipped)
-    return targets
-
-
-def _is_functional(model: keras.Model) -> bool:
+def _float_twin(model: keras.Model) -> keras.Model | None:
+    """A copy of the float model whose layer outputs the rounded layers are refit to; None where Keras cannot copy it."""
     try:
-        return len(model.inputs) == 1
-    except (AttributeError, ValueError):  # a subclassed model has no graph to probe
-        return False
-
-
-def _called_once_on_one_tensor(model: keras.Model) -> bool:
-    return len(model._inbound_nodes) == 1 and len(model._inbound_nodes[0].input_tensors) == 1
+        twin = keras.models.clone_model(model, recursive=True)
+        twin.set_weights(model.get_weights())
+    except Exception as exc:  # a custom layer without a config: round without the refits
+        logger.info("weight rounding without refits: the model cannot be copied (%s)", summarize(exc))
+        return None
+    return twin
 
 
 def _has_kernel(layer: keras.layers.Layer) -> bool:
@@ -197,24 +211,6 @@ def _target(layer: keras.layers.Layer) -> _Target | None:
 def _bn_factor(bn: keras.layers.BatchNormalization) -> np.ndarray:
     gamma = bn.gamma.numpy() if bn.gamma is not None else 1.0
     return (gamma / np.sqrt(bn.moving_variance.numpy().astype(np.float64) + bn.epsilon)).astype(np.float64)
-
-
-def _second_moments(layer: keras.layers.Layer, x: tf.Tensor) -> np.ndarray:
-    """Σ over output positions of input-patch outer products, as the layer sees them."""
-    if isinstance(layer, keras.layers.Dense):
-        columns = tf.reshape(x, [-1, x.shape[-1]])
-        return tf.matmul(columns, columns, transpose_a=True).numpy().astype(np.float64)
-    kh, kw = layer.kernel_size
-    sh, sw = layer.strides
-    if (kh, kw) == (1, 1) and layer.padding in ("same", "valid"):
-        patches = x[:, ::sh, ::sw, :]
-    else:
-        patches = tf.image.extract_patches(x, [1, kh, kw, 1], [1, sh, sw, 1], [1, 1, 1, 1], layer.padding.upper())
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        per_channel = tf.reshape(patches, [-1, kh * kw, x.shape[-1]])  # patch order (kh, kw, channel)
-        return tf.einsum("pic,pjc->cij", per_channel, per_channel).numpy().astype(np.float64)
-    columns = tf.reshape(patches, [-1, patches.shape[-1]])  # (kh, kw, in) order, as the kernel reshapes
-    return tf.matmul(columns, columns, transpose_a=True).numpy().astype(np.float64)
 
 
 def _round_kernel(target: _Target, per_channel: bool, grid: WeightGrid) -> np.ndarray:

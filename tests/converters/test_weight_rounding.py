@@ -143,6 +143,8 @@ def test_the_converter_keeps_the_chosen_roundings(inputs, per_channel):
 
 
 def test_held_out_outputs_move_less_than_with_nearest_rounding(inputs):
+    """Each layer is rounded on what the already rounded layers before it feed it, after a refit to the float layer's
+    outputs: 0.48x nearest rounding's error here. Rounding each layer alone on the float model's inputs gave 0.63x."""
     from tillsight.converters.weight_rounding import compensated_weights
 
     calibration, held_out = inputs
@@ -153,7 +155,7 @@ def test_held_out_outputs_move_less_than_with_nearest_rounding(inputs):
         compensated = int8_probabilities(convert_int8(model, calibration), held_out)
     nearest_error = float(np.mean((nearest - reference) ** 2))
     compensated_error = float(np.mean((compensated - reference) ** 2))
-    assert compensated_error < 0.8 * nearest_error, f"compensated {compensated_error:.2e}, nearest {nearest_error:.2e}"
+    assert compensated_error < 0.55 * nearest_error, f"compensated {compensated_error:.2e}, nearest {nearest_error:.2e}"
 
 
 def test_the_float_weights_come_back_even_after_a_failure(inputs):
