@@ -14,8 +14,9 @@ with ``W₀`` the starting weights, so a direction the images never explore keep
 A constant input column carries the bias, so mean shifts are refit too; a layer without a bias
 whose output goes only to a BatchNorm gets it through that BatchNorm's moving mean, as the
 converter folds it. A layer with fewer calibration samples than twice its inputs (a classifier
-reading 1,280 pooled features gets one sample per image) is not refit: its ``X Xᵀ`` is
-rank-deficient, and a refit would fit those images rather than the layer.
+reading 1,280 pooled features gets one sample per image) has a rank-deficient ``X Xᵀ``: a refit
+would fit those images rather than the layer. :func:`too_few_samples` says so; one-shot sparsity
+and the int8 rounding leave such a layer unrefit (channel pruning's reconstruction still refits it).
 """
 
 from __future__ import annotations
