@@ -121,16 +121,14 @@ def compensated_weights(
     started = time.perf_counter()
     images = images[:MAX_IMAGES]
     rounded = [layer for layer in model._flatten_layers(include_self=False, recursive=True) if _has_kernel(layer)]  # noqa: SLF001
-    targets = {id(layer) for layer in rounded if _target(layer) is not None}
+    targets = {id(layer): target for layer in rounded if (target := _target(layer)) is not None}
     originals = [(variable, variable.numpy()) for variable in model.weights]  # kernels, biases, BatchNorm means
     visited: set[int] = set()
     refitted = 0
 
     def visit(found: LayerInputs) -> None:
         nonlocal refitted
-        target = _target(found.layer)
-        if target is None:  # not a target: never asked for
-            return
+        target = targets[id(found.layer)]  # walk visits only targets
         visited.add(id(found.layer))
         moments = found.moments()
         view = LinearLayer.of(found.layer)
