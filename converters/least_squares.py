@@ -79,6 +79,28 @@ class LinearLayer:
             return -np.asarray(self.batchnorm.moving_mean.numpy(), np.float64)
         return np.zeros(self.rows().shape[0])
 
+    def augmented_rows(self, with_bias: bool) -> np.ndarray:
+        """The rows with the bias as a last column (the constant input's weights) when ``with_bias``."""
+        rows = self.rows()
+        return np.hstack([rows, self.bias()[:, None]]) if with_bias else rows
+
+    def set_augmented(self, rows: np.ndarray, with_bias: bool) -> None:
+        """Write back rows laid out as :meth:`augmented_rows` gives them."""
+        self.set(rows[:, :-1] if with_bias else rows, rows[:, -1] if with_bias else None)
+
+    def refit_to(self, reference: LinearLayer, moments: Moments, kept: np.ndarray | None = None) -> np.ndarray:
+        """The layer's rows (bias last where it has one) refit so its outputs match the reference layer's; not written back.
+
+        Args:
+            reference: The same layer in the original model, whose outputs on the images are the target.
+            moments: The layer's input moments with the cross moments against the reference's inputs.
+            kept: The reference's output channels this layer kept (None: all of them).
+        """
+        with_bias = self.has_bias
+        inputs, cross = augmented(moments, with_bias)
+        target = reference.augmented_rows(with_bias)
+        return refit(self.augmented_rows(with_bias), target if kept is None else target[kept], inputs, cross, bias=with_bias)
+
     def set(self, rows: np.ndarray, bias: np.ndarray | None) -> None:
         """Write rows (and the bias, where it lives) back into the layer."""
         shape = tuple(self.layer.kernel.shape)

@@ -38,7 +38,7 @@ from tillsight.errors import summarize
 
 from ._tf import keras
 from .layer_inputs import LayerInputs, walk, walkable
-from .least_squares import LinearLayer, augmented, refit, too_few_samples
+from .least_squares import LinearLayer, too_few_samples
 
 __all__ = ["NNCF_INT8_OVERFLOW_FIX", "TFLITE_INT8", "RoundingReport", "WeightGrid", "compensated_weights", "inverse_cholesky"]
 
@@ -133,13 +133,7 @@ def compensated_weights(
         moments = found.moments()
         view = LinearLayer.of(found.layer)
         if found.reference is not None and not too_few_samples(moments, view) and np.all(view.rows() != 0):
-            reference, with_bias = LinearLayer.of(found.reference), view.has_bias
-            start, goal = view.rows(), reference.rows()
-            if with_bias:
-                start, goal = np.hstack([start, view.bias()[:, None]]), np.hstack([goal, reference.bias()[:, None]])
-            inputs, cross = augmented(moments, with_bias)
-            rows = refit(start, goal, inputs, cross, bias=with_bias)
-            view.set(rows[:, :-1] if with_bias else rows, rows[:, -1] if with_bias else None)
+            view.set_augmented(view.refit_to(LinearLayer.of(found.reference), moments), view.has_bias)
             refitted += 1
         target.hessian = moments.inputs
         found.layer.kernel.assign(_round_kernel(target, per_channel, grid).astype(np.float32))

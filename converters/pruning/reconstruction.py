@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..layer_inputs import LayerInputs, kernel_layer, walk
-from ..least_squares import LinearLayer, augmented, refit
+from ..least_squares import LinearLayer
 
 __all__ = ["reconstruct"]
 
@@ -54,20 +54,9 @@ def reconstruct(
     def visit(found: LayerInputs) -> None:
         nonlocal refitted
         kept = output_channels(found.reference)
-        view, reference = LinearLayer.of(found.layer), LinearLayer.of(found.reference)
-        with_bias = view.has_bias
+        view = LinearLayer.of(found.layer)
         moments = found.moments(channel_map=kept if view.depthwise else None)
-        inputs, cross = augmented(moments, with_bias)
-        target = reference.rows() if kept is None else reference.rows()[kept]
-        start = view.rows()
-        if with_bias:
-            target_bias = reference.bias() if kept is None else reference.bias()[kept]
-            target, start = np.hstack([target, target_bias[:, None]]), np.hstack([start, view.bias()[:, None]])
-        rows = refit(start, target, inputs, cross, bias=with_bias)
-        if with_bias:
-            view.set(rows[:, :-1], rows[:, -1])
-        else:
-            view.set(rows, None)
+        view.set_augmented(view.refit_to(LinearLayer.of(found.reference), moments, kept), view.has_bias)
         refitted += 1
 
     walk(pruned, images, visit, wanted, reference=original)

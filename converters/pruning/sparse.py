@@ -35,7 +35,7 @@ import numpy as np
 
 from .._tf import keras
 from ..layer_inputs import LayerInputs, kernel_layer, walk
-from ..least_squares import MIN_SAMPLES_PER_COLUMN, LinearLayer, augmented, refit, too_few_samples
+from ..least_squares import MIN_SAMPLES_PER_COLUMN, LinearLayer, augmented, too_few_samples
 from ..weight_rounding import inverse_cholesky
 from .magnitude import prunable_kernels
 
@@ -148,21 +148,17 @@ def one_shot_sparsity(
 
     def visit(found: LayerInputs) -> None:
         nonlocal pruned
-        view, reference = LinearLayer.of(found.layer), LinearLayer.of(found.reference)
-        with_bias = view.has_bias
+        view = LinearLayer.of(found.layer)
         moments = found.moments()
         sparsity = uniform if per_layer is None else per_layer.get(id(found.reference), 0.0)
         if not sparsity and too_few_samples(moments, view):  # a refit would fit the images, not the layer: left as it is
             shares[found.layer.name] = 0.0
             return
-        inputs, cross = augmented(moments, with_bias)
-        start, target_rows = view.rows(), reference.rows()
-        if with_bias:
-            start, target_rows = np.hstack([start, view.bias()[:, None]]), np.hstack([target_rows, reference.bias()[:, None]])
-        rows = refit(start, target_rows, inputs, cross, bias=with_bias)  # what earlier layers' zeros changed, won back first
+        rows = view.refit_to(LinearLayer.of(found.reference), moments)  # what earlier layers' zeros changed, won back first
         shares[found.layer.name] = round(sparsity, 4)
-        rows = sparse_rows(rows, inputs, sparsity, frozen_columns=1 if with_bias else 0)
-        view.set(rows[:, :-1] if with_bias else rows, rows[:, -1] if with_bias else None)
+        inputs, _ = augmented(moments, view.has_bias)
+        rows = sparse_rows(rows, inputs, sparsity, frozen_columns=1 if view.has_bias else 0)
+        view.set_augmented(rows, view.has_bias)
         pruned += 1
 
     walk(model, images, visit, sparsified, reference=original)
@@ -200,13 +196,12 @@ def measured_sparsity(model: Any, images: np.ndarray, target: float, damage: Cal
         if too_few_samples(moments, view):
             few_samples[id(found.layer)] = found.layer.name
         inputs, _ = augmented(moments, with_bias)
-        start = np.hstack([view.rows(), view.bias()[:, None]]) if with_bias else view.rows()
+        start = view.augmented_rows(with_bias)
         damages = []
         for level in SPARSITY_LEVELS:
-            rows = sparse_rows(start, inputs, level, frozen_columns=1 if with_bias else 0)
-            view.set(rows[:, :-1] if with_bias else rows, rows[:, -1] if with_bias else None)
+            view.set_augmented(sparse_rows(start, inputs, level, frozen_columns=1 if with_bias else 0), with_bias)
             damages.append(damage())
-        view.set(start[:, :-1] if with_bias else start, start[:, -1] if with_bias else None)
+        view.set_augmented(start, with_bias)
         trials[id(found.layer)] = (int(np.prod(found.layer.kernel.shape)), damages)
 
     walk(model, images, visit, sparsified)
