@@ -25,7 +25,7 @@ import numpy as np
 
 from ._tf import keras, tf
 
-__all__ = ["LayerInputs", "Moments", "kernel_layer", "patches", "walk", "walkable"]
+__all__ = ["LayerInputs", "Moments", "kernel_layer", "output_positions", "patches", "walk", "walkable"]
 
 layers = keras.layers
 
@@ -53,25 +53,67 @@ def kernel_layer(layer: Any) -> bool:
     return layer.groups == 1
 
 
-def patches(layer: Any, x: Any) -> np.ndarray:
+def patches(layer: Any, x: np.ndarray, positions: np.ndarray | None = None) -> np.ndarray:
     """The layer's input laid out as rows of what each output position multiplies.
+
+    Args:
+        layer: A layer :func:`kernel_layer` accepts.
+        x: What the layer is fed: ``[batch, height, width, channels]``, or ``[..., features]`` for Dense.
+        positions: Which output positions to lay out, as flat indices over :func:`output_positions`
+            (None: all of them).
 
     Returns:
         ``[positions, columns]`` in the kernel's ``(kh, kw, in)`` order for Conv2D and Dense, or
-        ``[positions, kh * kw, channels]`` for DepthwiseConv2D (one small problem per channel).
+        ``[channels, kh * kw, positions]`` for DepthwiseConv2D (one small problem per channel).
     """
-    x = tf.convert_to_tensor(x, tf.float32)
+    x = np.asarray(x, np.float32)
     if isinstance(layer, layers.Dense):
-        return tf.reshape(x, [-1, x.shape[-1]]).numpy().astype(np.float32)
-    kh, kw = layer.kernel_size
-    sh, sw = layer.strides
-    if (kh, kw) == (1, 1) and layer.padding in ("same", "valid"):
-        found = x[:, ::sh, ::sw, :]
-    else:
-        found = tf.image.extract_patches(x, [1, kh, kw, 1], [1, sh, sw, 1], [1, 1, 1, 1], layer.padding.upper())
-    if isinstance(layer, layers.DepthwiseConv2D):
-        return tf.reshape(found, [-1, kh * kw, x.shape[-1]]).numpy()
-    return tf.reshape(found, [-1, found.shape[-1]]).numpy()  # float32, as the tensor
+        rows = x.reshape(-1, x.shape[-1])
+        return rows if positions is None else rows[positions]
+    batch, height, width, channels = x.shape
+    (kh, kw), (sh, sw) = layer.kernel_size, layer.strides
+    out_height, out_width = _output_size(height, kh, sh, layer.padding), _output_size(width, kw, sw, layer.padding)
+    if positions is None:
+        positions = np.arange(batch * out_height * out_width)
+    image, row, column = np.unravel_index(positions, (batch, out_height, out_width))
+    if layer.padding == "same":  # zeros around the input, as TensorFlow pads
+        x = np.pad(x, ((0, 0), _same_padding(height, out_height, kh, sh), _same_padding(width, out_width, kw, sw), (0, 0)))
+    padded_height, padded_width = x.shape[1:3]
+
+    def at(dy: int, dx: int) -> np.ndarray:  # where each position's input under kernel tap (dy, dx) is, in the flat input
+        return (image * padded_height + row * sh + dy) * padded_width + column * sw + dx
+
+    flat = x.reshape(-1, channels)
+    if isinstance(layer, layers.DepthwiseConv2D):  # channels first, so each channel's product is one BLAS call
+        by_channel = np.empty((channels, kh, kw, len(positions)), np.float32)
+        for dy in range(kh):
+            for dx in range(kw):
+                by_channel[:, dy, dx] = np.take(flat, at(dy, dx), axis=0).T
+        return by_channel.reshape(channels, kh * kw, len(positions))
+    found = np.empty((len(positions), kh, kw, channels), np.float32)
+    for dy in range(kh):
+        for dx in range(kw):
+            found[:, dy, dx] = np.take(flat, at(dy, dx), axis=0)
+    return found.reshape(len(positions), kh * kw * channels)
+
+
+def output_positions(layer: Any, shape: tuple[int, ...]) -> int:
+    """How many output positions (rows of :func:`patches`) the layer has on an input of this shape."""
+    if isinstance(layer, layers.Dense):
+        return int(np.prod(shape[:-1]))
+    batch, height, width, _ = shape
+    (kh, kw), (sh, sw) = layer.kernel_size, layer.strides
+    return batch * _output_size(height, kh, sh, layer.padding) * _output_size(width, kw, sw, layer.padding)
+
+
+def _output_size(size: int, kernel: int, stride: int, padding: str) -> int:
+    return -(-size // stride) if padding == "same" else -(-(size - kernel + 1) // stride)
+
+
+def _same_padding(size: int, out: int, kernel: int, stride: int) -> tuple[int, int]:
+    """Zeros "same" padding puts before and after the input along one axis (the odd one after)."""
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
 
 
 @dataclasses.dataclass
@@ -93,29 +135,20 @@ class Moments:
 
 
 class LayerInputs:
-    """One visited layer, its twin in the reference model, and its inputs on the images, batch by batch."""
+    """One visited layer, its twin in the reference model, and what each of them is fed on the images."""
 
-    def __init__(
-        self,
-        layer: Any,
-        reference: Any | None,
-        probe: Any,
-        reference_probe: Any | None,
-        images: np.ndarray,
-        reference_images: np.ndarray | None,
-    ) -> None:
+    def __init__(self, layer: Any, reference: Any | None, inputs: Any, reference_inputs: Any | None) -> None:
         self.layer = layer
         self.reference = reference  # the same layer in the reference model (None: no reference)
-        self._probe, self._reference_probe = probe, reference_probe
-        self._images, self._reference_images = images, reference_images
+        self._inputs, self._reference_inputs = inputs, reference_inputs
 
     def batches(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-        """``(input, reference input)`` per batch of images, the model's current weights computing the first."""
-        for start in range(0, len(self._images), _BATCH):
-            current = np.asarray(self._probe(self._images[start : start + _BATCH], training=False))
+        """``(input, reference input)`` per batch of images, the first computed by the model's weights as they are now."""
+        for start in range(0, len(self._inputs), _BATCH):
+            current = np.asarray(self._inputs[start : start + _BATCH])
             reference = None
-            if self._reference_probe is not None:
-                reference = np.asarray(self._reference_probe(self._reference_images[start : start + _BATCH], training=False))
+            if self._reference_inputs is not None:
+                reference = np.asarray(self._reference_inputs[start : start + _BATCH])
             yield current, reference
 
     def moments(self, channel_map: np.ndarray | None = None) -> Moments:
@@ -129,21 +162,19 @@ class LayerInputs:
         sampler = np.random.default_rng(0)
         total: Moments | None = None
         for current, reference in self.batches():
-            own = patches(self.layer, current)
-            ref = patches(self.reference, reference) if reference is not None else None
-            if len(own) > MAX_POSITIONS:
-                rows = np.sort(sampler.choice(len(own), MAX_POSITIONS, replace=False))
-                own, ref = own[rows], (ref[rows] if ref is not None else None)
+            count = output_positions(self.layer, current.shape)
+            rows = np.sort(sampler.choice(count, MAX_POSITIONS, replace=False)) if count > MAX_POSITIONS else None
+            own = patches(self.layer, current, rows)
+            ref = patches(self.reference, reference, rows) if reference is not None else None
             if depthwise:
                 if ref is not None and channel_map is not None:
-                    ref = ref[..., channel_map]
-                by_channel = own.transpose(2, 0, 1)  # [channels, positions, k]: one product per channel
-                step = Moments(
-                    _float64(np.matmul(by_channel.transpose(0, 2, 1), by_channel)),
-                    _float64(np.matmul(ref.transpose(2, 1, 0), by_channel)) if ref is not None else None,
-                    own.sum(axis=0, dtype=np.float64).T,
-                    ref.sum(axis=0, dtype=np.float64).T if ref is not None else None,
-                    len(own),
+                    ref = ref[channel_map]
+                step = Moments(  # one product per channel: [channels, k, positions] @ [channels, positions, k]
+                    _float64(np.matmul(own, own.transpose(0, 2, 1))),
+                    _float64(np.matmul(ref, own.transpose(0, 2, 1))) if ref is not None else None,
+                    own.sum(axis=2, dtype=np.float64),
+                    ref.sum(axis=2, dtype=np.float64) if ref is not None else None,
+                    own.shape[2],
                 )
             else:
                 step = Moments(
@@ -184,39 +215,116 @@ def walk(
 ) -> None:
     """Call ``visit`` on each wanted layer of ``model`` in graph order, nested models walked into.
 
+    The images go through the model once, operation by operation, as Keras's own functional call
+    runs them: a wanted layer is visited when its input has been computed, before its output is,
+    so what it outputs (and every later layer sees) comes from the weights its visit left. Each
+    intermediate result is kept, for all images, until the last operation that reads it has run.
+
     Args:
         model: A functional or Sequential Keras model with one input (changed only by ``visit``).
         images: Model inputs to measure on.
-        visit: Called once per wanted layer; it may rewrite that layer's weights, and later layers see the change.
+        visit: Called once per wanted layer; it may rewrite that layer's weights (and the BatchNorm it feeds),
+            and later layers see the change.
         wanted: Which layers to visit (default: the layers :func:`patches` understands).
         reference: A model of the same structure (the original, before pruning): each visit also gets its
             twin layer and that layer's inputs on the same images. Layers are paired by their place in the graph.
         reference_images: The reference's inputs (default: ``images``).
     """
     reference_images = images if reference is not None and reference_images is None else reference_images
-    ordered = _graph_order(model)
-    twins = _graph_order(reference) if reference is not None else [None] * len(ordered)
-    if len(twins) != len(ordered):
-        raise ValueError(f"model '{model.name}' and its reference '{reference.name}' differ in structure")
-    graph = _functional(model)
-    reference_graph = _functional(reference) if reference is not None else None
-    for layer, twin in zip(ordered, twins, strict=True):
-        nested = isinstance(layer, keras.Model)
-        if not nested and not (wanted(layer) and _called_once(layer)):
-            continue
-        tensor = _call_input(layer)
-        if tensor is None:
-            continue
-        probe = keras.Model(_single_input(graph), tensor)
-        reference_probe = keras.Model(_single_input(reference_graph), _call_input(twin)) if twin is not None else None
-        if nested:
-            if _functional(layer) is None or len(_functional(layer).inputs) != 1:
-                continue  # a subclassed model, or one with several inputs: its graph cannot be walked
-            inner = _all_outputs(probe, images)
-            inner_reference = _all_outputs(reference_probe, reference_images) if reference_probe is not None else None
-            walk(layer, inner, visit, wanted, twin, inner_reference)
-        else:
-            visit(LayerInputs(layer, twin, probe, reference_probe, images, reference_images))
+    _Pass(visit, wanted).run(model, images, reference, reference_images)
+
+
+class _Pass:
+    """One forward pass through a model (and its reference, in step) that visits the wanted layers on the way."""
+
+    def __init__(self, visit: Callable[[LayerInputs], None], wanted: Callable[[Any], bool]) -> None:
+        self.visit, self.wanted = visit, wanted
+
+    def run(self, model: Any, images: Any, reference: Any | None, reference_images: Any | None) -> tuple[list[Any], list[Any]]:
+        """The model's (and the reference's) output values on the images, each wanted layer visited on the way."""
+        graph = _functional(model)
+        if graph is None:
+            raise ValueError(f"model '{model.name}' is subclassed: its graph cannot be walked")
+        nodes = _computed_nodes(graph)
+        twins: list[Any] = [None] * len(nodes)
+        values = _Values(graph, nodes, images)
+        reference_values = None
+        if reference is not None:
+            reference_graph = _functional(reference)
+            twins = _computed_nodes(reference_graph) if reference_graph is not None else []
+            if len(twins) != len(nodes) or len(reference_graph.inputs) != len(graph.inputs):
+                raise ValueError(f"model '{model.name}' and its reference '{reference.name}' differ in structure")
+            reference_values = _Values(reference_graph, twins, reference_images)
+        for node, twin in zip(nodes, twins, strict=True):
+            operation = node.operation
+            inputs = node.input_tensors
+            single = len(inputs) == 1 and len(operation._inbound_nodes) == 1  # noqa: SLF001 - one call, on one tensor
+            if single and isinstance(operation, keras.Model) and walkable(operation):
+                own = values.read(inputs[0])
+                other = reference_values.read(twin.input_tensors[0]) if reference_values is not None else None
+                outputs, reference_outputs = self.run(operation, own, twin.operation if twin else None, other)
+                values.done(node, outputs)
+                if reference_values is not None:
+                    reference_values.done(twin, reference_outputs)
+                continue
+            if single and not isinstance(operation, keras.Model) and self.wanted(operation):
+                other = reference_values.read(twin.input_tensors[0]) if reference_values is not None else None
+                self.visit(LayerInputs(operation, twin.operation if twin else None, values.read(inputs[0]), other))
+            values.done(node, _call(node, values))
+            if reference_values is not None:
+                reference_values.done(twin, _call(twin, reference_values))
+        return values.outputs(), reference_values.outputs() if reference_values is not None else []
+
+
+class _Values:
+    """What a graph's tensors hold on the images, each kept until the last node that reads it has run."""
+
+    def __init__(self, graph: Any, nodes: list[Any], images: Any) -> None:
+        self.graph = graph
+        if len(graph.inputs) != 1:
+            raise ValueError(f"model '{graph.name}' has {len(graph.inputs)} inputs; a classifier with one image input is needed")
+        self.held = {id(graph.inputs[0]): tf.cast(images, graph.inputs[0].dtype)}
+        self.readers: dict[int, int] = {}  # tensor -> nodes (and model outputs) still to read it
+        for tensor in [t for node in nodes for t in node.input_tensors] + list(graph.outputs):
+            self.readers[id(tensor)] = self.readers.get(id(tensor), 0) + 1
+
+    def read(self, tensor: Any) -> Any:
+        return self.held[id(tensor)]
+
+    def done(self, node: Any, outputs: Any) -> None:
+        """Keep the node's outputs; let go of the inputs nothing later reads."""
+        for tensor, value in zip(node.outputs, keras.tree.flatten(outputs), strict=True):
+            self.held[id(tensor)] = value
+        for tensor in node.input_tensors:
+            self.readers[id(tensor)] -= 1
+            if not self.readers[id(tensor)]:
+                del self.held[id(tensor)]
+
+    def outputs(self) -> list[Any]:
+        return [self.held[id(tensor)] for tensor in self.graph.outputs]
+
+
+def _computed_nodes(graph: Any) -> list[Any]:
+    """The graph's nodes in the order its functional call runs them (those its input reaches)."""
+    reached = {id(tensor) for tensor in graph.inputs}
+    found = []
+    for depth in sorted(graph._nodes_by_depth, reverse=True):  # noqa: SLF001 - Keras has no public graph walk
+        for node in graph._nodes_by_depth[depth]:  # noqa: SLF001
+            if node.is_input or node.operation is None or isinstance(node.operation, layers.InputLayer):
+                continue
+            if all(id(tensor) in reached for tensor in node.input_tensors):
+                found.append(node)
+                reached.update(id(tensor) for tensor in node.outputs)
+    return found
+
+
+def _call(node: Any, values: _Values) -> Any:
+    """The node's operation on the held values, in inference mode, as a functional model's call runs it."""
+    args, kwargs = node.arguments.fill_in(values.held)
+    operation = node.operation
+    if "training" in getattr(operation, "_call_context_args", ()) or getattr(operation, "_call_has_training_arg", False):
+        kwargs["training"] = False
+    return operation(*args, **kwargs)
 
 
 def walkable(model: Any) -> bool:
@@ -225,45 +333,8 @@ def walkable(model: Any) -> bool:
     return graph is not None and len(graph.inputs) == 1
 
 
-def _single_input(graph: Any) -> Any:
-    if len(graph.inputs) != 1:
-        raise ValueError(f"model '{graph.name}' has {len(graph.inputs)} inputs; a classifier with one image input is needed")
-    return graph.inputs[0]
-
-
-def _all_outputs(probe: Any, images: np.ndarray) -> np.ndarray:
-    return np.concatenate([np.asarray(probe(images[i : i + _BATCH], training=False)) for i in range(0, len(images), _BATCH)])
-
-
 def _functional(model: Any) -> Any:
     """The functional graph of a Functional or Sequential model (None for subclassed models)."""
     if isinstance(model, keras.Sequential):
         return getattr(model, "_functional", None)
     return model if hasattr(model, "_nodes_by_depth") else None
-
-
-def _graph_order(model: Any) -> list[Any]:
-    """The model's layers (nested models as one) in the order its graph computes them, each once."""
-    functional = _functional(model)
-    if functional is None:
-        raise ValueError(f"model '{model.name}' is subclassed: its graph cannot be walked")
-    seen: dict[int, Any] = {}
-    for depth in sorted(functional._nodes_by_depth, reverse=True):  # noqa: SLF001 - Keras has no public graph walk
-        for node in functional._nodes_by_depth[depth]:  # noqa: SLF001
-            operation = node.operation
-            if node.is_input or operation is None or isinstance(operation, layers.InputLayer):
-                continue
-            seen.setdefault(id(operation), operation)
-    return list(seen.values())
-
-
-def _called_once(layer: Any) -> bool:
-    return len(getattr(layer, "_inbound_nodes", [])) == 1
-
-
-def _call_input(layer: Any) -> Any | None:
-    """The one tensor the layer is called on in its graph (None when called more than once or on several)."""
-    nodes = getattr(layer, "_inbound_nodes", [])
-    if len(nodes) != 1 or len(nodes[0].input_tensors) != 1:
-        return None
-    return nodes[0].input_tensors[0]
