@@ -13,7 +13,9 @@ Those inputs come from the model with every earlier layer already rounded, and b
 rounding each layer is refit by least squares to the float layer's outputs
 (:mod:`.least_squares`), so the roundings upstream are paid for where they land instead of
 adding up. On a re-trained sample (81.76% float), that took agreement with float from 97.30%
-to 98.99%, the medians of three draws of 128 calibration images (``bench/ANALYSIS.md``). The
+to 98.99%, the medians of three draws of 128 calibration images; the same steps with the input
+moments summed in another order gave 98.31%, so a draw moves by 2 to 4 photos of 296 with float
+round-off alone (``bench/ANALYSIS.md``). The
 chosen values are written back as float weights that lie exactly on the grid the converter
 will compute (each channel keeps its largest weight, so the converter finds the same step),
 and the converter's own rounding then keeps them.
@@ -106,8 +108,10 @@ def compensated_weights(
     squares (:func:`..least_squares.refit`) so that its outputs on those inputs match the float
     model's outputs of the same layer: what the roundings upstream changed is won back where it can
     be. The refit is skipped where the images give too few samples for the layer's inputs (a classifier
-    on pooled features) and in kernels with pruned zeros, which it would fill; those are rounded as
-    they are, zeros kept.
+    on pooled features) and in kernels with exact zeros, which it would fill; those are rounded as
+    they are, zeros kept. Pretrained kernels hold a few exact zeros too (41 of the sample
+    EfficientNet-Lite0's 50), so only 8 of its layers are refit; refitting all 49 that have samples
+    enough scored lower on one draw (``bench/ANALYSIS.md``).
 
     Args:
         model: The float Keras model the converter is about to export (changed in place).
