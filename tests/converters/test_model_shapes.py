@@ -99,7 +99,8 @@ def test_every_compression_mode_converts_every_model_shape(shape, mode, shape_mo
         assert metrics.qat.training.epochs == 1
     accuracy = metrics.accuracy
     reference = accuracy.pruned_top1 if accuracy.pruned_top1 is not None else accuracy.float_top1
-    assert abs(reference - accuracy.converted_top1) <= 3 * 100 / accuracy.images, "int8 lost more than 3 photos"
+    moved = round(abs(reference - accuracy.converted_top1) * accuracy.images / 100)  # in photos: top-1 is kept to 3 decimals
+    assert moved <= 3, f"int8 moved top-1 by {moved} of {accuracy.images} photos, more than 3"
     with tillsight.load(bundle.path) as classifier:
         frame = load_photos(photos.eval_items[:1])[2][0]
         assert 0 <= classifier.classify(frame, top_k=1)[0].index < 4
