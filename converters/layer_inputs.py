@@ -72,7 +72,7 @@ def patches(layer: Any, x: np.ndarray, positions: np.ndarray | None = None) -> n
         return rows if positions is None else rows[positions]
     batch, height, width, channels = x.shape
     (kh, kw), (sh, sw) = layer.kernel_size, layer.strides
-    out_height, out_width = _output_size(height, kh, sh, layer.padding), _output_size(width, kw, sw, layer.padding)
+    out_height, out_width = _output_grid(layer, height, width)
     if positions is None:
         positions = np.arange(batch * out_height * out_width)
     image, row, column = np.unravel_index(positions, (batch, out_height, out_width))
@@ -102,12 +102,18 @@ def output_positions(layer: Any, shape: tuple[int, ...]) -> int:
     if isinstance(layer, layers.Dense):
         return int(np.prod(shape[:-1]))
     batch, height, width, _ = shape
+    out_height, out_width = _output_grid(layer, height, width)
+    return batch * out_height * out_width
+
+
+def _output_grid(layer: Any, height: int, width: int) -> tuple[int, int]:
+    """The convolution's output height and width on an input of this size, as Keras computes them."""
+
+    def size(length: int, kernel: int, stride: int) -> int:
+        return -(-length // stride) if layer.padding == "same" else -(-(length - kernel + 1) // stride)
+
     (kh, kw), (sh, sw) = layer.kernel_size, layer.strides
-    return batch * _output_size(height, kh, sh, layer.padding) * _output_size(width, kw, sw, layer.padding)
-
-
-def _output_size(size: int, kernel: int, stride: int, padding: str) -> int:
-    return -(-size // stride) if padding == "same" else -(-(size - kernel + 1) // stride)
+    return size(height, kh, sh), size(width, kw, sw)
 
 
 def _same_padding(size: int, out: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -251,10 +257,9 @@ class _Pass:
         reference_values = None
         if reference is not None:
             reference_graph = _functional(reference)
-            twins = _computed_nodes(reference_graph) if reference_graph is not None else []
-            if len(twins) != len(nodes) or len(reference_graph.inputs) != len(graph.inputs):
+            if reference_graph is None or len(twins := _computed_nodes(reference_graph)) != len(nodes):
                 raise ValueError(f"model '{model.name}' and its reference '{reference.name}' differ in structure")
-            reference_values = _Values(reference_graph, twins, reference_images)
+            reference_values = _Values(reference_graph, twins, reference_images)  # one input, as the model's
         for node, twin in zip(nodes, twins, strict=True):
             operation = node.operation
             inputs = node.input_tensors
