@@ -42,7 +42,15 @@ from ._tf import keras
 from .layer_inputs import LayerInputs, walk, walkable
 from .least_squares import LinearLayer, too_few_samples
 
-__all__ = ["NNCF_INT8_OVERFLOW_FIX", "TFLITE_INT8", "RoundingReport", "WeightGrid", "compensated_weights", "inverse_cholesky"]
+__all__ = [
+    "NNCF_INT8",
+    "NNCF_INT8_OVERFLOW_FIX",
+    "TFLITE_INT8",
+    "RoundingReport",
+    "WeightGrid",
+    "compensated_weights",
+    "inverse_cholesky",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +74,8 @@ TFLITE_INT8 = WeightGrid(127.0, -127, 127)
 #: NNCF's int8 weights with its overflow fix: 7 bits, scale ``max|w| / 63.5``. Chosen integers stay within ±63:
 #: a 64 would outgrow the kept largest weight (63.5 steps) and NNCF would take another scale for the channel.
 NNCF_INT8_OVERFLOW_FIX = WeightGrid(63.5, -63, 63)
+#: NNCF's int8 weights without the overflow fix: TFLite's grid.
+NNCF_INT8 = TFLITE_INT8
 
 
 @dataclasses.dataclass(frozen=True)

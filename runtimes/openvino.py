@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +26,7 @@ from tillsight.profile_tables import PerformanceHint
 
 from .base import Backend, TensorSpec
 
-__all__ = ["OpenVINOBackend", "default_cache_dir", "select_device", "shared_core"]
+__all__ = ["OpenVINOBackend", "cpu_has_vnni", "default_cache_dir", "select_device", "shared_core"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,30 @@ def default_cache_dir() -> Path:
         return Path(os.environ["TILLSIGHT_CACHE_DIR"]) / "openvino"
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "tillsight" / "openvino"
+
+
+#: /proc/cpuinfo flags of x86 CPUs whose int8 dot products sum in 32 bits.
+_VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def cpu_has_vnni(cpuinfo: Path = Path("/proc/cpuinfo"), machine: str | None = None) -> bool | None:
+    """Whether this CPU runs an IR's 8-bit int8 weights exactly.
+
+    x86 CPUs without VNNI multiply u8 activations by s8 weights in pairs summed into saturating
+    int16, so full-range weights overflow there; ARM CPUs and x86 CPUs with VNNI or AMX do not.
+
+    Returns:
+        True or False; None on x86 where ``cpuinfo`` cannot be read (not Linux).
+    """
+    machine = (machine or platform.machine()).lower()
+    if machine not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return True
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return None
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return bool(_VNNI_FLAGS.intersection(flags))
 
 
 def _present(device: str, available: Sequence[str]) -> bool:
@@ -112,6 +137,7 @@ class OpenVINOBackend(Backend):
         cache_dir: Path | None = None,
         core: Any = None,
         cpu_precision: str | None = None,
+        cpu_needs_vnni: bool = False,
     ):
         """Compile the IR.
 
@@ -125,9 +151,11 @@ class OpenVINOBackend(Backend):
             core: An ``openvino.Core`` (defaults to the shared one).
             cpu_precision: ``INFERENCE_PRECISION_HINT`` when the model runs on the CPU (``f32`` for a float IR);
                 None: the plugin's default (bfloat16 on CPUs that have it).
+            cpu_needs_vnni: The IR's int8 weights use all 8 bits: a CPU without VNNI (see :func:`cpu_has_vnni`)
+                would overflow its int8 kernels, so there the IR runs its int8 arithmetic in f32 instead (exact, slower).
 
         Raises:
-            BackendUnavailableError: openvino or the device is missing.
+            BackendUnavailableError: openvino or the device is missing, or the IR would overflow the CPU it runs on.
             BundleError: OpenVINO cannot read or compile the IR.
         """
         core = core or shared_core()
@@ -135,13 +163,17 @@ class OpenVINOBackend(Backend):
         if warning:
             logger.warning(warning)
         self.fallback_reason = warning
+        exact_int8 = _exact_int8_config(model_path) if cpu_needs_vnni and self.device.startswith("CPU") else {}
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        if exact_int8:  # the cache's key leaves these settings out: a compiled int8 model would come back
+            self.cache_dir = self.cache_dir / "int8-in-f32"
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         config: dict[str, Any] = {"PERFORMANCE_HINT": performance_hint.value, "CACHE_DIR": str(self.cache_dir)}
         if threads and self.device.startswith("CPU"):
             config["INFERENCE_NUM_THREADS"] = threads
         if cpu_precision and self.device.startswith("CPU"):
             config["INFERENCE_PRECISION_HINT"] = cpu_precision
+        config.update(exact_int8)
         try:
             self._compiled = core.compile_model(str(model_path), self.device, config)
         except RuntimeError as exc:
@@ -149,6 +181,12 @@ class OpenVINOBackend(Backend):
         if len(self._compiled.inputs) != 1 or len(self._compiled.outputs) != 1:
             raise BundleError(f"{model_path} must have one input and one output")
         self.execution_devices = list(self._compiled.get_property("EXECUTION_DEVICES"))
+        if cpu_needs_vnni and not self.device.startswith("CPU") and any(d.startswith("CPU") for d in self.execution_devices):
+            if cpu_has_vnni() is not True:  # AUTO and the like chose the CPU: its int8 config cannot be set here
+                raise BackendUnavailableError(
+                    f"{model_path} has 8-bit int8 weights, which overflow on a CPU without VNNI, and {self.device} "
+                    "chose the CPU: name the device (CPU or GPU) in the profile"
+                )
         self.engine = f"openvino on {', '.join(self.execution_devices)}"
         self.threads = threads
         self.performance_hint = performance_hint
@@ -171,6 +209,7 @@ class OpenVINOBackend(Backend):
             else PerformanceHint(str(options.get("performance_hint", PerformanceHint.LATENCY.value))),
             threads=threads,
             cpu_precision=options.get("cpu_inference_precision"),
+            cpu_needs_vnni=bool(options.get("cpu_needs_vnni", False)),
         )
 
     def invoke(self, tensor: np.ndarray) -> np.ndarray:
@@ -212,6 +251,23 @@ class OpenVINOBackend(Backend):
         self._request = None
         self._queue = None
         self._compiled = None
+
+
+def _exact_int8_config(model_path: Path) -> dict[str, Any]:
+    """CPU settings that keep an IR with 8-bit int8 weights exact here: none with VNNI; without it (or where this
+    cannot be told) OpenVINO's low-precision kernels are turned off, and the quantized graph runs in f32, as the
+    iGPU's 32-bit sums compute it."""
+    has_vnni = cpu_has_vnni()
+    if has_vnni:
+        return {}
+    why = "has no VNNI" if has_vnni is False else "may lack VNNI (its flags cannot be read)"
+    logger.warning(
+        "this CPU %s, where the int8 kernels would overflow %s's 8-bit weights: running its int8 arithmetic in f32 "
+        "(exact, slower); [openvino] int8_weight_bits = 7 in the profile gives a bundle that runs in int8 here",
+        why,
+        model_path,
+    )
+    return {"LP_TRANSFORMS_MODE": "NO", "INFERENCE_PRECISION_HINT": "f32"}
 
 
 def _spec(port: Any) -> TensorSpec:

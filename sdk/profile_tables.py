@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -269,6 +269,9 @@ class OpenVINOOptions:
     device_fallbacks: tuple[str, ...] = ()  # e.g. ["CPU"]: used, with a warning, when `device` is absent
     performance_hint: PerformanceHint = PerformanceHint.LATENCY
     accuracy_control: bool = False  # INT8 with nncf.quantize_with_accuracy_control (needs --eval)
+    # INT8 weights: 7 bits (NNCF's overflow fix) run exactly on every CPU; 8 bits are as fine as TFLite's but
+    # overflow on CPUs without VNNI (AVX2 or older), where the runtime refuses them.
+    int8_weight_bits: Literal[7, 8] = 7
 
 
 @dataclasses.dataclass(frozen=True)

@@ -215,7 +215,10 @@ def _in_words(error: str, table: dict[str, Any]) -> str:
         value = value.get(part) if isinstance(value, dict) else None
     if what.startswith("Invalid enum value"):
         kind = _hint_at(Profile, path.split("."))
-        allowed = ", ".join(member.value for member in kind) if isinstance(kind, type) and issubclass(kind, enum.Enum) else ""
+        if isinstance(kind, type) and issubclass(kind, enum.Enum):
+            allowed = ", ".join(str(member.value) for member in kind)
+        else:  # a Literal
+            allowed = ", ".join(str(choice) for choice in typing.get_args(kind))
         return f"'{path}' = {value!r} is not allowed (allowed: {allowed})"
     if missing := re.match(r"Object missing required field `(\w+)`", what):
         return f"missing required key '{path + '.' if path else ''}{missing[1]}'"

@@ -97,6 +97,10 @@ def test_a_profile_with_the_old_pruning_target_key_still_loads_as_its_fraction(t
         (("crop = 1.0", "crop = 1.2"), "'input.crop' must be a fraction in (0, 1], got 1.2"),
         (('description = "Raspberry', 'describe = "Raspberry'), "unknown key 'describe'"),
         (("backend_fallbacks = []", "backend_fallbacks = []\nfallbacks = []"), "keep only the latter"),
+        (
+            ("[pruning]", "[openvino]\nint8_weight_bits = 9\n\n[pruning]"),
+            "'openvino.int8_weight_bits' = 9 is not allowed (allowed: 7, 8)",
+        ),
     ],
 )
 def test_bad_profile_names_file_key_and_allowed_values(tmp_path, edit, expected):

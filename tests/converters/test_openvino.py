@@ -40,6 +40,14 @@ def op_types(bundle_path) -> set[str]:
     return {op.get_type_name() for op in ov.Core().read_model(bundle_path / "model.xml").get_ops()}
 
 
+def int8_weights(bundle_path) -> list[np.ndarray]:
+    """The IR's stored int8 weight constants, as integers."""
+    ops = ov.Core().read_model(bundle_path / "model.xml").get_ops()
+    return [
+        op.get_data().astype(np.int32) for op in ops if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8
+    ]
+
+
 def test_int8_ir_with_embedded_preprocessing(openvino_bundles):
     path = openvino_bundles["intel-nuc-iris-xe"]
     manifest = json.loads((path / "manifest.json").read_text())
@@ -55,13 +63,9 @@ def test_int8_ir_with_embedded_preprocessing(openvino_bundles):
     embedded = manifest["quantization"]["embedded_preprocessing"]
     assert embedded["input"] == "u8 NHWC BGR" and embedded["color_order"] == "rgb"
     assert manifest["quantization"]["precision"] == "int8"
-    # 7-bit weights in every layer: no int16 overflow on CPUs without VNNI (the CPU fallback, this host)
-    weights = [
-        op.get_data()
-        for op in ov.Core().read_model(path / "model.xml").get_ops()
-        if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8
-    ]
-    assert len(weights) >= 3 and all(np.abs(w.astype(np.int32)).max() <= 64 for w in weights)
+    # The profile's 8-bit weights: each layer's largest weight at 127 steps (TFLite's grid)
+    assert manifest["quantization"]["weight_bits"] == 8 and manifest["runtime"]["options"]["cpu_needs_vnni"] is True
+    assert [np.abs(w).max() for w in int8_weights(path)] == [127] * len(int8_weights(path)) and len(int8_weights(path)) >= 3
     assert manifest["runtime"]["options"]["device_fallbacks"] == ["CPU"]
     assert "FakeQuantize" in op_types(path)
     model = ov.Core().read_model(path / "model.xml")
@@ -123,7 +127,8 @@ print("tensorflow" in sys.modules, "nncf" in sys.modules)
 def test_accuracy_control_needs_evaluation_and_then_meets_the_tolerance(tiny_model_file, photos, tmp_path):
     text = one_photo_tolerance("intel-nuc-iris-xe", tmp_path, photos).read_text()
     profile = tmp_path / "nuc-accuracy.toml"
-    profile.write_text(text.replace("accuracy_control = false", "accuracy_control = true"))
+    text = text.replace("accuracy_control = false", "accuracy_control = true")
+    profile.write_text(text.replace("int8_weight_bits = 8", "int8_weight_bits = 7"))
     with pytest.raises(tillsight.ConversionError, match="pass labeled evaluation data with --eval"):
         tillsight.convert(tiny_model_file, profile, calibration=photos.train_list, labels=photos.labels_file, out=tmp_path / "a")
     bundle = tillsight.convert(
@@ -136,16 +141,22 @@ def test_accuracy_control_needs_evaluation_and_then_meets_the_tolerance(tiny_mod
     )
     assert bundle.manifest.quantization["accuracy_control"] is True
     assert bundle.manifest.metrics.accuracy.top1_drop <= bundle.manifest.metrics.accuracy.tolerance
+    # 7-bit weights in every layer (NNCF's overflow fix): exact in int8 on CPUs without VNNI too
+    weights = int8_weights(bundle.path)
+    assert bundle.manifest.quantization["weight_bits"] == 7 and "cpu_needs_vnni" not in bundle.manifest.runtime.options
+    assert len(weights) >= 3 and all(np.abs(w).max() <= 64 for w in weights)
 
 
-def test_nncf_stores_exactly_the_weights_rounded_for_its_grid(photos, tmp_path):
-    """The compensated rounding is only kept if NNCF's grid is the one it rounds onto: step max|w| / 63.5 per output
-    channel of the BatchNorm-folded kernel, integers in [-64, 64]. Read NNCF's integers back and compare."""
+@pytest.mark.parametrize("bits", [7, 8])
+def test_nncf_stores_exactly_the_weights_rounded_for_its_grid(bits, photos, tmp_path):
+    """The compensated rounding is only kept if NNCF's grid is the one it rounds onto: per output channel of the
+    BatchNorm-folded kernel, step max|w| / 63.5 with 7 bits (the overflow fix), max|w| / 127 with 8. Read NNCF's
+    integers back and compare."""
     import nncf
 
     from tests.conftest import build_tiny_classifier
-    from tillsight.converters.openvino import _quantization_parameters
-    from tillsight.converters.weight_rounding import NNCF_INT8_OVERFLOW_FIX, compensated_weights
+    from tillsight.converters.openvino import _quantization_parameters, weight_grid
+    from tillsight.converters.weight_rounding import compensated_weights
 
     model = build_tiny_classifier()
     inputs, _, _ = load_photos(photos.eval_items)
@@ -154,14 +165,14 @@ def test_nncf_stores_exactly_the_weights_rounded_for_its_grid(photos, tmp_path):
     fold = bn.gamma.numpy() / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
     from tillsight.converters.source import load_source_model
 
-    with compensated_weights(model, inputs, True, NNCF_INT8_OVERFLOW_FIX):
+    with compensated_weights(model, inputs, True, weight_grid(bits)):
         chosen = conv.kernel.numpy() * fold  # the folded kernel the IR computes with, HWIO
         saved = load_source_model(model).export_saved_model(64, 64, False, tmp_path / "saved")  # as the target exports
     ir = nncf.quantize(
         ov.convert_model(str(saved)),
         nncf.Dataset([x[np.newaxis] for x in inputs]),
         subset_size=len(inputs),
-        advanced_parameters=_quantization_parameters(nncf),
+        advanced_parameters=_quantization_parameters(nncf, bits),
     )
     stored = []
     for op in ir.get_ordered_ops():
@@ -173,6 +184,7 @@ def test_nncf_stores_exactly_the_weights_rounded_for_its_grid(photos, tmp_path):
     scale = np.median(first[chosen != 0] / chosen[chosen != 0])  # OpenVINO folds the Rescaling(1/255) in front too
     assert scale == pytest.approx(1 / 255, rel=1e-3)
     moved = ~np.isclose(first, chosen * scale, rtol=0, atol=1e-6 * np.abs(first).max())
-    # NNCF keeps every chosen weight but each channel's largest, which sits at 63.5 steps, between two of its integers
-    assert moved.reshape(-1, first.shape[-1]).sum(axis=0).max() <= 1, moved.reshape(-1, first.shape[-1]).sum(axis=0)
+    # NNCF keeps every chosen weight; with 7 bits but each channel's largest, at 63.5 steps between two integers
+    per_channel = moved.reshape(-1, first.shape[-1]).sum(axis=0)
+    assert per_channel.max() <= (1 if bits == 7 else 0), per_channel
     assert np.abs(chosen - conv.kernel.numpy() * fold).max() > 0, "rounding changed nothing: the comparison proves nothing"

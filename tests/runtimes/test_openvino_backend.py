@@ -91,3 +91,53 @@ def test_throughput_load_runs_many_frames_in_parallel_streams_with_the_same_scor
     for alone, together in zip(one_by_one, many, strict=True):
         assert int(np.argmax(alone)) == int(np.argmax(together))
         np.testing.assert_allclose(alone, together, atol=0.02)
+
+
+@pytest.mark.parametrize(
+    ("flags", "machine", "expected"),
+    [
+        ("fpu sse4_2 avx2 avx512f avx512_vnni", "x86_64", True),  # Cascade Lake and later Xeons, 11th-gen Core
+        ("fpu sse4_2 avx2 avx_vnni", "x86_64", True),  # Alder Lake
+        ("fpu sse4_2 avx2 fma", "x86_64", False),  # AVX2 only: int8 pairs sum into saturating int16
+        ("fpu sse4_2 avx2", "aarch64", True),  # ARM's int8 kernels have no such overflow
+        (None, "x86_64", None),  # no /proc/cpuinfo: cannot tell
+    ],
+)
+def test_cpu_has_vnni_reads_the_cpu_flags(flags, machine, expected, tmp_path):
+    from tillsight.runtimes.openvino import cpu_has_vnni
+
+    cpuinfo = tmp_path / "cpuinfo"
+    if flags is not None:
+        cpuinfo.write_text(f"processor\t: 0\nmodel name\t: some CPU\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+    assert cpu_has_vnni(cpuinfo, machine) is expected
+
+
+@pytest.mark.integration
+@requires_nncf
+def test_8_bit_weights_on_a_cpu_without_vnni_run_their_int8_in_f32_and_classify_the_same(nuc_bundle, photos, monkeypatch, caplog):
+    """Without VNNI the CPU's int8 kernels overflow 8-bit weights; there the IR runs its quantized graph in f32,
+    which computes what the int8 kernels compute where they do not overflow."""
+    import logging
+
+    from tillsight.datasets import read_image
+    from tillsight.runtimes import openvino as backend
+
+    def convolution_precisions(classifier) -> set[str]:
+        ops = classifier.backend._compiled.get_runtime_model().get_ops()
+        info = [op.get_rt_info() for op in ops]
+        return {i["runtimePrecision"].astype(str) for i in info if i["layerType"].astype(str) == "Convolution"}
+
+    frames = [read_image(path) for path, _ in photos.eval_items]
+    with tillsight.load(nuc_bundle) as native:
+        manifest = native.bundle.manifest
+        assert manifest.quantization["weight_bits"] == 8 and manifest.runtime.options["cpu_needs_vnni"]
+        expected = [native.infer(native.prepare(frame)) for frame in frames]
+        assert convolution_precisions(native) & {"i8", "u8"}, "the int8 kernels did not run: the comparison proves nothing"
+    monkeypatch.setattr(backend, "cpu_has_vnni", lambda: False)
+    caplog.set_level(logging.WARNING, logger="tillsight.runtimes.openvino")
+    with tillsight.load(nuc_bundle) as simulated:
+        assert convolution_precisions(simulated) == {"f32"}
+        scores = [simulated.infer(simulated.prepare(frame)) for frame in frames]
+    assert any("has no VNNI" in r.getMessage() and "int8_weight_bits = 7" in r.getMessage() for r in caplog.records)
+    assert [int(np.argmax(s)) for s in scores] == [int(np.argmax(s)) for s in expected]
+    np.testing.assert_allclose(np.stack(scores), np.stack(expected), atol=0.02)
