@@ -269,8 +269,8 @@ class OpenVINOOptions:
     device_fallbacks: tuple[str, ...] = ()  # e.g. ["CPU"]: used, with a warning, when `device` is absent
     performance_hint: PerformanceHint = PerformanceHint.LATENCY
     accuracy_control: bool = False  # INT8 with nncf.quantize_with_accuracy_control (needs --eval)
-    # INT8 weights: 7 bits (NNCF's overflow fix) run exactly on every CPU; 8 bits are as fine as TFLite's but
-    # overflow on CPUs without VNNI (AVX2 or older), where the runtime refuses them.
+    # INT8 weights: 7 bits (NNCF's overflow fix) run in int8 on every CPU; 8 bits are as fine as TFLite's but would
+    # overflow the int8 kernels of CPUs without VNNI (AVX2 or older), where the runtime runs them in f32 instead.
     int8_weight_bits: Literal[7, 8] = 7
 
 
