@@ -1,10 +1,11 @@
-"""Every compression mode on the shapes Keras classifiers come in: flat, a nested base model, a nested head.
+"""Every compression mode on the nested shapes Keras classifiers come in: a nested base model, a nested head.
 
 Transfer learning's usual shape puts a ``keras.applications`` base model inside the classifier
 (``Input -> RandomFlip -> Rescaling -> MobileNetV2(include_top=False, pooling="avg") -> Dropout -> Dense``,
 the session's ``transfer_model_file``);
 others put a small head model after pooling. Pruning, its BatchNorm and least-squares steps, QAT
-and compensated rounding all walk the graph, and each once failed on one of these shapes.
+and compensated rounding all walk the graph, and each once failed on one of these shapes. Flat models go
+through every mode in ``test_pruning`` (its round trips) and ``test_training`` (QAT), on the session's tiny model.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ import pytest
 
 from tests.conftest import SIZE, PhotoSplit, load_photos, one_photo_tolerance
 
-SHAPES = ("flat", "nested-base", "nested-head")
+SHAPES = ("nested-base", "nested-head")
 
 
-def build_shape(shape: str):
-    """A 4-class classifier, flat or with a nested head, RGB 0-255 in."""
+def build_nested_head():
+    """A 4-class classifier with a small head model after pooling, RGB 0-255 in."""
     import keras
     from keras import layers
 
@@ -32,8 +33,6 @@ def build_shape(shape: str):
         x = layers.BatchNormalization(momentum=0.9)(x)
         x = layers.ReLU(6.0)(x)
     x = layers.GlobalAveragePooling2D()(x)
-    if shape == "flat":
-        return keras.Model(inputs, layers.Dense(4, activation="softmax")(x), name="flat")
     head_input = keras.Input((48,))
     h = layers.Dense(24, activation="relu")(head_input)
     h = layers.Dropout(0.1)(h)
@@ -43,20 +42,17 @@ def build_shape(shape: str):
 
 @pytest.fixture(scope="module")
 def shape_models(photos: PhotoSplit, transfer_model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Each shape trained on the real train photos and saved; the nested base is the session's transfer model."""
+    """The nested head trained on the real train photos and saved; the nested base is the session's transfer model."""
     import keras
 
     items = [(Path(line.split(",")[0]), int(line.split(",")[1])) for line in photos.train_list.read_text().splitlines()]
     inputs, targets, _ = load_photos(items)
     folder = tmp_path_factory.mktemp("shapes")
-    paths = {"nested-base": transfer_model_file}
-    for shape in ("flat", "nested-head"):
-        model = build_shape(shape)
-        model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy")
-        model.fit(inputs, targets, batch_size=16, epochs=12, verbose=0)
-        paths[shape] = folder / f"{shape}.keras"
-        model.save(paths[shape])
-    return paths
+    model = build_nested_head()
+    model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy")
+    model.fit(inputs, targets, batch_size=16, epochs=12, verbose=0)
+    model.save(folder / "nested-head.keras")
+    return {"nested-base": transfer_model_file, "nested-head": folder / "nested-head.keras"}
 
 
 @pytest.mark.integration
