@@ -121,7 +121,7 @@ def convert(job: ConversionJob) -> TargetResult:
             # A float IR on a CPU computes in f32: the plugin's default is bfloat16 on recent Xeons, which
             # lost 1.60 points on a good model whose f32 result matched float exactly (the iGPU runs f16).
             **({"cpu_inference_precision": "f32"} if options.precision is not Precision.INT8 else {}),
-            # 8-bit weights saturate the CPU's int8 dot products without VNNI: the runtime checks before it loads.
+            # 8-bit weights saturate a CPU's int8 dot products without VNNI: there the runtime computes in f32.
             **({"cpu_needs_vnni": True} if _needs_vnni(options) else {}),
         },
     )
@@ -154,7 +154,7 @@ def weight_grid(bits: int) -> WeightGrid:
 
 
 def _needs_vnni(options: OpenVINOOptions) -> bool:
-    """Whether the IR's weights run exactly only on CPUs with VNNI (or on the iGPU)."""
+    """Whether the IR's weights run exactly in int8 only on CPUs with VNNI (and on the iGPU)."""
     return options.precision is Precision.INT8 and options.int8_weight_bits == 8
 
 
@@ -167,7 +167,7 @@ def _quantization_parameters(nncf: Any, weight_bits: int) -> Any:
     VNNI): 74.3% agreement with the float model with NNCF's default (the fix in the first layer
     only), 97.0% with the fix in every layer (full bias correction both times).
 
-    So 7 bits use NNCF's overflow fix in every layer: exact on every CPU. 8 bits turn it off: the
+    So 7 bits use NNCF's overflow fix in every layer: exact in int8 on every CPU. 8 bits turn it off: the
     iGPU (DP4A) and CPUs with VNNI (11th-generation Core and later, Xeons since Cascade Lake,
     AMD Zen 4) sum in 32 bits. Measured on the re-trained sample (81.76%, three calibration
     draws, Xeon host with VNNI): 98.99%, 98.31% and 98.31% agreement with float, against 97.97%,
