@@ -141,3 +141,16 @@ def test_8_bit_weights_on_a_cpu_without_vnni_run_their_int8_in_f32_and_classify_
     assert any("has no VNNI" in r.getMessage() and "int8_weight_bits = 7" in r.getMessage() for r in caplog.records)
     assert [int(np.argmax(s)) for s in scores] == [int(np.argmax(s)) for s in expected]
     np.testing.assert_allclose(np.stack(scores), np.stack(expected), atol=0.02)
+
+
+@pytest.mark.integration
+@requires_nncf
+def test_8_bit_weights_that_auto_puts_on_a_cpu_without_vnni_are_refused(nuc_bundle, monkeypatch):
+    """AUTO chooses the device itself, so the CPU's f32 settings cannot be given: one line naming the fix."""
+    from tillsight.runtimes import openvino as backend
+
+    monkeypatch.setattr(backend, "cpu_has_vnni", lambda: False)
+    with pytest.raises(BackendUnavailableError, match="overflow on a CPU without VNNI, and AUTO chose the CPU: name the device"):
+        backend.OpenVINOBackend(nuc_bundle / "model.xml", "AUTO", cpu_needs_vnni=True)
+    monkeypatch.setattr(backend, "cpu_has_vnni", lambda: True)
+    backend.OpenVINOBackend(nuc_bundle / "model.xml", "AUTO", cpu_needs_vnni=True).close()
