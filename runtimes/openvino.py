@@ -163,15 +163,16 @@ class OpenVINOBackend(Backend):
         if warning:
             logger.warning(warning)
         self.fallback_reason = warning
-        exact_int8 = _exact_int8_config(model_path) if cpu_needs_vnni and self.device.startswith("CPU") else {}
+        on_cpu = self.device.startswith("CPU")
+        exact_int8 = _exact_int8_config(model_path) if cpu_needs_vnni and on_cpu else {}
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         if exact_int8:  # the cache's key leaves these settings out: a compiled int8 model would come back
             self.cache_dir = self.cache_dir / "int8-in-f32"
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         config: dict[str, Any] = {"PERFORMANCE_HINT": performance_hint.value, "CACHE_DIR": str(self.cache_dir)}
-        if threads and self.device.startswith("CPU"):
+        if threads and on_cpu:
             config["INFERENCE_NUM_THREADS"] = threads
-        if cpu_precision and self.device.startswith("CPU"):
+        if cpu_precision and on_cpu:
             config["INFERENCE_PRECISION_HINT"] = cpu_precision
         config.update(exact_int8)
         try:
@@ -181,7 +182,7 @@ class OpenVINOBackend(Backend):
         if len(self._compiled.inputs) != 1 or len(self._compiled.outputs) != 1:
             raise BundleError(f"{model_path} must have one input and one output")
         self.execution_devices = list(self._compiled.get_property("EXECUTION_DEVICES"))
-        if cpu_needs_vnni and not self.device.startswith("CPU") and any(d.startswith("CPU") for d in self.execution_devices):
+        if cpu_needs_vnni and not on_cpu and any(d.startswith("CPU") for d in self.execution_devices):
             if cpu_has_vnni() is not True:  # AUTO and the like chose the CPU: its int8 config cannot be set here
                 raise BackendUnavailableError(
                     f"{model_path} has 8-bit int8 weights, which overflow on a CPU without VNNI, and {self.device} "
