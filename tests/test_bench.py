@@ -95,7 +95,7 @@ def test_results_render_says_which_targets_were_missed_and_by_how_much():
             for n in ("Keras float (predict)", "TFLite float", "plain TFLiteConverter int8 (200 images)", "OpenVINO FP32 (CPU)")
         ],
         "plain_int8_gzip_bytes": 800_000,
-        "bundles": [bundle],
+        "bundles": [bundle, {**bundle, "name": "intel-nuc-iris-xe", "backend": "openvino", "top1_agreement": 98.3}],
         "bare_process": {**process, "cold_start_s": 0.25, "peak_rss_mb": 60},
         "pipeline": {
             "bundle": "raspberry-pi-4",
@@ -242,6 +242,8 @@ def test_results_render_says_which_targets_were_missed_and_by_how_much():
     assert "| channels:0.5 | 3 | 29.00% | 28.50% | 1.50 | 0.400 (0.50x) | 0.400 (0.80x) | 0.30x |  | 100 |" in text
     assert text.index("## Pruning") < text.index("## Targets")
     assert "agreement >= 99%: met (99.50%, plain recipe 96.00%)" in text
+    assert "- intel-nuc-iris-xe (OpenVINO): agreement >= 98.5%: MISSED (98.30%), on one calibration draw" in text
+    assert "- intel-nuc-iris-xe: int8 drop" not in text  # the TFLite targets are TFLite's
     assert "pipeline >= 0.9x the bare-inference bound: MISSED (0.10x)" in text
     assert "peak RSS <= 1.5x bare: met (1.17x)" in text
 
