@@ -214,7 +214,7 @@ def _bundle_targets(results: BenchResults, plain: Baseline, ours: Process) -> li
         agreement_text = met(b.top1_agreement >= 98.5, f"{b.top1_agreement:.2f}%")
         lines.append(
             f"- {b.name} (OpenVINO): agreement >= 98.5%: {agreement_text}, on one calibration draw (the profile rows "
-            "calibrate on the train list; draws move it by about 2 photos)"
+            "calibrate once, on the train list)"
         )
     ratio, bare = results.pipeline.ratio, results.bare_process
     lines.append(f"- pipeline >= 0.9x the bare-inference bound: {met(ratio >= 0.9, f'{ratio:.2f}x')}")
