@@ -1,7 +1,7 @@
 """The tune section of RESULTS.md: ``tillsight tune`` on the sample model for raspberry-pi-4, under latency budgets.
 
     python bench/tune.py --data ../shared/data/grocery-store [--max-latency-ms 9] [--max-drop 5] [--out out/tune-pi4]
-    python bench/tune.py --from out/tune-9ms out/tune-3.4ms      # only render searches already run, in this order
+    python bench/tune.py --from out/tune-9ms out/tune-3.2ms      # only render searches already run, in this order
 
 Runs (about 30 minutes on 2 cores)::
 
